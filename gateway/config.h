@@ -1,0 +1,79 @@
+/*
+ * config.h - the gateway's configuration: read from an INI file (inih) into an
+ * immutable struct, swapped whole on reload. Pure (stdio only).
+ *
+ * Errors name file, line, key and the expected value:
+ *   gateway.conf:42: limits.rpm: expected integer 1..100000, got "ten"
+ * Secrets are referenced (env:NAME, file:PATH), never inlined; resolved values
+ * live only in this struct and are never printed.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdio.h>
+
+#include "catalog.h"
+#include "gw.h"
+
+enum gw_fallback {
+    GW_FALLBACK_CHUNKED = 0, /* rewritten body of unknown length goes upstream chunked */
+    GW_FALLBACK_SPOOL,       /* ... or is spooled to an unlinked temp file, then sent with CL */
+};
+
+struct gw_team_key {
+    char *name;                /* the key's name: what logs show, never the key */
+    unsigned char sha256[32];  /* SHA-256 of the key's bytes */
+};
+
+struct gw_config {
+    char *path;                /* file it was read from */
+
+    /* [server] */
+    char *listen_host;         /* "127.0.0.1" */
+    int listen_port;           /* 8080 */
+    int threads;               /* event loops; 0 = one per core */
+    char *tls_cert;            /* PEM path, NULL = plain HTTP */
+    char *tls_key;
+    size_t max_body;           /* bytes; larger -> 413 */
+    size_t max_json_body;      /* bytes of a JSON body held in memory (1 MiB) */
+    size_t max_header_bytes;   /* total request head bytes (32 KiB) */
+    size_t lookahead;          /* bytes of body held waiting for `model` (256 KiB) */
+    enum gw_fallback fallback;
+    char *spool_dir;           /* for GW_FALLBACK_SPOOL ("/tmp") */
+    int client_timeout_ms;     /* idle client read/write timeout (60000) */
+    char *access_log;          /* path or "-" for stdout, "off" */
+    int log_level;             /* 0 error, 1 warn, 2 info, 3 debug */
+
+    /* [upstream] */
+    char *upstream_url;        /* as written, e.g. "https://api.example.com/v1" */
+    int upstream_tls;          /* scheme https */
+    char *upstream_host;       /* host part (for Host, SNI, verification) */
+    int upstream_port;
+    char *upstream_base;       /* path prefix without trailing '/', "" for none */
+    char *ca_file;             /* NULL = system default verify paths */
+    int tls_verify;            /* 1 (default); 0 only when explicitly configured */
+    int connect_timeout_ms;    /* 5000 */
+    int response_timeout_ms;   /* 120000: from request sent to response head */
+    int idle_timeout_ms;       /* 30000: between bytes of a streaming response */
+    int pool_size;             /* idle keep-alive connections kept per thread (16) */
+    char **upstream_keys;      /* resolved secrets, round-robin */
+    unsigned nupstream_keys;
+
+    /* [models] + [model NAME] + [aliases] */
+    struct gw_catalog catalog;
+
+    /* [key NAME] */
+    struct gw_team_key *keys;
+    unsigned nkeys;
+};
+
+/*
+ * Load and validate `path`. On success returns a new config (free with
+ * gw_config_free). On failure returns NULL and writes every error found, one per
+ * line as "FILE:LINE: section.key: expected ..., got ...", to `errs` (may be NULL).
+ */
+struct gw_config *gw_config_load(const char *path, FILE *errs);
+
+void gw_config_free(struct gw_config *cfg);
+
+#endif

@@ -1,0 +1,1 @@
+/* htfix.c - placeholder */

@@ -1,0 +1,1 @@
+/* jsonbody.c - placeholder, being written */

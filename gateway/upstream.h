@@ -1,0 +1,109 @@
+/*
+ * upstream.h - the HTTP/1.1 client to the video service: libevent bufferevents
+ * (+ OpenSSL: SNI, certificate and host-name verification), responses parsed by
+ * http_parser, a keep-alive pool per thread. I/O module; one instance per event
+ * loop, never shared between threads.
+ *
+ * Lifecycle of one lease, as the proxy sees it:
+ *
+ *   c = gw_upstream_lease(u, cb, arg)      pooled idle connection or a new one
+ *     cb(GW_UP_CONNECTED)                  (always asynchronous) write the request
+ *                                          head and body into gw_upconn_output(c)
+ *     cb(GW_UP_WRITABLE)                   output fell below the low watermark:
+ *                                          resume reading the client
+ *   gw_upconn_request_sent(c)              the whole request is written: the
+ *                                          response timeout starts
+ *     cb(GW_UP_HEADERS)                    status and headers are readable
+ *     cb(GW_UP_BODY)  (0..n times)         de-chunked body bytes wait in
+ *                                          gw_upconn_body(c): move them out
+ *     cb(GW_UP_DONE)                       response complete
+ *     cb(GW_UP_ERROR)                      at any point: gw_upconn_error(c) says
+ *                                          why (502 bad_gateway / 504 gateway_timeout)
+ *   gw_upconn_release(c)                   exactly once, from anywhere (also from
+ *                                          inside cb): after it no callback comes.
+ *                                          The connection goes back to the pool
+ *                                          only if the response was complete, the
+ *                                          request fully sent, and both sides
+ *                                          allow keep-alive; otherwise it is closed.
+ *
+ * Responses may arrive before the request is fully sent (an early 413/401 from
+ * the service): HEADERS/BODY/DONE are delivered as they come.
+ * A 1xx interim response is skipped. HEAD-less responses (204, 304) have no body.
+ */
+#ifndef GW_UPSTREAM_H
+#define GW_UPSTREAM_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "gw.h"
+
+struct gw_upstream;
+struct gw_upconn;
+
+enum gw_up_event {
+    GW_UP_CONNECTED = 0,
+    GW_UP_WRITABLE,
+    GW_UP_HEADERS,
+    GW_UP_BODY,
+    GW_UP_DONE,
+    GW_UP_ERROR,
+};
+
+typedef void (*gw_up_cb)(struct gw_upconn *c, enum gw_up_event ev, void *arg);
+
+/* Build the TLS client context for cfg (NULL when the upstream is http://).
+ * Verification on unless cfg->tls_verify == 0; CA from cfg->ca_file or the
+ * system paths; TLS >= 1.2; ALPN http/1.1; client session cache on.
+ * Returns GW_ERR with a message in err on failure. Shared by all threads. */
+int gw_upstream_tls_ctx(const struct gw_config *cfg, SSL_CTX **out, struct gw_error *err);
+
+/* One per event loop. cfg and ssl_ctx must outlive it (on reload, build a new one
+ * and free the old when its leases are gone). Creates the loop's evdns base. */
+struct gw_upstream *gw_upstream_new(struct event_base *base, const struct gw_config *cfg,
+                                    SSL_CTX *ssl_ctx);
+void gw_upstream_free(struct gw_upstream *u);
+
+/* Returns NULL only when out of memory. The first callback never runs before
+ * this returns. */
+struct gw_upconn *gw_upstream_lease(struct gw_upstream *u, gw_up_cb cb, void *arg);
+
+/* Where the request goes (the bufferevent's output). Valid from CONNECTED until
+ * release. Add with evbuffer_add_buffer() to move chains, not copy. */
+struct evbuffer *gw_upconn_output(struct gw_upconn *c);
+
+/* Bytes waiting in the output: the proxy pauses the client above its high
+ * watermark and resumes on GW_UP_WRITABLE. */
+size_t gw_upconn_output_pending(const struct gw_upconn *c);
+
+void gw_upconn_request_sent(struct gw_upconn *c);
+
+/* Response head, valid from HEADERS until release. */
+int gw_upconn_status(const struct gw_upconn *c);
+unsigned gw_upconn_header_count(const struct gw_upconn *c);
+void gw_upconn_header_at(const struct gw_upconn *c, unsigned i, struct gw_str *name,
+                         struct gw_str *value);
+/* Case-insensitive lookup of the first header named `name`; {NULL,0} if absent. */
+struct gw_str gw_upconn_header(const struct gw_upconn *c, const char *name);
+/* Content-Length of the response, or -1 (chunked or close-delimited). */
+int64_t gw_upconn_content_length(const struct gw_upconn *c);
+
+/* Body bytes received and not yet taken (already de-chunked). */
+struct evbuffer *gw_upconn_body(struct gw_upconn *c);
+
+/* Stop (1) / resume (0) reading the response: backpressure from a slow client. */
+void gw_upconn_pause_read(struct gw_upconn *c, int paused);
+
+/* Why GW_UP_ERROR came. */
+const struct gw_error *gw_upconn_error(const struct gw_upconn *c);
+
+/* Whether this lease reused a pooled connection (for logs and tests). */
+int gw_upconn_reused(const struct gw_upconn *c);
+
+void gw_upconn_release(struct gw_upconn *c);
+
+#endif
