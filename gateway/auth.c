@@ -1,1 +1,36 @@
-/* auth.c - placeholder */
+/*
+ * auth.c - team key check. Every configured hash is compared (CRYPTO_memcmp, no
+ * early exit), so the time taken does not depend on which key matched.
+ */
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "auth.h"
+
+const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char *authorization)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    const struct gw_team_key *found = NULL;
+    const char *key;
+    size_t len;
+
+    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return NULL;
+    key = authorization + 7;
+    while (*key == ' ')
+        key++;
+    len = strlen(key);
+    while (len > 0 && (key[len - 1] == ' ' || key[len - 1] == '\t'))
+        len--;
+    if (len == 0)
+        return NULL;
+    SHA256((const unsigned char *)key, len, digest);
+    for (unsigned i = 0; i < cfg->nkeys; i++) {
+        if (CRYPTO_memcmp(digest, cfg->keys[i].sha256, sizeof(digest)) == 0)
+            found = &cfg->keys[i];
+    }
+    OPENSSL_cleanse(digest, sizeof(digest));
+    return found;
+}

@@ -1,1 +1,91 @@
-/* router.c - placeholder, being written */
+/*
+ * router.c - exact routing of the gateway's handful of paths.
+ */
+#include <string.h>
+
+#include "router.h"
+
+int gw_router_valid_id(struct gw_str s)
+{
+    if (s.len == 0 || s.len > GW_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int set(struct gw_route *out, enum gw_route_id id, const char *name, int proxied,
+               int has_body)
+{
+    out->id = id;
+    out->name = name;
+    out->proxied = proxied;
+    out->has_body = has_body;
+    return GW_OK;
+}
+
+static int not_allowed(struct gw_error *err, const char *allowed)
+{
+    return gw_error_set(err, 405, "invalid_request_error", "method_not_allowed", NULL,
+                        "Method not allowed; this path accepts %s", allowed);
+}
+
+int gw_router_match(const char *method, struct gw_str path, struct gw_route *out,
+                    struct gw_error *err)
+{
+    static const char videos[] = "/v1/videos";
+    const size_t vlen = sizeof(videos) - 1;
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int post = strcmp(method, "POST") == 0;
+    int del = strcmp(method, "DELETE") == 0;
+
+    memset(out, 0, sizeof(*out));
+    if (gw_str_eq(path, "/healthz"))
+        return get ? set(out, GW_ROUTE_HEALTHZ, "healthz", 0, 0) : not_allowed(err, "GET");
+    if (gw_str_eq(path, "/v1/models"))
+        return get ? set(out, GW_ROUTE_MODELS, "models", 0, 0) : not_allowed(err, "GET");
+    if (path.len < vlen || memcmp(path.p, videos, vlen) != 0)
+        goto not_found;
+    if (path.len == vlen || (path.len == vlen + 1 && path.p[vlen] == '/')) {
+        if (post)
+            return set(out, GW_ROUTE_CREATE, "create", 1, 1);
+        if (get)
+            return set(out, GW_ROUTE_LIST, "list", 1, 0);
+        return not_allowed(err, "GET, POST");
+    }
+    if (path.p[vlen] != '/')
+        goto not_found;
+
+    /* /v1/videos/{id}[/content|/remix] */
+    struct gw_str rest = { path.p + vlen + 1, path.len - vlen - 1 };
+    const char *slash = memchr(rest.p, '/', rest.len);
+    struct gw_str id = { rest.p, slash ? (size_t)(slash - rest.p) : rest.len };
+    struct gw_str tail = { slash ? slash : rest.p + rest.len,
+                           slash ? rest.len - id.len : 0 };
+
+    if (!gw_router_valid_id(id))
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_id", "id",
+                            "Invalid video id: expected 1 to 128 characters of [A-Za-z0-9_-]");
+    out->video_id = id;
+    if (tail.len == 0) {
+        if (get)
+            return set(out, GW_ROUTE_RETRIEVE, "retrieve", 1, 0);
+        if (del)
+            return set(out, GW_ROUTE_DELETE, "delete", 1, 0);
+        return not_allowed(err, "GET, DELETE");
+    }
+    if (gw_str_eq(tail, "/content"))
+        return get ? set(out, GW_ROUTE_CONTENT, "content", 1, 0) : not_allowed(err, "GET");
+    if (gw_str_eq(tail, "/remix"))
+        return post ? set(out, GW_ROUTE_REMIX, "remix", 1, 1) : not_allowed(err, "POST");
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_id", "id",
+                        "Invalid video path: an id is followed only by /content or /remix");
+
+not_found:
+    return gw_error_set(err, 404, "invalid_request_error", "not_found", NULL,
+                        "Unknown path; see GET /v1/models and the /v1/videos routes");
+}
