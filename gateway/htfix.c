@@ -1,1 +1,145 @@
-/* htfix.c - placeholder */
+/*
+ * htfix.c - make libevhtp's request parser only ever see complete request heads.
+ *
+ * libevhtp 1.2.18 corrupts the path when a request line is split across TCP
+ * reads (upstream #128/#131, fixed after the release Debian ships), and drops
+ * malformed heads without an answer. libevhtp calls htparser_run() through the
+ * PLT, so this definition in the executable (linked with -rdynamic) takes its
+ * place:
+ *   - in a body, bytes go straight to the real parser;
+ *   - a head that arrived whole (the common case) is checked by reqhead.c and
+ *     handed to the real parser, or refused with a proper answer;
+ *   - an incomplete head is consumed into a small per-connection stash (bounded
+ *     by max_header_bytes). Consuming it matters: libevhtp re-runs its read
+ *     callback at once when bytes are left unconsumed, which would spin.
+ *     When the head completes, the real parser runs over the stash.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <evhtp/evhtp.h>
+
+#include "htfix.h"
+#include "proxy.h"
+#include "reqhead.h"
+
+typedef size_t (*htparser_run_fn)(htparser *, htparse_hooks *, const char *, size_t);
+
+struct stash {
+    char *buf;
+    size_t len, cap;
+};
+
+static htparser_run_fn real_run;
+static size_t max_head = 32 * 1024;
+
+int gw_htfix_init(size_t max_header_bytes)
+{
+    real_run = (htparser_run_fn)dlsym(RTLD_NEXT, "htparser_run");
+    max_head = max_header_bytes;
+    return real_run != NULL ? GW_OK : GW_ERR;
+}
+
+static evhtp_res stash_free(evhtp_connection_t *conn, void *arg)
+{
+    struct stash *s = arg;
+
+    free(s->buf);
+    free(s);
+    return EVHTP_RES_OK;
+}
+
+int gw_htfix_attach(evhtp_connection_t *conn)
+{
+    struct stash *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return GW_ERR;
+    evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini, (evhtp_hook)stash_free, s);
+    return GW_OK;
+}
+
+static struct stash *stash_of(evhtp_connection_t *c)
+{
+    return c->hooks ? c->hooks->on_connection_fini_arg : NULL;
+}
+
+static int stash_add(struct stash *s, const char *data, size_t len)
+{
+    if (s->len + len > s->cap) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->len + len)
+            cap *= 2;
+        char *b = realloc(s->buf, cap);
+        if (b == NULL)
+            return GW_ERR;
+        s->buf = b;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    return GW_OK;
+}
+
+/* Run the real parser over the stash (which ends with `len` bytes of the
+ * current read) and translate what it consumed back into the current read. */
+static size_t run_stash(htparser *p, htparse_hooks *hooks, struct stash *s, size_t len)
+{
+    size_t total = s->len, used = real_run(p, hooks, s->buf, total);
+    size_t left = total - used;
+
+    s->len = 0;
+    if (s->cap > 64 * 1024) { /* do not keep a large stash around */
+        free(s->buf);
+        s->buf = NULL;
+        s->cap = 0;
+    }
+    return left <= len ? len - left : 0;
+}
+
+size_t htparser_run(htparser *p, htparse_hooks *hooks, const char *data, size_t len)
+{
+    evhtp_connection_t *c = htparser_get_userdata(p);
+    struct stash *s;
+    struct gw_error err;
+    long end;
+
+    if (real_run == NULL)
+        abort(); /* gw_htfix_init() was not called */
+    if (c == NULL || c->type != evhtp_type_server || gw_proxy_in_body(c) || len == 0 ||
+        (s = stash_of(c)) == NULL)
+        return real_run(p, hooks, data, len);
+
+    if (s->len == 0) {
+        end = gw_reqhead_end(data, len, max_head, &err);
+        if (end > 0 && gw_reqhead_check(data, (size_t)end, &err) == GW_OK)
+            return real_run(p, hooks, data, len); /* whole head in one read */
+    } else {
+        if (stash_add(s, data, len) != GW_OK) {
+            gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+            goto refuse;
+        }
+        end = gw_reqhead_end(s->buf, s->len, max_head, &err);
+        if (end > 0 && gw_reqhead_check(s->buf, (size_t)end, &err) == GW_OK)
+            return run_stash(p, hooks, s, len);
+        if (end == 0)
+            return len;
+        goto refuse;
+    }
+    if (end == 0) {
+        /* incomplete head: keep it here rather than in libevhtp's buffer */
+        if (stash_add(s, data, len) != GW_OK) {
+            gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+            goto refuse;
+        }
+        return len;
+    }
+
+refuse:
+    s->len = 0;
+    gw_proxy_refuse_head(c, &err);
+    return len;
+}

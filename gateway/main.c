@@ -1,1 +1,117 @@
-int main(void){return 0;}
+/*
+ * main.c - command line and wiring only:
+ *   gateway [-c FILE]          run
+ *   gateway -t [-c FILE]       check the configuration and exit
+ *   gateway mint-key NAME      print a new team key once, and its config stanza
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#define GW_VERSION "0.1.0"
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: gateway [-c FILE]        run (default FILE: gateway.conf)\n"
+               "       gateway -t [-c FILE]     check the configuration and exit\n"
+               "       gateway mint-key NAME    print a new team key and its [key NAME] stanza\n"
+               "       gateway -v               print the version\n");
+    return f == stderr ? 2 : 0;
+}
+
+static int mint_key(const char *name)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char rnd[32], digest[SHA256_DIGEST_LENGTH];
+    char key[64] = "sk-vgw-";
+    size_t off = strlen(key);
+
+    for (const char *p = name; *p; p++) {
+        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-", *p) ||
+            p - name >= 64) {
+            fprintf(stderr, "gateway: key names are 1-64 characters of [A-Za-z0-9_.-]\n");
+            return 2;
+        }
+    }
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        fprintf(stderr, "gateway: no randomness available\n");
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        key[off++] = alphabet[rnd[i] & 63];
+    key[off] = '\0';
+    SHA256((const unsigned char *)key, off, digest);
+    printf("# Team key for \"%s\" (shown once; give it to its owner, it is not stored):\n"
+           "#   %s\n"
+           "# Paste into gateway.conf:\n[key %s]\nsha256 = ",
+           name, key, name);
+    for (size_t i = 0; i < sizeof(digest); i++)
+        printf("%02x", digest[i]);
+    printf("\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = "gateway.conf";
+    int check = 0, opt;
+    struct gw_config *cfg;
+    struct gw_server *srv;
+    struct gw_error err;
+
+    if (argc >= 2 && strcmp(argv[1], "mint-key") == 0)
+        return argc == 3 ? mint_key(argv[2]) : usage(stderr);
+    while ((opt = getopt(argc, argv, "c:thv")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            check = 1;
+            break;
+        case 'v':
+            printf("gateway %s\n", GW_VERSION);
+            return 0;
+        case 'h':
+            return usage(stdout);
+        default:
+            return usage(stderr);
+        }
+    }
+    if (optind != argc)
+        return usage(stderr);
+    cfg = gw_config_load(path, stderr);
+    if (cfg == NULL) {
+        fprintf(stderr, "gateway: configuration %s has errors\n", path);
+        return 1;
+    }
+    if (check) {
+        printf("gateway: configuration %s is ok\n", path);
+        gw_config_free(cfg);
+        return 0;
+    }
+    gw_log_level = cfg->log_level;
+    if (gw_accesslog_open(cfg->access_log) != GW_OK) {
+        fprintf(stderr, "gateway: cannot open access log %s\n", cfg->access_log);
+        return 1;
+    }
+    srv = gw_server_new(cfg, &err);
+    if (srv == NULL) {
+        gw_log(GW_LOG_ERROR, "%s", err.message);
+        return 1;
+    }
+    gw_server_run(srv);
+    gw_server_free(srv);
+    gw_config_free(cfg);
+    return 0;
+}

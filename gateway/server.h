@@ -1,0 +1,42 @@
+/*
+ * server.h - the listeners: N event loops, each with its own evhtp_t bound to
+ * the same address with SO_REUSEPORT (libevhtp's own thread pool balances
+ * badly), its own upstream pool and DNS base. Nothing is shared between loops
+ * but the immutable config.
+ */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <evhtp/evhtp.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+struct gw_worker {
+    unsigned id;
+    struct event_base *base;
+    evhtp_t *htp;
+    struct gw_upstream *up;
+    const struct gw_config *cfg;
+    pthread_t thread;
+    uint64_t next_rid;      /* request ids: worker id in the high bits */
+    unsigned next_key;      /* round-robin over cfg->upstream_keys */
+    unsigned inflight;      /* exchanges alive on this loop */
+    int draining;           /* SIGTERM seen: stop accepting, exit when idle */
+};
+
+struct gw_server;
+
+/* Build every worker (listeners bound, TLS loaded). GW_ERR with a message in err. */
+struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *err);
+
+/* Run the loops until SIGTERM/SIGINT has drained them. Returns 0. */
+int gw_server_run(struct gw_server *s);
+
+void gw_server_free(struct gw_server *s);
+
+#endif
