@@ -1,0 +1,1111 @@
+"""gwtest.py - support library for the integration tests (Python 3.11 stdlib only).
+
+A test file is a list of `def test_*():` functions ending with
+
+    import gwtest
+    gwtest.main(globals())
+
+Run all of them with `python3 test_x.py`, one with `python3 test_x.py test_name`.
+
+What is here:
+  make_certs(dir)            a throwaway CA, a server cert (SAN DNS+IP), a second unrelated CA
+  Stub                       the stub upstream (tests/stub/stub_upstream.py) as a subprocess
+  Gateway                    the gateway binary (env GW_BIN) with a generated gateway.conf
+  request / download / open_request / raw / RawConn / parse_response    HTTP clients
+  multipart / multipart_stream / chunked / pattern_sha256 / content_sha256    bodies
+  error_body                 parse and check an OpenAI error body
+  wait_for                   poll a predicate (never sleep for a fixed time)
+"""
+
+import hashlib
+import http.client
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SOURCE_DIR = os.environ.get("GW_SOURCE_DIR") or ROOT
+STUB_PATH = os.path.join(SOURCE_DIR, "tests", "stub", "stub_upstream.py")
+if not os.path.exists(STUB_PATH):
+    STUB_PATH = os.path.join(ROOT, "tests", "stub", "stub_upstream.py")
+
+_spec = importlib.util.spec_from_file_location("stub_upstream", STUB_PATH)
+stub_upstream = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stub_upstream)
+
+#: sha256 hex of what the stub serves at /v1/videos/{id}/content for (id, size, variant)
+content_sha256 = stub_upstream.content_sha256
+
+PATTERN_BLOCK = 64 * 1024
+STREAM_CHUNK = 256 * 1024
+
+
+class Skip(Exception):
+    """Raise in a test to skip it (reported, not counted as a failure)."""
+
+
+# ----------------------------------------------------------------------------
+# small utilities
+
+def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, interval=0.01, what="condition"):
+    """Poll pred() until it returns a truthy value (returned); AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def _tls_context(ca):
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    return ctx
+
+
+def proc_status_kib(pid, field):
+    """A kB field (VmHWM, VmRSS, ...) of /proc/PID/status, as an int."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+# ----------------------------------------------------------------------------
+# certificates
+
+_CA_CNF = """[req]
+distinguished_name = dn
+x509_extensions = v3_ca
+prompt = no
+[dn]
+CN = %s
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+"""
+
+_LEAF_CNF = """[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = %s
+"""
+
+_LEAF_EXT = """subjectAltName = %s
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+"""
+
+
+def make_certs(dirpath, names=("localhost",), ips=("127.0.0.1",)):
+    """Generate with the openssl CLI (EC P-256, valid 30 days):
+    ca.pem/ca.key, server.pem/server.key (signed by ca, subjectAltName DNS:names,
+    IP:ips, CN names[0]) and an unrelated other-ca.pem/other-ca.key.
+    Returns {"ca", "cert", "key", "other_ca", "dir"} plus the same paths under
+    their file names ("ca.pem", "server.pem", "server.key", "other-ca.pem")."""
+    os.makedirs(dirpath, exist_ok=True)
+
+    def run(*args):
+        p = subprocess.run(["openssl"] + list(args), cwd=dirpath,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("openssl %s failed: %s" % (" ".join(args), p.stderr))
+
+    def write(name, text):
+        with open(os.path.join(dirpath, name), "w") as f:
+            f.write(text)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for base, cn in (("ca", "gwtest CA"), ("other-ca", "gwtest unrelated CA")):
+        write(base + ".cnf", _CA_CNF % cn)
+        run("req", "-x509", "-config", base + ".cnf", *ec, "-keyout", base + ".key",
+            "-out", base + ".pem", "-days", "30", "-sha256")
+    names = list(names)
+    san = ",".join(["DNS:%s" % n for n in names] + ["IP:%s" % i for i in ips])
+    write("server.cnf", _LEAF_CNF % (names[0] if names else "gwtest server"))
+    write("server.ext", _LEAF_EXT % san)
+    run("req", "-new", "-config", "server.cnf", *ec, "-keyout", "server.key",
+        "-out", "server.csr", "-sha256")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "30", "-sha256",
+        "-extfile", "server.ext")
+    p = lambda n: os.path.join(dirpath, n)  # noqa: E731
+    return {"ca": p("ca.pem"), "cert": p("server.pem"), "key": p("server.key"),
+            "other_ca": p("other-ca.pem"), "dir": dirpath,
+            "ca.pem": p("ca.pem"), "server.pem": p("server.pem"),
+            "server.key": p("server.key"), "other-ca.pem": p("other-ca.pem")}
+
+
+# ----------------------------------------------------------------------------
+# the stub upstream
+
+class Stub:
+    """The stub upstream as a subprocess.
+
+        with Stub() as stub:            # or Stub(tls=True), Stub(content_size=..., job_seconds=...)
+            stub.url, stub.port, stub.key
+            stub.requests()             # records (see stub_upstream.py)
+            stub.fault("429", retry_after=2, count=1)
+            stub.wait_requests(1)       # -> records, once >= 1 exists
+
+    With tls=True a CA and server cert are made (stub.certs, stub.ca) unless
+    `certs` (a make_certs() dict) is given; the url is https://localhost:PORT and
+    the stub listens on 127.0.0.1 and ::1."""
+
+    def __init__(self, tls=False, certs=None, key=None, content_size=None,
+                 job_seconds=None, verbose=True, args=()):
+        self.tls = tls
+        self.certs = certs
+        self.key = key or "sk-upstream-" + secrets.token_urlsafe(24)
+        self.content_size = content_size
+        self.job_seconds = job_seconds
+        self.verbose = verbose
+        self.args = list(args)
+        self.proc = None
+        self.port = None
+        self.dir = None
+
+    # -- lifecycle
+    def start(self, timeout=10):
+        self.dir = tempfile.mkdtemp(prefix="gwtest-stub-")
+        if self.tls and self.certs is None:
+            self.certs = make_certs(os.path.join(self.dir, "certs"))
+        ready = os.path.join(self.dir, "ready")
+        cmd = [sys.executable, STUB_PATH, "--port", "0", "--key", self.key,
+               "--ready-file", ready]
+        if self.tls:
+            cmd += ["--tls-cert", self.certs["cert"], "--tls-key", self.certs["key"], "--dual"]
+        if self.content_size is not None:
+            cmd += ["--content-size", str(int(self.content_size))]
+        if self.job_seconds is not None:
+            cmd += ["--job-seconds", str(self.job_seconds)]
+        if self.verbose:
+            cmd.append("--verbose")
+        cmd += self.args
+        self._logf = open(os.path.join(self.dir, "stub.log"), "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+        def ready_port():
+            if self.proc.poll() is not None:
+                raise RuntimeError("stub exited with %s:\n%s" % (self.proc.returncode,
+                                                                 self.log()))
+            try:
+                with open(ready) as f:
+                    return int(f.read().strip() or 0)
+            except FileNotFoundError:
+                return 0
+        self.port = wait_for(ready_port, timeout, what="the stub's ready file")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_logf", None):
+            self._logf.close()
+            self._logf = None
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, et, ev, tb):
+        self.stop()
+        if et is not None and not issubclass(et, Skip):
+            sys.stderr.write("---- stub log (tail) ----\n%s\n" % self.log()[-4000:])
+        if self.dir and not os.environ.get("GW_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "stub.log"), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    @property
+    def host(self):
+        return "localhost" if self.tls else "127.0.0.1"
+
+    @property
+    def url(self):
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
+
+    @property
+    def ca(self):
+        return self.certs["ca"] if self.certs else None
+
+    # -- talking to it
+    def http(self, method, path, body=b"", headers=None, timeout=30):
+        """A request to the stub itself -> (status, headers, body bytes)."""
+        return request(self.port, method, path, headers=headers, body=body,
+                       tls=self.tls, ca=self.ca, timeout=timeout, host=self.host)
+
+    def api(self, method, path, body=b"", headers=None, timeout=30):
+        """A /v1 request with the right key -> (status, headers, body bytes)."""
+        h = {"Authorization": "Bearer " + self.key}
+        h.update(headers or {})
+        return self.http(method, path, body, h, timeout)
+
+    def _control(self, method, path, obj=None, timeout=30, ok=(200,)):
+        body = json.dumps(obj).encode() if obj is not None else b""
+        hdr = {"Content-Type": "application/json"} if obj is not None else {}
+        st, _, data = self.http(method, "/__stub/" + path, body, hdr, timeout)
+        if st not in ok:
+            raise AssertionError("stub control %s %s -> %d %s" % (method, path, st, data[:500]))
+        return st, json.loads(data)
+
+    def requests(self, path=None, method=None):
+        """All records (oldest first), optionally only those with this path/method."""
+        recs = self._control("GET", "requests")[1]
+        return [r for r in recs if (path is None or r["path"] == path)
+                and (method is None or r["method"] == method)]
+
+    def last(self):
+        recs = self.requests()
+        assert recs, "the stub has received no request"
+        return recs[-1]
+
+    def reset(self, config=False):
+        """Forget records, jobs and faults (and the config too if config=True)."""
+        self._control("POST", "reset", {"config": bool(config)})
+
+    def fault(self, mode, **kw):
+        """Arm a fault: mode in 500 429 reset reset_mid_request hang slow
+        close_after_headers; kw: count, retry_after, delay_ms, path_prefix,
+        after_bytes (reset_mid_request), body_bytes (close_after_headers),
+        early (500/429: answer before reading the body, then close),
+        read_bps / chunk_delay_ms (slow: throttle body reading / content writing)."""
+        d = {"mode": str(mode)}
+        d.update(kw)
+        return self._control("POST", "fault", d)[1]
+
+    def config(self, **kw):
+        """Set content_size / job_seconds / idle_timeout; returns the config."""
+        return self._control("POST", "config", kw)[1]
+
+    def wait_requests(self, n, timeout=10, done=False):
+        """Records, once at least n exist (done=True: n have been answered/ended)."""
+        st, recs = self._control("GET", "wait?count=%d&timeout=%s&done=%d"
+                                 % (n, timeout, 1 if done else 0),
+                                 timeout=timeout + 10, ok=(200, 408))
+        if st != 200:
+            raise AssertionError("stub: fewer than %d requests%s after %ss (%d seen)"
+                                 % (n, " ended" if done else "", timeout, len(recs)))
+        return recs
+
+    def wait_bytes(self, n, timeout=10):
+        """The first record whose body has reached n bytes received."""
+        st, r = self._control("GET", "wait_bytes?bytes=%d&timeout=%s" % (n, timeout),
+                              timeout=timeout + 10, ok=(200, 408))
+        if st != 200:
+            raise AssertionError("stub: no request body reached %d bytes in %ss" % (n, timeout))
+        return r
+
+    def close_idle(self):
+        """Close the stub's idle keep-alive connections; returns how many."""
+        return self._control("POST", "close_idle")[1]["closed"]
+
+    def stats(self):
+        return self._control("GET", "stats")[1]
+
+    def jobs(self):
+        return self._control("GET", "jobs")[1]
+
+    def set_job(self, video_id, **kw):
+        """Override a job's status/progress/error, e.g. set_job(id, status="failed")."""
+        d = {"id": video_id}
+        d.update(kw)
+        return self._control("POST", "job", d)[1]
+
+    def create_job(self, model="veo3", prompt="p", seconds="8", size="16x9"):
+        """Create a job directly at the stub (not through a gateway); returns it."""
+        st, _, body = self.api("POST", "/v1/videos", json.dumps(
+            {"model": model, "prompt": prompt, "seconds": seconds, "size": size}).encode(),
+            {"Content-Type": "application/json"})
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+
+# ----------------------------------------------------------------------------
+# the gateway
+
+_SERVER_OPTS = ("threads", "max_body", "max_json_body", "max_header_bytes", "lookahead",
+                "fallback", "spool_dir", "client_timeout", "access_log", "log_level",
+                "tls_cert", "tls_key")
+_UPSTREAM_OPTS = ("connect_timeout", "response_timeout", "idle_timeout", "pool_size",
+                  "tls_verify", "ca_file")
+
+
+def _ini_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+class Gateway:
+    """The gateway (binary from env GW_BIN) with a generated config.
+
+        with Stub() as stub, Gateway(stub, keys=("alice", "bob"), max_body="10M") as gw:
+            st, h, body = request(gw.port, "GET", "/v1/videos", headers=gw.auth("alice"))
+
+    Options (keyword): server keys %s; upstream keys %s.
+    Only the keys given are written (plus listen and threads).  `extra` is
+    {"section": {key: value}} merged over that (value None deletes a key; new
+    sections such as "aliases" or "model X" are appended); `key_options` is
+    {name: {key: value}} for the [key NAME] sections; `raw_extra` is appended
+    verbatim.  The upstream key reaches the child as env GW_TEST_UPSTREAM_KEY.
+    """ % (", ".join(_SERVER_OPTS), ", ".join(_UPSTREAM_OPTS))
+
+    def __init__(self, stub=None, upstream_url=None, upstream_key=None, keys=("default",),
+                 extra=None, raw_extra="", key_options=None, models_unknown="reject",
+                 include=True, env=None, args=(), startup_timeout=15, client_ca=None,
+                 **options):
+        for k in options:
+            if k not in _SERVER_OPTS and k not in _UPSTREAM_OPTS:
+                raise TypeError("Gateway: unknown option %r" % k)
+        self.stub = stub
+        self.upstream_url = upstream_url or (stub.url if stub else None)
+        self.upstream_key = upstream_key or (stub.key if stub else None)
+        if self.upstream_url is None:
+            raise TypeError("Gateway needs a stub or an upstream_url")
+        self.keys = {name: "sk-vgw-" + _urlsafe(32) for name in keys}
+        self.extra = dict(extra or {})
+        self.raw_extra = raw_extra
+        self.key_options = dict(key_options or {})
+        self.models_unknown = models_unknown
+        self.include = include
+        self.options = options
+        self.env = dict(env or {})
+        self.args = list(args)
+        self.startup_timeout = startup_timeout
+        self.proc = None
+        self.port = None
+        self.dir = None
+        self.bin = os.environ.get("GW_BIN") or _default_bin()
+        self.tls = bool(options.get("tls_cert"))
+        self.client_ca = client_ca      # CA for our own TLS requests to the gateway
+
+    # -- config
+    def sections(self):
+        """The config as an ordered {section: {key: value}} ("" = top level)."""
+        o = self.options
+        server = {"listen": "127.0.0.1:%d" % self.port, "threads": o.get("threads", 2)}
+        for k in _SERVER_OPTS:
+            if k in o and k != "threads":
+                server[k] = o[k]
+        upstream = {"url": self.upstream_url}
+        ca = o.get("ca_file")
+        if ca is None and self.stub is not None and self.stub.tls:
+            ca = self.stub.ca
+        if ca:
+            upstream["ca_file"] = ca
+        upstream["key"] = "env:GW_TEST_UPSTREAM_KEY"
+        for k in _UPSTREAM_OPTS:
+            if k in o and k != "ca_file":
+                upstream[k] = o[k]
+        secs = {"": {}}
+        if self.include:
+            secs[""]["include"] = os.path.join(SOURCE_DIR, "config", "models.conf")
+        secs["server"] = server
+        secs["upstream"] = upstream
+        secs["models"] = {"unknown": self.models_unknown}
+        for sec, kv in self.extra.items():
+            d = secs.setdefault(sec, {})
+            for k, v in kv.items():
+                if v is None:
+                    d.pop(k, None)
+                else:
+                    d[k] = v
+        for name, plain in self.keys.items():
+            d = {"sha256": hashlib.sha256(plain.encode()).hexdigest()}
+            d.update(self.key_options.get(name, {}))
+            secs["key %s" % name] = d
+        return secs
+
+    def config_text(self):
+        out = []
+        for sec, kv in self.sections().items():
+            if sec:
+                out.append("\n[%s]" % sec)
+            for k, v in kv.items():
+                out.append("%s = %s" % (k, _ini_value(v)))
+        text = "\n".join(out).lstrip("\n") + "\n"
+        if self.raw_extra:
+            text += "\n" + self.raw_extra.rstrip("\n") + "\n"
+        return text
+
+    def write_config(self):
+        """(Re)write gateway.conf from the current attributes; returns its path."""
+        tmp = self.conf_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.config_text())
+        os.rename(tmp, self.conf_path)
+        return self.conf_path
+
+    # -- lifecycle
+    def start(self):
+        if not self.bin or not os.path.exists(self.bin):
+            raise RuntimeError("gateway binary not found: set GW_BIN (got %r)" % self.bin)
+        self.dir = tempfile.mkdtemp(prefix="gwtest-gw-")
+        self.conf_path = os.path.join(self.dir, "gateway.conf")
+        self.log_path = os.path.join(self.dir, "gateway.log")
+        env = dict(os.environ)
+        if self.upstream_key is not None:
+            env["GW_TEST_UPSTREAM_KEY"] = self.upstream_key
+        env.update(self.env)
+        for attempt in range(3):
+            self.port = free_port()
+            self.write_config()
+            self._logf = open(self.log_path, "ab")
+            self.proc = subprocess.Popen([self.bin, "-c", self.conf_path] + self.args,
+                                         stdout=self._logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, cwd=self.dir)
+            try:
+                wait_for(self._healthy, self.startup_timeout, 0.02, "gateway /healthz")
+                return self
+            except _Died:
+                log = self.log()
+                if "in use" in log.lower() and attempt < 2:
+                    self._logf.close()
+                    continue
+                raise RuntimeError("gateway exited with %s during startup; log:\n%s\nconfig:\n%s"
+                                   % (self.proc.returncode, log[-4000:], self.config_text()))
+            except AssertionError:
+                self.stop()
+                raise RuntimeError("gateway not healthy after %ss; log:\n%s"
+                                   % (self.startup_timeout, self.log()[-4000:]))
+        raise RuntimeError("unreachable")
+
+    def _healthy(self):
+        if self.proc.poll() is not None:
+            raise _Died()
+        try:
+            st, _, _ = request(self.port, "GET", "/healthz", timeout=2, tls=self.tls,
+                               ca=self.client_ca)
+            return st == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def stop(self, timeout=20):
+        """SIGTERM, wait, return the exit code (SIGKILL and raise if it hangs)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("gateway did not exit within %ss of SIGTERM" % timeout)
+        if getattr(self, "_logf", None):
+            self._logf.close()
+            self._logf = None
+        return self.proc.returncode
+
+    def hup(self):
+        """SIGHUP: reload the config (call write_config() first to change it)."""
+        self.proc.send_signal(signal.SIGHUP)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, et, ev, tb):
+        try:
+            self.stop()
+        except AssertionError:
+            if et is None:
+                raise
+        if et is not None and not issubclass(et, Skip):
+            sys.stderr.write("---- gateway log (tail) ----\n%s\n" % self.log()[-6000:])
+        if self.dir and not os.environ.get("GW_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    # -- observation
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def url(self):
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except (OSError, AttributeError):
+            return ""
+
+    def log_json(self):
+        """The log lines that parse as JSON objects (the access log)."""
+        out = []
+        for line in self.log().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def vmhwm_kib(self):
+        return proc_status_kib(self.proc.pid, "VmHWM")
+
+    def vmrss_kib(self):
+        return proc_status_kib(self.proc.pid, "VmRSS")
+
+    def auth(self, name="default"):
+        """{"Authorization": "Bearer <the key named name>"}"""
+        return {"Authorization": "Bearer " + self.keys[name]}
+
+    def request(self, method, path, key="default", headers=None, body=b"", **kw):
+        """request() to this gateway with team key `key` (None: no Authorization)."""
+        h = dict(self.auth(key)) if key else {}
+        h.update(headers or {})
+        return request(self.port, method, path, headers=h, body=body, **kw)
+
+
+class _Died(Exception):
+    pass
+
+
+def _urlsafe(n):
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _default_bin():
+    for d in (os.environ.get("GW_BUILD_DIR"), os.path.join(ROOT, "build")):
+        if d and os.path.exists(os.path.join(d, "gateway")):
+            return os.path.join(d, "gateway")
+    return None
+
+
+# ----------------------------------------------------------------------------
+# HTTP clients
+
+def _connection(port, tls, ca, timeout, host):
+    if tls:
+        return http.client.HTTPSConnection(host or "localhost", port, timeout=timeout,
+                                           context=_tls_context(ca))
+    return http.client.HTTPConnection(host or "127.0.0.1", port, timeout=timeout)
+
+
+def _headers_dict(msg):
+    d = {}
+    for k, v in msg.items():
+        k = k.lower()
+        d[k] = d[k] + ", " + v if k in d else v
+    return d
+
+
+def open_request(port, method, path, headers=None, body=b"", tls=False, ca=None,
+                 timeout=30, host=None):
+    """Send a request; return (connection, response) unread, for streaming reads.
+    body: bytes, str or an iterable of bytes (sent chunked unless headers give
+    Content-Length)."""
+    conn = _connection(port, tls, ca, timeout, host)
+    if isinstance(body, str):
+        body = body.encode()
+    hdrs = dict(headers or {})
+    conn.request(method, path, body=body if body != b"" else None, headers=hdrs)
+    return conn, conn.getresponse()
+
+
+def request(port, method, path, headers=None, body=b"", tls=False, ca=None, timeout=30,
+            host=None):
+    """One request -> (status, {lower-case header: value}, body bytes).
+    tls: connect to `host` (default "localhost") and verify against `ca`."""
+    conn, resp = open_request(port, method, path, headers, body, tls, ca, timeout, host)
+    try:
+        data = resp.read()
+        return resp.status, _headers_dict(resp.msg), data
+    finally:
+        conn.close()
+
+
+def download(port, path, headers=None, tls=False, ca=None, timeout=60, host=None,
+             read_size=STREAM_CHUNK, method="GET"):
+    """Stream a response body -> (status, headers, size, sha256 hex); flat memory."""
+    conn, resp = open_request(port, method, path, headers, b"", tls, ca, timeout, host)
+    try:
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            data = resp.read(read_size)
+            if not data:
+                break
+            n += len(data)
+            h.update(data)
+        return resp.status, _headers_dict(resp.msg), n, h.hexdigest()
+    finally:
+        conn.close()
+
+
+def _response_end(buf, start=0, head_request=False):
+    """Index just past the first complete final response in buf[start:], or None.
+    Skips 1xx interim responses.  Raises ValueError on garbage."""
+    pos = start
+    while True:
+        he = buf.find(b"\r\n\r\n", pos)
+        if he < 0:
+            return None
+        head = buf[pos:he].decode("latin-1")
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise ValueError("not an HTTP response: %r" % lines[0][:100])
+        status = int(parts[1])
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        body_start = he + 4
+        if 100 <= status < 200 and status != 101:
+            pos = body_start
+            continue
+        if head_request or status in (204, 304):
+            return body_start
+        if "chunked" in hdrs.get("transfer-encoding", "").lower():
+            p = body_start
+            while True:
+                le = buf.find(b"\r\n", p)
+                if le < 0:
+                    return None
+                size = int(buf[p:le].split(b";")[0].strip(), 16)
+                if size == 0:
+                    # trailers until an empty line
+                    q = le + 2
+                    while True:
+                        te = buf.find(b"\r\n", q)
+                        if te < 0:
+                            return None
+                        if te == q:
+                            return te + 2
+                        q = te + 2
+                p = le + 2 + size + 2
+                if p > len(buf):
+                    return None
+        if "content-length" in hdrs:
+            end = body_start + int(hdrs["content-length"])
+            return end if len(buf) >= end else None
+        return None   # delimited by close
+
+
+def parse_response(data, head_request=False):
+    """Parse the final response in raw bytes (as from raw()) ->
+    (status, {lower header: value}, body bytes, [interim statuses]).  A chunked body
+    is decoded; a body without framing runs to the end of data."""
+    interim = []
+    pos = 0
+    while True:
+        he = data.find(b"\r\n\r\n", pos)
+        if he < 0:
+            raise ValueError("incomplete response head: %r" % data[pos:pos + 200])
+        lines = data[pos:he].decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            k = k.strip().lower()
+            hdrs[k] = hdrs[k] + ", " + v.strip() if k in hdrs else v.strip()
+        pos = he + 4
+        if 100 <= status < 200 and status != 101:
+            interim.append(status)
+            continue
+        break
+    if head_request or status in (204, 304):
+        return status, hdrs, b"", interim
+    if "chunked" in hdrs.get("transfer-encoding", "").lower():
+        out = bytearray()
+        p = pos
+        while True:
+            le = data.find(b"\r\n", p)
+            if le < 0:
+                raise ValueError("truncated chunked body")
+            size = int(data[p:le].split(b";")[0].strip(), 16)
+            if size == 0:
+                break
+            out += data[le + 2:le + 2 + size]
+            if len(data) < le + 2 + size + 2:
+                raise ValueError("truncated chunked body")
+            p = le + 2 + size + 2
+        return status, hdrs, bytes(out), interim
+    if "content-length" in hdrs:
+        return status, hdrs, data[pos:pos + int(hdrs["content-length"])], interim
+    return status, hdrs, data[pos:], interim
+
+
+class RawConn:
+    """A plain (or TLS) socket for hand-written HTTP.
+
+        c = RawConn(gw.port)
+        c.send(b"POST /v1/videos HTTP/1.1\\r\\n...")
+        raw = c.read_response()        # bytes of one complete response (b"" at EOF)
+        c.at_eof()                     # the peer has closed
+    """
+
+    def __init__(self, port, tls=False, ca=None, host="127.0.0.1", timeout=10):
+        s = socket.create_connection((host, port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            s = _tls_context(ca).wrap_socket(s, server_hostname="localhost")
+        self.sock = s
+        self.buf = b""
+        self.eof = False
+        self.reset = False
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _recv(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            d = self.sock.recv(STREAM_CHUNK)
+        except socket.timeout:
+            return None
+        except ConnectionResetError:
+            d = b""
+            self.reset = True
+        if not d:
+            self.eof = True
+        return d
+
+    def read_response(self, timeout=5, head_request=False):
+        """Bytes of the next complete response (including any 1xx before it);
+        whatever arrived if the peer closed or `timeout` passed without data."""
+        deadline = time.monotonic() + timeout
+        while True:
+            end = _response_end(self.buf, 0, head_request) if self.buf else None
+            if end is not None:
+                out, self.buf = self.buf[:end], self.buf[end:]
+                return out
+            left = deadline - time.monotonic()
+            if self.eof or left <= 0:
+                out, self.buf = self.buf, b""
+                return out
+            d = self._recv(left)
+            if d:
+                self.buf += d
+
+    def read_head(self, timeout=5):
+        """Bytes of the next response head (any status, 1xx included), or b""."""
+        deadline = time.monotonic() + timeout
+        while True:
+            he = self.buf.find(b"\r\n\r\n")
+            if he >= 0:
+                out, self.buf = self.buf[:he + 4], self.buf[he + 4:]
+                return out
+            left = deadline - time.monotonic()
+            if self.eof or left <= 0:
+                return b""
+            d = self._recv(left)
+            if d:
+                self.buf += d
+
+    def read_until_close(self, timeout=5):
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            d = self._recv(deadline - time.monotonic())
+            if d:
+                self.buf += d
+        out, self.buf = self.buf, b""
+        return out
+
+    def at_eof(self, timeout=2):
+        """True once the peer has closed (waits up to timeout; data read is kept)."""
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            d = self._recv(deadline - time.monotonic())
+            if d:
+                self.buf += d
+        return self.eof
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+        return False
+
+
+def raw(port, data, read_timeout=5, tls=False, ca=None, head_request=False):
+    """Send data (bytes, or a list whose items are bytes sent one send() each, or
+    callables called in between - e.g. lambda: stub.wait_bytes(n)) on a fresh
+    connection; return everything read until the peer closed or one complete
+    final response arrived (or read_timeout passed without completing)."""
+    with RawConn(port, tls=tls, ca=ca) as c:
+        items = [data] if isinstance(data, (bytes, bytearray, str)) else data
+        try:
+            for item in items:
+                if callable(item):
+                    item()
+                else:
+                    c.send(item)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return c.read_response(read_timeout, head_request)
+
+
+# ----------------------------------------------------------------------------
+# bodies
+
+def pattern_block(seed):
+    """The 64 KiB block a generated file part repeats (seed: str or bytes)."""
+    if isinstance(seed, str):
+        seed = seed.encode()
+    return hashlib.shake_256(b"gwtest-pattern:" + seed).digest(PATTERN_BLOCK)
+
+
+def pattern_chunks(size, seed, chunk_size=STREAM_CHUNK):
+    """Yield `size` bytes of the deterministic pattern for `seed`, chunk_size at a time."""
+    block = pattern_block(seed)
+    reps = max(1, chunk_size // PATTERN_BLOCK)
+    big = memoryview(block * reps)
+    step = len(big)
+    left = size
+    while left > 0:
+        n = min(left, step)
+        yield big[:n]
+        left -= n
+
+
+_pattern_sha = {}
+
+
+def pattern_sha256(size, seed):
+    """sha256 hex of pattern_chunks(size, seed) (cached)."""
+    k = (size, seed)
+    if k not in _pattern_sha:
+        h = hashlib.sha256()
+        for c in pattern_chunks(size, seed, 1024 * 1024):
+            h.update(c)
+        _pattern_sha[k] = h.hexdigest()
+    return _pattern_sha[k]
+
+
+def file_sha256(filename, size):
+    """sha256 of a generated file part (name, filename, size, content_type) of multipart_stream."""
+    return pattern_sha256(size, filename)
+
+
+def _boundary():
+    return "gwtest-" + secrets.token_hex(12)
+
+
+def _disposition(name, filename=None):
+    def q(s):
+        return s.replace("\\", "\\\\").replace('"', '\\"')
+    d = 'Content-Disposition: form-data; name="%s"' % q(name)
+    if filename is not None:
+        d += '; filename="%s"' % q(filename)
+    return d
+
+
+def _part_head(boundary, field, first):
+    lead = b"" if first else b"\r\n"
+    if len(field) == 2:
+        return lead + ("--%s\r\n%s\r\n\r\n" % (boundary, _disposition(field[0]))).encode()
+    name, filename, _, ctype = field
+    h = "--%s\r\n%s\r\n" % (boundary, _disposition(name, filename))
+    if ctype:
+        h += "Content-Type: %s\r\n" % ctype
+    return lead + (h + "\r\n").encode()
+
+
+def _as_bytes(v):
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+def multipart(fields, boundary=None):
+    """fields: [(name, value) | (name, filename, data bytes, content_type)] ->
+    (body bytes, content-type header value)."""
+    boundary = boundary or _boundary()
+    out = []
+    for i, f in enumerate(fields):
+        out.append(_part_head(boundary, f, i == 0))
+        out.append(_as_bytes(f[1] if len(f) == 2 else f[2]))
+    out.append(("%s--%s--\r\n" % ("\r\n" if fields else "", boundary)).encode())
+    return b"".join(out), "multipart/form-data; boundary=" + boundary
+
+
+class MultipartStream:
+    """A multipart body produced in chunks (never whole in memory).
+
+    fields: (name, value) | (name, filename, data bytes, content_type) |
+    (name, filename, size int, content_type) - the last is generated from the
+    pattern seeded by filename (see file_sha256).  Attributes: content_type,
+    length (exact total bytes), part_sha256 (one per field, in order, for
+    comparing with the stub's record parts[i]["sha256"]), sha256 (whole body,
+    computed lazily).  Iterating yields the body again each time."""
+
+    def __init__(self, fields, boundary=None, chunk_size=STREAM_CHUNK):
+        self.fields = list(fields)
+        self.boundary = boundary or _boundary()
+        self.content_type = "multipart/form-data; boundary=" + self.boundary
+        self.chunk_size = chunk_size
+        self.length = 0
+        self.part_sha256 = []
+        for i, f in enumerate(self.fields):
+            self.length += len(_part_head(self.boundary, f, i == 0))
+            if len(f) == 4 and isinstance(f[2], int):
+                self.length += f[2]
+                self.part_sha256.append(pattern_sha256(f[2], f[1]))
+            else:
+                data = _as_bytes(f[1] if len(f) == 2 else f[2])
+                self.length += len(data)
+                self.part_sha256.append(hashlib.sha256(data).hexdigest())
+        self.length += len(self._tail())
+        self._sha = None
+
+    def _tail(self):
+        return ("%s--%s--\r\n" % ("\r\n" if self.fields else "", self.boundary)).encode()
+
+    def __iter__(self):
+        for i, f in enumerate(self.fields):
+            yield _part_head(self.boundary, f, i == 0)
+            if len(f) == 4 and isinstance(f[2], int):
+                yield from pattern_chunks(f[2], f[1], self.chunk_size)
+            else:
+                yield _as_bytes(f[1] if len(f) == 2 else f[2])
+        yield self._tail()
+
+    def headers(self, chunked=False):
+        """Content-Type plus Content-Length; chunked=True leaves the length out,
+        so request()/http.client sends the iterable with chunked encoding."""
+        h = {"Content-Type": self.content_type}
+        if not chunked:
+            h["Content-Length"] = str(self.length)
+        return h
+
+    @property
+    def sha256(self):
+        if self._sha is None:
+            h = hashlib.sha256()
+            for c in self:
+                h.update(c)
+            self._sha = h.hexdigest()
+        return self._sha
+
+
+def multipart_stream(fields, boundary=None, chunk_size=STREAM_CHUNK):
+    """A MultipartStream: iterable of body chunks with .content_type, .length,
+    .part_sha256, .headers()."""
+    return MultipartStream(fields, boundary, chunk_size)
+
+
+def chunked(iterable, ext=None):
+    """Encode an iterable of bytes as an HTTP/1.1 chunked body (generator).
+    ext: a chunk extension such as ";name=value" added to every size line."""
+    e = (ext or "").encode()
+    for data in iterable:
+        if len(data) == 0:
+            continue
+        yield b"%x%s\r\n" % (len(data), e)
+        yield bytes(data)
+        yield b"\r\n"
+    yield b"0\r\n\r\n"
+
+
+def error_body(body):
+    """Parse an OpenAI error body, asserting its shape; return the inner
+    {"message", "type", "param", "code"} dict."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        raise AssertionError("error body is not JSON: %r" % body[:300])
+    assert isinstance(obj, dict) and set(obj) == {"error"}, \
+        "error body must be {\"error\": {...}}: %r" % body[:300]
+    e = obj["error"]
+    assert isinstance(e, dict), "error must be an object: %r" % body[:300]
+    missing = {"message", "type", "param", "code"} - set(e)
+    assert not missing, "error object lacks %s: %r" % (sorted(missing), body[:300])
+    assert isinstance(e["message"], str) and e["message"], "error.message: %r" % e
+    assert isinstance(e["type"], str) and e["type"], "error.type: %r" % e
+    assert e["param"] is None or isinstance(e["param"], str), "error.param: %r" % e
+    assert e["code"] is None or isinstance(e["code"], str), "error.code: %r" % e
+    return e
+
+
+# ----------------------------------------------------------------------------
+# runner
+
+def main(g):
+    """Run the test_* functions of module globals g, in definition order (or
+    those named on the command line); print ok/FAIL/skip lines and a summary;
+    exit 1 if any failed."""
+    tests = [(n, f) for n, f in g.items() if n.startswith("test_") and callable(f)]
+    wanted = sys.argv[1:]
+    if wanted:
+        names = {n for n, _ in tests}
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            print("unknown test(s): %s" % ", ".join(unknown))
+            print("available: %s" % ", ".join(n for n, _ in tests))
+            sys.exit(2)
+        tests = [(n, f) for n, f in tests if n in wanted]
+    passed = failed = skipped = 0
+    t_all = time.monotonic()
+    for name, fn in tests:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Skip as e:
+            skipped += 1
+            print("skip %s: %s" % (name, e), flush=True)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failed += 1
+            print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0), flush=True)
+            traceback.print_exc(file=sys.stdout)
+            sys.stdout.flush()
+        else:
+            passed += 1
+            print("ok %s (%.2fs)" % (name, time.monotonic() - t0), flush=True)
+    print("(%.1fs%s)" % (time.monotonic() - t_all,
+                         ", %d skipped" % skipped if skipped else ""))
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    sys.exit(1 if failed else 0)
