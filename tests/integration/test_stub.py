@@ -120,6 +120,32 @@ def test_malformed_multipart_400():
     assert all(r["multipart"]["error"] for r in recs), [r["multipart"] for r in recs]
 
 
+def test_multipart_parser_any_split():
+    # the stub's parser fed whole, one byte at a time, and split at every offset
+    tricky = b"\r\n--gwtest-\r--gwtest-b\r\n\r\n--gwtest-X" + bytes(range(256)) + b"\r\n--gwtest-"
+    body, ctype = gwtest.multipart([("model", "veo3"), ("f", 'a"b.png', tricky, "image/png"),
+                                    ("empty", ""), ("prompt", "\r\n")], boundary="gwtest-b")
+    body = b"preamble\r\n" + body + b"epilogue"
+
+    def parse(pieces):
+        rec = {"parts": []}
+        sink = gwtest.stub_upstream.MultipartSink(rec, "gwtest-b")
+        for p in pieces:
+            sink.feed(p)
+        sink.finish()
+        return rec
+    want = parse([body])
+    assert want["multipart"] == {"boundary": "gwtest-b", "preamble": 8, "epilogue": 8,
+                                 "error": None}
+    got = [(p["name"], p["filename"], p["size"], p["value"]) for p in want["parts"]]
+    assert got == [("model", None, 4, "veo3"), ("f", 'a"b.png', len(tricky), None),
+                   ("empty", None, 0, ""), ("prompt", None, 2, "\r\n")], got
+    assert want["parts"][1]["sha256"] == hashlib.sha256(tricky).hexdigest()
+    assert parse([body[i:i + 1] for i in range(len(body))]) == want
+    for i in range(len(body) + 1):
+        assert parse([body[:i], body[i:]]) == want, i
+
+
 def test_auth_401():
     s = stub()
     body, ctype = gwtest.multipart(FIELDS)
@@ -129,8 +155,10 @@ def test_auth_401():
         assert st == 401, st
         e = gwtest.error_body(resp)
         assert e["code"] == "invalid_api_key" and s.key not in resp.decode()
+    st, _, resp = s.http("POST", "/v1/videos", b"garbage", {"Content-Type": ctype})
+    assert st == 401                              # auth is checked before the body
     recs = s.requests()
-    assert [r["status"] for r in recs] == [401, 401, 401]
+    assert [r["status"] for r in recs] == [401, 401, 401, 401]
     assert recs[0]["complete"] and recs[0]["parts"][0]["value"] == "veo_3_1"
     assert s.jobs() == []
 
@@ -361,6 +389,17 @@ def test_fault_hang_and_slow():
     t0 = time.monotonic()
     assert s.api("GET", "/v1/videos")[0] == 200
     assert time.monotonic() - t0 >= 0.3
+    # slow reading of the request body, slow writing of content
+    s.fault("slow", read_bps=1000000)
+    t0 = time.monotonic()
+    st, _, _ = s.api("POST", "/v1/videos", b"{" + b" " * 300000 + b"}", JSON)
+    assert st == 400 and time.monotonic() - t0 >= 0.25
+    vid = create_json(s)["id"]
+    s.config(content_size=256 * 1024)
+    s.fault("slow", chunk_delay_ms=60)
+    t0 = time.monotonic()
+    st, _, b = s.api("GET", "/v1/videos/%s/content" % vid)
+    assert st == 200 and len(b) == 256 * 1024 and time.monotonic() - t0 >= 0.18
 
 
 def test_fault_close_after_headers():
@@ -426,6 +465,24 @@ def test_big_upload_flat_memory():
     assert r["parts"][2]["value"] == FIELDS[1][1]       # field after the big file
     grew = gwtest.proc_status_kib(s.proc.pid, "VmHWM") - hwm0
     assert grew < 8 * 1024, "stub VmHWM grew by %d KiB for a %d MiB upload" % (grew, size >> 20)
+
+
+def test_concurrent_uploads():
+    import concurrent.futures
+    s = stub()
+
+    def one(i):
+        ms = gwtest.multipart_stream(FIELDS + [("input_reference", "f%d.png" % i,
+                                                1000000 + i, "image/png")])
+        st, _, b = s.api("POST", "/v1/videos", ms, ms.headers(chunked=i % 2 == 1))
+        return st, ms.part_sha256[4]
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        results = list(ex.map(one, range(32)))
+    assert all(st == 200 for st, _ in results), results
+    recs = s.requests()
+    assert len(recs) == 32 and len({r["conn"] for r in recs}) == 32
+    by_name = {r["parts"][4]["filename"]: r["parts"][4]["sha256"] for r in recs}
+    assert all(by_name["f%d.png" % i] == results[i][1] for i in range(32))
 
 
 # ---------------------------------------------------------------------------- tls

@@ -245,6 +245,8 @@ class MultipartSink:
         self.part = None
         self.hasher = None
         self.value = None
+        self.epi_head = bytearray()
+        self.epi_total = 0
 
     # -- helpers
     def _fail(self, msg):
@@ -264,6 +266,15 @@ class MultipartSink:
             piece.release()
         self.part["size"] += n
         del self.buf[:n]
+
+    def _epilogue(self, data):
+        """Count bytes after the close delimiter, less the CRLF that ends its line."""
+        if len(self.epi_head) < 2:
+            take = 2 - len(self.epi_head)
+            self.epi_head += data[:take]
+        self.epi_total += len(data)
+        crlf = 2 if self.epi_head == b"\r\n" else 0
+        self.info["epilogue"] = self.epi_total - crlf if self.epi_total >= 2 else self.epi_total
 
     def _end_part(self):
         p = self.part
@@ -320,7 +331,7 @@ class MultipartSink:
         if self.state == self.ERROR:
             return
         if self.state == self.EPILOGUE:
-            self.info["epilogue"] += len(data)
+            self._epilogue(data)
             return
         self.buf += data
         buf = self.buf
@@ -346,7 +357,7 @@ class MultipartSink:
                     self.state = self.HEADERS
                 elif two == b"--":
                     self.state = self.EPILOGUE
-                    self.info["epilogue"] += len(buf)
+                    self._epilogue(buf)
                     buf.clear()
                     return
                 else:
@@ -747,11 +758,11 @@ class Server:
 
         # answer
         try:
+            if req.path.startswith("/v1/") or req.path == "/v1":
+                self.check_auth(req)
             sink_result = sink.finish()
             if route[0] == "error":
                 raise route[1]
-            if not control:
-                self.check_auth(req)
             st, hd, body = await self.dispatch(req, route, rec, sink_result)
         except HTTPError as e:
             if e.close:
