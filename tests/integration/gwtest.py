@@ -902,13 +902,14 @@ def pattern_block(seed):
 def pattern_chunks(size, seed, chunk_size=STREAM_CHUNK):
     """Yield `size` bytes of the deterministic pattern for `seed`, chunk_size at a time."""
     block = pattern_block(seed)
-    reps = max(1, chunk_size // PATTERN_BLOCK)
-    big = memoryview(block * reps)
-    step = len(big)
-    left = size
+    step = max(1, int(chunk_size))
+    big = memoryview(block * (step // PATTERN_BLOCK + 2))
+    pos, left = 0, size
     while left > 0:
         n = min(left, step)
-        yield big[:n]
+        off = pos % PATTERN_BLOCK
+        yield big[off:off + n]
+        pos += n
         left -= n
 
 

@@ -278,6 +278,35 @@ def test_content_and_variants():
     assert st == 404
 
 
+def test_content_backpressure():
+    s = stub()
+    size = 256 * 1024 * 1024
+    s.config(content_size=size)
+    vid = create_json(s)["id"]
+    conn, resp = gwtest.open_request(s.port, "GET", "/v1/videos/%s/content" % vid,
+                                     headers={"Authorization": "Bearer " + s.key})
+    try:
+        samples = []
+
+        def stalled():                       # 'sent' stops growing while we do not read
+            samples.append(s.last()["sent"])
+            return len(samples) >= 3 and samples[-1] == samples[-3]
+        gwtest.wait_for(stalled, 10, 0.05, "the stub to stop writing")
+        assert samples[-1] < 64 * 1024 * 1024, samples
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            d = resp.read(1 << 20)
+            if not d:
+                break
+            n += len(d)
+            h.update(d)
+        assert n == size and h.hexdigest() == gwtest.content_sha256(vid, size)
+    finally:
+        conn.close()
+    assert s.last()["sent"] == size
+
+
 def test_list_delete_remix():
     s = stub()
     ids = [create_json(s, prompt="p%d" % i)["id"] for i in range(3)]
@@ -529,6 +558,46 @@ def test_gateway_config_text():
     k = gw.keys["alice"]
     assert re.match(r"^sk-vgw-[A-Za-z0-9_-]{32}$", k)
     assert "sha256 = " + hashlib.sha256(k.encode()).hexdigest() in text and k not in text
+
+
+FAKE_GATEWAY = r"""
+import http.server, os, re, signal, sys
+conf = open(sys.argv[sys.argv.index("-c") + 1]).read()
+host, port = re.search(r"^listen = (.*):(\d+)$", conf, re.M).groups()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok" if self.path == "/healthz" else os.environ["GW_TEST_UPSTREAM_KEY"].encode()
+        self.send_response(200 if self.path == "/healthz" else 418)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer((host, int(port)), H)
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+print("fake gateway listening", flush=True)
+srv.serve_forever()
+"""
+
+
+def test_gateway_harness_with_fake_binary():
+    # the Gateway lifecycle (config, env, health polling, log, stop) against a stand-in
+    d = tempfile.mkdtemp(prefix="gwtest-fake-")
+    fake = os.path.join(d, "fake-gateway")
+    with open(fake, "w") as f:
+        f.write("#!%s\n%s" % (sys.executable, FAKE_GATEWAY))
+    os.chmod(fake, 0o755)
+    s = stub()
+    gw = gwtest.Gateway(s, keys=("alice",))
+    gw.bin = fake
+    with gw:
+        assert gw.request("GET", "/healthz", key=None)[0] == 200
+        st, _, b = gw.request("GET", "/echo-key", key="alice")
+        assert st == 418 and b.decode() == s.key
+        assert gw.vmhwm_kib() > 0 and "fake gateway listening" in gw.log()
+        assert gw.url == "http://127.0.0.1:%d" % gw.port
+        assert "url = %s\n" % s.url in open(gw.conf_path).read()
+    assert gw.proc.returncode == 0
 
 
 if __name__ == "__main__":

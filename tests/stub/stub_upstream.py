@@ -14,6 +14,42 @@ under /__stub/ (no auth, never recorded, never faulted).
 Python 3.11 standard library only.  Bodies stream through with flat memory:
 multipart is parsed incrementally (bytes.find on the delimiter), file parts are
 hashed as they pass, and video content is generated from a 64 KiB block.
+
+API (auth: "Authorization: Bearer KEY" on /v1/*, else 401 OpenAI error)
+  POST   /v1/videos                 multipart/form-data or JSON; model, prompt,
+                                    seconds, size required (400 + param) -> job
+  GET    /v1/videos/{id}            queued -> in_progress -> completed after
+                                    job_seconds (queued for the first 20%)
+  GET    /v1/videos/{id}/content    ?variant=video|thumbnail|spritesheet;
+                                    content_size bytes of content_block(id, variant)
+  GET    /v1/videos                 ?after=&limit=(1..100, 20)&order=(asc|desc)
+  DELETE /v1/videos/{id}            {"id","object":"video.deleted","deleted":true}
+  POST   /v1/videos/{id}/remix      JSON {"prompt"} -> new job, original's model
+
+Record (one per request, including rejected ones, appended when the head
+arrives and updated while the body streams):
+  seq, conn (connection number), conn_request (1, 2, ... on that connection),
+  tls, sni, method, path, query, http_version, headers [[name, value], ...]
+  as received, framing ("content-length" | "chunked" | "none"),
+  content_length, body_size, body_sha256 (when complete), complete,
+  parts [{name, filename, content_type, size, sha256, value (text parts),
+  headers, complete}], multipart {boundary, preamble, epilogue, error} | null,
+  json, chunks [[t, cumulative bytes], ...] (reads < 1 ms apart share an
+  entry), wire_chunks, chunk_extensions, trailers, expect_100, fault,
+  variant, status (answered, null if none), sent (response body bytes
+  written), error, t_start, t_body_end, t_end (time.monotonic(), which is
+  CLOCK_MONOTONIC and so comparable across processes), raw_head (bad heads).
+
+Control (no auth, never recorded or faulted)
+  GET  /__stub/requests[?since=SEQ]   POST /__stub/reset {"config": bool}
+  POST /__stub/fault {mode, count=1, path_prefix, retry_after, delay_ms,
+       after_bytes, body_bytes, early, read_bps, chunk_delay_ms}   GET /__stub/fault
+       modes: 500 429 reset reset_mid_request hang slow close_after_headers
+  GET|POST /__stub/config {content_size, job_seconds, idle_timeout}
+  GET  /__stub/wait?count=N&timeout=S[&done=1]   (200 records | 408)
+  GET  /__stub/wait_bytes?bytes=N&timeout=S      (200 record | 408)
+  POST /__stub/close_idle   GET /__stub/stats   GET /__stub/jobs
+  POST /__stub/job {id, status, progress, error}  (override a job's state)
 """
 
 import argparse
@@ -42,6 +78,7 @@ JSON_LIMIT = 16 * 1024 * 1024   # JSON body held in memory
 BLOCK_SIZE = 64 * 1024          # content pattern block
 WRITE_SIZE = 4 * BLOCK_SIZE     # content bytes per write
 MAX_CHUNK_EXTS = 100            # chunk extensions kept in a record
+CHUNK_MERGE_S = 0.001           # body reads closer than this share a chunks entry
 
 VARIANTS = {
     "video": "video/mp4",
@@ -844,13 +881,24 @@ class Server:
         maxread = min(READ_SIZE, 65536) if read_bps else READ_SIZE
         chunks = rec["chunks"]
         total = 0
+        group_t0 = 0.0
 
         def got(data):
-            nonlocal total
+            # chunks: one [t, cumulative bytes] per body read, except that reads
+            # less than CHUNK_MERGE_S after the previous entry was opened update
+            # it (t = latest read) instead of adding one; the first read always
+            # keeps its own entry.  Bounds the record for many tiny reads.
+            nonlocal total, group_t0
             total += len(data)
             h.update(data)
             rec["body_size"] = total
-            chunks.append([time.monotonic(), total])
+            now = time.monotonic()
+            if len(chunks) >= 2 and now - group_t0 < CHUNK_MERGE_S:
+                chunks[-1][0] = now
+                chunks[-1][1] = total
+            else:
+                chunks.append([now, total])
+                group_t0 = now
             sink.feed(data)
             stub.notify()
 
