@@ -220,7 +220,11 @@ class Stub:
                     return int(f.read().strip() or 0)
             except FileNotFoundError:
                 return 0
-        self.port = wait_for(ready_port, timeout, what="the stub's ready file")
+        try:
+            self.port = wait_for(ready_port, timeout, what="the stub's ready file")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self):
@@ -596,7 +600,17 @@ class Gateway:
         """request() to this gateway with team key `key` (None: no Authorization)."""
         h = dict(self.auth(key)) if key else {}
         h.update(headers or {})
+        kw.setdefault("tls", self.tls)
+        kw.setdefault("ca", self.client_ca)
         return request(self.port, method, path, headers=h, body=body, **kw)
+
+    def download(self, path, key="default", headers=None, **kw):
+        """download() from this gateway -> (status, headers, size, sha256 hex)."""
+        h = dict(self.auth(key)) if key else {}
+        h.update(headers or {})
+        kw.setdefault("tls", self.tls)
+        kw.setdefault("ca", self.client_ca)
+        return download(self.port, path, headers=h, **kw)
 
 
 class _Died(Exception):
