@@ -45,6 +45,12 @@
  * (quoted or token; backslash-escaped quotes inside quoted strings honoured);
  * `name*`/`filename*` ignored. Errors set err->status 400, type
  * "invalid_request_error", code "invalid_multipart" (or what a hook set).
+ *
+ * Refused although some servers accept them, because a gateway that reads a body
+ * differently from the upstream can be bypassed: a second `model` part (param
+ * "model"), a part with an empty or missing name, header lines not ended by CRLF,
+ * folded header lines, a repeated Content-Disposition, and anything but "--" or
+ * transport padding + CRLF right after a delimiter.
  */
 #ifndef GW_MULTIPART_H
 #define GW_MULTIPART_H
@@ -95,27 +101,30 @@ struct gw_mp_hooks {
 
 /* Opaque in spirit; in the header so the proxy can embed it (no allocation). */
 struct gw_mp {
-    /* filled by the implementation; callers read only the fields documented below */
-    int state;
-    int failed;
+    /* private: filled by multipart.c; callers read only the public fields below */
+    int state;                          /* enum mp_state in multipart.c */
+    int failed;                         /* sticky: every later call returns GW_ERR */
     const struct gw_mp_hooks *hooks;
     void *arg;
     char delim[GW_MP_BOUNDARY_MAX + 4]; /* "\r\n--" boundary */
     size_t delim_len;
     size_t match;                       /* bytes of delim matched so far */
-    size_t pending;                     /* scanned but unclassified bytes */
-    unsigned nparts;
-    char hdr[GW_MP_HEADERS_MAX];        /* current part's header block */
+    unsigned nparts;                    /* parts whose headers were parsed */
+    char hdr[GW_MP_HEADERS_MAX];        /* current part's header block, CRLFs included */
     size_t hdr_len;
-    char name[GW_MP_NAME_MAX + 1];
+    size_t line_start;                  /* offset in hdr of the current header line */
+    int in_part;                        /* between a part's headers and its end */
+    char name[GW_MP_NAME_MAX + 1];      /* current part's name, unescaped, NUL-terminated */
     size_t name_len;
+    int has_name;
     int has_filename;
-    int is_model;
-    char value[GW_MP_VALUE_MAX];        /* captured text-field value */
+    int is_model;                       /* current part is the `model` field */
+    char value[GW_MP_VALUE_MAX];        /* captured value of the current text field */
     size_t value_len;                   /* captured bytes */
     size_t value_total;                 /* real length */
-    int tail_state;                     /* after-delimiter sub-state */
-    int done;                           /* close delimiter classified */
+    char model[GW_MP_VALUE_MAX];        /* the original model value: stays put after its
+                                         * part, as the LITERAL when on_model is NULL */
+    int model_part_seen;                /* a second `model` part is refused */
     /* public, read-only: */
     uint64_t classified;                /* input bytes classified so far (PASS+DROP) */
     uint64_t scanned;                   /* input bytes scanned so far */
@@ -143,6 +152,12 @@ int gw_mp_init(struct gw_mp *mp, struct gw_str boundary, const struct gw_mp_hook
  * room to finish what it started). Returns the number of bytes scanned (0..len;
  * less than len only when ops filled up: call again with the rest), or GW_ERR
  * (mp->err filled). After the close delimiter, the epilogue is PASSed.
+ *
+ * Each step needs at most one new op, and consecutive PASS (or DROP) ops appended
+ * by the same call are merged, so a file part costs about one op per slice; any
+ * cap > *nops makes progress (a call may classify without scanning: a return of 0
+ * with new ops). Ops appended by earlier calls are never modified. On GW_ERR the
+ * ops appended so far classify bytes correctly, but the body must be abandoned.
  */
 ssize_t gw_mp_execute(struct gw_mp *mp, const char *buf, size_t len, struct gw_mp_op *ops,
                       size_t *nops, size_t cap);
