@@ -1,1 +1,242 @@
-/* jsonbody.c - placeholder, being written */
+/*
+ * jsonbody.c - the JSON form of a create/remix request: validate with cJSON,
+ * observe the top-level fields, rewrite `model`.
+ *
+ * The rewrite splices the new model string into the original bytes instead of
+ * re-serializing the tree: cJSON would reformat numbers (1.0 -> 1, big integers
+ * lose digits) and escapes, and the upstream must receive what the client sent
+ * except for the one value. To find that value's bytes, a small scanner walks the
+ * top-level members in the same order as cJSON's child list; cJSON has already
+ * validated the text, so the scanner only has to skip, never to judge.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "jsonbody.h"
+
+/* cJSON's idea of whitespace: any byte <= ' '. The scanner must agree with it. */
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (unsigned char)*p <= ' ')
+        p++;
+    return p;
+}
+
+/*
+ * Skip a string starting at its opening quote; returns the byte after the closing
+ * quote. Sets *nul when it holds a \u0000 escape: cJSON stops such a string at
+ * the NUL, so the gateway would see a different value from the upstream.
+ */
+static const char *skip_string(const char *p, const char *end, int *nul)
+{
+    for (p++; p < end && *p != '"'; p++) {
+        if (*p != '\\')
+            continue;
+        p++;
+        if (end - p >= 5 && p[0] == 'u' && memcmp(p + 1, "0000", 4) == 0)
+            *nul = 1;
+    }
+    return p < end ? p + 1 : end;
+}
+
+/* Skip any value; nesting is balanced because cJSON accepted the text. */
+static const char *skip_value(const char *p, const char *end, int *nul)
+{
+    size_t depth = 0;
+
+    do {
+        p = skip_ws(p, end);
+        if (p == end)
+            return p;
+        if (*p == '"') {
+            p = skip_string(p, end, nul);
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+            p++;
+        } else if (*p == '}' || *p == ']') {
+            depth--;
+            p++;
+        } else if (*p == ',' || *p == ':') {
+            p++;
+        } else {
+            while (p < end && (unsigned char)*p > ' ' && *p != ',' && *p != '}' && *p != ']' &&
+                   *p != ':')
+                p++;
+        }
+    } while (depth > 0);
+    return p;
+}
+
+/* A number in its shortest text form, as cJSON prints it (8 -> "8"). */
+static size_t number_text(double d, char *buf, size_t cap)
+{
+    double back = 0;
+    int n;
+
+    /* range first: converting an out-of-range double to an integer is undefined */
+    if (isfinite(d) && d > -1e15 && d < 1e15 && d == (double)(long long)d)
+        return (size_t)snprintf(buf, cap, "%lld", (long long)d);
+    n = snprintf(buf, cap, "%1.15g", d);
+    if (sscanf(buf, "%lg", &back) != 1 || back != d)
+        n = snprintf(buf, cap, "%1.17g", d);
+    return (size_t)n;
+}
+
+/* Write s as a JSON string (quotes included) at dst, which has room for 6*len+2. */
+static size_t json_quote(char *dst, struct gw_str s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    dst[o++] = '"';
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (c == '"' || c == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(dst + o, "\\u00", 4);
+            dst[o + 4] = hex[c >> 4];
+            dst[o + 5] = hex[c & 0xf];
+            o += 6;
+        } else {
+            dst[o++] = (char)c;
+        }
+    }
+    dst[o++] = '"';
+    return o;
+}
+
+static int hook_result(int rc, struct gw_error *err)
+{
+    if (rc == GW_OK)
+        return GW_OK;
+    if (err->status == 0)
+        gw_error_set(err, 400, "invalid_request_error", "invalid_json", NULL,
+                     "request body refused");
+    return GW_ERR;
+}
+
+int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, void *arg,
+                        char **out, size_t *out_len, struct gw_error *err)
+{
+    const char *p = body.p, *end = body.p + body.len, *parse_end = NULL;
+    const char *model_at = NULL, *model_end = NULL;
+    cJSON *root = NULL, *model = NULL;
+    int rc = GW_ERR, nul = 0;
+
+    *out = NULL;
+    *out_len = 0;
+    err->status = 0;
+    if (body.p != NULL && body.len > 0)
+        root = cJSON_ParseWithLengthOpts(body.p, body.len, &parse_end, 0);
+    /* an object, and nothing but JSON whitespace after it */
+    while (parse_end != NULL && parse_end < end && strchr(" \t\r\n", *parse_end) != NULL &&
+           *parse_end != '\0')
+        parse_end++;
+    if (root == NULL || !cJSON_IsObject(root) || parse_end != end) {
+        gw_error_set(err, 400, "invalid_request_error", "invalid_json", NULL,
+                     "request body is not a JSON object");
+        goto out;
+    }
+
+    /* cJSON skips a UTF-8 BOM, then whitespace, then the '{' */
+    if (body.len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+        p += 3;
+    p = skip_ws(p, end) + 1;
+    for (cJSON *it = root->child; it != NULL; it = it->next) {
+        p = skip_ws(p, end);
+        p = skip_string(p, end, &nul);      /* the key */
+        p = skip_ws(p, end) + 1;            /* ':' */
+        p = skip_ws(p, end);
+        const char *v = p;
+        p = skip_value(p, end, &nul);
+        const char *ve = p;
+        p = skip_ws(p, end) + 1;            /* ',' or '}' */
+        if (strcmp(it->string, "model") != 0)
+            continue;
+        if (model != NULL) {
+            gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                         "the model field is given twice");
+            goto out;
+        }
+        model = it;
+        model_at = v;
+        model_end = ve;
+    }
+    if (nul) {
+        gw_error_set(err, 400, "invalid_request_error", "invalid_json", NULL,
+                     "JSON strings with NUL characters are not supported");
+        goto out;
+    }
+    if (model != NULL && !cJSON_IsString(model)) {
+        gw_error_set(err, 400, "invalid_request_error", "invalid_type", "model",
+                     "model must be a string");
+        goto out;
+    }
+    if (model != NULL && strlen(model->valuestring) > GW_MP_VALUE_MAX) {
+        gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                     "the model value is longer than %d bytes", GW_MP_VALUE_MAX);
+        goto out;
+    }
+
+    if (hooks != NULL && hooks->on_field != NULL) {
+        for (cJSON *it = root->child; it != NULL; it = it->next) {
+            char num[64];
+            struct gw_mp_field f = { .name = { it->string, strlen(it->string) } };
+
+            if (cJSON_IsString(it)) {
+                f.value = (struct gw_str){ it->valuestring, strlen(it->valuestring) };
+            } else if (cJSON_IsNumber(it)) {
+                f.value = (struct gw_str){ num, number_text(it->valuedouble, num, sizeof(num)) };
+            } else {
+                continue;
+            }
+            /* as from a multipart body: the first GW_MP_VALUE_MAX bytes, the real length */
+            f.total_len = f.value.len;
+            if (f.value.len > GW_MP_VALUE_MAX)
+                f.value.len = GW_MP_VALUE_MAX;
+            if (hook_result(hooks->on_field(arg, &f, err), err) != GW_OK)
+                goto out;
+        }
+    }
+
+    if (model != NULL && hooks != NULL && hooks->on_model != NULL) {
+        struct gw_str value = { model->valuestring, strlen(model->valuestring) };
+        struct gw_str repl = value;
+
+        if (hook_result(hooks->on_model(arg, value, &repl, err), err) != GW_OK)
+            goto out;
+        if (repl.len != value.len || memcmp(repl.p, value.p, value.len) != 0) {
+            size_t head = (size_t)(model_at - body.p), tail = (size_t)(end - model_end);
+            char *nb = malloc(head + repl.len * 6 + 2 + tail);
+
+            if (nb == NULL) {
+                gw_error_set(err, 500, "server_error", "internal_error", NULL,
+                             "out of memory");
+                goto out;
+            }
+            memcpy(nb, body.p, head);
+            size_t q = json_quote(nb + head, repl);
+            memcpy(nb + head + q, model_end, tail);
+            *out = nb;
+            *out_len = head + q + tail;
+        }
+    }
+
+    if (hooks != NULL && hooks->on_end != NULL &&
+        hook_result(hooks->on_end(arg, err), err) != GW_OK) {
+        free(*out);
+        *out = NULL;
+        *out_len = 0;
+        goto out;
+    }
+    rc = GW_OK;
+out:
+    cJSON_Delete(root);
+    return rc;
+}
