@@ -48,6 +48,10 @@ struct gw_resolved {
     const struct gw_model *model; /* NULL for an unknown model let through */
 };
 
+/* The model declared under exactly this name (case-sensitive), or NULL. Aliases are
+ * not consulted. The lookup is a linear scan today; callers must not rely on that. */
+const struct gw_model *gw_catalog_find(const struct gw_catalog *c, struct gw_str name);
+
 /*
  * Resolve a client's model value: an alias maps to its target, a catalog name
  * maps to itself, anything else is unknown (passed unchanged when allow_unknown,
