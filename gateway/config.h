@@ -45,11 +45,15 @@ struct gw_config {
     int log_level;             /* 0 error, 1 warn, 2 info, 3 debug */
 
     /* [upstream] */
-    char *upstream_url;        /* as written, e.g. "https://api.example.com/v1" */
+    char *upstream_url;        /* as written, e.g. "https://api.example.com" */
     int upstream_tls;          /* scheme https */
-    char *upstream_host;       /* host part (for Host, SNI, verification) */
+    char *upstream_host;       /* host part (for Host, SNI, verification); an IPv6
+                                  literal is stored without its brackets ("::1"):
+                                  put them back in a Host header, send no SNI */
     int upstream_port;
-    char *upstream_base;       /* path prefix without trailing '/', "" for none */
+    char *upstream_base;       /* path prefix without trailing '/', "" for none; put
+                                  before the client's whole path (/v1/videos...), so a
+                                  url ending in /v1 would send /v1/v1/videos */
     char *ca_file;             /* NULL = system default verify paths */
     int tls_verify;            /* 1 (default); 0 only when explicitly configured */
     int connect_timeout_ms;    /* 5000 */
@@ -75,5 +79,13 @@ struct gw_config {
 struct gw_config *gw_config_load(const char *path, FILE *errs);
 
 void gw_config_free(struct gw_config *cfg);
+
+/*
+ * Tests only (the failing-allocation sweep): make allocation number n (0-based,
+ * counted from this call) made while loading a config fail; n < 0 turns that off.
+ * Returns the number of allocations counted since the previous call. Not
+ * thread-safe; never called by the gateway itself.
+ */
+long gw_config_test_fail_alloc(long n);
 
 #endif
