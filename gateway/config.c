@@ -462,7 +462,7 @@ static void conf_bad(struct conf_loader *ld, struct conf_loc at, const char *lab
     char exp[160], q[CONF_QUOTE_BUF];
 
     if (conf_hidden(d))
-        conf_error(ld, at, label, "expected %s, got a %zu-character value (not shown)",
+        conf_error(ld, at, label, "expected %s, got %zu characters (not shown)",
                    conf_expect(d, exp, sizeof(exp)), strlen(v));
     else
         conf_error(ld, at, label, "expected %s, got %s", conf_expect(d, exp, sizeof(exp)),
@@ -869,7 +869,7 @@ static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const ch
         ref = q;
     } else {
         conf_error(ld, at, label, "expected %s (the key itself never goes in the config), "
-                   "got a %zu-character value of neither form (not shown)", shape, strlen(v));
+                   "got %zu characters of neither form (not shown)", shape, strlen(v));
         goto out;
     }
     if (ref == v)
