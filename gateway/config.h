@@ -52,8 +52,8 @@ struct gw_config {
                                   put them back in a Host header, send no SNI */
     int upstream_port;
     char *upstream_base;       /* path prefix without trailing '/', "" for none; put
-                                  before the client's whole path (/v1/videos...), so a
-                                  url ending in /v1 would send /v1/v1/videos */
+                                  before the client's path; one ending in /v1 stands
+                                  for the client's own /v1 (proxy.c write_head) */
     char *ca_file;             /* NULL = system default verify paths */
     int tls_verify;            /* 1 (default); 0 only when explicitly configured */
     int connect_timeout_ms;    /* 5000 */

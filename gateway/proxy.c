@@ -798,15 +798,21 @@ static void write_head(struct exchange *x)
     struct gw_worker *w = x->w;
     evhtp_header_t *h;
 
+    /* a base ending in /v1 (as OpenAI SDKs take it) replaces the client's /v1 */
+    size_t blen = strlen(cfg->upstream_base);
+    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0 &&
+        strncmp(path, "/v1/", 4) == 0)
+        path += 3;
     evbuffer_add_printf(o, "%s %s%s%s%s HTTP/1.1\r\n", htparser_get_methodstr_m(req->method),
                         cfg->upstream_base, path, q && *q ? "?" : "", q && *q ? (const char *)q : "");
-    if ((cfg->upstream_tls && cfg->upstream_port == 443) ||
-        (!cfg->upstream_tls && cfg->upstream_port == 80))
-        evbuffer_add_printf(o, "Host: %s\r\n", cfg->upstream_host);
-    else if (strchr(cfg->upstream_host, ':') != NULL)
-        evbuffer_add_printf(o, "Host: [%s]:%d\r\n", cfg->upstream_host, cfg->upstream_port);
-    else
-        evbuffer_add_printf(o, "Host: %s:%d\r\n", cfg->upstream_host, cfg->upstream_port);
+    {
+        int v6 = strchr(cfg->upstream_host, ':') != NULL;
+        int dflt = cfg->upstream_port == (cfg->upstream_tls ? 443 : 80);
+        evbuffer_add_printf(o, "Host: %s%s%s", v6 ? "[" : "", cfg->upstream_host, v6 ? "]" : "");
+        if (!dflt)
+            evbuffer_add_printf(o, ":%d", cfg->upstream_port);
+        evbuffer_add(o, "\r\n", 2);
+    }
     /* the client's key never goes upstream; one of ours does */
     evbuffer_add_printf(o, "Authorization: Bearer %s\r\n",
                         cfg->upstream_keys[w->next_key++ % cfg->nupstream_keys]);
