@@ -68,6 +68,9 @@ struct gw_upstream *gw_upstream_new(struct event_base *base, const struct gw_con
                                     SSL_CTX *ssl_ctx);
 void gw_upstream_free(struct gw_upstream *u);
 
+/* Idle keep-alive connections pooled now (for metrics and tests). */
+unsigned gw_upstream_idle_count(const struct gw_upstream *u);
+
 /* Returns NULL only when out of memory. The first callback never runs before
  * this returns. */
 struct gw_upconn *gw_upstream_lease(struct gw_upstream *u, gw_up_cb cb, void *arg);
@@ -81,6 +84,10 @@ struct evbuffer *gw_upconn_output(struct gw_upconn *c);
 size_t gw_upconn_output_pending(const struct gw_upconn *c);
 
 void gw_upconn_request_sent(struct gw_upconn *c);
+
+/* The request is HEAD: its response has no body whatever its headers say.
+ * Call before the response head arrives (e.g. on CONNECTED). */
+void gw_upconn_expect_no_body(struct gw_upconn *c);
 
 /* Response head, valid from HEADERS until release. */
 int gw_upconn_status(const struct gw_upconn *c);
