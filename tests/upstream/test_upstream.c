@@ -392,6 +392,11 @@ static void sconn_read(struct bufferevent *bev, void *arg)
             srv_lock(sc->s);
             sc->s->st.requests++;
             srv_unlock(sc->s);
+            if (strcmp(sc->path, "/noread") == 0) { /* stop reading the request */
+                bufferevent_disable(bev, EV_READ);
+                sc->state = SC_DONE;
+                return;
+            }
             sc->early = strcmp(sc->path, "/early") == 0;
             if (sc->early) /* answer at once, then read the body on */
                 respond(sc, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n"
@@ -1098,6 +1103,14 @@ static void test_timeouts(void)
     CHECK_CONTAINS(x.err.message, "stalled for 250 ms");
     ex_fini(&x);
 
+    /* the upstream stops reading the request body */
+    ex_init(&x, "/noread");
+    x.req_body = 256u << 20;
+    ex_run(&x, u);
+    CHECK(x.error && !x.headers && !x.sent_all && x.err.status == 504);
+    CHECK_CONTAINS(x.err.message, "did not accept the request for 250 ms");
+    ex_fini(&x);
+
     /* paused for 3 idle timeouts: backpressure, not idleness */
     ex_init(&x, "/big/1048576");
     x.sink = 1;
@@ -1141,6 +1154,39 @@ static void test_refused(void)
         gw_upstream_free(u);
         SSL_CTX_free(ctx);
     }
+}
+
+static void test_dns(void)
+{
+    struct gw_config cfg = cfg_for("nonexistent-gw-test.invalid", plain->port, 0);
+    struct gw_upstream *u = gw_upstream_new(base, &cfg, NULL);
+    struct ex x;
+    struct gw_upconn *c;
+    uint64_t until;
+
+    ex_init(&x, "/cl");
+    ex_run(&x, u);
+    CHECK(x.error && !x.connected);
+    if (x.err.status == 502) /* the resolver said no */
+        CHECK_CONTAINS(x.err.message, "cannot resolve upstream host nonexistent-gw-test.invalid");
+    else /* no resolver answered in time */
+        CHECK(x.err.status == 504);
+    ex_fini(&x);
+
+    /* a lookup still in flight when its connection goes and the upstream is
+     * freed: it must end harmlessly (ASan watches) */
+    ex_init(&x, "/cl");
+    ex_start(&x, u);
+    event_base_loop(base, EVLOOP_NONBLOCK); /* the kick sends the query */
+    c = x.c;
+    x.c = NULL;
+    gw_upconn_release(c);
+    gw_upstream_free(u);
+    until = now_ms() + 300;
+    while (now_ms() < until)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK(x.events_after_release == 0);
+    ex_fini(&x);
 }
 
 static void test_release_anywhere(void)
@@ -1413,6 +1459,7 @@ static const struct {
     { "early_response", test_early_response },
     { "timeouts", test_timeouts },
     { "refused", test_refused },
+    { "dns", test_dns },
     { "release_anywhere", test_release_anywhere },
     { "bad_responses", test_bad_responses },
     { "pool_limit", test_pool_limit },
