@@ -29,6 +29,17 @@
  * Responses may arrive before the request is fully sent (an early 413/401 from
  * the service): HEADERS/BODY/DONE are delivered as they come.
  * A 1xx interim response is skipped. HEAD-less responses (204, 304) have no body.
+ *
+ * Details of the implementation the proxy may rely on:
+ * - While reading is paused no read-side event comes (BODY, DONE, or the
+ *   premature-close ERROR): a DONE reached while paused is held until
+ *   gw_upconn_pause_read(c, 0), and comes then even if no byte is left.
+ * - After DONE no ERROR comes (a failure of the rest of an early-answered
+ *   upload only makes the connection unusable); WRITABLE may still come.
+ * - Timeouts: connect_timeout_ms covers DNS, TCP and TLS; response_timeout_ms
+ *   runs from gw_upconn_request_sent() to the response head; idle_timeout_ms
+ *   bounds the gap between response reads (not while paused) and a request
+ *   output that does not drain (the upstream stopped reading).
  */
 #ifndef GW_UPSTREAM_H
 #define GW_UPSTREAM_H
@@ -63,7 +74,9 @@ typedef void (*gw_up_cb)(struct gw_upconn *c, enum gw_up_event ev, void *arg);
 int gw_upstream_tls_ctx(const struct gw_config *cfg, SSL_CTX **out, struct gw_error *err);
 
 /* One per event loop. cfg and ssl_ctx must outlive it (on reload, build a new one
- * and free the old when its leases are gone). Creates the loop's evdns base. */
+ * and free the old when its leases are gone). Creates the loop's evdns base.
+ * gw_upstream_free() closes the pooled connections; call it with no lease
+ * outstanding and not from inside a callback of one of its connections. */
 struct gw_upstream *gw_upstream_new(struct event_base *base, const struct gw_config *cfg,
                                     SSL_CTX *ssl_ctx);
 void gw_upstream_free(struct gw_upstream *u);

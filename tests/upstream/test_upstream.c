@@ -957,7 +957,8 @@ static void test_split_everywhere(void)
         ex_run(&x, u);
         CHECK(x.done && !x.error && x.status == 200 && x.clen == -1);
         CHECK(body_is(&x, "hello world!"));
-        CHECK_CONTAINS(x.hdrs, "X-Long-Header-Name-For-Splitting: a value, with commas; and more\n");
+        CHECK_CONTAINS(x.hdrs, "X-Long-Header-Name-For-Splitting: "
+                               "a value, with commas; and more\n");
         CHECK_CONTAINS(x.hdrs, "X-Empty: \n");
         CHECK(strstr(x.hdrs, "Trailer") == NULL);
         CHECK(x.reused); /* chunked responses keep the connection */
@@ -1050,7 +1051,8 @@ static void test_reset_mid_response(void)
         CHECK(x.error && !x.done && (i == 0 || (x.headers && x.status == 200)));
         CHECK(x.err.status == 502);
         CHECK(strcmp(x.err.code, "bad_gateway") == 0 && strcmp(x.err.type, "upstream_error") == 0);
-        CHECK_CONTAINS(x.err.message, "upstream closed the connection before the response was complete");
+        CHECK_CONTAINS(x.err.message,
+                       "upstream closed the connection before the response was complete");
         CHECK(gw_upstream_idle_count(u) == 0);
         ex_fini(&x);
     }
@@ -1350,7 +1352,8 @@ static void test_tls_verification(void)
 
     tls_exchange(&x, tls_good, "localhost", ca2, 1, "/cl");
     CHECK(x.error && x.err.status == 502 && strcmp(x.err.code, "bad_gateway") == 0);
-    CHECK_CONTAINS(x.err.message, "certificate verify failed: unable to get local issuer certificate");
+    CHECK_CONTAINS(x.err.message,
+                   "certificate verify failed: unable to get local issuer certificate");
     ex_fini(&x);
 
     tls_exchange(&x, tls_other, "localhost", ca1, 1, "/cl");
