@@ -1582,7 +1582,7 @@ static void conf_check_required(struct conf_loader *ld)
 
 static void conf_check_tls(struct conf_loader *ld)
 {
-    unsigned cert, key;
+    unsigned cert = 0, key = 0;
     uint64_t cbit, kbit;
     char label[CONF_LABEL_BUF];
 
