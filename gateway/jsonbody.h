@@ -16,11 +16,18 @@
  * shortest text form, e.g. 8 -> "8"); then, if a "model" member exists and is a
  * string, hooks->on_model(); then hooks->on_end(). Any hook's GW_ERR is returned.
  *
- * On GW_OK, *out is NULL when the body is to be sent unchanged, or a malloc'd
- * rewritten body (*out_len bytes; the caller frees it) where only the model value
- * differs; member order and all other values are preserved.
- * Errors: not JSON / not an object -> 400 invalid_request_error / invalid_json;
- * "model" present but not a string -> 400 invalid_type, param "model".
+ * As for multipart, on_field gets the first GW_MP_VALUE_MAX bytes of a value and
+ * its real length in total_len.
+ *
+ * On GW_OK, *out is NULL when the body is to be sent unchanged (no model, or
+ * on_model kept it), or a malloc'd rewritten body (*out_len bytes; the caller
+ * frees it): the original bytes with only the model string spliced in, so member
+ * order, whitespace and number spellings are preserved exactly.
+ * Errors (400, type invalid_request_error): not JSON / not an object / trailing
+ * bytes -> invalid_json; a \u0000 escape anywhere -> invalid_json (cJSON would
+ * cut the string where the upstream does not); "model" not a string ->
+ * invalid_type, param "model"; "model" twice, or longer than GW_MP_VALUE_MAX ->
+ * invalid_value, param "model". A hook's error is returned as the hook set it.
  */
 int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, void *arg,
                         char **out, size_t *out_len, struct gw_error *err);

@@ -824,6 +824,75 @@ static void test_errors(void **state)
                 FAIL_NONE, "invalid_multipart", NULL, "ended before", 1);
 }
 
+static void test_more_malformed(void **state)
+{
+    static const char *const bad_disposition[] = {
+        "form-data; =x", "form-data; name", "form-data; name=", "form-data; name=;",
+        "form-data; name=\"a\\", "form-data name=a",
+    };
+    char in[256];
+
+    for (size_t i = 0; i < GW_ARRAY_LEN(bad_disposition); i++) {
+        snprintf(in, sizeof(in), "--b\r\nContent-Disposition: %s\r\n\r\nx\r\n--b--",
+                 bad_disposition[i]);
+        check_error(in, "b", FAIL_NONE, "invalid_multipart", NULL, NULL, 0);
+    }
+}
+
+/* An empty replacement is allowed: the value simply disappears. */
+static void test_model_replaced_by_nothing(void **state)
+{
+    check_case("--b\r\nContent-Disposition: form-data; name=model\r\n\r\nveo2\r\n--b--",
+               "b", "", "--b\r\nContent-Disposition: form-data; name=model\r\n\r\n\r\n--b--",
+               NULL);
+}
+
+/*
+ * A full op array, in whatever state the scanner is: nothing classified, and the
+ * scan then goes on from where it stopped.
+ */
+static void test_full_ops_every_state(void **state)
+{
+    struct buf in = { 0 };
+    struct gw_mp *mp = malloc(sizeof(*mp));
+    struct gw_mp_op ops[64];
+
+    assert_non_null(mp);
+    buf_str(&in, "pre\r\n--b\r\nContent-Disposition: form-data; name=model\r\n\r\n"
+                 "ve\r\n--x\r\n--b \r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n"
+                 "d\r\n-\r\n--b--\r\nepilogue");
+    for (size_t k = 0; k <= in.len; k++) {
+        size_t nops = 0, done = 0;
+
+        assert_int_equal(gw_mp_init(mp, GW_STR("b"), NULL, NULL), GW_OK);
+        /* scan k bytes one at a time, dropping the ops (only the state matters) */
+        while (done < k) {
+            nops = 0;
+            ssize_t n = gw_mp_execute(mp, in.p + done, 1, ops, &nops, 64);
+            assert_true(n == 1);
+            done++;
+        }
+        /* it may still scan bytes that need no op (a delimiter becoming pending) */
+        uint64_t classified = mp->classified;
+        for (size_t cap = 1; cap <= 2; cap++) {
+            nops = cap;
+            ssize_t n = gw_mp_execute(mp, in.p + done, in.len - done, ops, &nops, cap);
+            assert_true(n >= 0 && (size_t)n <= in.len - done);
+            done += (size_t)n;
+            assert_int_equal(nops, cap);
+            assert_int_equal(mp->classified, classified);
+            assert_true(mp->scanned - mp->classified <= GW_MP_MAX_PENDING);
+        }
+        nops = 0;
+        assert_int_equal(gw_mp_execute(mp, in.p + done, in.len - done, ops, &nops, 64),
+                         (ssize_t)(in.len - done));
+        assert_int_equal(gw_mp_finish(mp, ops, &nops, 64), GW_OK);
+        assert_int_equal(mp->classified, in.len);
+    }
+    buf_free(&in);
+    free(mp);
+}
+
 static void test_name_too_long(void **state)
 {
     char name[GW_MP_NAME_MAX + 2];
@@ -835,6 +904,13 @@ static void test_name_too_long(void **state)
     add_field(&in, "b", name, "x");
     add_close(&in, "b");
     run_all(in.p, in.len, "b", NULL, FAIL_NONE, &r);
+    assert_int_equal(r.rc, GW_ERR);
+    assert_non_null(strstr(r.err.message, "longer than 128"));
+    result_free(&r);
+    buf_free(&in);
+
+    buf_fmt(&in, "--b\r\nContent-Disposition: form-data; name=%s\r\n\r\ny\r\n--b--", name);
+    run(in.p, in.len, "b", NULL, 0, 64, NULL, FAIL_NONE, &r);
     assert_int_equal(r.rc, GW_ERR);
     assert_non_null(strstr(r.err.message, "longer than 128"));
     result_free(&r);
@@ -899,6 +975,18 @@ static void test_model_too_long(void **state)
     assert_string_equal(r.err.code, "invalid_value");
     assert_string_equal(r.err.param, "model");
     assert_null(strstr(r.log.p != NULL ? r.log.p : "", "model("));
+    result_free(&r);
+    buf_free(&in);
+
+    /* the limit crossed by bytes that looked like a delimiter until the last one */
+    char w[GW_MP_VALUE_MAX + 8];
+    memset(w, 'm', GW_MP_VALUE_MAX - 2);
+    memcpy(w + GW_MP_VALUE_MAX - 2, "\r\n--x", 6); /* NUL included */
+    add_field(&in, "b", "model", w);
+    add_close(&in, "b");
+    run_all(in.p, in.len, "b", "veo3", FAIL_NONE, &r);
+    assert_int_equal(r.rc, GW_ERR);
+    assert_string_equal(r.err.code, "invalid_value");
     result_free(&r);
     buf_free(&in);
 
@@ -1040,6 +1128,10 @@ static void test_boundary_param(void **state)
         { "application/json", NULL },
         { "multipart/form-data; boundary=a\x01", NULL },
         { "multipart/form-data, boundary=a", NULL },
+        { "multipart/form-data; =a", NULL },
+        { "multipart/form-data; boundary", NULL },
+        { "multipart/form-data; boundary=\"ab\\", NULL },
+        { "multipart", NULL },
         { "", NULL },
     };
     struct gw_str b;
@@ -1058,6 +1150,8 @@ static void test_boundary_param(void **state)
         assert_int_equal(b.len, strlen(cases[i].want));
         assert_memory_equal(b.p, cases[i].want, b.len);
     }
+
+    assert_int_equal(gw_mp_boundary((struct gw_str){ NULL, 0 }, &b, &err), GW_ERR);
 
     char ct[200];
     snprintf(ct, sizeof(ct), "multipart/form-data; boundary=%070d", 7);
@@ -1105,6 +1199,9 @@ int main(void)
         cmocka_unit_test(test_disposition_params),
         cmocka_unit_test(test_long_text_field),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_more_malformed),
+        cmocka_unit_test(test_model_replaced_by_nothing),
+        cmocka_unit_test(test_full_ops_every_state),
         cmocka_unit_test(test_name_too_long),
         cmocka_unit_test(test_headers_too_large),
         cmocka_unit_test(test_model_too_long),
