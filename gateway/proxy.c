@@ -295,6 +295,9 @@ static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *er
 {
     struct exchange *x = arg;
 
+    if (gw_str_eq(part->name, "model") && part->has_filename)
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                            "The model field must be a text field, not a file");
     if (gw_str_eq(part->name, "input_reference") || gw_str_eq(part->name, "input_reference[]")) {
         x->nimages++;
         if (x->have_model)

@@ -83,9 +83,11 @@ static int check_request_line(const char *p, size_t n, struct gw_error *err)
     if (i == t || i >= n || p[i] != ' ')
         return bad(err, 400, "invalid_request", "Malformed request target");
     i++;
-    if (n - i != 8 || memcmp(p + i, "HTTP/1.", 7) != 0)
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT */
+    if (n - i != 8 || memcmp(p + i, "HTTP/", 5) != 0 || p[i + 5] < '0' || p[i + 5] > '9' ||
+        p[i + 6] != '.' || p[i + 7] < '0' || p[i + 7] > '9')
         return bad(err, 400, "invalid_request", "Malformed HTTP version");
-    if (p[i + 7] != '0' && p[i + 7] != '1')
+    if (p[i + 5] != '1' || (p[i + 7] != '0' && p[i + 7] != '1'))
         return bad(err, 505, "http_version_not_supported", "Only HTTP/1.0 and HTTP/1.1");
     return GW_OK;
 }
