@@ -175,13 +175,17 @@ class Stub:
 
     With tls=True a CA and server cert are made (stub.certs, stub.ca) unless
     `certs` (a make_certs() dict) is given; the url is https://localhost:PORT and
-    the stub listens on 127.0.0.1 and ::1."""
+    the stub listens on 127.0.0.1 and ::1.  extra_keys=N makes N more keys the
+    stub accepts (stub.keys lists all, stub.key is the first): a pool for
+    Gateway(stub, upstream_keys=stub.keys)."""
 
     def __init__(self, tls=False, certs=None, key=None, content_size=None,
-                 job_seconds=None, verbose=True, args=()):
+                 job_seconds=None, verbose=True, args=(), extra_keys=0):
         self.tls = tls
         self.certs = certs
         self.key = key or "sk-upstream-" + secrets.token_urlsafe(24)
+        self.keys = [self.key] + ["sk-upstream-%d-%s" % (i + 2, secrets.token_urlsafe(24))
+                                  for i in range(int(extra_keys))]
         self.content_size = content_size
         self.job_seconds = job_seconds
         self.verbose = verbose
@@ -196,8 +200,9 @@ class Stub:
         if self.tls and self.certs is None:
             self.certs = make_certs(os.path.join(self.dir, "certs"))
         ready = os.path.join(self.dir, "ready")
-        cmd = [sys.executable, STUB_PATH, "--port", "0", "--key", self.key,
-               "--ready-file", ready]
+        cmd = [sys.executable, STUB_PATH, "--port", "0", "--ready-file", ready]
+        for k in self.keys:
+            cmd += ["--key", k]
         if self.tls:
             cmd += ["--tls-cert", self.certs["cert"], "--tls-key", self.certs["key"], "--dual"]
         if self.content_size is not None:
@@ -372,6 +377,11 @@ _UPSTREAM_OPTS = ("connect_timeout", "response_timeout", "idle_timeout", "pool_s
                   "tls_verify", "ca_file")
 
 
+def _key_env(i):
+    """The secret reference of the i-th upstream key of a pool."""
+    return "env:GW_TEST_UPSTREAM_KEY" + ("_%d" % (i + 1) if i else "")
+
+
 def _ini_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -389,19 +399,24 @@ class Gateway:
     {"section": {key: value}} merged over that (value None deletes a key; new
     sections such as "aliases" or "model X" are appended); `key_options` is
     {name: {key: value}} for the [key NAME] sections; `raw_extra` is appended
-    verbatim.  The upstream key reaches the child as env GW_TEST_UPSTREAM_KEY.
+    verbatim.  The upstream key reaches the child as env GW_TEST_UPSTREAM_KEY;
+    `upstream_keys` (a list) configures a pool instead, one `key =` line each, in
+    order (env GW_TEST_UPSTREAM_KEY, GW_TEST_UPSTREAM_KEY_2, ...).
     """ % (", ".join(_SERVER_OPTS), ", ".join(_UPSTREAM_OPTS))
 
     def __init__(self, stub=None, upstream_url=None, upstream_key=None, keys=("default",),
                  extra=None, raw_extra="", key_options=None, models_unknown="reject",
                  include=True, env=None, args=(), startup_timeout=15, client_ca=None,
-                 **options):
+                 upstream_keys=None, **options):
         for k in options:
             if k not in _SERVER_OPTS and k not in _UPSTREAM_OPTS:
                 raise TypeError("Gateway: unknown option %r" % k)
         self.stub = stub
         self.upstream_url = upstream_url or (stub.url if stub else None)
         self.upstream_key = upstream_key or (stub.key if stub else None)
+        self.upstream_keys = list(upstream_keys) if upstream_keys else None
+        if self.upstream_keys:
+            self.upstream_key = self.upstream_keys[0]
         if self.upstream_url is None:
             raise TypeError("Gateway needs a stub or an upstream_url")
         self.keys = {name: "sk-vgw-" + _urlsafe(32) for name in keys}
@@ -436,6 +451,8 @@ class Gateway:
         if ca:
             upstream["ca_file"] = ca
         upstream["key"] = "env:GW_TEST_UPSTREAM_KEY"
+        if self.upstream_keys:
+            upstream["key"] = [_key_env(i) for i in range(len(self.upstream_keys))]
         for k in _UPSTREAM_OPTS:
             if k in o and k != "ca_file":
                 upstream[k] = o[k]
@@ -464,7 +481,8 @@ class Gateway:
             if sec:
                 out.append("\n[%s]" % sec)
             for k, v in kv.items():
-                out.append("%s = %s" % (k, _ini_value(v)))
+                for one in (v if isinstance(v, list) else [v]):   # a list: repeated key
+                    out.append("%s = %s" % (k, _ini_value(one)))
         text = "\n".join(out).lstrip("\n") + "\n"
         if self.raw_extra:
             text += "\n" + self.raw_extra.rstrip("\n") + "\n"
@@ -488,6 +506,8 @@ class Gateway:
         env = dict(os.environ)
         if self.upstream_key is not None:
             env["GW_TEST_UPSTREAM_KEY"] = self.upstream_key
+        for i, k in enumerate(self.upstream_keys or ()):
+            env[_key_env(i)[len("env:"):]] = k
         env.update(self.env)
         for attempt in range(3):
             self.port = free_port()

@@ -7,7 +7,7 @@ time of each body read) so integration tests can assert what the gateway
 *sent*, and it can be told to misbehave (faults) through control endpoints
 under /__stub/ (no auth, never recorded, never faulted).
 
-    python3 stub_upstream.py --port 0 --key KEY [--host 127.0.0.1]
+    python3 stub_upstream.py --port 0 --key KEY [--key KEY2 ...] [--host 127.0.0.1]
         [--tls-cert C --tls-key K] [--ready-file F]
         [--content-size BYTES] [--job-seconds S] [--dual] [--verbose]
 
@@ -447,7 +447,9 @@ class MultipartSink:
 
 class Stub:
     def __init__(self, key, content_size, job_seconds, verbose=False):
-        self.key = key.encode()
+        # one key or a list (a pool: any of them is accepted)
+        self.keys = [k.encode() for k in ([key] if isinstance(key, str) else key)]
+        self.key = self.keys[0]
         self.defaults = {"content_size": content_size, "job_seconds": job_seconds,
                          "idle_timeout": 75.0}
         self.cfg = dict(self.defaults)
@@ -1041,7 +1043,7 @@ class Server:
                             code="invalid_api_key")
         v = auth[0]
         ok = len(auth) == 1 and v.startswith("Bearer ") and \
-            hmac.compare_digest(v[7:].encode("latin-1"), self.stub.key)
+            any([hmac.compare_digest(v[7:].encode("latin-1"), k) for k in self.stub.keys])
         if not ok:
             # never echo the key
             raise HTTPError(401, "Incorrect API key provided.", code="invalid_api_key")
@@ -1387,7 +1389,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--key", required=True, help="the upstream API key to require")
+    ap.add_argument("--key", required=True, action="append",
+                    help="the upstream API key to require (repeat for a pool of keys)")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--ready-file")
