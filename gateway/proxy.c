@@ -1010,6 +1010,10 @@ static void start_response(struct exchange *x)
         x->reply_chunked = 1;
         evhtp_send_reply_chunk_start(x->req, (evhtp_res)x->up_status);
     }
+    if (x->up_paused) { /* held while the client body was still coming */
+        x->up_paused = 0;
+        gw_upconn_pause_read(x->up, 0);
+    }
     if (evbuffer_get_length(x->resp) > 0) {
         x->bytes_out += evbuffer_get_length(x->resp);
         if (x->reply_chunked)
@@ -1028,7 +1032,12 @@ static void relay_body(struct exchange *x)
     size_t n = evbuffer_get_length(b);
 
     if (!x->reply_started) {
-        evbuffer_add_buffer(x->resp, b); /* small response, or client body not done yet */
+        /* small response, or the client body is not done yet: hold it, bounded */
+        evbuffer_add_buffer(x->resp, b);
+        if (!x->up_paused && evbuffer_get_length(x->resp) > RESP_HWM) {
+            x->up_paused = 1;
+            gw_upconn_pause_read(x->up, 1);
+        }
         return;
     }
     if (n > 0) {
