@@ -1177,7 +1177,8 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     a.model_sent = x->have_model && x->resolved.sent.p ? x->resolved.sent.p : NULL;
     a.model_sent_len = x->have_model ? x->resolved.sent.len : 0;
     a.error = x->err_code;
-    a.completed = x->replied && x->state == X_DONE;
+    /* an error after the reply started means the reply was cut (reply_error) */
+    a.completed = x->replied && x->state == X_DONE && !(x->reply_started && x->err_code);
     gw_accesslog_write(&a);
     /* the next request on this connection gets the idle read timeout back */
     rtv.tv_sec = w->cfg->client_timeout_ms / 1000;
