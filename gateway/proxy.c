@@ -112,7 +112,9 @@ struct exchange {
     char model_asked[64];
     unsigned nimages;
     int have_model, have_prompt;
-    char seconds[16], size[32];
+    int have_seconds, have_size;   /* a second one is refused: only one value can be held */
+    char seconds[16], size[32];    /* held until the model is known; may hold NULs */
+    size_t seconds_len, size_len;
 
     /* upstream request */
     struct gw_upconn *up;
@@ -306,11 +308,20 @@ static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *er
     return GW_OK;
 }
 
-static void copy_field(char *dst, size_t cap, struct gw_str v)
+static size_t copy_field(char *dst, size_t cap, struct gw_str v)
 {
     size_t n = v.len < cap - 1 ? v.len : cap - 1;
     memcpy(dst, v.p, n);
     dst[n] = '\0';
+    return n;
+}
+
+/* A field given twice: the upstream may take either value, and a value that came
+ * before the model could not be kept to be checked, so neither is trusted. */
+static int field_twice(struct gw_error *err, const char *name)
+{
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_value", name,
+                        "The %s field appears more than once", name);
 }
 
 static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err)
@@ -320,11 +331,15 @@ static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err
     if (gw_str_eq(f->name, "prompt")) {
         x->have_prompt = f->total_len > 0;
     } else if (gw_str_eq(f->name, "seconds")) {
-        copy_field(x->seconds, sizeof(x->seconds), f->value);
+        if (x->have_seconds++)
+            return field_twice(err, "seconds");
+        x->seconds_len = copy_field(x->seconds, sizeof(x->seconds), f->value);
         if (x->have_model)
             return gw_catalog_check_seconds(x->resolved.model, f->value, err);
     } else if (gw_str_eq(f->name, "size")) {
-        copy_field(x->size, sizeof(x->size), f->value);
+        if (x->have_size++)
+            return field_twice(err, "size");
+        x->size_len = copy_field(x->size, sizeof(x->size), f->value);
         if (x->have_model)
             return gw_catalog_check_size(x->resolved.model, f->value, err);
     }
@@ -345,12 +360,12 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
     /* fields seen before the model are checked now */
     if (gw_catalog_check_images(x->resolved.model, x->nimages, err) != GW_OK)
         return GW_ERR;
-    if (x->seconds[0] &&
+    if (x->have_seconds &&
         gw_catalog_check_seconds(x->resolved.model,
-                                 (struct gw_str){ x->seconds, strlen(x->seconds) }, err) != GW_OK)
+                                 (struct gw_str){ x->seconds, x->seconds_len }, err) != GW_OK)
         return GW_ERR;
-    if (x->size[0] &&
-        gw_catalog_check_size(x->resolved.model, (struct gw_str){ x->size, strlen(x->size) },
+    if (x->have_size &&
+        gw_catalog_check_size(x->resolved.model, (struct gw_str){ x->size, x->size_len },
                               err) != GW_OK)
         return GW_ERR;
     *out = x->resolved.sent;

@@ -401,6 +401,19 @@ def test_unlisted_seconds_and_size():
         refused(gw, s, m + [("seconds", "8"), ("size", "1x1")], 400, "invalid_value", "size")
         refused(gw, s, [("size", "1920x1080"), ("seconds", "8")] + m, 400, "invalid_value",
                 "size")
+        # held before the model: an empty value or one with a NUL is still checked whole
+        refused(gw, s, [("seconds", ""), ("size", "16x9")] + m, 400, "invalid_value",
+                "seconds")
+        refused(gw, s, [("seconds", "8\x00 junk"), ("size", "16x9")] + m, 400,
+                "invalid_value", "seconds")
+        # given twice (the upstream may take either): refused in any order, even when
+        # the first is the unlisted one and only the last could have been held
+        refused(gw, s, [("seconds", "5"), ("seconds", "8"), ("size", "16x9")] + m, 400,
+                "invalid_value", "seconds")
+        refused(gw, s, [("size", "1x1"), ("size", "16x9"), ("seconds", "8")] + m, 400,
+                "invalid_value", "size")
+        refused(gw, s, m + [("seconds", "8"), ("size", "16x9"), ("seconds", "4")], 400,
+                "invalid_value", "seconds")
 
 
 def test_unknown_model_reject_and_pass():
