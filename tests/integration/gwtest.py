@@ -433,6 +433,8 @@ class Gateway:
         self.port = None
         self.dir = None
         self.bin = os.environ.get("GW_BIN") or _default_bin()
+        if self.bin:    # the child runs in its temp dir: GW_BIN=build/gateway must still work
+            self.bin = os.path.abspath(self.bin)
         self.tls = bool(options.get("tls_cert"))
         self.client_ca = client_ca      # CA for our own TLS requests to the gateway
 
