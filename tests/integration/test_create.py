@@ -286,8 +286,85 @@ def test_chunked_client_body():
                 assert r["content_length"] == (want_big.length if fallback == "spool" else None)
                 assert (r["body_size"], r["body_sha256"]) == (want_big.length, want_big.sha256)
                 assert_parts(r, rewritten(want_big.fields), want_big.part_sha256)
+                # model first but no length to rewrite: the fallback too
+                first = [("model", "veo3.1"), ("input_reference", "f.bin", 1024 * 1024,
+                                               "application/octet-stream")] + BASE
+                ms = gwtest.multipart_stream(first)
+                want = gwtest.multipart_stream(rewritten(first), boundary=ms.boundary)
+                assert_job(s, *post(gw, ms, ms.content_type))
+                r = s.last()
+                assert r["framing"] == big_framing, (fallback, r["framing"])
+                assert (r["body_size"], r["body_sha256"]) == (want.length, want.sha256)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def test_boundaries_split_across_reads():
+    # a chunked body cut into pieces of 1..7 bytes: every delimiter, part head and
+    # the model value arrive split; preamble and epilogue must pass too
+    fields = [("prompt", PROMPT), ("input_reference", "a.png", b"\r\n--gwtest\r" * 100,
+                                   "image/png"),
+              ("model", "veo3.1"), ("seconds", "8"), ("size", "16x9")]
+    body, ctype = gwtest.multipart(fields)
+    body = b"preamble\r\n" + body + b"epilogue"
+    want = b"preamble\r\n" + gwtest.multipart(rewritten(fields),
+                                              boundary=ctype.split("=", 1)[1])[0] + b"epilogue"
+    pieces, i, n = [], 0, 1
+    while i < len(body):
+        pieces.append(body[i:i + n])
+        i, n = i + n, n % 7 + 1
+    with gateway() as (s, gw):
+        head = ("POST /v1/videos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                % (gw.keys["default"], ctype)).encode()
+        st, h, resp, _ = gwtest.parse_response(gwtest.raw(gw.port, [head] +
+                                                           list(gwtest.chunked(pieces))))
+        assert_job(s, st, h, resp)
+        r = s.last()
+        assert (r["framing"], r["content_length"]) == ("content-length", len(want))
+        assert r["body_sha256"] == hashlib.sha256(want).hexdigest()
+        assert (r["multipart"]["preamble"], r["multipart"]["epilogue"]) == (8, 8)
+        assert_parts(r, rewritten(fields))
+
+
+def test_model_part_with_its_own_headers():
+    # a quoted boundary, a model part with a Content-Type, a lower-case header name
+    body = (b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n'
+            b'Content-Type: text/plain; charset=utf-8\r\n\r\nveo3.1\r\n'
+            b'--xyz\r\ncontent-disposition: form-data; name=prompt\r\n\r\np\r\n'
+            b'--xyz\r\nContent-Disposition: form-data; name="seconds"\r\n\r\n8\r\n'
+            b'--xyz\r\nContent-Disposition: form-data; name="size"\r\n\r\n16x9\r\n--xyz--\r\n')
+    want = body.replace(b"\r\n\r\nveo3.1\r\n", b"\r\n\r\nveo_3_1\r\n")
+    with gateway() as (s, gw):
+        assert_job(s, *post(gw, body, 'multipart/form-data; boundary="xyz"'))
+        r = s.last()
+        assert (r["content_length"], r["body_sha256"]) == \
+            (len(want), hashlib.sha256(want).hexdigest())
+        assert r["parts"][0]["headers"] == [
+            ["Content-Disposition", 'form-data; name="model"'],
+            ["Content-Type", "text/plain; charset=utf-8"]], r["parts"][0]
+        assert r["parts"][1]["headers"] == [["content-disposition", "form-data; name=prompt"]]
+
+
+def test_expect_continue_and_keep_alive():
+    # curl sends Expect: 100-continue with large -F uploads
+    body, ctype = gwtest.multipart([("model", "veo3.1")] + BASE)
+    with gateway() as (s, gw):
+        head = ("POST /v1/videos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: %s\r\nContent-Length: %d\r\n"
+                % (gw.keys["default"], ctype, len(body)))
+        with gwtest.RawConn(gw.port) as c:
+            c.send(head + "Expect: 100-continue\r\n\r\n")
+            assert c.read_head().startswith(b"HTTP/1.1 100 ")
+            assert s.requests() == []        # nothing upstream until the body comes
+            c.send(body)
+            assert_job(s, *gwtest.parse_response(c.read_response())[:3])
+            # the same connection serves the next create
+            c.send(head.encode() + b"\r\n" + body)
+            assert_job(s, *gwtest.parse_response(c.read_response())[:3])
+        recs = s.requests()
+        assert len(recs) == 2 and all(hdr(r, "Expect") == [] for r in recs), recs
+        assert all(r["complete"] and not r["expect_100"] for r in recs)
 
 
 def test_boundary_of_70_characters():
@@ -385,6 +462,17 @@ def test_too_many_images_before_model():
         # upstream (fallback) when the model arrives, so the upstream request is cut
         refused(gw, s, [image(1, 200000), image(2, 200000), ("model", "veo2")] + BASE,
                 400, "too_many_images", "input_reference")
+    # with fallback = spool, the early bytes went to the spool file: nothing upstream
+    spool = tempfile.mkdtemp(prefix="gwtest-spool-")
+    try:
+        with gateway(fallback="spool", spool_dir=spool) as (s, gw):
+            rid = refused(gw, s, [image(1, 200000), image(2, 200000), ("model", "veo2")] +
+                          BASE, 400, "too_many_images", "input_reference")
+            assert record_of(s, rid) is None
+            assert os.listdir(spool) == []
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    with gateway() as (s, gw):
         fields = [image(1), image(2), ("model", "veo3")] + BASE     # frames: two is fine
         body, ctype = gwtest.multipart(fields)
         assert_job(s, *post(gw, body, ctype), model="veo3")
@@ -505,6 +593,27 @@ def test_oversized_part_headers():
         assert_not_forwarded(s, rid)
         assert s.jobs() == []
         assert_still_serves(s, gw)
+
+
+def test_max_body_is_inclusive():
+    # exactly max_body is accepted, one byte more is refused; with a length or chunked
+    with gateway(max_body="64k") as (s, gw):
+        for extra in (0, 1):
+            base = [("model", "veo3.1")] + BASE
+            empty, _ = gwtest.multipart(base + [("input_reference", "a", b"", None)])
+            fields = base + [("input_reference", "a", b"z" * (65536 - len(empty) + extra),
+                              None)]
+            body, ctype = gwtest.multipart(fields)
+            assert len(body) == 65536 + extra
+            for b in (body, [body[:1000], body[1000:]]):
+                st, h, resp = post(gw, b, ctype)
+                if extra:
+                    _, rid = assert_error(gw, st, h, resp, 413, "request_too_large", None)
+                    assert_not_forwarded(s, rid)
+                else:
+                    assert_job(s, st, h, resp)
+                    assert s.last()["body_size"] == len(body) + 1
+        assert len(s.jobs()) == 2
 
 
 def test_body_over_max_body():
