@@ -9,8 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 
 #include "accesslog.h"
 #include "config.h"
@@ -61,6 +63,31 @@ static int mint_key(const char *name)
     return 0;
 }
 
+/* config.c (pure) only checks that tls_cert and tls_key are readable files;
+ * load them here as the listener will, so that `-t` catches a file that is not
+ * PEM or a key that does not match the certificate (libevhtp's own loading
+ * reports success regardless: libevhtp-notes trap 8). */
+static int check_tls_files(const struct gw_config *cfg)
+{
+    SSL_CTX *ctx;
+    int ok;
+
+    if (cfg->tls_cert == NULL)
+        return GW_OK;
+    ctx = SSL_CTX_new(TLS_server_method());
+    ok = ctx != NULL && SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) == 1 &&
+         SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) == 1 &&
+         SSL_CTX_check_private_key(ctx) == 1;
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    if (ok)
+        return GW_OK;
+    fprintf(stderr, "%s: server.tls_cert, server.tls_key: expected a PEM certificate and its "
+                    "private key, got \"%s\" and \"%s\"\n",
+            cfg->path, cfg->tls_cert, cfg->tls_key);
+    return GW_ERR;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = "gateway.conf";
@@ -91,6 +118,10 @@ int main(int argc, char **argv)
     if (optind != argc)
         return usage(stderr);
     cfg = gw_config_load(path, stderr);
+    if (cfg != NULL && check_tls_files(cfg) != GW_OK) {
+        gw_config_free(cfg);
+        cfg = NULL;
+    }
     if (cfg == NULL) {
         fprintf(stderr, "gateway: configuration %s has errors\n", path);
         return 1;
