@@ -38,12 +38,12 @@ static int mint_key(const char *name)
     char key[64] = "sk-vgw-";
     size_t off = strlen(key);
 
-    for (const char *p = name; *p; p++) {
-        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-", *p) ||
-            p - name >= 64) {
-            fprintf(stderr, "gateway: key names are 1-64 characters of [A-Za-z0-9_.-]\n");
-            return 2;
-        }
+    /* (an empty name made a "[key ]" stanza that the config then refuses) */
+    if (name[0] == '\0' || strlen(name) > 64 ||
+        strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+            strlen(name)) {
+        fprintf(stderr, "gateway: key names are 1-64 characters of [A-Za-z0-9_.-]\n");
+        return 2;
     }
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
         fprintf(stderr, "gateway: no randomness available\n");
