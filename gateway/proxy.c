@@ -102,6 +102,7 @@ struct exchange {
     int body_done;           /* libevhtp saw the end of the request */
     int client_paused;
     int refused;             /* answered early: drain whatever else comes */
+    int linger;              /* early reply sent but not ended: see send_reply() */
     struct evbuffer *in;     /* received, not yet classified */
     struct evbuffer *out;    /* classified, not yet written upstream */
     struct gw_mp *mp;        /* multipart creates only */
@@ -187,6 +188,32 @@ static void close_after_reply(struct exchange *x)
     x->req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
 }
 
+/* Send the whole reply (head and buffer_out). While the client is still sending its
+ * body, closing right after the reply makes the kernel reset the connection over the
+ * unread bytes, and a client that writes while it reads (Node's fetch: the OpenAI SDK's
+ * streamed uploads) loses the reply to EPIPE. So the reply is not ended yet (libevhtp
+ * closes only once the request is finished): the rest of the body is read and dropped,
+ * and end_linger() ends it when the body is in, or when more than max_body came. */
+static void send_reply(struct exchange *x, int status)
+{
+    if (x->body_done) {
+        evhtp_send_reply(x->req, (evhtp_res)status);
+        return;
+    }
+    x->linger = 1;
+    evhtp_send_reply_start(x->req, (evhtp_res)status);
+}
+
+static void end_linger(struct exchange *x)
+{
+    x->linger = 0;
+    evhtp_send_reply_end(x->req);
+    /* the reply may be written already: run libevhtp's write callback (deferred, never
+     * inside its parser) so that it sees the request finished and closes */
+    bufferevent_trigger(client_bev(x), EV_WRITE,
+                        BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 /* Send a complete reply with a JSON body from buf (moved). */
 static void reply_json(struct exchange *x, int status, struct evbuffer *buf)
 {
@@ -206,7 +233,7 @@ static void reply_json(struct exchange *x, int status, struct evbuffer *buf)
     evbuffer_add_buffer(req->buffer_out, buf);
     x->status = status;
     x->replied = 1;
-    evhtp_send_reply(req, (evhtp_res)status);
+    send_reply(x, status);
 }
 
 /* Answer with an OpenAI error body, or cut the connection when a reply is
@@ -603,6 +630,8 @@ static evhtp_res on_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
 
     if (x == NULL || x->refused || x->state == X_DONE) {
         evbuffer_drain(buf, n);
+        if (x != NULL && x->linger && (x->body_in += n) > x->cfg->max_body)
+            end_linger(x); /* enough: close, even if the client then sees a reset */
         return EVHTP_RES_OK;
     }
     x->body_in += n;
@@ -644,8 +673,11 @@ static void on_request_complete(evhtp_request_t *req, void *arg)
     if (x == NULL)
         return;
     x->body_done = 1;
-    if (x->state == X_DONE || x->refused)
+    if (x->state == X_DONE || x->refused) {
+        if (x->linger)
+            end_linger(x);
         return;
+    }
     if (pump_request(x, &err) != GW_OK) {
         fail(x, &err);
         return;
@@ -1008,7 +1040,7 @@ static void start_response(struct exchange *x)
         snprintf(num, sizeof(num), "%zu", evbuffer_get_length(x->req->buffer_out));
         add_header(x->req, "Content-Length", num);
         x->replied = 1;
-        evhtp_send_reply(x->req, (evhtp_res)x->up_status);
+        send_reply(x, x->up_status);
         return;
     }
     x->reply_started = 1;
