@@ -1,0 +1,246 @@
+"""TLS on both sides: an HTTPS upstream verified against a CA (SNI, host name,
+wrong CA, wrong name), and the gateway's own HTTPS listener (libevhtp trap 8:
+a certificate that fails to load must stop the gateway, not be ignored)."""
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwtest  # noqa: E402
+
+JSON = {"Content-Type": "application/json"}
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                     "runtime error:", "ThreadSanitizer")
+CERTS = None
+
+
+def certs(name="localhost"):
+    """Certificates shared by the file: CERTS["localhost"] is for localhost and
+    127.0.0.1, CERTS["elsewhere"] for another host name only (same CA)."""
+    global CERTS
+    if CERTS is None:
+        d = tempfile.mkdtemp(prefix="gwtest-tls-")
+        CERTS = {"dir": d, "localhost": gwtest.make_certs(os.path.join(d, "a"))}
+        other = gwtest.make_certs(os.path.join(d, "b"), names=("elsewhere.example",), ips=())
+        CERTS["elsewhere"] = other
+    return CERTS[name]
+
+
+def assert_clean(gw, extra_secrets=()):
+    log = gw.log()
+    for m in SANITIZER_MARKERS:
+        assert m not in log, "sanitizer report in the gateway log:\n%s" % log[-6000:]
+    for s in list(gw.keys.values()) + [gw.upstream_key] + list(extra_secrets):
+        assert s not in log, "a secret appears in the gateway's output"
+
+
+def stopped_clean(gw):
+    code = gw.stop()
+    assert code == 0, (code, gw.log()[-3000:])
+    assert_clean(gw)
+
+
+def create(gw, **kw):
+    body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8", "size": "16x9"})
+    return gw.request("POST", "/v1/videos", headers=JSON, body=body.encode(), **kw)
+
+
+# ---------------------------------------------------------------- upstream side
+
+def test_https_upstream_right_ca():
+    c = certs()
+    with gwtest.Stub(tls=True, certs=c) as stub:
+        gw = gwtest.Gateway(stub, threads=1)    # ca_file = the stub's CA; one pool
+        with gw:
+            assert stub.url.startswith("https://localhost:")
+            st, _, b = create(gw)
+            assert st == 200, b
+            job = json.loads(b)
+            assert job["model"] == "veo_3_1"
+            st, _, b = gw.request("GET", "/v1/videos/" + job["id"])
+            assert st == 200 and json.loads(b)["id"] == job["id"]
+            st, h, n, sha = gw.download("/v1/videos/%s/content" % job["id"])
+            assert st == 200 and sha == gwtest.content_sha256(job["id"], n) and n == 1 << 20
+            recs = stub.requests()
+            assert len(recs) == 3 and all(r["tls"] and r["sni"] == "localhost" for r in recs), \
+                [(r["tls"], r["sni"]) for r in recs]
+            # one TLS connection carried all three (keep-alive over TLS)
+            assert len({r["conn"] for r in recs}) == 1, [r["conn"] for r in recs]
+            assert_clean(gw)
+        assert gw.proc.returncode == 0
+        assert_clean(gw)
+
+
+def test_https_upstream_wrong_ca_502():
+    c = certs()
+    with gwtest.Stub(tls=True, certs=c) as stub:
+        with gwtest.Gateway(stub, ca_file=c["other_ca"]) as gw:
+            for method, path, body in (("GET", "/v1/videos/video_1", b""),
+                                       ("POST", "/v1/videos", None)):
+                if body is None:
+                    st, _, b = create(gw)
+                else:
+                    st, _, b = gw.request(method, path)
+                assert st == 502, (method, path, st, b)
+                e = gwtest.error_body(b)
+                assert (e["code"], e["type"]) == ("bad_gateway", "upstream_error"), e
+                msg = e["message"].lower()
+                assert "certificate" in msg and "verif" in msg, e["message"]
+                assert stub.key not in b.decode()
+            assert stub.requests() == [], "a request went over an unverified connection"
+            st, _, _ = gw.request("GET", "/healthz", key=None)
+            assert st == 200
+        assert gw.proc.returncode == 0
+        assert_clean(gw)
+
+
+def test_https_upstream_wrong_host_name_502():
+    c = certs("elsewhere")             # signed by its own CA, for elsewhere.example
+    with gwtest.Stub(tls=True, certs=c) as stub:
+        with gwtest.Gateway(stub) as gw:         # trusts that CA; asks for localhost
+            st, _, b = gw.request("GET", "/v1/videos?limit=1")
+            assert st == 502, (st, b)
+            e = gwtest.error_body(b)
+            assert e["code"] == "bad_gateway", e
+            assert "certificate" in e["message"].lower(), e["message"]
+            # (the stub's own control API is unreachable too: its certificate
+            # is not for localhost; its log lists the requests it answered)
+            assert "/v1/videos" not in stub.log(), stub.log()[-2000:]
+        assert gw.proc.returncode == 0
+        assert_clean(gw)
+
+
+def test_https_upstream_verify_off_is_explicit():
+    """tls_verify = off is the only way to accept an unverified upstream."""
+    c = certs()
+    with gwtest.Stub(tls=True, certs=c) as stub:
+        with gwtest.Gateway(stub, ca_file=c["other_ca"], tls_verify="off") as gw:
+            st, _, b = gw.request("GET", "/v1/videos?limit=1")
+            assert st == 200, (st, b)
+            assert stub.last()["tls"]
+        assert_clean(gw)
+
+
+# ---------------------------------------------------------------- the gateway's listener
+
+def test_gateway_tls_listener():
+    c = certs()
+    with gwtest.Stub() as stub:
+        gw = gwtest.Gateway(stub, tls_cert=c["cert"], tls_key=c["key"], client_ca=c["ca"])
+        with gw:
+            assert gw.url.startswith("https://")
+            st, _, b = gw.request("GET", "/healthz", key=None)
+            assert st == 200 and json.loads(b) == {"status": "ok"}
+            st, _, b = create(gw)
+            assert st == 200 and json.loads(b)["model"] == "veo_3_1", b
+            assert stub.last()["json"]["model"] == "veo_3_1" and not stub.last()["tls"]
+            # a big upload over TLS, streamed
+            ms = gwtest.multipart_stream([("model", "veo3.1"), ("prompt", "p"),
+                                          ("seconds", "8"), ("size", "16x9"),
+                                          ("input_reference", "f.png", 3 << 20, "image/png")])
+            st, _, b = gw.request("POST", "/v1/videos", headers=ms.headers(), body=ms)
+            assert st == 200, b
+            assert stub.last()["parts"][4]["sha256"] == ms.part_sha256[4]
+            # the certificate is the configured one, TLS 1.2 at least
+            ctx = ssl.create_default_context(cafile=c["ca"])
+            with socket.create_connection(("127.0.0.1", gw.port)) as s:
+                with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                    assert t.version() in ("TLSv1.2", "TLSv1.3"), t.version()
+            # a client without the CA refuses it; TLS 1.1 is refused by the gateway
+            try:
+                gwtest.request(gw.port, "GET", "/healthz", tls=True, ca=c["other_ca"])
+                raise AssertionError("verified the gateway against an unrelated CA")
+            except ssl.SSLCertVerificationError:
+                pass
+            old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            old.load_verify_locations(c["ca"])
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    old.minimum_version = ssl.TLSVersion.TLSv1
+                    old.maximum_version = ssl.TLSVersion.TLSv1_1
+                with socket.create_connection(("127.0.0.1", gw.port)) as s:
+                    try:
+                        with old.wrap_socket(s, server_hostname="localhost"):
+                            raise AssertionError("the gateway accepted TLS 1.1")
+                    except (ssl.SSLError, ConnectionError):
+                        pass
+            except ValueError:
+                pass                     # this OpenSSL cannot even offer TLS 1.1
+            # plain HTTP to the TLS port gets no 200
+            resp = gwtest.raw(gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                              read_timeout=3)
+            assert not resp.startswith(b"HTTP/1.1 200"), resp[:100]
+            st, _, _ = gw.request("GET", "/healthz", key=None)
+            assert st == 200
+        assert gw.proc.returncode == 0
+        assert_clean(gw)
+
+
+def _conf(tmp, cert, key):
+    path = os.path.join(tmp, "gateway.conf")
+    with open(path, "w") as f:
+        f.write("include = %s\n[server]\nlisten = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s\n"
+                "[upstream]\nurl = http://127.0.0.1:9\nkey = env:GW_TEST_UPSTREAM_KEY\n"
+                "[key t]\nsha256 = %s\n"
+                % (os.path.join(gwtest.SOURCE_DIR, "config", "models.conf"),
+                   gwtest.free_port(), cert, key, "0" * 64))
+    return path
+
+
+def _run(args, timeout=20):
+    env = dict(os.environ, GW_TEST_UPSTREAM_KEY="sk-up-tls-test")
+    bin_ = os.environ.get("GW_BIN") or gwtest._default_bin()
+    return subprocess.run([bin_] + args, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_bad_certificate_refused():
+    c = certs()
+    tmp = tempfile.mkdtemp(prefix="gwtest-tlsconf-")
+    try:
+        garbage = os.path.join(tmp, "garbage.pem")
+        with open(garbage, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+        missing = os.path.join(tmp, "missing.pem")
+        # the configuration is fine
+        ok = _conf(tmp, c["cert"], c["key"])
+        p = _run(["-t", "-c", ok])
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        cases = [(missing, c["key"], "missing.pem"),       # no such file
+                 (c["cert"], missing, "missing.pem"),
+                 (garbage, c["key"], "garbage.pem"),       # not a certificate
+                 (c["cert"], c["other_ca"], "other-ca.pem"),  # not a key
+                 (c["cert"], certs("elsewhere")["key"], "server.key")]  # another cert's key
+        for cert, key, named in cases:
+            conf = _conf(tmp, cert, key)
+            p = _run(["-t", "-c", conf])
+            out = p.stdout + p.stderr
+            assert p.returncode == 1, (cert, key, p.returncode, out)
+            assert named in out and "is ok" not in out, (cert, key, out)
+            assert "tls_" in out, out
+            # and the gateway refuses to start (it must not serve plain HTTP or
+            # TLS without a certificate)
+            p = _run(["-c", conf])
+            out = p.stdout + p.stderr
+            assert p.returncode != 0, (cert, key, out)
+            assert named in out, out
+            for m in SANITIZER_MARKERS:
+                assert m not in out, out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        gwtest.main(globals())
+    finally:
+        if CERTS is not None and not os.environ.get("GW_KEEP_TMP"):
+            shutil.rmtree(CERTS["dir"], ignore_errors=True)
