@@ -937,7 +937,9 @@ static int pump_request(struct exchange *x, struct gw_error *err)
         }
         break;
     case BODY_JSON:
-        if (x->body_done && evbuffer_get_length(x->in) > 0 && rewrite_json(x, err) != GW_OK)
+        /* once, when the body is whole (the framing is decided right after), even
+         * when it is empty: an empty chunked body must be refused, not forwarded */
+        if (x->body_done && x->framing == FRAME_UNDECIDED && rewrite_json(x, err) != GW_OK)
             return GW_ERR;
         break;
     case BODY_RAW:

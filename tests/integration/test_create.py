@@ -125,7 +125,7 @@ def assert_error(gw, st, h, body, status, code, param):
         err = [ln for ln in gw.log().splitlines()
                if "rid=%s" % rid in ln and "code=%s" % code in ln]
         return acc and err and (acc, err)
-    acc, err = gwtest.wait_for(logged, 5, what="the error in the gateway's logs")
+    acc, err = gwtest.wait_for(logged, 15, what="the error in the gateway's logs")
     assert (acc[0]["status"], acc[0]["error"]) == (status, code), acc
     assert "status=%d" % status in err[0], err
     return e, rid
@@ -136,7 +136,7 @@ def assert_not_forwarded(s, rid):
     def settled():
         r = record_of(s, rid)
         return (r is None or r["t_end"] is not None) and [r]
-    r = gwtest.wait_for(settled, 5, what="the refused request's upstream side to end")[0]
+    r = gwtest.wait_for(settled, 15, what="the refused request's upstream side to end")[0]
     assert r is None or not r["complete"], r
 
 
@@ -571,12 +571,12 @@ def test_truncated_body():
                 % (gw.keys["default"], ctype, len(body))).encode()
         with gwtest.RawConn(gw.port) as c:
             c.send(head + body[:len(body) // 3])
-            s.wait_bytes(len(body) // 4)          # the model was first: it streams
-        r = gwtest.wait_for(lambda: [r for r in s.requests() if r["t_end"]], 5,
+            s.wait_bytes(len(body) // 4, timeout=20)   # the model was first: it streams
+        r = gwtest.wait_for(lambda: [r for r in s.requests() if r["t_end"]], 15,
                             what="the upstream request to end")[-1]
         assert not r["complete"] and r["body_size"] < len(body), r
         a = gwtest.wait_for(lambda: [a for a in gw.log_json() if a.get("rid") ==
-                                     hdr(r, "X-Request-Id")[0]], 5, what="access log")[0]
+                                     hdr(r, "X-Request-Id")[0]], 15, what="access log")[0]
         assert a["completed"] is False, a
         assert s.jobs() == []
         assert_still_serves(s, gw)
@@ -656,6 +656,13 @@ def test_json_errors():
             _, rid = assert_error(gw, st, h, resp, 413, "request_too_large", None)
             assert_not_forwarded(s, rid)
         st, h, resp = post(gw, b'{"model": "veo3.1", "prompt": ', "application/json")
+        _, rid = assert_error(gw, st, h, resp, 400, "invalid_json", None)
+        assert_not_forwarded(s, rid)
+        # an empty chunked body is checked like any other, not forwarded as is
+        head = ("POST /v1/videos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                % gw.keys["default"])
+        st, h, resp, _ = gwtest.parse_response(gwtest.raw(gw.port, head))
         _, rid = assert_error(gw, st, h, resp, 400, "invalid_json", None)
         assert_not_forwarded(s, rid)
         assert s.jobs() == []

@@ -101,7 +101,7 @@ def test_streaming_proof():
             with gwtest.RawConn(gw.port, timeout=30) as c:
                 c.send(head(gw, ms) + data[:one])
                 # the gateway may hold back a possible delimiter's bytes, no more
-                rec = s.wait_bytes(one - 200, timeout=10)
+                rec = s.wait_bytes(one - 200, timeout=20)
                 t_two = time.monotonic()
                 assert rec["framing"] == framing, rec["framing"]
                 assert not rec["complete"] and rec["body_size"] <= one + 1, rec["body_size"]
@@ -179,10 +179,10 @@ def disconnect_cases(s, gw, fallback):
             if fallback == "spool" and fields[0][0] != "model":
                 # spooling: nothing goes upstream before the body is complete; wait
                 # until the gateway has read what was sent
-                gwtest.wait_for(lambda: gw_read(gw) >= len(data), 10,
+                gwtest.wait_for(lambda: gw_read(gw) >= len(data), 20,
                                 what="the gateway to read the upload")
             else:
-                s.wait_bytes(2 * MiB, timeout=10)
+                s.wait_bytes(2 * MiB, timeout=20)
         # the client is gone: the upstream request must end incomplete
         if fallback == "spool" and fields[0][0] != "model":
             new = []
@@ -190,7 +190,7 @@ def disconnect_cases(s, gw, fallback):
             def ended():
                 recs = s.requests()
                 return recs and recs[0]["t_end"] is not None and recs
-            new = gwtest.wait_for(ended, 10, what="the upstream request to be cut")
+            new = gwtest.wait_for(ended, 20, what="the upstream request to be cut")
             cut = new[0]
             assert not cut["complete"] and cut["status"] is None, cut
             assert cut["body_size"] < ms.length, cut["body_size"]
@@ -198,7 +198,7 @@ def disconnect_cases(s, gw, fallback):
         assert all(nxt["conn"] != r["conn"] for r in new), (nxt["conn"], new[0]["conn"])
         assert len(s.jobs()) == 1           # the cut request made none
         acc = gwtest.wait_for(lambda: [x for x in gw.log_json() if x.get("route") == "create"
-                                       and x.get("completed") is False][i:], 5,
+                                       and x.get("completed") is False][i:], 15,
                               what="the access log of the cut request")
         assert acc[0]["bytes_in"] >= 2 * MiB and acc[0]["status"] != 200, acc[0]
 
