@@ -204,14 +204,21 @@ static void send_reply(struct exchange *x, int status)
     evhtp_send_reply_start(x->req, (evhtp_res)status);
 }
 
+/* End a reply begun with evhtp_send_reply_start(). libevhtp only marks the request
+ * finished here and recycles or closes the connection from its write callback, which
+ * never runs again if the output is already flushed: run it (deferred, never inside
+ * libevhtp's parser). */
+static void end_reply(struct exchange *x)
+{
+    evhtp_send_reply_end(x->req);
+    bufferevent_trigger(client_bev(x), EV_WRITE,
+                        BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 static void end_linger(struct exchange *x)
 {
     x->linger = 0;
-    evhtp_send_reply_end(x->req);
-    /* the reply may be written already: run libevhtp's write callback (deferred, never
-     * inside its parser) so that it sees the request finished and closes */
-    bufferevent_trigger(client_bev(x), EV_WRITE,
-                        BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    end_reply(x);
 }
 
 /* Send a complete reply with a JSON body from buf (moved). */
@@ -1110,7 +1117,7 @@ static void finish_response(struct exchange *x)
         if (x->reply_chunked)
             evhtp_send_reply_chunk_end(x->req);
         else
-            evhtp_send_reply_end(x->req);
+            end_reply(x);
     } else if (x->body_done) {
         start_response(x); /* sends the whole response */
     } else {
