@@ -206,13 +206,17 @@ static void send_reply(struct exchange *x, int status)
 
 /* End a reply begun with evhtp_send_reply_start(). libevhtp only marks the request
  * finished here and recycles or closes the connection from its write callback, which
- * never runs again if the output is already flushed: run it (deferred, never inside
- * libevhtp's parser). */
+ * never runs again if the output is already flushed: then run it ourselves (deferred,
+ * never inside libevhtp's parser). Only then: libevhtp 1.2.18's write callback frees
+ * the connection when it runs with no request, so a second run after the natural one
+ * would kill a keep-alive connection. */
 static void end_reply(struct exchange *x)
 {
+    struct bufferevent *bev = client_bev(x);
+
     evhtp_send_reply_end(x->req);
-    bufferevent_trigger(client_bev(x), EV_WRITE,
-                        BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void end_linger(struct exchange *x)
