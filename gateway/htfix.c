@@ -84,11 +84,26 @@ static int stash_add(struct stash *s, const char *data, size_t len)
     return GW_OK;
 }
 
+/* The real parser, and an answer when it refused the request (a malformed
+ * chunked body, say): libevhtp drops the connection without one. */
+static size_t run(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks, const char *data,
+                  size_t len)
+{
+    size_t used = real_run(p, hooks, data, len);
+
+    /* any parser error but a pause drops the connection (libevhtp's read callback) */
+    if (htparser_get_error(p) != htparse_error_none &&
+        !(c->request != NULL && c->request->status == EVHTP_RES_PAUSE))
+        gw_proxy_body_error(c);
+    return used;
+}
+
 /* Run the real parser over the stash (which ends with `len` bytes of the
  * current read) and translate what it consumed back into the current read. */
-static size_t run_stash(htparser *p, htparse_hooks *hooks, struct stash *s, size_t len)
+static size_t run_stash(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks,
+                        struct stash *s, size_t len)
 {
-    size_t total = s->len, used = real_run(p, hooks, s->buf, total);
+    size_t total = s->len, used = run(c, p, hooks, s->buf, total);
     size_t left = total - used;
 
     s->len = 0;
@@ -109,14 +124,15 @@ size_t htparser_run(htparser *p, htparse_hooks *hooks, const char *data, size_t 
 
     if (real_run == NULL)
         abort(); /* gw_htfix_init() was not called */
-    if (c == NULL || c->type != evhtp_type_server || gw_proxy_in_body(c) || len == 0 ||
-        (s = stash_of(c)) == NULL)
+    if (c == NULL || c->type != evhtp_type_server)
         return real_run(p, hooks, data, len);
+    if (gw_proxy_in_body(c) || len == 0 || (s = stash_of(c)) == NULL)
+        return run(c, p, hooks, data, len);
 
     if (s->len == 0) {
         end = gw_reqhead_end(data, len, max_head, &err);
         if (end > 0 && gw_reqhead_check(data, (size_t)end, &err) == GW_OK)
-            return real_run(p, hooks, data, len); /* whole head in one read */
+            return run(c, p, hooks, data, len); /* whole head in one read */
     } else {
         if (stash_add(s, data, len) != GW_OK) {
             gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
@@ -124,7 +140,7 @@ size_t htparser_run(htparser *p, htparse_hooks *hooks, const char *data, size_t 
         }
         end = gw_reqhead_end(s->buf, s->len, max_head, &err);
         if (end > 0 && gw_reqhead_check(s->buf, (size_t)end, &err) == GW_OK)
-            return run_stash(p, hooks, s, len);
+            return run_stash(c, p, hooks, s, len);
         if (end == 0)
             return len;
         goto refuse;

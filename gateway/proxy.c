@@ -29,6 +29,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,6 +125,7 @@ struct exchange {
     uint64_t up_cl;          /* FRAME_LENGTH / FRAME_SPOOL: body length sent */
     uint64_t up_sent;        /* body bytes written upstream (without chunk framing) */
     int head_sent;
+    int retried;             /* retry_stale() used its one retry */
     int req_finished;        /* whole request written upstream */
     int spool_fd;
     uint64_t spool_len, spool_fed;
@@ -153,8 +155,9 @@ static void set_state(struct exchange *x, enum xstate to)
     static const unsigned char allowed[6] = {
         [X_HEADERS] = 1u << X_CONNECT | 1u << X_DONE,
         [X_CONNECT] = 1u << X_STREAM_REQ | 1u << X_AWAIT_RESP | 1u << X_DONE,
-        [X_STREAM_REQ] = 1u << X_AWAIT_RESP | 1u << X_STREAM_RESP | 1u << X_DONE,
-        [X_AWAIT_RESP] = 1u << X_STREAM_RESP | 1u << X_DONE,
+        [X_STREAM_REQ] = 1u << X_AWAIT_RESP | 1u << X_STREAM_RESP | 1u << X_DONE |
+                         1u << X_CONNECT, /* retry_stale */
+        [X_AWAIT_RESP] = 1u << X_STREAM_RESP | 1u << X_DONE | 1u << X_CONNECT,
         [X_STREAM_RESP] = 1u << X_DONE,
         [X_DONE] = 0,
     };
@@ -854,18 +857,31 @@ static void write_head(struct exchange *x)
     struct evbuffer *o = gw_upconn_output(x->up);
     const struct gw_config *cfg = x->cfg;
     evhtp_request_t *req = x->req;
-    const char *path = req->uri->path->full;
     const unsigned char *q = req->uri->query_raw;
     struct gw_worker *w = x->w;
+    size_t blen = strlen(cfg->upstream_base);
     evhtp_header_t *h;
 
-    /* a base ending in /v1 (as OpenAI SDKs take it) replaces the client's /v1 */
-    size_t blen = strlen(cfg->upstream_base);
-    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0 &&
-        strncmp(path, "/v1/", 4) == 0)
-        path += 3;
-    evbuffer_add_printf(o, "%s %s%s%s%s HTTP/1.1\r\n", htparser_get_methodstr_m(req->method),
-                        cfg->upstream_base, path, q && *q ? "?" : "", q && *q ? (const char *)q : "");
+    /* The upstream path is rebuilt from the route, not copied: it is canonical
+     * (no trailing slash, an id already validated). A base ending in /v1, as
+     * OpenAI SDKs take it, stands for the route's own /v1. */
+    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0)
+        blen -= 3;
+    evbuffer_add_printf(o, "%s %.*s/v1/videos", htparser_get_methodstr_m(req->method), (int)blen,
+                        cfg->upstream_base);
+    if (x->route.video_id.len > 0) {
+        evbuffer_add(o, "/", 1);
+        evbuffer_add(o, x->route.video_id.p, x->route.video_id.len);
+    }
+    if (x->route.id == GW_ROUTE_CONTENT)
+        evbuffer_add(o, "/content", 8);
+    else if (x->route.id == GW_ROUTE_REMIX)
+        evbuffer_add(o, "/remix", 6);
+    if (q != NULL && *q) {
+        evbuffer_add(o, "?", 1);
+        evbuffer_add(o, q, strlen((const char *)q));
+    }
+    evbuffer_add(o, " HTTP/1.1\r\n", 11);
     {
         int v6 = strchr(cfg->upstream_host, ':') != NULL;
         int dflt = cfg->upstream_port == (cfg->upstream_tls ? 443 : 80);
@@ -1137,6 +1153,32 @@ static void finish_response(struct exchange *x)
     }
 }
 
+/*
+ * A pooled connection the upstream closed just as it was reused fails before any
+ * response byte. Like nginx, try once more on a fresh connection - but only for
+ * requests without a body (retrieve, content, list, delete): their request can be
+ * written again, and a body already streamed cannot.
+ */
+static int retry_stale(struct exchange *x, struct gw_upconn *c)
+{
+    if (x->retried || !gw_upconn_reused(c) || x->up_status != 0 || x->route.has_body ||
+        x->body_in > 0 || x->state == X_DONE)
+        return 0;
+    gw_log(GW_LOG_INFO, "rid=%s reused upstream connection failed (%s); retrying once",
+           x->rid, gw_upconn_error(c)->message);
+    x->retried = 1;
+    gw_upconn_release(c);
+    x->up = gw_upstream_lease(x->w->up, up_event, x);
+    if (x->up == NULL)
+        return 0;
+    x->connected = 0;
+    x->head_sent = 0;
+    x->req_finished = 0;
+    x->up_sent = 0;
+    set_state(x, X_CONNECT);
+    return 1;
+}
+
 static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
 {
     struct exchange *x = arg;
@@ -1183,6 +1225,8 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         break;
     case GW_UP_ERROR:
         err = *gw_upconn_error(c);
+        if (retry_stale(x, c))
+            return;
         gw_upconn_release(c);
         x->up = NULL;
         fail(x, &err);
@@ -1270,6 +1314,53 @@ int gw_proxy_in_body(evhtp_connection_t *conn)
     if (conn->request == NULL || (x = conn->request->cbarg) == NULL)
         return 0;
     return !x->body_done;
+}
+
+void gw_proxy_body_error(evhtp_connection_t *conn)
+{
+    struct exchange *x = conn->request ? conn->request->cbarg : NULL;
+    struct gw_error err;
+    char head[256], body[512];
+    struct iovec iov[2];
+    struct msghdr m;
+
+    if (x == NULL)
+        return;
+    /* libevhtp frees the connection, and its output with it, as soon as this read
+     * returns: what is queued (an early answer, say) goes straight to the socket,
+     * and so does the 400 when nothing was answered yet */
+    if (x->replied || x->reply_started) {
+        /* a bufferevent's output is frozen at its front: only the bufferevent
+         * may drain it, so thaw it for this last write */
+        struct evbuffer *out = bufferevent_get_output(conn->bev);
+        evbuffer_unfreeze(out, 1);
+        (void)evbuffer_write(out, bufferevent_getfd(conn->bev));
+        evbuffer_freeze(out, 1);
+        return;
+    }
+    gw_error_set(&err, 400, "invalid_request_error", "invalid_request", NULL,
+                 "Malformed chunked request body");
+    gw_log(GW_LOG_INFO, "rid=%s key=%s route=%s status=400: %s", x->rid,
+           x->key ? x->key->name : "-", x->route.name ? x->route.name : "-", err.message);
+    iov[1].iov_base = body;
+    iov[1].iov_len = gw_error_json(&err, body, sizeof(body));
+    iov[0].iov_base = head;
+    iov[0].iov_len = (size_t)snprintf(head, sizeof(head),
+                                      "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json"
+                                      "\r\nX-Request-Id: %s\r\nConnection: close\r\n"
+                                      "Content-Length: %zu\r\n\r\n",
+                                      x->rid, iov[1].iov_len);
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = iov;
+    m.msg_iovlen = 2;
+    (void)!sendmsg(bufferevent_getfd(conn->bev), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    x->replied = 1;
+    x->status = 400;
+    x->err_code = err.code;
+    if (x->up != NULL) {
+        gw_upconn_release(x->up);
+        x->up = NULL;
+    }
 }
 
 void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)

@@ -19,6 +19,10 @@ void gw_proxy_request_cb(evhtp_request_t *req, void *arg);
  * the head-completeness guard in htfix.c must not hold bytes back). */
 int gw_proxy_in_body(evhtp_connection_t *conn);
 
+/* libevhtp's parser refused the request body (a bad chunk size, say) and is about
+ * to drop the connection: answer 400 first if nothing was answered yet. */
+void gw_proxy_body_error(evhtp_connection_t *conn);
+
 /* Answer on a connection whose head was refused before libevhtp parsed it:
  * writes the error response and closes the connection once it is flushed. */
 void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err);
