@@ -11,9 +11,12 @@
  *
  * States (set_state checks every transition):
  *
- *   HEADERS -> CONNECT -> STREAM_REQ -> AWAIT_RESP -> STREAM_RESP -> DONE
- *      |          |           |              |                        ^
- *      +----------+-----------+--------------+---- (error/local) -----+
+ *   HEADERS -> ADMIT -> CONNECT -> STREAM_REQ -> AWAIT_RESP -> STREAM_RESP -> DONE
+ *      |         |         |           |              |                        ^
+ *      +---------+---------+-----------+--------------+---- (error/local) -----+
+ *
+ * ADMIT lasts only while an asynchronous admission decision (limits) is pending;
+ * the body is buffered meanwhile (bounded, the client paused).
  *
  * CONNECT and body reading overlap: the client body is read (bounded) while the
  * upstream connection is being set up. STREAM_RESP may start during STREAM_REQ
@@ -38,6 +41,7 @@
 #include <event2/bufferevent.h>
 
 #include "accesslog.h"
+#include "admit.h"
 #include "auth.h"
 #include "catalog.h"
 #include "jsonbody.h"
@@ -62,6 +66,7 @@
 
 enum xstate {
     X_HEADERS = 0,
+    X_ADMIT,
     X_CONNECT,
     X_STREAM_REQ,
     X_AWAIT_RESP,
@@ -70,7 +75,7 @@ enum xstate {
 };
 
 static const char *const xstate_names[] = {
-    "HEADERS", "CONNECT", "STREAM_REQ", "AWAIT_RESP", "STREAM_RESP", "DONE",
+    "HEADERS", "ADMIT", "CONNECT", "STREAM_REQ", "AWAIT_RESP", "STREAM_RESP", "DONE",
 };
 
 enum body_kind {
@@ -93,6 +98,9 @@ struct exchange {
     evhtp_request_t *req;
     struct gw_route route;
     const struct gw_team_key *key;
+    struct gw_admission *admission; /* pending asynchronous admission */
+    int admitted;            /* gw_admit_release() owed at the end */
+    int expect_continue;     /* send 100 Continue once admitted */
     char rid[20];
     struct timespec t0;
 
@@ -152,8 +160,9 @@ static void relay_body(struct exchange *x);
 
 static void set_state(struct exchange *x, enum xstate to)
 {
-    static const unsigned char allowed[6] = {
-        [X_HEADERS] = 1u << X_CONNECT | 1u << X_DONE,
+    static const unsigned char allowed[7] = {
+        [X_HEADERS] = 1u << X_ADMIT | 1u << X_DONE,
+        [X_ADMIT] = 1u << X_CONNECT | 1u << X_DONE,
         [X_CONNECT] = 1u << X_STREAM_REQ | 1u << X_AWAIT_RESP | 1u << X_DONE,
         [X_STREAM_REQ] = 1u << X_AWAIT_RESP | 1u << X_STREAM_RESP | 1u << X_DONE |
                          1u << X_CONNECT, /* retry_stale */
@@ -465,6 +474,10 @@ static void new_rid(struct exchange *x)
 
 static void exchange_free(struct exchange *x)
 {
+    if (x->admission != NULL)
+        gw_admit_cancel(x->admission);
+    if (x->admitted)
+        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid });
     if (x->up != NULL)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
@@ -554,6 +567,29 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
                             : "application/json");
 }
 
+/* Admission decided: set up the upstream connection while the body is read. */
+static void on_admitted(void *arg, const struct gw_error *refusal)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+
+    x->admission = NULL;
+    if (refusal != NULL) {
+        fail(x, refusal);
+        return;
+    }
+    x->admitted = 1;
+    x->up = gw_upstream_lease(x->w->up, up_event, x);
+    if (x->up == NULL) {
+        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        fail(x, &err);
+        return;
+    }
+    set_state(x, X_CONNECT);
+    if (x->expect_continue && !x->body_done)
+        bufferevent_write(client_bev(x), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
 static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
 {
     struct gw_worker *w = arg;
@@ -593,22 +629,24 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
     if (classify_body(x, h, &err) != GW_OK)
         goto refuse;
 
-    /* admitted: the upstream connection is set up while the body is read */
     x->framing = x->body == BODY_MULTIPART ? FRAME_UNDECIDED
                  : x->body == BODY_JSON    ? FRAME_UNDECIDED
                  : x->client_cl < 0        ? FRAME_CHUNKED
                                            : FRAME_LENGTH;
     if (x->framing == FRAME_LENGTH)
         x->up_cl = (uint64_t)x->client_cl;
-    x->up = gw_upstream_lease(w->up, up_event, x);
-    if (x->up == NULL) {
-        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+    x->expect_continue = !x->body_done && header_is(h, "Expect", "100-continue");
+    set_state(x, X_ADMIT);
+    switch (gw_admit(w, &(struct gw_admit_req){ x->key, &x->route, x->rid }, on_admitted, x,
+                     &x->admission, &err)) {
+    case GW_OK:
+        on_admitted(x, NULL);
+        return EVHTP_RES_OK;
+    case GW_AGAIN:
+        return EVHTP_RES_OK; /* on_admitted() comes later */
+    default:
         goto refuse;
     }
-    set_state(x, X_CONNECT);
-    if (!x->body_done && header_is(h, "Expect", "100-continue"))
-        bufferevent_write(client_bev(x), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    return EVHTP_RES_OK;
 
 refuse:
     set_state(x, X_DONE);

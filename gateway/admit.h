@@ -1,0 +1,42 @@
+/*
+ * admit.h - admission: may this authenticated request proceed now?
+ *
+ * The seam where per-key limits (requests per minute, concurrency, daily
+ * video-seconds) plug in, with a local and a Redis engine. The answer may be
+ * immediate or come later (a Redis round trip): the proxy holds the request
+ * (its body buffered, bounded, the client paused) in the ADMIT state until then.
+ */
+#ifndef GW_ADMIT_H
+#define GW_ADMIT_H
+
+#include "config.h"
+#include "router.h"
+
+struct gw_worker;
+struct gw_admission; /* a pending asynchronous decision */
+
+struct gw_admit_req {
+    const struct gw_team_key *key;
+    const struct gw_route *route;
+    const char *rid;
+};
+
+/* Called exactly once for a GW_AGAIN decision, from the worker's loop, never
+ * from inside gw_admit(): err == NULL admits, otherwise it says why not (429...). */
+typedef void (*gw_admit_cb)(void *arg, const struct gw_error *err);
+
+/*
+ * Decide. GW_OK: admitted now. GW_ERR: refused now, err filled (and cb never
+ * called). GW_AGAIN: *pending is set, and cb will be called later unless
+ * gw_admit_cancel(*pending) is called first (the client went away).
+ */
+int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, void *arg,
+             struct gw_admission **pending, struct gw_error *err);
+
+void gw_admit_cancel(struct gw_admission *a);
+
+/* The exchange is over (admitted ones only): release what admission took
+ * (a concurrency slot, say). */
+void gw_admit_release(struct gw_worker *w, const struct gw_admit_req *r);
+
+#endif
