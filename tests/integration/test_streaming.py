@@ -88,24 +88,28 @@ def test_streaming_proof():
     # part one goes upstream before part two is even sent: the gateway does not
     # buffer the body.  Model first (exact length), then model after a file larger
     # than lookahead (chunked fallback: the gateway must not wait for the model).
+    # A chunked client body (the Node SDK's streamed upload) streams as well.
     cases = [([("model", "veo3.1")] + BASE + [("input_reference", "a.bin", 4 * MiB, None)],
-              "content-length"),
+              False, "content-length"),
              (BASE + [("input_reference", "b.bin", 4 * MiB, None), ("model", "veo3.1")],
-              "chunked")]
+              False, "chunked"),
+             ([("model", "veo3.1")] + BASE + [("input_reference", "c.bin", 4 * MiB, None)],
+              True, "chunked")]
     with gateway() as (s, gw):
-        for fields, framing in cases:
+        for fields, chunked, framing in cases:
             s.reset()
             ms = gwtest.multipart_stream(fields)
             data = body_bytes(ms)
             one = 2 * MiB
             with gwtest.RawConn(gw.port, timeout=30) as c:
-                c.send(head(gw, ms) + data[:one])
+                c.send(head(gw, ms, chunked) + (b"%x\r\n%s\r\n" % (one, data[:one]) if chunked
+                                                else data[:one]))
                 # the gateway may hold back a possible delimiter's bytes, no more
                 rec = s.wait_bytes(one - 200, timeout=20)
                 t_two = time.monotonic()
                 assert rec["framing"] == framing, rec["framing"]
                 assert not rec["complete"] and rec["body_size"] <= one + 1, rec["body_size"]
-                c.send(data[one:])
+                c.send(b"".join(gwtest.chunked([data[one:]])) if chunked else data[one:])
                 st, h, resp, _ = gwtest.parse_response(c.read_response(30))
             r = assert_created(s, st, h, resp, ms)
             # the stub's own timeline: most of part one arrived before part two left
@@ -139,6 +143,25 @@ def test_200mb_upload_model_first():
                          [("input_reference", "big.png", 200 * MiB, "image/png")])
     assert (r["framing"], r["content_length"]) == ("content-length", ms.length + 1)
     assert r["parts"][4]["sha256"] == gwtest.file_sha256("big.png", 200 * MiB)
+
+
+def test_100mb_chunked_upload_spooled():
+    # fallback = spool: the body goes to an unlinked file, not to memory, and then
+    # upstream with its exact length
+    spool = tempfile.mkdtemp(prefix="gwtest-spool-")
+    try:
+        ms = gwtest.multipart_stream([("input_reference", "s.bin", 100 * MiB, None),
+                                      ("model", "veo3.1")] + BASE, chunk_size=MiB)
+        with gateway(fallback="spool", spool_dir=spool) as (s, gw):
+            st, h, resp = gw.request("POST", "/v1/videos", headers=ms.headers(chunked=True),
+                                     body=ms, timeout=120)
+            r = assert_created(s, st, h, resp, ms)
+            assert (r["framing"], r["content_length"]) == ("content-length", ms.length + 1)
+            hwm = gw.vmhwm_kib()
+            assert hwm < 64 * 1024, "VmHWM %d KiB after a 100 MB spooled upload" % hwm
+            assert os.listdir(spool) == []
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- disconnects
