@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# scripts/bench.sh - the gateway and nginx side by side, in one run, on loopback, in front of
+# the same upstream (a second nginx). Prints, per scenario, throughput, p99 latency, the
+# proxy's CPU time (user+sys from /proc/PID/stat) per request or per GiB, and its peak RSS
+# (VmHWM), for the gateway, for nginx and as the ratio gateway/nginx.
+# Method and recorded figures: docs/benchmarks.md.
+#
+#   scripts/bench.sh             install (apt: nginx-light, wrk), build, run (~1.5 min)
+#
+# Knobs (environment): BENCH_SMALL_SECS (10) BENCH_SMALL_CONNS (32) BENCH_LOG_SECS (5)
+#   BENCH_MIB_SECS (6) BENCH_MIB_CONNS (8) BENCH_UPLOAD_MIB (200) BENCH_UPLOAD_REPS (5)
+#   BENCH_DOWNLOAD_MIB (50) BENCH_DOWNLOAD_REPS (20) BENCH_WRK_THREADS (2)
+#   BENCH_PERF=1   after the table: perf top symbols of the gateway, syscalls per request (strace)
+#   BENCH_KEEP=1   keep the temp dir (configs, logs, wrk outputs); it is kept on failure too
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+SMALL_SECS=${BENCH_SMALL_SECS:-10}
+SMALL_CONNS=${BENCH_SMALL_CONNS:-32}
+LOG_SECS=${BENCH_LOG_SECS:-5}
+MIB_SECS=${BENCH_MIB_SECS:-6}
+MIB_CONNS=${BENCH_MIB_CONNS:-8}
+UPLOAD_MIB=${BENCH_UPLOAD_MIB:-200}
+UPLOAD_REPS=${BENCH_UPLOAD_REPS:-5}
+DOWNLOAD_MIB=${BENCH_DOWNLOAD_MIB:-50}
+DOWNLOAD_REPS=${BENCH_DOWNLOAD_REPS:-20}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+PROMPT='a cow dancing on a frozen lake at dawn, slow dolly shot'
+VIDEO_ID=video_bench0001
+JOB='{"id":"video_bench0001","object":"video","model":"veo_3_1","status":"queued","progress":0,"created_at":1700000000,"seconds":"8","size":"16x9"}'
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { printf '== %s\n' "$*"; }
+
+# ------------------------------------------------------------------ install, build
+scripts/install-deps.sh --bench
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || die "nginx not found"
+command -v wrk >/dev/null || die "wrk not found"
+ECHO_MOD=/usr/lib/nginx/modules/ngx_http_echo_module.so # from nginx-light (libnginx-mod-http-echo)
+[ -f "$ECHO_MOD" ] || die "$ECHO_MOD missing (apt-get install libnginx-mod-http-echo)"
+say "building the gateway (RelWithDebInfo, build-bench/)"
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
+cmake --build build-bench -j"$(nproc)" --target gateway >/dev/null
+GW=$root/build-bench/gateway
+
+# ------------------------------------------------------------------ temp dir, cleanup
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/videogw-bench.XXXXXX")
+pids=() # the processes this script started (nginx masters, gateways); workers found by ppid
+cleanup() {
+    local rc=$? p kids=()
+    trap - EXIT INT TERM
+    for p in "${pids[@]}"; do
+        kids+=($(pgrep -P "$p" 2>/dev/null || true))
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}" "${kids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "bench: files kept in $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog}
+chmod 755 "$tmp" "$tmp/up" "$tmp/up/www" # nginx workers run as nobody when started by root
+read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(6)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+UPKEY="sk-upstream-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+CLK_TCK=$(getconf CLK_TCK)
+
+say "test data: ${DOWNLOAD_MIB} MiB video, ${UPLOAD_MIB} MiB upload (random bytes)"
+head -c $((DOWNLOAD_MIB * 1048576)) /dev/urandom >"$tmp/up/www/video.mp4"
+head -c $((UPLOAD_MIB * 1048576)) /dev/urandom >"$tmp/upload.png"
+
+# ------------------------------------------------------------------ upstream nginx
+# POST /v1/videos: the whole body is read (echo_read_request_body; a bare `return` would
+# answer before the body has arrived and both proxies would cut the upload short), then
+# an internal redirect answers the job JSON with a Content-Length. Bodies go to temp files
+# past 1 MiB and are deleted at once. GET .../content: a static file with sendfile.
+# Requests carrying X-Bench-Sanity are logged with their body (if in memory) and length.
+cat >"$tmp/up/nginx.conf" <<EOF
+load_module $ECHO_MOD;
+worker_processes 2;
+pid $tmp/up/nginx.pid;
+error_log $tmp/up/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/up/tmp/body;
+    proxy_temp_path $tmp/up/tmp/proxy;
+    fastcgi_temp_path $tmp/up/tmp/fastcgi;
+    uwsgi_temp_path $tmp/up/tmp/uwsgi;
+    scgi_temp_path $tmp/up/tmp/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    log_format sanity '\$http_x_bench_sanity \$status \$content_length \$request_length "\$request_body"';
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=1024;
+        client_max_body_size 0;
+        client_body_buffer_size 1m;
+        access_log $tmp/up/sanity.log sanity if=\$http_x_bench_sanity;
+        location = /v1/videos {
+            echo_read_request_body;
+            echo_exec /_job;
+        }
+        location = /_job {
+            internal;
+            default_type application/json;
+            return 200 '$JOB';
+        }
+        location ~ ^/v1/videos/[A-Za-z0-9_-]+/content\$ {
+            root $tmp/up/www;
+            rewrite ^ /video.mp4 break;
+            types { }
+            default_type video/mp4;
+        }
+    }
+}
+EOF
+
+# ------------------------------------------------------------------ nginx, the baseline proxy
+# Three servers in one nginx (2 workers): proxy_buffering on (the default), off, and on with
+# an access log to a file. Request bodies are streamed (proxy_request_buffering off), the
+# upstream is reached over HTTP/1.1 with a keep-alive pool, the client's Authorization is
+# replaced by the upstream key (as the gateway does). No per-connection request cap on
+# either side (the gateway has none).
+ngx_server() { # PORT EXTRA
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$1 reuseport backlog=1024;
+        $2
+        location / { proxy_pass http://video; }
+    }
+EOF
+}
+cat >"$tmp/ngx/nginx.conf" <<EOF
+worker_processes 2;
+pid $tmp/ngx/nginx.pid;
+error_log $tmp/ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/ngx/tmp/body;
+    proxy_temp_path $tmp/ngx/tmp/proxy;
+    fastcgi_temp_path $tmp/ngx/tmp/fastcgi;
+    uwsgi_temp_path $tmp/ngx/tmp/uwsgi;
+    scgi_temp_path $tmp/ngx/tmp/scgi;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_max_body_size 2g;
+    upstream video {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Authorization "Bearer $UPKEY";
+    proxy_request_buffering off;
+$(ngx_server "$NGX_PORT" "proxy_buffering on;")
+$(ngx_server "$NGXNB_PORT" "proxy_buffering off;")
+$(ngx_server "$NGXLOG_PORT" "access_log $tmp/ngx/access.log;")
+}
+EOF
+
+# ------------------------------------------------------------------ the gateway
+# As scripts/demo.sh builds it, plus threads = 2, access_log = off and pool_size = 64 (the
+# same keep-alive pool as nginx's `keepalive 64`). A second instance logs to a file.
+"$GW" mint-key bench >"$tmp/gw/key.txt"
+KEY=$(sed -n 's/^#   \(sk-vgw-.*\)$/\1/p' "$tmp/gw/key.txt")
+[ -n "$KEY" ] || die "mint-key printed no key"
+gw_conf() { # PORT ACCESS_LOG
+    echo "include = $root/config/models.conf"
+    echo "[server]"
+    echo "listen = 127.0.0.1:$1"
+    echo "threads = 2"
+    echo "access_log = $2"
+    echo "[upstream]"
+    echo "url = http://127.0.0.1:$UP_PORT"
+    echo "key = env:VIDEO_UPSTREAM_KEY"
+    echo "pool_size = 64"
+    echo "[models]"
+    echo "unknown = reject"
+    sed -n '/^\[key/,$p' "$tmp/gw/key.txt"
+}
+gw_conf "$GW_PORT" off >"$tmp/gw/gateway.conf"
+gw_conf "$GWLOG_PORT" "$tmp/gwlog/access.log" >"$tmp/gwlog/gateway.conf"
+for d in gw gwlog; do
+    VIDEO_UPSTREAM_KEY=$UPKEY "$GW" -t -c "$tmp/$d/gateway.conf" >/dev/null ||
+        die "gateway configuration $tmp/$d/gateway.conf has errors"
+done
+
+# ------------------------------------------------------------------ start everything
+wait_http() { # URL: until anything answers
+    for _ in $(seq 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" != 000 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+start_nginx() { # DIR
+    "$NGINX" -p "$1/" -c "$1/nginx.conf" -e "$1/error.log" -g 'daemon off;' \
+        >"$1/stdout.log" 2>&1 &
+    pids+=($!)
+}
+start_gw() { # DIR
+    VIDEO_UPSTREAM_KEY=$UPKEY "$GW" -c "$1/gateway.conf" >"$1/stdout.log" 2>"$1/stderr.log" &
+    pids+=($!)
+}
+start_nginx "$tmp/up";    UP_PID=${pids[-1]}
+start_nginx "$tmp/ngx";   NGX_PID=${pids[-1]}
+start_gw "$tmp/gw";       GW_PID=${pids[-1]}
+start_gw "$tmp/gwlog";    GWLOG_PID=${pids[-1]}
+wait_http "http://127.0.0.1:$UP_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
+for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
+    wait_http "http://127.0.0.1:$p/" || die "nginx did not start: $(cat "$tmp/ngx/error.log")"
+done
+wait_http "http://127.0.0.1:$GW_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gw/stderr.log")"
+wait_http "http://127.0.0.1:$GWLOG_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwlog/stderr.log")"
+# every listening socket on our ports must be ours (SO_REUSEPORT would share a port silently)
+ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
+for port in $UP_PORT $GW_PORT $GWLOG_PORT $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
+    for p in $(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+        case "$ours" in *" $p "*) ;; *) die "port $port is also held by pid $p" ;; esac
+    done
+done
+
+# ------------------------------------------------------------------ sanity checks
+say "sanity: one create and one download through each proxy"
+create_once() { # URL TAG -> prints the status code
+    curl -sS -o "$tmp/$2.json" -w '%{http_code}' -H 'Expect:' \
+        -H "Authorization: Bearer $KEY" -H "X-Bench-Sanity: $2" \
+        -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 "$1/v1/videos"
+}
+code=$(create_once "http://127.0.0.1:$GW_PORT" sanity-gw)
+[ "$code" = 200 ] || die "the gateway answered $code to a create: $(cat "$tmp/sanity-gw.json")"
+code=$(create_once "http://127.0.0.1:$GWLOG_PORT" sanity-gwlog)
+[ "$code" = 200 ] || die "the gateway (access log on) answered $code: $(cat "$tmp/sanity-gwlog.json")"
+for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
+    code=$(create_once "http://127.0.0.1:$p" "sanity-ngx-$p")
+    [ "$code" = 200 ] || die "nginx answered $code to a create: $(cat "$tmp/sanity-ngx-$p.json")"
+done
+grep -q "$VIDEO_ID" "$tmp/sanity-gw.json" || die "the gateway's answer is not the upstream's job"
+sleep 0.3 # the upstream writes its log line after answering
+line=$(grep '^sanity-gw ' "$tmp/up/sanity.log") || die "the upstream saw no request from the gateway"
+# the upstream logs the body with \x22 for " and \x0D\x0A for CRLF
+grep -qF 'x0D\x0A\x0D\x0Aveo_3_1\x0D\x0A' <<<"$line" ||
+    die "the gateway did not send model=veo_3_1 upstream: $line"
+line=$(grep "^sanity-ngx-$NGX_PORT " "$tmp/up/sanity.log") || die "the upstream saw no request from nginx"
+grep -qF 'x0D\x0A\x0D\x0Aveo3.1\x0D\x0A' <<<"$line" || die "nginx changed the body: $line"
+video_bytes=$(stat -c %s "$tmp/up/www/video.mp4")
+for p in $GW_PORT $NGX_PORT $NGXNB_PORT; do
+    got=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' -H "Authorization: Bearer $KEY" \
+        "http://127.0.0.1:$p/v1/videos/$VIDEO_ID/content")
+    [ "$got" = "200 $video_bytes" ] || die "download through port $p: got '$got', want '200 $video_bytes'"
+done
+
+# ------------------------------------------------------------------ measurement helpers
+proc_pids() { echo "$1"; pgrep -P "$1" || true; } # a process and its children (nginx workers)
+cpu_ticks() { # "USER SYS" clock ticks of the process (all threads) and its children
+    local u=0 s=0 p pu ps
+    for p in $(proc_pids "$1"); do
+        read -r pu ps < <(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+        u=$((u + pu)); s=$((s + ps))
+    done
+    echo "$u $s"
+}
+ticks_between() { # "U0 S0" "U1 S1" -> total ticks, and the split for the progress line
+    local u0 s0 u1 s1
+    read -r u0 s0 <<<"$1"; read -r u1 s1 <<<"$2"
+    echo "$((u1 + s1 - u0 - s0)) $((u1 - u0)) $((s1 - s0))"
+}
+hwm_reset() { # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+    local p
+    for p in $(proc_pids "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
+}
+hwm_kb() { # summed over master and workers for nginx
+    local t=0 p
+    for p in $(proc_pids "$1"); do
+        t=$((t + $(awk '/^VmHWM:/{print $2}' "/proc/$p/status")))
+    done
+    echo "$t"
+}
+results=$tmp/results.tsv
+: >"$results"
+invalid=0
+# record SCEN LABEL WHO THROUGHPUT UNIT P99_MS CPU CPU_UNIT HWM_KB NOTE
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
+kv() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$2"; }
+
+run_wrk() { # SCEN LABEL WHO PID URL CONNS SECS IMAGE_BYTES
+    local scen=$1 label=$2 who=$3 pid=$4 url=$5 conns=$6 secs=$7 img=$8
+    local c0 c1 ticks tu ts out line n dur p99 non2xx errs note=""
+    hwm_reset "$pid"
+    c0=$(cpu_ticks "$pid")
+    out=$(BENCH_KEY=$KEY BENCH_IMAGE_BYTES=$img wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" \
+        --timeout 10s -s "$root/scripts/bench/create.lua" "$url/v1/videos" 2>&1) ||
+        die "wrk failed: $out"
+    c1=$(cpu_ticks "$pid")
+    read -r ticks tu ts < <(ticks_between "$c0" "$c1")
+    echo "$out" >"$tmp/wrk-$scen-$who.txt"
+    line=$(grep '^BENCH ' <<<"$out") || die "wrk printed no summary: $out"
+    n=$(kv requests "$line"); dur=$(kv duration_us "$line"); p99=$(kv p99_us "$line")
+    non2xx=$(kv non2xx "$line"); errs=$(kv errors "$line")
+    if [ "$n" -eq 0 ] || [ "$non2xx" -ne 0 ] || [ "$errs" -ne 0 ]; then
+        note="INVALID: $non2xx non-2xx, $errs socket errors of $n"
+        invalid=1
+    fi
+    [ "$n" -gt 0 ] || n=1
+    printf '   %-8s %s cpu_ticks=%s (user %s, sys %s)\n' "$who" "${line#BENCH }" "$ticks" "$tu" "$ts"
+    record "$scen" "$label" "$who" \
+        "$(awk -v n="$n" -v d="$dur" 'BEGIN{printf "%.0f", n / (d / 1e6)}')" "req/s" \
+        "$(awk -v p="$p99" 'BEGIN{printf "%.2f", p / 1000}')" \
+        "$(awk -v t="$ticks" -v h="$CLK_TCK" -v n="$n" 'BEGIN{printf "%.1f", t / h * 1e6 / n}')" \
+        "us/req" "$(hwm_kb "$pid")" "$note"
+}
+
+run_curl() { # SCEN LABEL WHO PID URL KIND(upload|download) REPS
+    local scen=$1 label=$2 who=$3 pid=$4 url=$5 kind=$6 reps=$7
+    local c0 c1 ticks tu ts i samples=$tmp/curl-$scen-$who.txt note="" bad
+    : >"$samples"
+    hwm_reset "$pid"
+    c0=$(cpu_ticks "$pid")
+    for i in $(seq "$reps"); do
+        if [ "$kind" = upload ]; then
+            curl -sS -o /dev/null -w '%{http_code} %{size_upload} %{time_total}\n' -H 'Expect:' \
+                -H "Authorization: Bearer $KEY" -H "X-Bench-Sanity: $scen-$who-$i" \
+                -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 \
+                -F "input_reference=@$tmp/upload.png;type=image/png;filename=frame.png" \
+                "$url/v1/videos" >>"$samples" || true
+        else
+            curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' \
+                -H "Authorization: Bearer $KEY" "$url/v1/videos/$VIDEO_ID/content" \
+                >>"$samples" || true
+        fi
+    done
+    c1=$(cpu_ticks "$pid")
+    read -r ticks tu ts < <(ticks_between "$c0" "$c1")
+    bad=$(awk -v k="$kind" -v v="$video_bytes" \
+        '$1 != 200 || (k == "download" && $2 != v) {n++} END {print n + 0}' "$samples")
+    if [ "$bad" -ne 0 ] || [ "$(wc -l <"$samples")" -ne "$reps" ]; then
+        note="INVALID: $bad failed transfers"
+        invalid=1
+    fi
+    printf '   %-8s %s transfers, %s MiB, %s s, cpu_ticks=%s (user %s, sys %s)\n' "$who" "$reps" \
+        "$(awk '{b += $2} END {printf "%.0f", b / 1048576}' "$samples")" \
+        "$(awk '{t += $3} END {printf "%.2f", t}' "$samples")" "$ticks" "$tu" "$ts"
+    record "$scen" "$label" "$who" \
+        "$(awk '{b += $2; t += $3} END {printf "%.0f", b / 1048576 / t}' "$samples")" "MiB/s" \
+        "$(awk '{print $3}' "$samples" | sort -n | awk '{v[NR] = $1}
+            END {i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1; printf "%.1f", v[i] * 1000}')" \
+        "$(awk -v t="$ticks" -v h="$CLK_TCK" '{b += $2}
+            END {printf "%.0f", t / h * 1000 / (b / 1073741824)}' "$samples")" \
+        "ms/GiB" "$(hwm_kb "$pid")" "$note"
+}
+
+GWU=http://127.0.0.1:$GW_PORT
+GWLOGU=http://127.0.0.1:$GWLOG_PORT
+NGXU=http://127.0.0.1:$NGX_PORT
+NGXNBU=http://127.0.0.1:$NGXNB_PORT
+NGXLOGU=http://127.0.0.1:$NGXLOG_PORT
+warm() { BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d1s -s "$root/scripts/bench/create.lua" \
+    "$1/v1/videos" >/dev/null; }
+
+echo
+say "machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -r);" \
+    "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+say "wrk ($WRK_THREADS threads), curl and the upstream nginx share these cores with the proxy; nothing is pinned"
+say "versions: gateway $("$GW" -v | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo '+local changes')), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+say "warm-up: 1 s of small creates through each proxy"
+warm "$GWU"; warm "$GWLOGU"; warm "$NGXU"; warm "$NGXLOGU"
+
+S1="1 small create, ${SMALL_CONNS} conns ${SMALL_SECS}s"
+say "$S1"
+run_wrk 1 "$S1" gateway "$GW_PID" "$GWU" "$SMALL_CONNS" "$SMALL_SECS" 0
+run_wrk 1 "$S1" nginx "$NGX_PID" "$NGXU" "$SMALL_CONNS" "$SMALL_SECS" 0
+
+S1L="1L same, access log to a file, ${LOG_SECS}s"
+say "$S1L"
+run_wrk 1L "$S1L" gateway "$GWLOG_PID" "$GWLOGU" "$SMALL_CONNS" "$LOG_SECS" 0
+run_wrk 1L "$S1L" nginx "$NGX_PID" "$NGXLOGU" "$SMALL_CONNS" "$LOG_SECS" 0
+
+S2="2 1 MiB create, ${MIB_CONNS} conns ${MIB_SECS}s"
+say "$S2"
+run_wrk 2 "$S2" gateway "$GW_PID" "$GWU" "$MIB_CONNS" "$MIB_SECS" 1048576
+run_wrk 2 "$S2" nginx "$NGX_PID" "$NGXU" "$MIB_CONNS" "$MIB_SECS" 1048576
+
+S3="3 ${UPLOAD_MIB} MiB upload x${UPLOAD_REPS}, sequential"
+say "$S3"
+run_curl 3 "$S3" gateway "$GW_PID" "$GWU" upload "$UPLOAD_REPS"
+run_curl 3 "$S3" nginx "$NGX_PID" "$NGXU" upload "$UPLOAD_REPS"
+# the upstream must have received every byte: the client's body, +1 byte through the
+# gateway (veo3.1 -> veo_3_1), with an exact Content-Length
+sleep 0.3
+upload_body=$(head -1 "$tmp/curl-3-nginx.txt" | cut -d' ' -f2)
+for who in gateway nginx; do
+    want=$upload_body
+    [ "$who" = gateway ] && want=$((upload_body + 1))
+    got=$(awk -v w="$who" '$1 ~ "^3-" w "-" {print $3}' "$tmp/up/sanity.log" | sort -u | tr '\n' ' ')
+    [ "$got" = "$want " ] || die "upstream Content-Length through $who: got '$got', want '$want'"
+done
+
+S4="4 ${DOWNLOAD_MIB} MiB download x${DOWNLOAD_REPS}, nginx proxy_buffering on"
+say "$S4"
+run_curl 4 "$S4" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
+run_curl 4 "$S4" nginx "$NGX_PID" "$NGXU" download "$DOWNLOAD_REPS"
+
+S4B="4b same, nginx proxy_buffering off"
+say "$S4B"
+run_curl 4b "$S4B" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
+run_curl 4b "$S4B" nginx "$NGX_PID" "$NGXNBU" download "$DOWNLOAD_REPS"
+
+say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -s "$tmp/gw/stderr.log" ] && { echo "gateway error log:"; head -20 "$tmp/gw/stderr.log"; }
+[ -s "$tmp/ngx/error.log" ] && { echo "nginx error log:"; head -20 "$tmp/ngx/error.log"; }
+echo "gateway access log (1L run): $(wc -l <"$tmp/gwlog/access.log") lines;" \
+    "nginx access log: $(wc -l <"$tmp/ngx/access.log") lines"
+
+# ------------------------------------------------------------------ the table
+echo
+awk -F'\t' '
+    { k = $1; if (!(k in label)) { order[++n] = k; label[k] = $2 }
+      tp[k, $3] = $4; tu[k] = $5; p99[k, $3] = $6; cpu[k, $3] = $7; cu[k] = $8
+      rss[k, $3] = $9 / 1024; if ($10 != "") note[k] = note[k] " [" $3 ": " $10 "]" }
+    function row(name, g, x, fmt) {
+        printf "  %-16s " fmt " " fmt "  %9s\n", name, g, x, (x > 0 ? sprintf("%.2f", g / x) : "-")
+    }
+    BEGIN { printf "%-18s %12s %12s  %9s\n", "", "gateway", "nginx", "gw/nginx" }
+    END {
+        for (i = 1; i <= n; i++) {
+            k = order[i]
+            print label[k] note[k]
+            row(tu[k], tp[k, "gateway"], tp[k, "nginx"], "%12.0f")
+            row("p99 ms", p99[k, "gateway"], p99[k, "nginx"], "%12.2f")
+            row("CPU " cu[k], cpu[k, "gateway"], cpu[k, "nginx"], "%12.1f")
+            row("peak RSS MiB", rss[k, "gateway"], rss[k, "nginx"], "%12.1f")
+        }
+    }' "$results"
+cat <<EOF
+
+CPU = user+sys of the proxy (gateway: the process, all threads; nginx: master + 2 workers)
+from /proc/PID/stat, 1/$CLK_TCK s ticks, over the run. Peak RSS = VmHWM after a reset
+(clear_refs 5) at the start of the run, summed over nginx's processes. For 3 and 4, p99 is
+the nearest-rank p99 of the per-transfer times (the maximum for fewer than 100 transfers).
+1L: the gateway instance with access_log = FILE against nginx with access_log FILE.
+4b: a second gateway run against nginx with proxy_buffering off.
+EOF
+
+# ------------------------------------------------------------------ optional profile
+# Not part of the figures above: perf and strace slow the proxy down.
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+    psecs=5
+    if command -v perf >/dev/null; then
+        say "perf (user space): the gateway's top symbols during ${psecs}s of small creates"
+        perf record --all-user -g -F 999 -o "$tmp/perf.data" -p "$GW_PID" -- sleep "$psecs" \
+            >/dev/null 2>&1 &
+        perf_pid=$!
+        BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d"${psecs}s" \
+            -s "$root/scripts/bench/create.lua" "$GWU/v1/videos" >/dev/null
+        wait "$perf_pid" || true
+        perf report -i "$tmp/perf.data" --stdio --no-children --sort dso,symbol \
+            --percent-limit 1 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
+    fi
+    if command -v strace >/dev/null; then
+        say "strace -c: system calls per small create (${psecs}s each)"
+        for who in gateway nginx; do
+            if [ "$who" = gateway ]; then pid=$GW_PID url=$GWU; else pid=$NGX_PID url=$NGXU; fi
+            args=()
+            for p in $(proc_pids "$pid"); do args+=(-p "$p"); done
+            strace -c -f "${args[@]}" -o "$tmp/strace-$who.txt" 2>/dev/null &
+            strace_pid=$!
+            sleep 0.5
+            out=$(BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d"${psecs}s" \
+                -s "$root/scripts/bench/create.lua" "$url/v1/videos" | grep '^BENCH ')
+            kill -INT "$strace_pid" 2>/dev/null || true
+            wait "$strace_pid" || true
+            printf '   %-8s %s per request\n' "$who" "$(awk -v n="$(kv requests "$out")" '
+                /^-----/ { sep++; next }
+                sep == 1 && NF >= 5 && $4 / n >= 0.01 { printf "%.2f %s\n", $4 / n, $NF }
+                sep == 2 { printf "%.2f total\n", $4 / n }' "$tmp/strace-$who.txt" |
+                sort -rn | awk '{printf "%s%s=%s", (NR > 1 ? " " : ""), $2, $1}')"
+        done
+    fi
+fi
+[ "$invalid" -eq 0 ] || die "some runs had failed requests (marked INVALID above)"
