@@ -2,12 +2,22 @@
  * auth.c - team key check. Every configured hash is compared (CRYPTO_memcmp, no
  * early exit), so the time taken does not depend on which key matched.
  */
+#include <pthread.h>
 #include <strings.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "auth.h"
+
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void fetch_sha256(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
 
 const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char *authorization)
 {
@@ -26,7 +36,11 @@ const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char 
         len--;
     if (len == 0)
         return NULL;
-    SHA256((const unsigned char *)key, len, digest);
+    /* SHA256() looks the algorithm up again on every call (OpenSSL 3): fetch it
+     * once; the fetched implementation is shared read-only by all threads */
+    pthread_once(&sha256_once, fetch_sha256);
+    if (sha256_md == NULL || EVP_Digest(key, len, digest, NULL, sha256_md, NULL) != 1)
+        return NULL;
     for (unsigned i = 0; i < cfg->nkeys; i++) {
         if (CRYPTO_memcmp(digest, cfg->keys[i].sha256, sizeof(digest)) == 0)
             found = &cfg->keys[i];

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/thread.h>
+#include <sys/eventfd.h>
+
+#include <event2/bufferevent.h>
 #include <openssl/ssl.h>
 
 #include "htfix.h"
@@ -28,12 +30,18 @@ struct gw_server {
     struct gw_worker *workers;
 };
 
+static void drain_start(evutil_socket_t fd, short ev, void *arg);
+
 static evhtp_res post_accept(evhtp_connection_t *conn, void *arg)
 {
     struct gw_worker *w = arg;
 
     if (w->draining || gw_htfix_attach(conn) != GW_OK)
         return EVHTP_RES_ERROR;
+    /* libevent writes at most 16 KiB per call by default: downloads go out in
+     * fewer, larger writes */
+    if (conn->bev != NULL)
+        bufferevent_set_max_single_write(conn->bev, 256 * 1024);
     gw_proxy_attach(conn, w);
     return EVHTP_RES_OK;
 }
@@ -68,9 +76,24 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
 
     w->id = id;
     w->cfg = cfg;
-    w->base = event_base_new();
+    /* Each loop is touched by its own thread only: no locks. The changelist
+     * folds the add/del of write interest around every write into one epoll_ctl. */
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "event_config_new failed");
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
     if (w->base == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "event_base_new failed");
+    /* how the main thread wakes this loop (SIGTERM): an eventfd, not libevent's
+     * cross-thread machinery, which would need locks on every event operation */
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "eventfd: %s", strerror(errno));
+    w->wake_ev = event_new(w->base, w->wake_fd, EV_READ, drain_start, w);
+    if (w->wake_ev == NULL || event_add(w->wake_ev, NULL) != 0)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot watch the wake-up eventfd");
     w->htp = evhtp_new(w->base, NULL);
     if (w->htp == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
@@ -108,7 +131,7 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
     s->cfg = cfg;
     s->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : ncpu > 0 ? (unsigned)ncpu : 1;
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
-    if (s->workers == NULL || evthread_use_pthreads() != 0) {
+    if (s->workers == NULL) {
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         goto fail;
     }
@@ -187,7 +210,7 @@ int gw_server_run(struct gw_server *s)
     gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            DRAIN_MAX_S);
     for (unsigned i = 0; i < s->nworkers; i++)
-        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, drain_start, &s->workers[i], NULL);
+        (void)!write(s->workers[i].wake_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
     for (unsigned i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i].thread, NULL);
     gw_log(GW_LOG_INFO, "stopped");

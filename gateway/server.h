@@ -22,6 +22,8 @@ struct gw_worker {
     evhtp_t *htp;
     struct gw_upstream *up;
     const struct gw_config *cfg;
+    int wake_fd;            /* eventfd: the main thread asks this loop to drain */
+    struct event *wake_ev;
     pthread_t thread;
     uint64_t next_rid;      /* request ids: worker id in the high bits */
     unsigned next_key;      /* round-robin over cfg->upstream_keys */
