@@ -187,11 +187,104 @@ static struct bufferevent *client_bev(struct exchange *x)
     return evhtp_request_get_bev(x->req);
 }
 
+/* Headers that are not forwarded either way: hop-by-hop ones, the framing the
+ * gateway sets itself, and credentials. */
+static const char *hop_by_hop[] = {
+    "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer",
+    "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Expect", "Content-Length",
+    "Host", "Authorization", "X-Request-Id",
+};
+
+static int is_hop_by_hop(const char *name, size_t len)
+{
+    for (size_t i = 0; i < GW_ARRAY_LEN(hop_by_hop); i++) {
+        if (strlen(hop_by_hop[i]) == len && strncasecmp(hop_by_hop[i], name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- replies */
 
-static void add_header(evhtp_request_t *req, const char *k, const char *v)
+static const char *reason(int status)
 {
-    evhtp_headers_add_header(req->headers_out, evhtp_header_new(k, v, 1, 1));
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/*
+ * Write the reply head straight into the client's output. libevhtp's own
+ * reply path copies every header into a heap key/value list and formats the
+ * head through a scratch buffer; relayed headers are written here from the
+ * upstream's header block without any allocation. `length` < 0: unknown
+ * (chunked for HTTP/1.1, close-delimited for HTTP/1.0: libevhtp-notes trap 9).
+ * `upstream`: relay the upstream's end-to-end headers; `allow`: an Allow value.
+ */
+static void reply_head(struct exchange *x, int status, int upstream, const char *allow,
+                       int64_t length)
+{
+    struct evbuffer *o = bufferevent_get_output(client_bev(x));
+    evhtp_request_t *req = x->req;
+    int http10 = req->proto == EVHTP_PROTO_10;
+
+    if (length < 0 && http10)
+        req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
+    evbuffer_add_printf(o, "HTTP/1.%c %d %s\r\n", http10 ? '0' : '1', status, reason(status));
+    if (upstream) {
+        unsigned n = gw_upconn_header_count(x->up);
+        for (unsigned i = 0; i < n; i++) {
+            struct gw_str k, v;
+            gw_upconn_header_at(x->up, i, &k, &v);
+            if (is_hop_by_hop(k.p, k.len))
+                continue;
+            evbuffer_add(o, k.p, k.len);
+            evbuffer_add(o, ": ", 2);
+            evbuffer_add(o, v.p, v.len);
+            evbuffer_add(o, "\r\n", 2);
+        }
+    } else {
+        evbuffer_add(o, "Content-Type: application/json\r\n", 32);
+    }
+    if (allow != NULL)
+        evbuffer_add_printf(o, "Allow: %s\r\n", allow);
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
+    if (length >= 0) {
+        evbuffer_add_printf(o, "Content-Length: %" PRId64 "\r\n", length);
+    } else if (!http10) {
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+        req->flags |= EVHTP_REQ_FLAG_CHUNKED; /* evhtp_send_reply_chunk() frames */
+        x->reply_chunked = 1;
+    }
+    if (!http10 && !(req->flags & EVHTP_REQ_FLAG_KEEPALIVE))
+        evbuffer_add(o, "Connection: close\r\n", 19);
+    else if (http10 && (req->flags & EVHTP_REQ_FLAG_KEEPALIVE))
+        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(o, "\r\n", 2);
 }
 
 /* Stop keep-alive for this connection: the request body was not (fully) read. */
@@ -200,23 +293,27 @@ static void close_after_reply(struct exchange *x)
     x->req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
 }
 
-/* Send the whole reply (head and buffer_out). While the client is still sending its
+static void end_reply(struct exchange *x);
+
+/* Send a whole reply: head, then body (moved). While the client is still sending its
  * body, closing right after the reply makes the kernel reset the connection over the
  * unread bytes, and a client that writes while it reads (Node's fetch: the OpenAI SDK's
  * streamed uploads) loses the reply to EPIPE. So the reply is not ended yet (libevhtp
  * closes only once the request is finished): the rest of the body is read and dropped,
  * and end_linger() ends it when the body is in, or when more than max_body came. */
-static void send_reply(struct exchange *x, int status)
+static void send_reply(struct exchange *x, int status, int upstream, const char *allow,
+                       struct evbuffer *body)
 {
+    reply_head(x, status, upstream, allow, (int64_t)evbuffer_get_length(body));
+    bufferevent_write_buffer(client_bev(x), body);
     if (x->body_done) {
-        evhtp_send_reply(x->req, (evhtp_res)status);
+        end_reply(x);
         return;
     }
     x->linger = 1;
-    evhtp_send_reply_start(x->req, (evhtp_res)status);
 }
 
-/* End a reply begun with evhtp_send_reply_start(). libevhtp only marks the request
+/* End a reply. libevhtp (evhtp_send_reply_end) only marks the request
  * finished here and recycles or closes the connection from its write callback, which
  * never runs again if the output is already flushed: then run it ourselves (deferred,
  * never inside libevhtp's parser). Only then: libevhtp 1.2.18's write callback frees
@@ -238,7 +335,7 @@ static void end_linger(struct exchange *x)
 }
 
 /* Send a complete reply with a JSON body from buf (moved). */
-static void reply_json(struct exchange *x, int status, struct evbuffer *buf)
+static void reply_json(struct exchange *x, int status, struct evbuffer *buf, const char *allow)
 {
     evhtp_request_t *req = x->req;
 
@@ -250,13 +347,10 @@ static void reply_json(struct exchange *x, int status, struct evbuffer *buf)
             evhtp_request_resume(req);
         }
     }
-    add_header(req, "Content-Type", "application/json");
-    add_header(req, "X-Request-Id", x->rid);
     x->bytes_out += evbuffer_get_length(buf);
-    evbuffer_add_buffer(req->buffer_out, buf);
     x->status = status;
     x->replied = 1;
-    send_reply(x, status);
+    send_reply(x, status, 0, allow, buf);
 }
 
 /* Answer with an OpenAI error body, or cut the connection when a reply is
@@ -283,9 +377,10 @@ static void reply_error(struct exchange *x, const struct gw_error *err)
     n = gw_error_json(err, body, sizeof(body));
     struct evbuffer *buf = evbuffer_new();
     evbuffer_add(buf, body, n);
-    if (err->status == 405 && strstr(err->message, "accepts ") != NULL)
-        add_header(x->req, "Allow", strstr(err->message, "accepts ") + 8);
-    reply_json(x, err->status, buf);
+    reply_json(x, err->status, buf,
+               err->status == 405 && strstr(err->message, "accepts ") != NULL
+                   ? strstr(err->message, "accepts ") + 8
+                   : NULL);
     evbuffer_free(buf);
 }
 
@@ -308,7 +403,7 @@ static void reply_healthz(struct exchange *x)
 {
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, "{\"status\":\"ok\"}\n", 16);
-    reply_json(x, 200, b);
+    reply_json(x, 200, b, NULL);
     evbuffer_free(b);
 }
 
@@ -337,7 +432,7 @@ static void reply_models(struct exchange *x)
     }
 #undef MODEL_ENTRY
     evbuffer_add_printf(b, "]}\n");
-    reply_json(x, 200, b);
+    reply_json(x, 200, b, NULL);
     evbuffer_free(b);
 }
 
@@ -450,20 +545,6 @@ static const struct gw_mp_hooks body_hooks = {
 
 /* ------------------------------------------------------------ on_headers */
 
-static const char *hop_by_hop[] = {
-    "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer",
-    "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Expect", "Content-Length",
-    "Host", "Authorization", "X-Request-Id",
-};
-
-static int is_hop_by_hop(const char *name, size_t len)
-{
-    for (size_t i = 0; i < GW_ARRAY_LEN(hop_by_hop); i++) {
-        if (strlen(hop_by_hop[i]) == len && strncasecmp(hop_by_hop[i], name, len) == 0)
-            return 1;
-    }
-    return 0;
-}
 
 static void new_rid(struct exchange *x)
 {
@@ -1069,61 +1150,26 @@ static int pump_request(struct exchange *x, struct gw_error *err)
 
 /* ------------------------------------------------------------- upstream */
 
-static void copy_response_headers(struct exchange *x)
-{
-    unsigned n = gw_upconn_header_count(x->up);
-    char kbuf[256], vbuf[4096];
-
-    for (unsigned i = 0; i < n; i++) {
-        struct gw_str k, v;
-        gw_upconn_header_at(x->up, i, &k, &v);
-        if (is_hop_by_hop(k.p, k.len) || k.len >= sizeof(kbuf) || v.len >= sizeof(vbuf))
-            continue;
-        memcpy(kbuf, k.p, k.len);
-        kbuf[k.len] = '\0';
-        memcpy(vbuf, v.p, v.len);
-        vbuf[v.len] = '\0';
-        add_header(x->req, kbuf, vbuf);
-    }
-    add_header(x->req, "X-Request-Id", x->rid);
-}
-
 /* The upstream head is here and the client body is done: answer. Small bodies
  * of known length are sent whole at GW_UP_DONE; others are streamed. */
 static void start_response(struct exchange *x)
 {
     int64_t len = gw_upconn_content_length(x->up);
-    char num[32];
 
     if (!x->up_done && len >= 0 && len <= RESP_WHOLE_MAX)
         return; /* wait for the whole body (GW_UP_DONE) */
-    copy_response_headers(x);
     x->status = x->up_status;
     if (x->up_done) {
         /* complete already: one write */
-        x->bytes_out += evbuffer_get_length(x->resp) + evbuffer_get_length(gw_upconn_body(x->up));
-        evbuffer_add_buffer(x->req->buffer_out, x->resp);
-        evbuffer_add_buffer(x->req->buffer_out, gw_upconn_body(x->up));
-        snprintf(num, sizeof(num), "%zu", evbuffer_get_length(x->req->buffer_out));
-        add_header(x->req, "Content-Length", num);
+        evbuffer_add_buffer(x->resp, gw_upconn_body(x->up));
+        x->bytes_out += evbuffer_get_length(x->resp);
         x->replied = 1;
-        send_reply(x, x->up_status);
+        send_reply(x, x->up_status, 1, NULL, x->resp);
         return;
     }
     x->reply_started = 1;
     bufferevent_setwatermark(client_bev(x), EV_WRITE, RESP_LWM, 0);
-    if (len >= 0) {
-        snprintf(num, sizeof(num), "%" PRId64, len);
-        add_header(x->req, "Content-Length", num);
-        evhtp_send_reply_start(x->req, (evhtp_res)x->up_status);
-    } else if (x->req->proto == EVHTP_PROTO_10) {
-        /* HTTP/1.0 has no chunked encoding: close-delimited (trap 9) */
-        close_after_reply(x);
-        evhtp_send_reply_start(x->req, (evhtp_res)x->up_status);
-    } else {
-        x->reply_chunked = 1;
-        evhtp_send_reply_chunk_start(x->req, (evhtp_res)x->up_status);
-    }
+    reply_head(x, x->up_status, 1, NULL, len);
     if (x->up_paused) { /* held while the client body was still coming */
         x->up_paused = 0;
         gw_upconn_pause_read(x->up, 0);
