@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <event2/bufferevent.h>
 #include <evhtp/evhtp.h>
 
 #include "htfix.h"
@@ -98,6 +100,43 @@ static size_t run(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks, cons
     return used;
 }
 
+#define READ_AHEAD_STEP (256 * 1024)      /* one read(2) */
+#define READ_AHEAD_MAX (1024 * 1024)      /* per read callback: other connections wait */
+
+/*
+ * libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ) and once per loop
+ * pass, so a large upload costs a loop pass, a pull-up and a parser run per 4 KiB.
+ * For a body of known length on a plain TCP connection, read the rest straight
+ * from the socket in large pieces - never past the body's end, so a pipelined
+ * request is never touched - and hand them to the parser as libevhtp would.
+ * Stops at a pause (backpressure), an error, the end of the body, or EAGAIN; EOF
+ * and errors are left for the bufferevent to see on its next read.
+ */
+static void read_ahead(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks)
+{
+    static __thread char *buf;
+    size_t total = 0;
+
+    if (c->ssl != NULL || c->bev == NULL)
+        return;
+    while (total < READ_AHEAD_MAX) {
+        uint64_t left = gw_proxy_body_remaining(c);
+        if (left == 0 || htparser_get_error(p) != htparse_error_none ||
+            c->request->status == EVHTP_RES_PAUSE)
+            return;
+        if (buf == NULL && (buf = malloc(READ_AHEAD_STEP)) == NULL)
+            return;
+        ssize_t n = read(bufferevent_getfd(c->bev), buf,
+                         left < READ_AHEAD_STEP ? (size_t)left : READ_AHEAD_STEP);
+        if (n <= 0)
+            return;
+        /* the parser gives a sized body to the read hook in one piece, so all
+         * n bytes reach the proxy even when it asks to pause */
+        run(c, p, hooks, buf, (size_t)n);
+        total += (size_t)n;
+    }
+}
+
 /* Run the real parser over the stash (which ends with `len` bytes of the
  * current read) and translate what it consumed back into the current read. */
 static size_t run_stash(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks,
@@ -126,7 +165,13 @@ size_t htparser_run(htparser *p, htparse_hooks *hooks, const char *data, size_t 
         abort(); /* gw_htfix_init() was not called */
     if (c == NULL || c->type != evhtp_type_server)
         return real_run(p, hooks, data, len);
-    if (gw_proxy_in_body(c) || len == 0 || (s = stash_of(c)) == NULL)
+    if (gw_proxy_in_body(c)) {
+        size_t used = run(c, p, hooks, data, len);
+        if (used == len)
+            read_ahead(c, p, hooks);
+        return used;
+    }
+    if (len == 0 || (s = stash_of(c)) == NULL)
         return run(c, p, hooks, data, len);
 
     if (s->len == 0) {

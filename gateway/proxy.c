@@ -826,6 +826,34 @@ static void on_request_complete(evhtp_request_t *req, void *arg)
 
 /* ------------------------------------------------------- the body pipeline */
 
+static int spool_open(struct exchange *x, struct gw_error *err);
+
+/*
+ * Decide how the upstream body is framed, as soon as it can be known (see
+ * docs/streaming.md): exact length once the model part is rewritten (sized
+ * client body) or the whole body is in; the fallback once more than
+ * `lookahead` bytes are held without a model part.
+ */
+static int decide_framing(struct exchange *x, int input_done, struct gw_error *err)
+{
+    if (x->framing != FRAME_UNDECIDED)
+        return GW_OK;
+    if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
+        x->framing = FRAME_LENGTH;
+        x->up_cl = (uint64_t)(x->client_cl + x->mp->delta);
+    } else if (input_done) {
+        x->framing = FRAME_LENGTH;
+        x->up_cl = evbuffer_get_length(x->out);
+    } else if (x->body == BODY_MULTIPART && evbuffer_get_length(x->out) > x->cfg->lookahead) {
+        x->framing = x->cfg->fallback == GW_FALLBACK_SPOOL ? FRAME_SPOOL : FRAME_CHUNKED;
+        if (x->framing == FRAME_SPOOL && spool_open(x, err) != GW_OK)
+            return GW_ERR;
+        gw_log(GW_LOG_DEBUG, "rid=%s no model part within %zu bytes: %s upstream", x->rid,
+               x->cfg->lookahead, x->framing == FRAME_SPOOL ? "spooling" : "chunked");
+    }
+    return GW_OK;
+}
+
 static int scan_multipart(struct exchange *x, struct gw_error *err)
 {
     struct gw_mp_op ops[MP_OPS];
@@ -844,6 +872,14 @@ static int scan_multipart(struct exchange *x, struct gw_error *err)
         evbuffer_ptr_set(x->in, &pos, skip, EVBUFFER_PTR_SET);
         if (evbuffer_peek(x->in, -1, &pos, &vec, 1) < 1)
             return GW_OK;
+        if (x->framing == FRAME_UNDECIDED) {
+            /* scan no further than the window, so the decision does not depend
+             * on how the body happened to be sliced into reads */
+            size_t held = evbuffer_get_length(x->out);
+            size_t room = held < x->cfg->lookahead ? x->cfg->lookahead - held + 1 : 1;
+            if (vec.iov_len > room)
+                vec.iov_len = room;
+        }
         nops = 0;
         used = gw_mp_execute(x->mp, vec.iov_base, vec.iov_len, ops, &nops, MP_OPS);
         if (used < 0) {
@@ -863,6 +899,8 @@ static int scan_multipart(struct exchange *x, struct gw_error *err)
                 break;
             }
         }
+        if (decide_framing(x, 0, err) != GW_OK)
+            return GW_ERR;
         if (used == 0 && nops == 0)
             return GW_OK;
     }
@@ -1095,22 +1133,8 @@ static int pump_request(struct exchange *x, struct gw_error *err)
     input_done = x->body_done && evbuffer_get_length(x->in) == 0;
 
     /* 2. decide the framing (multipart and JSON only) */
-    if (x->framing == FRAME_UNDECIDED) {
-        if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
-            x->framing = FRAME_LENGTH;
-            x->up_cl = (uint64_t)(x->client_cl + x->mp->delta);
-        } else if (input_done) {
-            x->framing = FRAME_LENGTH;
-            x->up_cl = evbuffer_get_length(x->out);
-        } else if (x->body == BODY_MULTIPART &&
-                   evbuffer_get_length(x->out) > x->cfg->lookahead) {
-            x->framing = x->cfg->fallback == GW_FALLBACK_SPOOL ? FRAME_SPOOL : FRAME_CHUNKED;
-            if (x->framing == FRAME_SPOOL && spool_open(x, err) != GW_OK)
-                return GW_ERR;
-            gw_log(GW_LOG_DEBUG, "rid=%s model not within %zu bytes: %s upstream", x->rid,
-                   x->cfg->lookahead, x->framing == FRAME_SPOOL ? "spooling" : "chunked");
-        }
-    }
+    if (decide_framing(x, input_done, err) != GW_OK)
+        return GW_ERR;
     if (x->framing == FRAME_SPOOL) {
         if (spool_write(x, err) != GW_OK)
             return GW_ERR;
@@ -1398,6 +1422,16 @@ int gw_proxy_in_body(evhtp_connection_t *conn)
     if (conn->request == NULL || (x = conn->request->cbarg) == NULL)
         return 0;
     return !x->body_done;
+}
+
+uint64_t gw_proxy_body_remaining(evhtp_connection_t *conn)
+{
+    struct exchange *x;
+
+    if (conn->request == NULL || (x = conn->request->cbarg) == NULL || x->body_done ||
+        x->client_cl <= 0 || x->body_in >= (uint64_t)x->client_cl)
+        return 0;
+    return (uint64_t)x->client_cl - x->body_in;
 }
 
 void gw_proxy_body_error(evhtp_connection_t *conn)

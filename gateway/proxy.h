@@ -19,6 +19,10 @@ void gw_proxy_request_cb(evhtp_request_t *req, void *arg);
  * the head-completeness guard in htfix.c must not hold bytes back). */
 int gw_proxy_in_body(evhtp_connection_t *conn);
 
+/* Body bytes still to come on this connection for a request of known length
+ * (0 when chunked, complete, or not in a body). */
+uint64_t gw_proxy_body_remaining(evhtp_connection_t *conn);
+
 /* libevhtp's parser refused the request body (a bad chunk size, say) and is about
  * to drop the connection: answer 400 first if nothing was answered yet. */
 void gw_proxy_body_error(evhtp_connection_t *conn);
