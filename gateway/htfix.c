@@ -114,7 +114,8 @@ static size_t run(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks, cons
  */
 static void read_ahead(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks)
 {
-    static __thread char *buf;
+    /* per loop thread; static, so nothing to free when the loop ends */
+    static __thread char buf[READ_AHEAD_STEP];
     size_t total = 0;
 
     if (c->ssl != NULL || c->bev == NULL)
@@ -123,8 +124,6 @@ static void read_ahead(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks)
         uint64_t left = gw_proxy_body_remaining(c);
         if (left == 0 || htparser_get_error(p) != htparse_error_none ||
             c->request->status == EVHTP_RES_PAUSE)
-            return;
-        if (buf == NULL && (buf = malloc(READ_AHEAD_STEP)) == NULL)
             return;
         ssize_t n = read(bufferevent_getfd(c->bev), buf,
                          left < READ_AHEAD_STEP ? (size_t)left : READ_AHEAD_STEP);
