@@ -458,19 +458,6 @@ static int scan_after_delim(struct gw_mp *mp, struct mp_out *o, char c)
     int next;
 
     switch (mp->state) {
-    case MP_DELIM_END:
-        if (c == '-') {
-            mp->scanned++;
-            mp->state = MP_CLOSE_DASH;
-            return GW_OK;
-        }
-        if (c == ' ' || c == '\t')
-            next = MP_PADDING;
-        else if (c == '\r')
-            next = MP_PADDING_LF;
-        else
-            goto bad;
-        break;
     case MP_CLOSE_DASH:
         if (c != '-')
             goto bad;
@@ -484,6 +471,14 @@ static int scan_after_delim(struct gw_mp *mp, struct mp_out *o, char c)
         out_op(mp, o, GW_MP_PASS, (size_t)pending(mp), NULL);
         mp->state = MP_EPILOGUE;
         return GW_OK;
+    case MP_DELIM_END:
+        if (c == '-') {
+            mp->scanned++;
+            mp->state = MP_CLOSE_DASH;
+            return GW_OK;
+        }
+        /* anything else after a delimiter is transport padding */
+        __attribute__((fallthrough));
     case MP_PADDING:
         if (c == ' ' || c == '\t')
             next = MP_PADDING;
