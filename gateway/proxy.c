@@ -114,7 +114,8 @@ struct exchange {
     int linger;              /* early reply sent but not ended: see send_reply() */
     struct evbuffer *in;     /* received, not yet classified */
     struct evbuffer *out;    /* classified, not yet written upstream */
-    struct gw_mp *mp;        /* multipart creates only */
+    struct gw_mp *mp;        /* multipart creates only; kept when recycled */
+    struct exchange *next_free; /* the worker's free list */
     int mp_finished;         /* gw_mp_finish() has run */
 
     /* what the body said (for checks and the access log) */
@@ -553,6 +554,68 @@ static void new_rid(struct exchange *x)
              (uint64_t)(n & 0xffffffffffffffULL));
 }
 
+/*
+ * Exchanges are recycled per worker (no lock: one loop per worker), with their
+ * three evbuffers and their multipart state, so a request costs no allocation
+ * of ours once the loop is warm.
+ */
+#define EXCHANGE_POOL_MAX 256
+
+static void pool_put(struct gw_worker *w, struct exchange *x)
+{
+    struct evbuffer *in = x->in, *out = x->out, *resp = x->resp;
+    struct gw_mp *mp = x->mp;
+
+    if (w->nfree_exchanges >= EXCHANGE_POOL_MAX) {
+        evbuffer_free(in);
+        evbuffer_free(out);
+        evbuffer_free(resp);
+        free(mp);
+        free(x);
+        return;
+    }
+    evbuffer_drain(in, evbuffer_get_length(in));
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_drain(resp, evbuffer_get_length(resp));
+    memset(x, 0, sizeof(*x));
+    x->in = in;
+    x->out = out;
+    x->resp = resp;
+    x->mp = mp;
+    x->next_free = w->free_exchanges;
+    w->free_exchanges = x;
+    w->nfree_exchanges++;
+}
+
+static struct exchange *pool_get(struct gw_worker *w)
+{
+    struct exchange *x = w->free_exchanges;
+
+    if (x != NULL) {
+        w->free_exchanges = x->next_free;
+        w->nfree_exchanges--;
+        x->next_free = NULL;
+        return x;
+    }
+    x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return NULL;
+    x->in = evbuffer_new();
+    x->out = evbuffer_new();
+    x->resp = evbuffer_new();
+    if (x->in == NULL || x->out == NULL || x->resp == NULL) {
+        if (x->in)
+            evbuffer_free(x->in);
+        if (x->out)
+            evbuffer_free(x->out);
+        if (x->resp)
+            evbuffer_free(x->resp);
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
 static void exchange_free(struct exchange *x)
 {
     if (x->admission != NULL)
@@ -563,17 +626,13 @@ static void exchange_free(struct exchange *x)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
         close(x->spool_fd);
-    evbuffer_free(x->in);
-    evbuffer_free(x->out);
-    evbuffer_free(x->resp);
-    free(x->mp);
     x->w->inflight--;
-    free(x);
+    pool_put(x->w, x);
 }
 
 static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
 {
-    struct exchange *x = calloc(1, sizeof(*x));
+    struct exchange *x = pool_get(w);
 
     if (x == NULL)
         return NULL;
@@ -583,9 +642,6 @@ static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
     x->spool_fd = -1;
     x->client_cl = 0;
     clock_gettime(CLOCK_MONOTONIC, &x->t0);
-    x->in = evbuffer_new();
-    x->out = evbuffer_new();
-    x->resp = evbuffer_new();
     w->inflight++;
     new_rid(x);
     /* the request's callback argument is how every later hook finds the exchange */
@@ -623,7 +679,8 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
         struct gw_str boundary;
         if (gw_mp_boundary((struct gw_str){ ct, strlen(ct) }, &boundary, err) != GW_OK)
             return GW_ERR;
-        x->mp = malloc(sizeof(*x->mp));
+        if (x->mp == NULL) /* kept across recycled exchanges */
+            x->mp = malloc(sizeof(*x->mp));
         if (x->mp == NULL)
             return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
         if (gw_mp_init(x->mp, boundary, &body_hooks, x) != GW_OK) {

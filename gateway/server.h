@@ -28,6 +28,8 @@ struct gw_worker {
     uint64_t next_rid;      /* request ids: worker id in the high bits */
     unsigned next_key;      /* round-robin over cfg->upstream_keys */
     unsigned inflight;      /* exchanges alive on this loop */
+    void *free_exchanges;   /* proxy.c's recycled exchanges */
+    unsigned nfree_exchanges;
     int draining;           /* SIGTERM seen: stop accepting, exit when idle */
 };
 
