@@ -135,6 +135,7 @@ struct exchange {
     uint64_t up_sent;        /* body bytes written upstream (without chunk framing) */
     int head_sent;
     int retried;             /* retry_stale() used its one retry */
+    unsigned upstream_key;   /* index of the upstream key used (keypool) */
     int req_finished;        /* whole request written upstream */
     int spool_fd;
     uint64_t spool_len, spool_fed;
@@ -181,6 +182,14 @@ static void set_state(struct exchange *x, enum xstate to)
     }
     gw_log(GW_LOG_DEBUG, "rid=%s %s -> %s", x->rid, xstate_names[x->state], xstate_names[to]);
     x->state = to;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 static struct bufferevent *client_bev(struct exchange *x)
@@ -1105,8 +1114,10 @@ static void write_head(struct exchange *x)
         evbuffer_add(o, "\r\n", 2);
     }
     /* the client's key never goes upstream; one of ours does */
-    evbuffer_add_printf(o, "Authorization: Bearer %s\r\n",
-                        cfg->upstream_keys[w->next_key++ % cfg->nupstream_keys]);
+    x->upstream_key = gw_keypool_pick(&w->keys, now_ms());
+    evbuffer_add(o, "Authorization: Bearer ", 22);
+    evbuffer_add(o, cfg->upstream_keys[x->upstream_key], strlen(cfg->upstream_keys[x->upstream_key]));
+    evbuffer_add(o, "\r\n", 2);
     evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
     TAILQ_FOREACH(h, req->headers_in, next)
     {
@@ -1344,6 +1355,19 @@ static int retry_stale(struct exchange *x, struct gw_upconn *c)
     return 1;
 }
 
+/* Tell the key pool how the upstream took the key this request used. */
+static void report_key(struct exchange *x, struct gw_upconn *c)
+{
+    int st = x->up_status;
+
+    gw_keypool_report(&x->w->keys, x->upstream_key, st, gw_upconn_header(c, "Retry-After"),
+                      now_ms());
+    if (st == 401 || st == 403 || st == 429)
+        gw_log(GW_LOG_WARN, "rid=%s upstream key #%u answered %d: it rests for %lld ms", x->rid,
+               x->upstream_key + 1, st,
+               (long long)(x->w->keys.rest_until[x->upstream_key] - now_ms()));
+}
+
 static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
 {
     struct exchange *x = arg;
@@ -1373,6 +1397,7 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         break;
     case GW_UP_HEADERS:
         x->up_status = gw_upconn_status(c);
+        report_key(x, c);
         set_state(x, X_STREAM_RESP);
         if (x->body_done)
             start_response(x);

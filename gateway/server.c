@@ -76,6 +76,7 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
 
     w->id = id;
     w->cfg = cfg;
+    gw_keypool_init(&w->keys, cfg->nupstream_keys);
     /* Each loop is touched by its own thread only: no locks. The changelist
      * folds the add/del of write interest around every write into one epoll_ctl. */
     struct event_config *ec = event_config_new();

@@ -15,6 +15,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "keypool.h"
 
 struct gw_worker {
     unsigned id;
@@ -26,7 +27,7 @@ struct gw_worker {
     struct event *wake_ev;
     pthread_t thread;
     uint64_t next_rid;      /* request ids: worker id in the high bits */
-    unsigned next_key;      /* round-robin over cfg->upstream_keys */
+    struct gw_keypool keys; /* which upstream key next (keypool.h) */
     unsigned inflight;      /* exchanges alive on this loop */
     void *free_exchanges;   /* proxy.c's recycled exchanges */
     unsigned nfree_exchanges;
