@@ -15,8 +15,13 @@ What is here:
   multipart / multipart_stream / chunked / pattern_sha256 / content_sha256    bodies
   error_body                 parse and check an OpenAI error body
   wait_for                   poll a predicate (never sleep for a fixed time)
+  SANITIZER_MARKERS / assert_no_sanitizer_report / assert_clean / stop_clean /
+  checked_gateway            "the gateway ran (and exited) cleanly" checks
+  shared_stub / shared_gateway / shared_tmpdir / at_exit
+                             objects shared by the tests of one file, closed by main()
 """
 
+import contextlib
 import hashlib
 import http.client
 import importlib.util
@@ -875,22 +880,22 @@ class RawConn:
             if d:
                 self.buf += d
 
-    def read_until_close(self, timeout=5):
+    def _read_to_eof(self, timeout):
+        """Buffer what arrives until the peer closes or timeout passes."""
         deadline = time.monotonic() + timeout
         while not self.eof and time.monotonic() < deadline:
             d = self._recv(deadline - time.monotonic())
             if d:
                 self.buf += d
+
+    def read_until_close(self, timeout=5):
+        self._read_to_eof(timeout)
         out, self.buf = self.buf, b""
         return out
 
     def at_eof(self, timeout=2):
         """True once the peer has closed (waits up to timeout; data read is kept)."""
-        deadline = time.monotonic() + timeout
-        while not self.eof and time.monotonic() < deadline:
-            d = self._recv(deadline - time.monotonic())
-            if d:
-                self.buf += d
+        self._read_to_eof(timeout)
         return self.eof
 
     def close(self):
@@ -1109,10 +1114,135 @@ def error_body(body):
 # ----------------------------------------------------------------------------
 # runner
 
-def main(g):
+# ---------------------------------------------------------------- clean-run checks
+
+# Substrings that only appear in a sanitizer report (ASan, LSan, UBSan, TSan).
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                     "runtime error:", "ThreadSanitizer")
+
+
+def assert_no_sanitizer_report(text, what="the gateway log"):
+    """Fail (showing the tail of `text`) if `text` holds any SANITIZER_MARKERS."""
+    for m in SANITIZER_MARKERS:
+        assert m not in text, "sanitizer report in %s:\n%s" % (what, text[-6000:])
+
+
+def assert_clean(gw, secrets=(), alive=False):
+    """The log of Gateway gw holds no sanitizer report and none of `secrets` (team
+    or upstream keys); with alive=True the gateway process must also still run."""
+    log = gw.log()
+    assert_no_sanitizer_report(log)
+    for s in secrets:
+        assert s not in log, "a secret appears in the gateway's output"
+    if alive:
+        assert gw.proc.poll() is None, "the gateway exited (%s):\n%s" % (gw.proc.returncode,
+                                                                        log[-4000:])
+
+
+def stop_clean(gw, secrets=()):
+    """Stop Gateway gw (SIGTERM) and check it exited cleanly: no sanitizer report in
+    its log (leaks are only reported at exit), none of `secrets` in it, exit code 0.
+    Returns the log."""
+    code = gw.stop()
+    assert_clean(gw, secrets)
+    log = gw.log()
+    assert code == 0, "gateway exit code %s; log:\n%s" % (code, log[-3000:])
+    return log
+
+
+@contextlib.contextmanager
+def checked_gateway(stub, **kw):
+    """`with checked_gateway(stub, **kw) as (stub, gw):` a fresh Gateway(stub, **kw)
+    for one test; when the block ends without an exception the gateway is stopped
+    and must pass stop_clean() (no sanitizer report, exit code 0)."""
+    with Gateway(stub, **kw) as gw:
+        yield stub, gw
+        stop_clean(gw)
+
+
+# ---------------------------------------------------------------- shared objects
+
+_AT_EXIT = []       # callables main() runs after the tests, last registered first
+_SHARED = {}        # name -> object handed out by shared_stub() / shared_gateway()
+
+
+def at_exit(fn):
+    """Have main() call fn() once the tests have run (even if they failed); the
+    callables run last-registered first.  Returns fn."""
+    _AT_EXIT.append(fn)
+    return fn
+
+
+def _run_at_exit():
+    while _AT_EXIT:
+        fn = _AT_EXIT.pop()
+        try:
+            fn()
+        except Exception:
+            traceback.print_exc(file=sys.stdout)
+
+
+def _close(obj):
+    return lambda: obj.__exit__(None, None, None)
+
+
+def shared_stub(**kw):
+    """The Stub(**kw) shared by the tests of one file: started on the first call,
+    reset (records, jobs, faults and config) on every call; main() stops it after
+    the tests.  Every call of a file must pass the same kw."""
+    stub = _SHARED.get("stub")
+    if stub is None:
+        stub = _SHARED["stub"] = Stub(**kw).start()
+        at_exit(_close(stub))
+    stub.reset(config=True)
+    return stub
+
+
+def shared_gateway(stub, **kw):
+    """The Gateway(stub, **kw) shared by the tests of one file, started on the first
+    call (later calls return it as is); main() stops it after the tests.  A test
+    that stops it for good calls forget_shared_gateway() first."""
+    gw = _SHARED.get("gateway")
+    if gw is None:
+        gw = _SHARED["gateway"] = Gateway(stub, **kw).start()
+        at_exit(_close(gw))
+    return gw
+
+
+def forget_shared_gateway():
+    """Drop the shared gateway (the caller stops it): a later shared_gateway()
+    starts a new one.  main() still cleans the old one's temp dir up."""
+    _SHARED.pop("gateway", None)
+
+
+def shared_tmpdir(prefix="gwtest-"):
+    """A temp dir made on the first call for this prefix and removed by main()
+    after the tests (kept if GW_KEEP_TMP is set)."""
+    key = "tmpdir:" + prefix
+    d = _SHARED.get(key)
+    if d is None:
+        d = _SHARED[key] = tempfile.mkdtemp(prefix=prefix)
+        if not os.environ.get("GW_KEEP_TMP"):
+            at_exit(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def main(g, cleanup=None):
     """Run the test_* functions of module globals g, in definition order (or
     those named on the command line); print ok/FAIL/skip lines and a summary;
-    exit 1 if any failed."""
+    exit 1 if any failed.  Afterwards (whatever happened) the shared objects are
+    closed: the callables given to at_exit(), the shared stub, gateway and temp
+    dirs, and `cleanup` (a callable or a list of them) if given."""
+    if cleanup is not None:
+        for fn in (cleanup if isinstance(cleanup, (list, tuple)) else [cleanup]):
+            at_exit(fn)
+    try:
+        _main(g)
+    finally:
+        _run_at_exit()
+
+
+def _main(g):
     tests = [(n, f) for n, f in g.items() if n.startswith("test_") and callable(f)]
     wanted = sys.argv[1:]
     if wanted:

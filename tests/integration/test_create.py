@@ -7,7 +7,6 @@ rewrite must change the `model` value and nothing else, the framing must follow
 complete body (no job created).
 """
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,8 +17,6 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
 
-STUB = None           # one shared stub (jobs never progress); each test resets it
-
 # the aliases of config/models.conf used below
 ALIASES = {"veo3.1": "veo_3_1", "veo3.1-components": "veo_3_1-components"}
 PROMPT = "让牛快乐的跳科目三"
@@ -29,30 +26,18 @@ PNG = (b"\x89PNG\r\n\x1a\n" + hashlib.shake_256(b"cow").digest(5000) +
        b"\r\n--not-the-boundary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n"
        b"veo3.1\r\n--")
 BASE = [("prompt", PROMPT), ("seconds", "8"), ("size", "16x9")]
-SAN_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
-               "runtime error:")
 
 
 def stub():
-    global STUB
-    if STUB is None:
-        STUB = gwtest.Stub(job_seconds=100000, extra_keys=1).start()
-    STUB.reset(config=True)
-    return STUB
+    """The file's shared stub (jobs never progress), reset for each test."""
+    return gwtest.shared_stub(job_seconds=100000, extra_keys=1)
 
 
-@contextlib.contextmanager
 def gateway(**kw):
-    """A fresh gateway on the shared stub; on a clean exit it is stopped and its
-    log must hold no sanitizer report and its exit code must be 0."""
-    s = stub()
-    with gwtest.Gateway(s, **kw) as gw:
-        yield s, gw
-        rc = gw.stop()
-        log = gw.log()
-        for m in SAN_MARKERS:
-            assert m not in log, "sanitizer report in the gateway log:\n%s" % log[-6000:]
-        assert rc == 0, "gateway exit code %s; log:\n%s" % (rc, log[-3000:])
+    """`with gateway(**kw) as (s, gw):` a fresh gateway on the shared stub; on a
+    clean exit it is stopped and its log must hold no sanitizer report and its
+    exit code must be 0 (gwtest.checked_gateway)."""
+    return gwtest.checked_gateway(stub(), **kw)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -681,8 +666,4 @@ def test_wrong_content_type():
 
 
 if __name__ == "__main__":
-    try:
-        gwtest.main(globals())
-    finally:
-        if STUB is not None:
-            STUB.__exit__(None, None, None)
+    gwtest.main(globals())    # also stops the shared stub

@@ -12,36 +12,26 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
 
-STUB = None
-GW = None
 SECRETS = set()       # every team and upstream key used by a gateway of this file
 LOGS = []             # the output of every gateway stopped so far
 JSON = {"Content-Type": "application/json"}
 MiB = 1024 * 1024
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
-                     "runtime error:", "ThreadSanitizer")
 MAX_HEADER_BYTES = 16 * 1024
 
 
 def setup():
-    global STUB, GW
-    if STUB is None:
-        STUB = gwtest.Stub().start()
-    if GW is None:
-        GW = gwtest.Gateway(STUB, max_header_bytes="16k").start()
-        SECRETS.update(GW.keys.values())
-        SECRETS.add(STUB.key)
-    STUB.reset(config=True)
-    assert_clean(GW)
-    return STUB, GW
+    """The file's shared stub (reset, default config) and gateway."""
+    stub = gwtest.shared_stub()
+    gw = gwtest.shared_gateway(stub, max_header_bytes="16k")
+    SECRETS.update(gw.keys.values())
+    SECRETS.add(stub.key)
+    assert_clean(gw)
+    return stub, gw
 
 
 def assert_clean(gw):
-    log = gw.log()
-    for m in SANITIZER_MARKERS:
-        assert m not in log, "sanitizer report in the gateway log:\n%s" % log[-6000:]
-    for s in SECRETS:
-        assert s not in log, "a secret appears in the gateway's output"
+    """No sanitizer report and no key of this file in the gateway's log."""
+    gwtest.assert_clean(gw, secrets=SECRETS)
 
 
 def assert_alive(gw):
@@ -62,11 +52,12 @@ def other_gateway(**kw):
 
 
 def finish(gw):
-    """Stop a gateway of one test: exit 0, no sanitizer report (leaks show at exit)."""
-    code = gw.stop()
-    LOGS.append(gw.log())
-    assert code == 0, (code, gw.log()[-3000:])
-    assert_clean(gw)
+    """Stop a gateway of one test: exit 0, no sanitizer report (leaks show at exit),
+    no key of this file in its log."""
+    try:
+        gwtest.stop_clean(gw, secrets=SECRETS)
+    finally:
+        LOGS.append(gw.log())
 
 
 def create_body():
@@ -538,14 +529,13 @@ def test_body_on_unknown_route_drained():
 def test_zz_no_secret_in_any_output():
     """Last: stop the shared gateway; across every gateway of this file no key
     (team or upstream) appeared in stdout/stderr."""
-    global GW
     stub, gw = setup()
     # a few more chances for a key to leak: rejected keys, upstream 401
     gw.request("GET", "/v1/videos", key=None,
                headers={"Authorization": "Bearer " + stub.key})
     stub.fault("500")
     gw.request("GET", "/v1/videos")
-    GW = None
+    gwtest.forget_shared_gateway()
     finish(gw)
     assert len(LOGS) >= 3
     for log in LOGS:
@@ -555,10 +545,4 @@ def test_zz_no_secret_in_any_output():
 
 
 if __name__ == "__main__":
-    try:
-        gwtest.main(globals())
-    finally:
-        if GW is not None:
-            GW.__exit__(None, None, None)
-        if STUB is not None:
-            STUB.__exit__(None, None, None)
+    gwtest.main(globals())    # also stops the shared stub and gateway

@@ -13,12 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
 
-STUB = None
-GW = None
 JSON = {"Content-Type": "application/json"}
 MiB = 1024 * 1024
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
-                     "runtime error:", "ThreadSanitizer")
 # Under AddressSanitizer freed memory waits in a quarantine (256 MiB by default)
 # that would count in VmHWM; a small one keeps the memory bounds meaningful.
 SMALL_QUARANTINE = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") +
@@ -27,23 +23,15 @@ SMALL_QUARANTINE = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") +
 
 def setup():
     """The shared stub (reset, default config) and gateway."""
-    global STUB, GW
-    if STUB is None:
-        STUB = gwtest.Stub().start()
-    if GW is None:
-        GW = gwtest.Gateway(STUB, keys=("default", "bob"), env=SMALL_QUARANTINE).start()
-    STUB.reset(config=True)
-    assert_clean(GW)
-    return STUB, GW
+    stub = gwtest.shared_stub()
+    gw = gwtest.shared_gateway(stub, keys=("default", "bob"), env=SMALL_QUARANTINE)
+    assert_clean(gw)
+    return stub, gw
 
 
 def assert_clean(gw):
     """No sanitizer report in the gateway's log, and the process is alive."""
-    log = gw.log()
-    for m in SANITIZER_MARKERS:
-        assert m not in log, "sanitizer report in the gateway log:\n%s" % log[-6000:]
-    assert gw.proc.poll() is None, "the gateway exited (%s):\n%s" % (gw.proc.returncode,
-                                                                    log[-4000:])
+    gwtest.assert_clean(gw, alive=True)
 
 
 def create(gw, model="veo3.1", **over):
@@ -425,25 +413,12 @@ def test_upstream_keepalive_reuse():
 def test_zz_clean_shutdown():
     """Last: the shared gateway exits 0 on SIGTERM, with no sanitizer report (leaks
     are only reported at exit) and no secret in its output."""
-    global GW
     stub, gw = setup()
-    code = gw.stop()
-    log = gw.log()
-    GW = None
-    assert code == 0, (code, log[-3000:])
-    for m in SANITIZER_MARKERS:
-        assert m not in log, log[-6000:]
-    for secret in list(gw.keys.values()) + [stub.key]:
-        assert secret not in log, "a secret appears in the gateway's output"
+    gwtest.forget_shared_gateway()
+    gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
     lines = gw.log_json()
     assert lines and all(set(("rid", "route", "status")) <= set(line) for line in lines)
 
 
 if __name__ == "__main__":
-    try:
-        gwtest.main(globals())
-    finally:
-        if GW is not None:
-            GW.__exit__(None, None, None)
-        if STUB is not None:
-            STUB.__exit__(None, None, None)
+    gwtest.main(globals())    # also stops the shared stub and gateway

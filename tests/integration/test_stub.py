@@ -14,15 +14,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
 
-STUB = None           # one shared stub; each test resets it
-
 
 def stub():
-    global STUB
-    if STUB is None:
-        STUB = gwtest.Stub().start()
-    STUB.reset(config=True)
-    return STUB
+    """The file's shared stub, reset for each test."""
+    return gwtest.shared_stub()
 
 
 JSON = {"Content-Type": "application/json"}
@@ -601,8 +596,4 @@ def test_gateway_harness_with_fake_binary():
 
 
 if __name__ == "__main__":
-    try:
-        gwtest.main(globals())
-    finally:
-        if STUB is not None:
-            STUB.__exit__(None, None, None)
+    gwtest.main(globals())    # also stops the shared stub

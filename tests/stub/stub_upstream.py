@@ -914,16 +914,19 @@ class Server:
             if read_bps:
                 await asyncio.sleep(len(data) / float(read_bps))
 
+        async def read_counted(left):
+            """Read exactly `left` body bytes (recorded and paced by got/after)."""
+            while left > 0:
+                data = await reader.read(min(left, maxread))
+                if not data:
+                    raise ClientGone()
+                left -= len(data)
+                got(data)
+                await after(data)
+
         try:
             if framing == "content-length":
-                left = clen
-                while left > 0:
-                    data = await reader.read(min(left, maxread))
-                    if not data:
-                        raise ClientGone()
-                    left -= len(data)
-                    got(data)
-                    await after(data)
+                await read_counted(clen)
             elif framing == "chunked":
                 while True:
                     line = await self.read_line(reader)
@@ -938,14 +941,7 @@ class Server:
                     if size == 0:
                         break
                     rec["wire_chunks"] += 1
-                    left = size
-                    while left > 0:
-                        data = await reader.read(min(left, maxread))
-                        if not data:
-                            raise ClientGone()
-                        left -= len(data)
-                        got(data)
-                        await after(data)
+                    await read_counted(size)
                     crlf = await reader.readexactly(2)
                     if crlf != b"\r\n":
                         raise HTTPError(400, "chunk data not followed by CRLF", close=True)
