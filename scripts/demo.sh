@@ -20,6 +20,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target gateway >/dev/null
 mkdir -p "$demo"
 stop
+rm -f "$demo/stub.port" # a stale one would point the gateway at a stub that is gone
 
 port=${GW_DEMO_PORT:-8080}
 upkey="sk-upstream-demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -62,6 +63,8 @@ Create a video (the gateway rewrites model veo3.1 -> veo_3_1):
 Then poll it and download it (ids come from the answer):
   curl -sS http://127.0.0.1:$port/v1/videos/VIDEO_ID -H "Authorization: Bearer $key"
   curl -sS -o video.mp4 http://127.0.0.1:$port/v1/videos/VIDEO_ID/content -H "Authorization: Bearer $key"
+With the official OpenAI Node SDK (pinned in tests/sdk):
+  (cd tests/sdk && npm ci --no-audit --no-fund && KEY=$key BASE_URL=http://127.0.0.1:$port node demo.mjs $demo/frame.png)
 Logs: $demo/gateway.log (errors), $demo/access.log (one JSON line per request).
 Stop: scripts/demo.sh stop
 MSG
