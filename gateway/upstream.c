@@ -46,22 +46,47 @@
  * segments, the parser paused at each on_body so that the range it reports can
  * be moved out by offset before the next one.
  *
- * Large bodies over plain TCP are read by this file, not by the bufferevent.
- * libevent 2.1's evbuffer_read() takes at most 4 KiB per call and a bufferevent
- * reads once per loop pass, so a download cost a loop pass (epoll_wait, ioctl
- * FIONREAD, readv) per 4 KiB. conn_read_direct() reads the socket straight into
- * space reserved on c->body, up to 64 KiB per readv, until the socket is
- * drained, UP_BODY_MAX bytes wait in c->body, or the Content-Length is reached
- * (never past it: on a keep-alive connection the next bytes are not ours). It
- * runs inside read_cb after the bufferevent's own read (and from the kick after
- * a pause), so the event registration never changes: the bufferevent still
- * watches the socket, and pausing is still bufferevent_disable(). Chunked
- * bodies and the head stay on the bufferevent path (they are parsed from its
- * input), and so does TLS: bufferevent_openssl reads one TLS record (16 KiB,
- * two read() calls) per pass, and neither bufferevent_set_max_single_read nor
- * a read high watermark changes that in 2.1 (measured: same system calls, more
- * allocation). For plain sockets max_single_read cannot lift the 4 KiB cap
- * either. Writes are raised to UP_WRITE_MAX per pass, which does help.
+ * Plain TCP: this file reads and writes the socket itself; the bufferevent
+ * connects, holds the output buffer and takes over writes that do not go out
+ * at once. What a small request cost through the bufferevent (measured with
+ * strace, per request, on a pooled connection): recv(MSG_PEEK) at the
+ * hand-over, epoll_ctl to add and again to remove write interest, ioctl
+ * (FIONREAD) before each read, and an epoll_ctl when read interest was turned
+ * off at DONE and on again in the pool: 7 system calls where writev and readv
+ * are needed. Now:
+ *   - c->rev, a persistent read event of our own, is on from CONNECTED until
+ *     the connection closes, in the pool too: pausing takes it off, nothing
+ *     else does, so epoll is never touched per request. sock_read_cb reads a
+ *     head or chunked body into the bufferevent's input (one readv, no
+ *     FIONREAD); in the pool it drops the connection (data, EOF or a reset
+ *     from the server); leased but not yet handed over it marks it stale;
+ *     after DONE it makes it unusable.
+ *   - The hand-over (kick_cb) goes once more round the active queue first, so
+ *     that every event the loop's last epoll_wait reported about the
+ *     connection has reached sock_read_cb: a close the loop has seen is never
+ *     handed out, whether the lease came from a callback or from outside the
+ *     loop. A close that arrives during the current loop pass is not seen;
+ *     for connections idle UP_PEEK_IDLE_MS or more, where servers' idle
+ *     timeouts strike, conn_alive() still peeks.
+ *   - Bytes added to the output (out_cb, an evbuffer callback) activate
+ *     c->flush, which writev()s them later in the same pass. Only if bytes
+ *     remain (a full socket buffer, an error) is the bufferevent's write event
+ *     turned on (c->wpending), with its write timeout, until the output is
+ *     empty again (write_cb).
+ * TLS keeps the bufferevent for everything (and the peek at hand-over).
+ *
+ * Large bodies over plain TCP: libevent 2.1's evbuffer_read() takes at most
+ * 4 KiB per call and a bufferevent reads once per loop pass, so a download
+ * cost a loop pass (epoll_wait, ioctl FIONREAD, readv) per 4 KiB.
+ * conn_read_direct() reads the socket straight into space reserved on
+ * c->body, up to 64 KiB per readv, until the socket is drained, UP_BODY_MAX
+ * bytes wait in c->body, or the Content-Length is reached (never past it: on a
+ * keep-alive connection the next bytes are not ours). It runs from
+ * conn_progress, after the head (and from the kick after a pause). Over TLS,
+ * bufferevent_openssl reads one TLS record (16 KiB, two read() calls) per
+ * pass, and neither bufferevent_set_max_single_read nor a read high watermark
+ * changes that in 2.1 (measured: same system calls, more allocation). Writes
+ * are raised to UP_WRITE_MAX per pass, which does help.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -102,7 +127,14 @@
  * a trickling upstream must not pin 64 KiB per few bytes. */
 #define UP_READ_FIRST   (16 * 1024 - 128)
 #define UP_READ_NEXT    (64 * 1024 - 128)
+#define UP_READ_HEAD    (4 * 1024 - 128) /* bytes: a response head read (one 4 KiB chain) */
 #define UP_POOL_IDLE_MS 15000       /* an idle pooled connection is closed after this */
+/* A pooled plain-TCP connection idle at least this long is also peeked at
+ * (recv MSG_PEEK) when handed over; a younger one is trusted to the read event
+ * that watches it in the pool (see "Plain TCP" in the top comment). HTTP
+ * servers close idle keep-alive connections after seconds (gunicorn 2 s, Node
+ * 5 s, nginx 75 s), never within a second. */
+#define UP_PEEK_IDLE_MS 1000
 #define UP_DNS_TTL_MS   30000       /* a lookup's result is reused this long */
 
 union up_addr {
@@ -184,6 +216,10 @@ struct gw_upconn {
     struct event *kick;                     /* zero-delay: start, CONNECTED, resumed input */
     struct event *timer;                    /* the one deadline (see the top comment) */
     struct evbuffer *body;                  /* de-chunked body for the proxy; lives with c */
+    /* Plain TCP only (NULL over TLS): */
+    struct event *rev;                      /* persistent EV_READ on the socket; with bev */
+    struct event *flush;                    /* zero-delay: write the output to the socket */
+    struct timeval pooled_at;               /* event_base_gettimeofday_cached at pool_put */
 
     gw_up_cb cb;
     void *arg;
@@ -202,7 +238,11 @@ struct gw_upconn {
     unsigned in_value : 1;                  /* header parsing: last callback was a value */
     unsigned parse_failed : 1;              /* a parser callback filled err */
     unsigned done : 1;                      /* DONE delivered */
-    unsigned drained : 1;                   /* read_cb: libevent's read came back short */
+    unsigned drained : 1;                   /* the last read into the input came back short */
+    unsigned stale : 1;                     /* PH_START: the server spoke or closed first */
+    unsigned handover : 1;                  /* PH_START: the kick ran once (plain TCP) */
+    unsigned wpending : 1;                  /* plain TCP: the bufferevent's EV_WRITE is on */
+    unsigned configured : 1;                /* plain TCP: bev watermarks/timeouts/cb set */
 
     union up_addr addrs[UP_ADDRS_MAX];      /* this connection's copy of the lookup */
     unsigned naddrs, next_addr;
@@ -228,6 +268,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void sock_read_cb(evutil_socket_t fd, short what, void *arg);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 static void conn_connect_next(struct gw_upconn *c);
 
 /* ------------------------------------------------------------ small helpers */
@@ -275,6 +318,24 @@ static void deliver(struct gw_upconn *c, enum gw_up_event ev)
 static int conn_gone(const struct gw_upconn *c)
 {
     return c->released || c->phase == PH_FAILED;
+}
+
+/* Response reading on or off: c->rev over plain TCP, the bufferevent's read
+ * over TLS. Both are idempotent and cost no system call when nothing changes. */
+static void read_on(struct gw_upconn *c)
+{
+    if (c->rev != NULL)
+        event_add(c->rev, NULL);
+    else
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+static void read_off(struct gw_upconn *c)
+{
+    if (c->rev != NULL)
+        event_del(c->rev);
+    else if (c->bev != NULL)
+        bufferevent_disable(c->bev, EV_READ);
 }
 
 /* ------------------------------------------------------------------- TLS */
@@ -380,12 +441,15 @@ static struct gw_upconn *conn_new(struct gw_upstream *u)
     c->u = u;
     c->kick = event_new(u->base, -1, 0, kick_cb, c);
     c->timer = evtimer_new(u->base, timer_cb, c);
+    c->flush = event_new(u->base, -1, 0, flush_cb, c);
     c->body = evbuffer_new();
-    if (c->kick == NULL || c->timer == NULL || c->body == NULL) {
+    if (c->kick == NULL || c->timer == NULL || c->flush == NULL || c->body == NULL) {
         if (c->kick)
             event_free(c->kick);
         if (c->timer)
             event_free(c->timer);
+        if (c->flush)
+            event_free(c->flush);
         if (c->body)
             evbuffer_free(c->body);
         free(c);
@@ -398,6 +462,13 @@ static void conn_drop_bev(struct gw_upconn *c)
 {
     SSL *ssl;
 
+    if (c->rev != NULL) { /* before the bufferevent closes its socket */
+        event_free(c->rev);
+        c->rev = NULL;
+    }
+    event_del(c->flush);
+    c->wpending = 0;
+    c->configured = 0;
     if (c->bev == NULL)
         return;
     /* OpenSSL marks the session of an SSL freed without a shutdown as not
@@ -417,6 +488,7 @@ static void conn_free(struct gw_upconn *c)
     conn_drop_bev(c);
     event_free(c->kick);
     event_free(c->timer);
+    event_free(c->flush);
     evbuffer_free(c->body);
     free(c);
 }
@@ -439,6 +511,8 @@ static void lease_reset(struct gw_upconn *c, gw_up_cb cb, void *arg)
     c->parse_failed = 0;
     c->done = 0;
     c->drained = 0;
+    c->stale = 0;
+    c->handover = 0;
     c->why[0] = '\0';
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
@@ -462,6 +536,8 @@ static void conn_error(struct gw_upconn *c)
     c->phase = PH_FAILED;
     event_del(c->timer);
     event_del(c->kick);
+    event_del(c->flush);
+    read_off(c);
     if (c->bev != NULL)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     deliver(c, GW_UP_ERROR);
@@ -520,23 +596,51 @@ static void pool_put(struct gw_upconn *c)
     c->cb = NULL;
     c->arg = NULL;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
-    bufferevent_setcb(c->bev, pool_read_cb, NULL, pool_event_cb, c);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    if (c->rev != NULL) {
+        /* c->rev stays on and watches the idle connection (sock_read_cb);
+         * the bufferevent is left as it is: its reading is never on, its
+         * writing is off while the output is empty. */
+        if (c->wpending) {
+            bufferevent_disable(c->bev, EV_WRITE);
+            c->wpending = 0;
+        }
+        event_add(c->rev, NULL);
+        event_base_gettimeofday_cached(u->base, &c->pooled_at);
+    } else {
+        bufferevent_setcb(c->bev, pool_read_cb, NULL, pool_event_cb, c);
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        bufferevent_disable(c->bev, EV_WRITE);
+        bufferevent_enable(c->bev, EV_READ);
+    }
     timer_set(c, UP_POOL_IDLE_MS);
     TAILQ_INSERT_HEAD(&u->idle, c, link);
     u->nidle++;
 }
 
 /* A pooled connection about to be handed over: the server may have closed it
- * (or sent something) after our loop last looked. Checked without blocking. */
+ * (or sent something) after our loop last looked. Checked without blocking.
+ * Over plain TCP, what the loop has seen is known already (c->stale, see
+ * kick_cb); only a connection idle for UP_PEEK_IDLE_MS or more, the age at
+ * which servers close idle connections, is also peeked at. */
 static int conn_alive(struct gw_upconn *c)
 {
     evutil_socket_t fd = bufferevent_getfd(c->bev);
     SSL *ssl = c->u->ssl_ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     char b;
     ssize_t n;
+
+    if (c->rev != NULL) {
+        struct timeval now;
+        int64_t idle_ms;
+
+        if (c->stale)
+            return 0;
+        event_base_gettimeofday_cached(c->u->base, &now);
+        idle_ms = ((int64_t)now.tv_sec - c->pooled_at.tv_sec) * 1000 +
+                  ((int64_t)now.tv_usec - c->pooled_at.tv_usec) / 1000;
+        if (idle_ms >= 0 && idle_ms < UP_PEEK_IDLE_MS) /* (< 0: the clock was set back) */
+            return 1;
+    }
 
     if (fd < 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         return 0;
@@ -563,6 +667,7 @@ static void conn_finish(struct gw_upconn *c)
         TAILQ_REMOVE(&u->waiting, c, link);
     event_del(c->kick);
     event_del(c->timer);
+    event_del(c->flush);
     if (reuse)
         pool_put(c);
     else
@@ -774,6 +879,15 @@ static int conn_open(struct gw_upconn *c, const union up_addr *a)
     fd = bufferevent_getfd(bev);
     if (fd >= 0) /* requests are written whole or streamed: never wait for Nagle */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (fd >= 0 && u->ssl_ctx == NULL) {
+        /* Plain TCP: reads and writes by this file (see the top comment).
+         * Without memory for it, the bufferevent does all as over TLS. */
+        c->rev = event_new(u->base, fd, EV_READ | EV_PERSIST, sock_read_cb, c);
+        if (c->rev != NULL && evbuffer_add_cb(bufferevent_get_output(bev), out_cb, c) == NULL) {
+            event_free(c->rev);
+            c->rev = NULL;
+        }
+    }
     return GW_OK;
 }
 
@@ -801,6 +915,12 @@ static void conn_activate(struct gw_upconn *c)
 
     c->phase = PH_ACTIVE;
     event_del(c->timer);
+    if (c->configured) { /* a pooled plain-TCP connection: all set, c->rev on */
+        if (c->paused)
+            event_del(c->rev);
+        deliver(c, GW_UP_CONNECTED);
+        return;
+    }
     /* A close without close_notify is an EOF like any other once connected
      * (the framing tells truncation); during the handshake it stays an error,
      * so that a refused connect is reported with its errno. */
@@ -814,7 +934,18 @@ static void conn_activate(struct gw_upconn *c)
         wtv.tv_usec = (cfg->idle_timeout_ms % 1000) * 1000;
         bufferevent_set_timeouts(c->bev, NULL, &wtv);
     }
-    bufferevent_enable(c->bev, c->paused ? EV_WRITE : EV_READ | EV_WRITE);
+    if (c->rev != NULL) {
+        /* The bufferevent's reading stays off for good, its writing is on
+         * only while a direct write left bytes behind (c->wpending); all of
+         * this holds across leases (c->configured). */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        c->wpending = 0;
+        c->configured = 1;
+        if (!c->paused)
+            event_add(c->rev, NULL);
+    } else {
+        bufferevent_enable(c->bev, c->paused ? EV_WRITE : EV_READ | EV_WRITE);
+    }
     deliver(c, GW_UP_CONNECTED);
 }
 
@@ -1101,15 +1232,15 @@ static int conn_read_step(struct gw_upconn *c, struct evbuffer *in, size_t *adde
  * a call UP_READ_FIRST; the space is what evbuffer_reserve_space gives (the
  * free end of c->body's last chain, then a new chain), cut to the rest of the
  * Content-Length and to UP_BODY_MAX. Stops at:
- *   - a short read: the socket is drained; the bufferevent's read event, still
- *     registered and level-triggered, brings us back when more comes;
+ *   - a short read: the socket is drained; c->rev (the bufferevent's read event if
+ *     c->rev could not be made), level-triggered, brings us back;
  *   - EAGAIN; the end of the Content-Length (c->rs becomes RS_DONE); c->body
  *     holding UP_BODY_MAX (the proxy takes it, or pauses: backpressure);
  *   - EOF or an error (a reset): c->eof is set and reading disabled, as the
  *     bufferevent itself does before calling event_cb; conn_progress then ends
  *     a close-delimited body or reports the premature close.
  * Adds the bytes read to *added. Does nothing over TLS, after EOF, or when
- * read_cb saw libevent's own read come back short (c->drained): a readv then
+ * the last read into the input came back short (c->drained): a readv then
  * would most likely find nothing. */
 static void conn_read_direct(struct gw_upconn *c, size_t *added)
 {
@@ -1148,7 +1279,7 @@ static void conn_read_direct(struct gw_upconn *c, size_t *added)
             break; /* (an uncommitted reservation is simply dropped) */
         if (n <= 0) {
             c->eof = 1;
-            bufferevent_disable(c->bev, EV_READ);
+            read_off(c);
             break;
         }
         /* n > 0: commit what was read, the vectors filled in order */
@@ -1223,7 +1354,10 @@ static void conn_progress(struct gw_upconn *c)
             c->keepalive = 0;
         c->done = 1;
         event_del(c->timer);
-        bufferevent_disable(c->bev, EV_READ);
+        if (c->rev == NULL)
+            bufferevent_disable(c->bev, EV_READ);
+        /* (c->rev stays on: anything the server sends now makes the
+         * connection unusable, sock_read_cb; in the pool it watches) */
         deliver(c, GW_UP_DONE);
     }
 }
@@ -1235,7 +1369,16 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     struct gw_upconn *c = arg;
 
     conn_enter(c);
-    if (c->phase == PH_START) {
+    if (c->phase == PH_START && c->pooled && c->rev != NULL && !c->handover) {
+        /* Once more round the active queue before the hand-over. Leased from
+         * a callback, the kick already runs after every event the last
+         * epoll_wait reported; leased from outside the loop, a poll came
+         * between the lease and this run and may have queued c->rev behind
+         * us. Either way, when the kick runs again sock_read_cb has seen all
+         * the loop knows of this connection (c->stale). */
+        c->handover = 1;
+        event_active(c->kick, EV_TIMEOUT, 1);
+    } else if (c->phase == PH_START) {
         if (c->pooled && conn_alive(c)) {
             c->reused = 1;
             conn_activate(c);
@@ -1300,12 +1443,128 @@ static void read_cb(struct bufferevent *bev, void *arg)
     conn_leave(c);
 }
 
+/* Plain TCP, head or chunked body: one readv into the bufferevent's input, as
+ * libevent's own read would, but without its ioctl(FIONREAD): UP_READ_HEAD
+ * bytes for a head (what libevent reads), UP_READ_FIRST for a chunked body. Sets c->drained when the socket had
+ * no more, c->eof (reading off) on EOF or an error. Returns GW_ERR only when
+ * out of memory. */
+static int sock_read(struct gw_upconn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v[2];
+    struct iovec iov[2];
+    size_t space = 0, left;
+    ssize_t n;
+    int nv, i;
+
+    nv = evbuffer_reserve_space(in, c->rs == RS_HEAD ? UP_READ_HEAD : UP_READ_FIRST, v, 2);
+    if (nv <= 0)
+        return GW_ERR;
+    for (i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+        space += v[i].iov_len;
+    }
+    do
+        n = readv(event_get_fd(c->rev), iov, nv);
+    while (n < 0 && errno == EINTR);
+    c->drained = 1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return GW_OK;
+    if (n <= 0) {
+        c->eof = 1;
+        read_off(c);
+        return GW_OK;
+    }
+    left = (size_t)n;
+    for (i = 0; i < nv && left > 0; i++) {
+        v[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, i);
+    c->drained = (size_t)n < space;
+    return GW_OK;
+}
+
+/* Plain TCP: the socket is readable (data, EOF or an error), in any phase
+ * where c->rev is on: in the pool, leased but not yet handed over, or active
+ * (not paused: pausing takes c->rev off). */
+static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_upconn *c = arg;
+
+    if (c->phase == PH_IDLE) { /* an idle connection the server spoke on or closed */
+        pool_remove(c);
+        conn_free(c);
+        return;
+    }
+    conn_enter(c);
+    if (c->phase == PH_START) { /* leased, not handed over: the kick connects afresh */
+        c->stale = 1;
+        event_del(c->rev);
+    } else if (c->phase == PH_ACTIVE && c->done) { /* bytes or a close after the response */
+        c->keepalive = 0;
+        event_del(c->rev);
+    } else if (c->phase == PH_ACTIVE) {
+        /* A Content-Length or close-delimited body goes straight to c->body
+         * (conn_read_direct, from conn_progress); the input is empty then. */
+        if (c->rs != RS_LENGTH && c->rs != RS_EOF && sock_read(c) != GW_OK)
+            conn_fail(c, 502, "out of memory reading the upstream response");
+        else
+            conn_progress(c);
+        c->drained = 0;
+    }
+    conn_leave(c);
+}
+
+/* Plain TCP: bytes were added to the output. Written by flush_cb later in this
+ * loop pass (so that what the proxy adds in one callback goes out in one
+ * writev), unless the bufferevent is already waiting to write. */
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct gw_upconn *c = arg;
+
+    if (info->n_added > 0 && !c->wpending && c->phase == PH_ACTIVE)
+        event_active(c->flush, EV_TIMEOUT, 1);
+}
+
+/* Plain TCP: write the output straight to the socket, without the epoll_ctl
+ * pair that turning the bufferevent's write event on and off costs per
+ * request. What does not go out at once (a full socket buffer, an error) is
+ * left to the bufferevent: c->wpending, its write event and write timeout on,
+ * errors reported to event_cb as before; write_cb turns it off once the output
+ * is empty. GW_UP_WRITABLE as the bufferevent would deliver it: after a write
+ * that leaves the output at or below the low watermark. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_upconn *c = arg;
+    struct evbuffer *out;
+    int n;
+
+    conn_enter(c);
+    if (c->phase == PH_ACTIVE && c->rev != NULL && !c->wpending && !c->write_failed) {
+        out = bufferevent_get_output(c->bev);
+        n = evbuffer_write_atmost(out, event_get_fd(c->rev), UP_WRITE_MAX);
+        if (evbuffer_get_length(out) > 0) {
+            c->wpending = 1;
+            bufferevent_enable(c->bev, EV_WRITE);
+        }
+        if (n > 0 && evbuffer_get_length(out) <= UP_WRITE_LOWAT)
+            deliver(c, GW_UP_WRITABLE);
+    }
+    conn_leave(c);
+}
+
 /* Output fell to the low watermark: the proxy decides whether it has more. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct gw_upconn *c = arg;
 
     conn_enter(c);
+    if (c->wpending && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        bufferevent_disable(bev, EV_WRITE); /* direct writes again (plain TCP) */
+        c->wpending = 0;
+    }
     if (c->phase == PH_ACTIVE && !c->write_failed)
         deliver(c, GW_UP_WRITABLE);
     conn_leave(c);
@@ -1446,9 +1705,12 @@ struct gw_upconn *gw_upstream_lease(struct gw_upstream *u, gw_up_cb cb, void *ar
     if (c != NULL) {
         pool_remove(c);
         event_del(c->timer);
-        /* Quiet until the kick checks it is still alive and hands it over. */
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-        bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+        /* Quiet until the kick checks it is still alive and hands it over.
+         * Over plain TCP c->rev stays on and marks it stale if anything comes. */
+        if (c->rev == NULL) {
+            bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+            bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+        }
         c->pooled = 1;
     } else {
         c = conn_new(u);
@@ -1540,14 +1802,14 @@ void gw_upconn_pause_read(struct gw_upconn *c, int paused)
     if (c->phase != PH_ACTIVE || c->released || c->done)
         return;
     if (paused) {
-        bufferevent_disable(c->bev, EV_READ);
+        read_off(c);
         if (c->head_done) /* backpressure is not idleness */
             event_del(c->timer);
         return;
     }
     if (c->rs != RS_DONE) {
         if (!c->eof)
-            bufferevent_enable(c->bev, EV_READ);
+            read_on(c);
         if (c->head_done)
             timer_set(c, c->u->cfg->idle_timeout_ms);
     }

@@ -1294,6 +1294,33 @@ static void test_pool_limit(void)
     gw_upstream_free(u);
 }
 
+/* Plain TCP: requests are written straight to the socket. One larger than the
+ * socket buffers is finished by the bufferevent (WRITABLE on the way), and the
+ * connection goes back to direct writes for the next lease; small and large
+ * requests alternate on one pooled connection. */
+static void test_direct_write(void)
+{
+    struct gw_config cfg = cfg_for("127.0.0.1", plain->port, 0);
+    struct gw_upstream *u = gw_upstream_new(base, &cfg, NULL);
+    int accepts0 = srv_stats(plain).accepts, requests0 = srv_stats(plain).requests;
+    struct ex x;
+
+    for (int i = 0; i < 6; i++) {
+        ex_init(&x, "/cl");
+        x.req_body = i % 2 == 0 ? 8u << 20 : 5;
+        ex_run(&x, u);
+        CHECK(x.done && !x.error && x.sent_all && body_is(&x, "hello world"));
+        CHECK(x.reused == (i > 0));
+        if (i % 2 == 0)
+            CHECK(x.writable > 0);
+        CHECK(gw_upstream_idle_count(u) == 1);
+        ex_fini(&x);
+    }
+    CHECK(srv_stats(plain).accepts - accepts0 == 1);
+    CHECK(srv_stats(plain).requests - requests0 == 6);
+    gw_upstream_free(u);
+}
+
 /* 100 MB through the client with a consumer that pauses the read whenever 256
  * KiB wait: the body buffer must stay bounded. Prints MB/s. */
 static void big_download(const char *what, struct srv *s, const char *host, const char *path,
@@ -1561,6 +1588,7 @@ static const struct {
     { "bad_responses", test_bad_responses },
     { "pool_limit", test_pool_limit },
     { "direct_read", test_direct_read },
+    { "direct_write", test_direct_write },
     { "tls_ctx_errors", test_tls_ctx_errors },
     { "tls_verification", test_tls_verification },
     { "tls_reuse_and_resumption", test_tls_reuse_and_resumption },
