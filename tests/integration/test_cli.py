@@ -172,7 +172,8 @@ def test_mint_key():
                                   headers={"Authorization": "Bearer " + key[:-1] + "A"
                                            if key[-1] != "A" else key[:-1] + "B"})
             assert st == 401
-            line = [a for a in gw.log_json() if a.get("route") == "list"][0]
+            line = gwtest.wait_for(lambda: [a for a in gw.log_json()
+                                            if a.get("route") == "list"], what="access log")[0]
             assert line["key"] == "alice.team-1" and line["status"] == 200, line
         assert key not in gw.log()
         assert gw.proc.returncode == 0

@@ -170,7 +170,8 @@ def test_model_first_exact_length():
         assert hdr(r, "Transfer-Encoding") == []
         assert_parts(r, rewritten(fields))
         assert r["parts"][4]["size"] == len(PNG)
-        a = [a for a in gw.log_json() if a.get("rid") == h["x-request-id"]][0]
+        a = gwtest.wait_for(lambda: [a for a in gw.log_json()
+                                     if a.get("rid") == h["x-request-id"]], what="access log")[0]
         assert (a["route"], a["model"], a["model_sent"], a["status"]) == \
             ("create", "veo3.1", "veo_3_1", 200), a
 

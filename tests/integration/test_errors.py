@@ -191,8 +191,9 @@ def test_close_mid_download_truncates():
         assert not body.endswith(b"0\r\n\r\n"), body[-20:]
     assert stub.last()["sent"] == 300000
     # the cut is not mistaken for a success in the access log
-    lines = [line for line in gw.log_json() if line.get("route") == "content"]
-    assert lines and lines[-1]["completed"] is False, lines[-1:]
+    lines = gwtest.wait_for(lambda: [line for line in gw.log_json()
+                                     if line.get("route") == "content"], what="access log")
+    assert lines[-1]["completed"] is False, lines[-1:]
     assert_alive(gw)
 
 
