@@ -284,11 +284,11 @@ def test_sdk_through_gateway():
             "a request with a wrong team key reached the upstream"
 
         # the access log names the alias and what was sent
-        def creates():
+        def logged_creates():
             log = [e for e in gw.log_json() if e.get("route") == "create" and e["status"] == 200]
             return log if len(log) >= 3 else None
 
-        log = gwtest.wait_for(creates, what="access log")
+        log = gwtest.wait_for(logged_creates, what="access log")
         assert len(log) == 3, log
         for e in log:
             assert (e["key"], e["model"], e["model_sent"]) == ("default", "veo3.1", "veo_3_1"), e
