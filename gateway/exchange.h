@@ -1,0 +1,147 @@
+/*
+ * exchange.h - one client exchange, shared by the files that drive it:
+ * proxy.c (lifecycle, state machine, upstream events), reqbody.c (the request
+ * body pipeline) and reply.c (answers to the client). Internal to the gateway.
+ */
+#ifndef GW_EXCHANGE_H
+#define GW_EXCHANGE_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <evhtp/evhtp.h>
+
+#include "admit.h"
+#include "catalog.h"
+#include "multipart.h"
+#include "router.h"
+#include "server.h"
+#include "upstream.h"
+
+/* Request side: pause the client above this many bytes queued for the upstream. */
+#define REQ_HWM (256 * 1024)
+/* Response side: pause the upstream above this many bytes queued for the client,
+ * resume below RESP_LWM. */
+#define RESP_HWM (256 * 1024)
+#define RESP_LWM (64 * 1024)
+/* Upstream responses up to this size with a known length are sent in one piece
+ * (the job objects); larger or unknown ones are streamed. */
+#define RESP_WHOLE_MAX (64 * 1024)
+/* Bytes of the spool file fed to the upstream per step. */
+#define SPOOL_STEP (256 * 1024)
+#define MP_OPS 64
+
+enum xstate {
+    X_HEADERS = 0,
+    X_ADMIT,
+    X_CONNECT,
+    X_STREAM_REQ,
+    X_AWAIT_RESP,
+    X_STREAM_RESP,
+    X_DONE,
+};
+
+enum body_kind {
+    BODY_RAW = 0,   /* passed through as is (follow-up routes) */
+    BODY_MULTIPART, /* scanned, `model` rewritten */
+    BODY_JSON,      /* held whole (bounded), `model` rewritten */
+};
+
+enum framing {
+    FRAME_UNDECIDED = 0, /* head held until the model part is seen (bounded) */
+    FRAME_LENGTH,        /* exact Content-Length */
+    FRAME_CHUNKED,       /* chunked upstream (fallback) */
+    FRAME_SPOOL,         /* spooled to a temp file, sent with Content-Length at the end */
+};
+
+struct exchange {
+    enum xstate state;
+    struct gw_worker *w;
+    const struct gw_config *cfg;
+    evhtp_request_t *req;
+    struct gw_route route;
+    const struct gw_team_key *key;
+    struct gw_admission *admission; /* pending asynchronous admission */
+    int admitted;            /* gw_admit_release() owed at the end */
+    int expect_continue;     /* send 100 Continue once admitted */
+    char rid[20];
+    struct timespec t0;
+
+    /* client request body */
+    enum body_kind body;
+    int64_t client_cl;       /* -1: chunked */
+    uint64_t body_in;        /* bytes received */
+    int body_done;           /* libevhtp saw the end of the request */
+    int client_paused;
+    int refused;             /* answered early: drain whatever else comes */
+    int linger;              /* early reply sent but not ended: see gw_reply_send() */
+    struct evbuffer *in;     /* received, not yet classified */
+    struct evbuffer *out;    /* classified, not yet written upstream */
+    struct gw_mp *mp;        /* multipart creates only; kept when recycled */
+    struct exchange *next_free; /* the worker's free list */
+    int mp_finished;         /* gw_mp_finish() has run */
+
+    /* what the body said (for checks and the access log) */
+    struct gw_resolved resolved;
+    char model_asked[64];
+    unsigned nimages;
+    int have_model, have_prompt;
+    int have_seconds, have_size;   /* a second one is refused: only one value can be held */
+    char seconds[16], size[32];    /* held until the model is known; may hold NULs */
+    size_t seconds_len, size_len;
+
+    /* upstream request */
+    struct gw_upconn *up;
+    int connected;
+    enum framing framing;
+    uint64_t up_cl;          /* FRAME_LENGTH / FRAME_SPOOL: body length sent */
+    uint64_t up_sent;        /* body bytes written upstream (without chunk framing) */
+    int head_sent;
+    int retried;             /* retry_stale() used its one retry */
+    unsigned upstream_key;   /* index of the upstream key used (keypool) */
+    int req_finished;        /* whole request written upstream */
+    int spool_fd;
+    uint64_t spool_len, spool_fed;
+
+    /* upstream response */
+    int up_status;
+    int up_done;
+    int up_paused;
+    int reply_started;       /* client reply head sent (streaming) */
+    int replied;             /* client reply complete or error sent */
+    int reply_chunked;
+    struct evbuffer *resp;   /* whole-response buffer (small bodies) */
+    uint64_t bytes_out;
+    int status;              /* status sent to the client */
+    const char *err_code;    /* gateway error code for the access log */
+};
+
+/* proxy.c: the exchange's lifecycle */
+void gw_proxy_set_state(struct exchange *x, enum xstate to);
+void gw_proxy_fail(struct exchange *x, const struct gw_error *err);
+int64_t gw_proxy_now_ms(void);
+struct bufferevent *gw_proxy_client_bev(struct exchange *x);
+int gw_proxy_hop_by_hop(const char *name, size_t len);
+
+/* reply.c: answers to the client */
+void gw_reply_head(struct exchange *x, int status, int upstream, const char *allow,
+                   int64_t length);
+void gw_reply_send(struct exchange *x, int status, int upstream, const char *allow,
+                   struct evbuffer *body);
+void gw_reply_end(struct exchange *x);
+void gw_reply_end_linger(struct exchange *x);
+void gw_reply_close_after(struct exchange *x);
+void gw_reply_json(struct exchange *x, int status, struct evbuffer *buf, const char *allow);
+void gw_reply_error(struct exchange *x, const struct gw_error *err);
+void gw_reply_healthz(struct exchange *x);
+void gw_reply_models(struct exchange *x);
+
+/* reqbody.c: the request body pipeline */
+extern const struct gw_mp_hooks gw_reqbody_hooks;
+int gw_reqbody_pump(struct exchange *x, struct gw_error *err);
+void gw_reqbody_spool_feed(struct exchange *x);
+void gw_reqbody_written(struct exchange *x);
+
+#endif

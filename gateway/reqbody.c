@@ -1,0 +1,477 @@
+/*
+ * reqbody.c - the request body pipeline of one exchange: fields observed and
+ * checked against the catalog, multipart classified (never copied) or JSON
+ * rewritten, the upstream framing decided, the upstream head written, the body
+ * moved upstream (chunked, sized, or spooled). See docs/streaming.md.
+ */
+#define _GNU_SOURCE /* O_TMPFILE */
+#include <fcntl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "exchange.h"
+#include "jsonbody.h"
+#include "log.h"
+
+static int spool_open(struct exchange *x, struct gw_error *err);
+
+/* ------------------------------------------------- body field observation */
+
+static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (gw_str_eq(part->name, "model") && part->has_filename)
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                            "The model field must be a text field, not a file");
+    if (gw_str_eq(part->name, "input_reference") || gw_str_eq(part->name, "input_reference[]")) {
+        x->nimages++;
+        if (x->have_model)
+            return gw_catalog_check_images(x->resolved.model, x->nimages, err);
+    }
+    return GW_OK;
+}
+
+static size_t copy_field(char *dst, size_t cap, struct gw_str v)
+{
+    size_t n = v.len < cap - 1 ? v.len : cap - 1;
+    memcpy(dst, v.p, n);
+    dst[n] = '\0';
+    return n;
+}
+
+/* A field given twice: the upstream may take either value, and a value that came
+ * before the model could not be kept to be checked, so neither is trusted. */
+static int field_twice(struct gw_error *err, const char *name)
+{
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_value", name,
+                        "The %s field appears more than once", name);
+}
+
+static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (gw_str_eq(f->name, "prompt")) {
+        x->have_prompt = f->total_len > 0;
+    } else if (gw_str_eq(f->name, "seconds")) {
+        if (x->have_seconds++)
+            return field_twice(err, "seconds");
+        x->seconds_len = copy_field(x->seconds, sizeof(x->seconds), f->value);
+        if (x->have_model)
+            return gw_catalog_check_seconds(x->resolved.model, f->value, err);
+    } else if (gw_str_eq(f->name, "size")) {
+        if (x->have_size++)
+            return field_twice(err, "size");
+        x->size_len = copy_field(x->size, sizeof(x->size), f->value);
+        if (x->have_model)
+            return gw_catalog_check_size(x->resolved.model, f->value, err);
+    }
+    return GW_OK;
+}
+
+static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (x->have_model)
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                            "The model field appears more than once");
+    if (gw_catalog_resolve(&x->cfg->catalog, value, &x->resolved, err) != GW_OK)
+        return GW_ERR;
+    x->have_model = 1;
+    copy_field(x->model_asked, sizeof(x->model_asked), value);
+    /* fields seen before the model are checked now */
+    if (gw_catalog_check_images(x->resolved.model, x->nimages, err) != GW_OK)
+        return GW_ERR;
+    if (x->have_seconds &&
+        gw_catalog_check_seconds(x->resolved.model,
+                                 (struct gw_str){ x->seconds, x->seconds_len }, err) != GW_OK)
+        return GW_ERR;
+    if (x->have_size &&
+        gw_catalog_check_size(x->resolved.model, (struct gw_str){ x->size, x->size_len },
+                              err) != GW_OK)
+        return GW_ERR;
+    *out = x->resolved.sent;
+    return GW_OK;
+}
+
+static int on_end(void *arg, struct gw_error *err)
+{
+    struct exchange *x = arg;
+
+    if (x->route.id == GW_ROUTE_REMIX) {
+        if (!x->have_prompt)
+            return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                                "prompt", "Missing required parameter: 'prompt'");
+        return GW_OK;
+    }
+    if (!x->have_model)
+        return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                            "model", "Missing required parameter: 'model'");
+    if (!x->have_prompt)
+        return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
+                            "prompt", "Missing required parameter: 'prompt'");
+    return GW_OK;
+}
+
+/*
+ * Decide how the upstream body is framed, as soon as it can be known (see
+ * docs/streaming.md): exact length once the model part is rewritten (sized
+ * client body) or the whole body is in; the fallback once more than
+ * `lookahead` bytes are held without a model part.
+ */
+static int decide_framing(struct exchange *x, int input_done, struct gw_error *err)
+{
+    if (x->framing != FRAME_UNDECIDED)
+        return GW_OK;
+    if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
+        x->framing = FRAME_LENGTH;
+        x->up_cl = (uint64_t)(x->client_cl + x->mp->delta);
+    } else if (input_done) {
+        x->framing = FRAME_LENGTH;
+        x->up_cl = evbuffer_get_length(x->out);
+    } else if (x->body == BODY_MULTIPART && evbuffer_get_length(x->out) > x->cfg->lookahead) {
+        x->framing = x->cfg->fallback == GW_FALLBACK_SPOOL ? FRAME_SPOOL : FRAME_CHUNKED;
+        if (x->framing == FRAME_SPOOL && spool_open(x, err) != GW_OK)
+            return GW_ERR;
+        gw_log(GW_LOG_DEBUG, "rid=%s no model part within %zu bytes: %s upstream", x->rid,
+               x->cfg->lookahead, x->framing == FRAME_SPOOL ? "spooling" : "chunked");
+    }
+    return GW_OK;
+}
+
+static int scan_multipart(struct exchange *x, struct gw_error *err)
+{
+    struct gw_mp_op ops[MP_OPS];
+    size_t nops;
+
+    for (;;) {
+        /* bytes before mp->scanned - mp->classified are scanned but unclassified */
+        size_t skip = (size_t)(x->mp->scanned - x->mp->classified);
+        size_t avail = evbuffer_get_length(x->in);
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec vec;
+        ssize_t used;
+
+        if (avail <= skip)
+            return GW_OK;
+        evbuffer_ptr_set(x->in, &pos, skip, EVBUFFER_PTR_SET);
+        if (evbuffer_peek(x->in, -1, &pos, &vec, 1) < 1)
+            return GW_OK;
+        if (x->framing == FRAME_UNDECIDED) {
+            /* scan no further than the window, so the decision does not depend
+             * on how the body happened to be sliced into reads */
+            size_t held = evbuffer_get_length(x->out);
+            size_t room = held < x->cfg->lookahead ? x->cfg->lookahead - held + 1 : 1;
+            if (vec.iov_len > room)
+                vec.iov_len = room;
+        }
+        nops = 0;
+        used = gw_mp_execute(x->mp, vec.iov_base, vec.iov_len, ops, &nops, MP_OPS);
+        if (used < 0) {
+            *err = x->mp->err;
+            return GW_ERR;
+        }
+        for (size_t i = 0; i < nops; i++) {
+            switch (ops[i].kind) {
+            case GW_MP_PASS:
+                evbuffer_remove_buffer(x->in, x->out, ops[i].len);
+                break;
+            case GW_MP_DROP:
+                evbuffer_drain(x->in, ops[i].len);
+                break;
+            case GW_MP_LITERAL:
+                evbuffer_add(x->out, ops[i].p, ops[i].len);
+                break;
+            }
+        }
+        if (decide_framing(x, 0, err) != GW_OK)
+            return GW_ERR;
+        if (used == 0 && nops == 0)
+            return GW_OK;
+    }
+}
+
+static int finish_multipart(struct exchange *x, struct gw_error *err)
+{
+    struct gw_mp_op ops[MP_OPS];
+    size_t nops = 0;
+
+    if (gw_mp_finish(x->mp, ops, &nops, MP_OPS) != GW_OK) {
+        *err = x->mp->err;
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < nops; i++) {
+        if (ops[i].kind == GW_MP_PASS)
+            evbuffer_remove_buffer(x->in, x->out, ops[i].len);
+        else if (ops[i].kind == GW_MP_DROP)
+            evbuffer_drain(x->in, ops[i].len);
+        else
+            evbuffer_add(x->out, ops[i].p, ops[i].len);
+    }
+    return GW_OK;
+}
+
+static void free_ref(const void *data, size_t len, void *extra)
+{
+    free((void *)data);
+}
+
+static int rewrite_json(struct exchange *x, struct gw_error *err)
+{
+    size_t len = evbuffer_get_length(x->in);
+    const char *p = (const char *)evbuffer_pullup(x->in, -1);
+    char *out = NULL;
+    size_t out_len = 0;
+
+    if (gw_jsonbody_rewrite((struct gw_str){ p ? p : "", len }, &gw_reqbody_hooks, x, &out, &out_len,
+                            err) != GW_OK)
+        return GW_ERR;
+    if (out != NULL) {
+        evbuffer_drain(x->in, len);
+        evbuffer_add_reference(x->out, out, out_len, free_ref, NULL);
+    } else {
+        evbuffer_add_buffer(x->out, x->in);
+    }
+    return GW_OK;
+}
+
+static int spool_open(struct exchange *x, struct gw_error *err)
+{
+    const char *dir = x->cfg->spool_dir ? x->cfg->spool_dir : "/tmp";
+
+    x->spool_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (x->spool_fd < 0) {
+        gw_log(GW_LOG_ERROR, "rid=%s cannot create a spool file in %s: %s", x->rid, dir,
+               strerror(errno));
+        return gw_error_set(err, 503, "server_error", "spool_unavailable", NULL,
+                            "The gateway cannot buffer this upload right now");
+    }
+    return GW_OK;
+}
+
+static int spool_write(struct exchange *x, struct gw_error *err)
+{
+    while (evbuffer_get_length(x->out) > 0) {
+        int n = evbuffer_write(x->out, x->spool_fd);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            gw_log(GW_LOG_ERROR, "rid=%s spool write failed: %s", x->rid, strerror(errno));
+            return gw_error_set(err, 503, "server_error", "spool_unavailable", NULL,
+                                "The gateway cannot buffer this upload right now");
+        }
+        x->spool_len += (uint64_t)n;
+    }
+    return GW_OK;
+}
+
+/* Fill the upstream output from the spool file, SPOOL_STEP at a time, so the
+ * memory used stays bounded whatever the file size. */
+void gw_reqbody_spool_feed(struct exchange *x)
+{
+    struct evbuffer *o = gw_upconn_output(x->up);
+
+    while (x->spool_fed < x->spool_len && evbuffer_get_length(o) < REQ_HWM) {
+        struct evbuffer_iovec v;
+        size_t want = x->spool_len - x->spool_fed;
+        if (want > SPOOL_STEP)
+            want = SPOOL_STEP;
+        if (evbuffer_reserve_space(o, (ev_ssize_t)want, &v, 1) < 1)
+            return;
+        ssize_t n = pread(x->spool_fd, v.iov_base, want, (off_t)x->spool_fed);
+        if (n <= 0) {
+            struct gw_error err;
+            gw_error_set(&err, 503, "server_error", "spool_unavailable", NULL,
+                         "The gateway could not read back the buffered upload");
+            gw_proxy_fail(x, &err);
+            return;
+        }
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(o, &v, 1);
+        x->spool_fed += (uint64_t)n;
+        x->up_sent += (uint64_t)n;
+    }
+}
+
+/* Write the upstream request head into the upstream output. */
+static void write_head(struct exchange *x)
+{
+    struct evbuffer *o = gw_upconn_output(x->up);
+    const struct gw_config *cfg = x->cfg;
+    evhtp_request_t *req = x->req;
+    const unsigned char *q = req->uri->query_raw;
+    struct gw_worker *w = x->w;
+    size_t blen = strlen(cfg->upstream_base);
+    evhtp_header_t *h;
+
+    /* The upstream path is rebuilt from the route, not copied: it is canonical
+     * (no trailing slash, an id already validated). A base ending in /v1, as
+     * OpenAI SDKs take it, stands for the route's own /v1. */
+    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0)
+        blen -= 3;
+    evbuffer_add_printf(o, "%s %.*s/v1/videos", htparser_get_methodstr_m(req->method), (int)blen,
+                        cfg->upstream_base);
+    if (x->route.video_id.len > 0) {
+        evbuffer_add(o, "/", 1);
+        evbuffer_add(o, x->route.video_id.p, x->route.video_id.len);
+    }
+    if (x->route.id == GW_ROUTE_CONTENT)
+        evbuffer_add(o, "/content", 8);
+    else if (x->route.id == GW_ROUTE_REMIX)
+        evbuffer_add(o, "/remix", 6);
+    if (q != NULL && *q) {
+        evbuffer_add(o, "?", 1);
+        evbuffer_add(o, q, strlen((const char *)q));
+    }
+    evbuffer_add(o, " HTTP/1.1\r\n", 11);
+    {
+        int v6 = strchr(cfg->upstream_host, ':') != NULL;
+        int dflt = cfg->upstream_port == (cfg->upstream_tls ? 443 : 80);
+        evbuffer_add_printf(o, "Host: %s%s%s", v6 ? "[" : "", cfg->upstream_host, v6 ? "]" : "");
+        if (!dflt)
+            evbuffer_add_printf(o, ":%d", cfg->upstream_port);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    /* the client's key never goes upstream; one of ours does */
+    x->upstream_key = gw_keypool_pick(&w->keys, gw_proxy_now_ms());
+    evbuffer_add(o, "Authorization: Bearer ", 22);
+    evbuffer_add(o, cfg->upstream_keys[x->upstream_key], strlen(cfg->upstream_keys[x->upstream_key]));
+    evbuffer_add(o, "\r\n", 2);
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
+    TAILQ_FOREACH(h, req->headers_in, next)
+    {
+        if (gw_proxy_hop_by_hop(h->key, h->klen))
+            continue;
+        evbuffer_add(o, h->key, h->klen);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, h->val, h->vlen);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    if (x->framing == FRAME_CHUNKED)
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n\r\n", 30);
+    else if (x->framing == FRAME_SPOOL)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n\r\n", x->spool_len);
+    else if (x->up_cl > 0 || x->route.has_body)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n\r\n", x->up_cl);
+    else
+        evbuffer_add(o, "\r\n", 2);
+    x->head_sent = 1;
+}
+
+/* Move what is classified to the upstream output, framed as decided. */
+static void flush_out(struct exchange *x)
+{
+    struct evbuffer *o = gw_upconn_output(x->up);
+    size_t n = evbuffer_get_length(x->out);
+
+    if (n == 0)
+        return;
+    if (x->framing == FRAME_CHUNKED) {
+        evbuffer_add_printf(o, "%zx\r\n", n);
+        evbuffer_add_buffer(o, x->out);
+        evbuffer_add(o, "\r\n", 2);
+    } else {
+        evbuffer_add_buffer(o, x->out);
+    }
+    x->up_sent += n;
+}
+
+void gw_reqbody_written(struct exchange *x)
+{
+    x->req_finished = 1;
+    gw_upconn_request_sent(x->up);
+    if (x->state == X_STREAM_REQ || x->state == X_CONNECT)
+        gw_proxy_set_state(x, X_AWAIT_RESP);
+}
+
+/*
+ * Drive the request side as far as it can go now: classify what arrived,
+ * decide the framing, write the head and the body upstream. Called on every
+ * body piece, at the end of the body, on connect and when the upstream output
+ * drains. GW_ERR with err when the request must be refused.
+ */
+int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
+{
+    int input_done;
+
+    if (x->state == X_DONE)
+        return GW_OK;
+    /* 1. classify */
+    switch (x->body) {
+    case BODY_MULTIPART:
+        if (scan_multipart(x, err) != GW_OK)
+            return GW_ERR;
+        if (x->body_done && !x->mp_finished) {
+            if (finish_multipart(x, err) != GW_OK)
+                return GW_ERR;
+            x->mp_finished = 1;
+        }
+        break;
+    case BODY_JSON:
+        /* once, when the body is whole (the framing is decided right after), even
+         * when it is empty: an empty chunked body must be refused, not forwarded */
+        if (x->body_done && x->framing == FRAME_UNDECIDED && rewrite_json(x, err) != GW_OK)
+            return GW_ERR;
+        break;
+    case BODY_RAW:
+        evbuffer_add_buffer(x->out, x->in);
+        break;
+    }
+    input_done = x->body_done && evbuffer_get_length(x->in) == 0;
+
+    /* 2. decide the framing (multipart and JSON only) */
+    if (decide_framing(x, input_done, err) != GW_OK)
+        return GW_ERR;
+    if (x->framing == FRAME_SPOOL) {
+        if (spool_write(x, err) != GW_OK)
+            return GW_ERR;
+        if (!input_done || !x->connected)
+            return GW_OK;
+        if (!x->head_sent) {
+            write_head(x);
+            gw_proxy_set_state(x, X_STREAM_REQ);
+        }
+        gw_reqbody_spool_feed(x);
+        if (x->spool_fed == x->spool_len && !x->req_finished)
+            gw_reqbody_written(x);
+        return GW_OK;
+    }
+    if (x->framing == FRAME_UNDECIDED || !x->connected)
+        return GW_OK;
+
+    /* 3. send */
+    if (!x->head_sent) {
+        write_head(x);
+        gw_proxy_set_state(x, X_STREAM_REQ);
+    }
+    flush_out(x);
+    if (input_done && !x->req_finished) {
+        if (x->framing == FRAME_CHUNKED)
+            evbuffer_add(gw_upconn_output(x->up), "0\r\n\r\n", 5);
+        else if (x->up_sent != x->up_cl) {
+            gw_log(GW_LOG_ERROR, "rid=%s body length %" PRIu64 " != announced %" PRIu64,
+                   x->rid, x->up_sent, x->up_cl);
+            return gw_error_set(err, 502, "upstream_error", "bad_gateway", NULL,
+                                "The gateway could not frame the request body");
+        }
+        gw_reqbody_written(x);
+    }
+    return GW_OK;
+}
+
+const struct gw_mp_hooks gw_reqbody_hooks = {
+    .on_part = on_part,
+    .on_field = on_field,
+    .on_model = on_model,
+    .on_end = on_end,
+};
