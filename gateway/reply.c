@@ -113,7 +113,7 @@ void gw_reply_close_after(struct exchange *x)
  * closes only once the request is finished): the rest of the body is read and dropped,
  * and gw_reply_end_linger() ends it when the body is in, or when more than max_body came. */
 void gw_reply_send(struct exchange *x, int status, int upstream, const char *allow,
-                       struct evbuffer *body)
+                   struct evbuffer *body)
 {
     gw_reply_head(x, status, upstream, allow, (int64_t)evbuffer_get_length(body));
     bufferevent_write_buffer(gw_proxy_client_bev(x), body);
