@@ -374,30 +374,33 @@ static void conf_label_directive(const struct conf_directive *d, const char *arg
 }
 
 /* Bounds in the units people write: "1k", "64m", "100ms", "1h". */
+struct conf_unit {
+    long long factor;
+    const char *suffix;
+};
+
+/* n in the largest unit that divides it exactly (units largest first, the last
+ * one of factor 1). */
+static const char *conf_fmt_units(char *buf, size_t cap, long long n, const struct conf_unit *u)
+{
+    while (u->factor > 1 && (n == 0 || n % u->factor != 0))
+        u++;
+    snprintf(buf, cap, "%lld%s", n / u->factor, u->suffix);
+    return buf;
+}
+
 static const char *conf_fmt_size(char *buf, size_t cap, long long n)
 {
-    if (n != 0 && n % GIB == 0)
-        snprintf(buf, cap, "%lldg", n / GIB);
-    else if (n != 0 && n % MIB == 0)
-        snprintf(buf, cap, "%lldm", n / MIB);
-    else if (n != 0 && n % KIB == 0)
-        snprintf(buf, cap, "%lldk", n / KIB);
-    else
-        snprintf(buf, cap, "%lld", n);
-    return buf;
+    static const struct conf_unit units[] = { { GIB, "g" }, { MIB, "m" }, { KIB, "k" }, { 1, "" } };
+    return conf_fmt_units(buf, cap, n, units);
 }
 
 static const char *conf_fmt_ms(char *buf, size_t cap, long long ms)
 {
-    if (ms != 0 && ms % HOUR == 0)
-        snprintf(buf, cap, "%lldh", ms / HOUR);
-    else if (ms != 0 && ms % MIN == 0)
-        snprintf(buf, cap, "%lldm", ms / MIN);
-    else if (ms != 0 && ms % SEC == 0)
-        snprintf(buf, cap, "%llds", ms / SEC);
-    else
-        snprintf(buf, cap, "%lldms", ms);
-    return buf;
+    static const struct conf_unit units[] = {
+        { HOUR, "h" }, { MIN, "m" }, { SEC, "s" }, { 1, "ms" },
+    };
+    return conf_fmt_units(buf, cap, ms, units);
 }
 
 /* What a directive accepts, as the "expected ..." part of its errors. */

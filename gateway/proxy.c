@@ -143,17 +143,26 @@ static void new_rid(struct exchange *x)
  */
 #define EXCHANGE_POOL_MAX 256
 
+/* Free an exchange for good (its evbuffers may be NULL if it was never complete). */
+static void exchange_discard(struct exchange *x)
+{
+    if (x->in != NULL)
+        evbuffer_free(x->in);
+    if (x->out != NULL)
+        evbuffer_free(x->out);
+    if (x->resp != NULL)
+        evbuffer_free(x->resp);
+    free(x->mp);
+    free(x);
+}
+
 static void pool_put(struct gw_worker *w, struct exchange *x)
 {
     struct evbuffer *in = x->in, *out = x->out, *resp = x->resp;
     struct gw_mp *mp = x->mp;
 
     if (w->nfree_exchanges >= EXCHANGE_POOL_MAX) {
-        evbuffer_free(in);
-        evbuffer_free(out);
-        evbuffer_free(resp);
-        free(mp);
-        free(x);
+        exchange_discard(x);
         return;
     }
     evbuffer_drain(in, evbuffer_get_length(in));
@@ -182,17 +191,9 @@ static struct exchange *pool_get(struct gw_worker *w)
     x = calloc(1, sizeof(*x));
     if (x == NULL)
         return NULL;
-    x->in = evbuffer_new();
-    x->out = evbuffer_new();
-    x->resp = evbuffer_new();
-    if (x->in == NULL || x->out == NULL || x->resp == NULL) {
-        if (x->in)
-            evbuffer_free(x->in);
-        if (x->out)
-            evbuffer_free(x->out);
-        if (x->resp)
-            evbuffer_free(x->resp);
-        free(x);
+    if ((x->in = evbuffer_new()) == NULL || (x->out = evbuffer_new()) == NULL ||
+        (x->resp = evbuffer_new()) == NULL) {
+        exchange_discard(x);
         return NULL;
     }
     return x;

@@ -89,19 +89,25 @@ head -c $((UPLOAD_MIB * 1048576)) /dev/urandom >"$tmp/upload.png"
 # an internal redirect answers the job JSON with a Content-Length. Bodies go to temp files
 # past 1 MiB and are deleted at once. GET .../content: a static file with sendfile.
 # Requests carrying X-Bench-Sanity are logged with their body (if in memory) and length.
-cat >"$tmp/up/nginx.conf" <<EOF
-load_module $ECHO_MOD;
+# The part of an nginx.conf both instances share: processes, pid, logs and temp paths
+# under DIR. It opens the http block; the caller adds the rest and closes it.
+ngx_prelude() { # DIR
+    cat <<EOF
 worker_processes 2;
-pid $tmp/up/nginx.pid;
-error_log $tmp/up/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $tmp/up/tmp/body;
-    proxy_temp_path $tmp/up/tmp/proxy;
-    fastcgi_temp_path $tmp/up/tmp/fastcgi;
-    uwsgi_temp_path $tmp/up/tmp/uwsgi;
-    scgi_temp_path $tmp/up/tmp/scgi;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+EOF
+}
+{ echo "load_module $ECHO_MOD;"; ngx_prelude "$tmp/up"; } >"$tmp/up/nginx.conf"
+cat >>"$tmp/up/nginx.conf" <<EOF
     sendfile on;
     tcp_nopush on;
     keepalive_timeout 75s;
@@ -146,18 +152,8 @@ ngx_server() { # PORT EXTRA
     }
 EOF
 }
-cat >"$tmp/ngx/nginx.conf" <<EOF
-worker_processes 2;
-pid $tmp/ngx/nginx.pid;
-error_log $tmp/ngx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/ngx/tmp/body;
-    proxy_temp_path $tmp/ngx/tmp/proxy;
-    fastcgi_temp_path $tmp/ngx/tmp/fastcgi;
-    uwsgi_temp_path $tmp/ngx/tmp/uwsgi;
-    scgi_temp_path $tmp/ngx/tmp/scgi;
+ngx_prelude "$tmp/ngx" >"$tmp/ngx/nginx.conf"
+cat >>"$tmp/ngx/nginx.conf" <<EOF
     keepalive_timeout 75s;
     keepalive_requests 1000000;
     client_max_body_size 2g;
