@@ -195,6 +195,8 @@ static const struct conf_directive conf_directives[] = {
     { SEC_SERVER, "spool_dir", CONF_DIR, CFG(spool_dir), "/tmp", 0, 0, NULL, 0 },
     { SEC_SERVER, "client_timeout", CONF_DURATION, CFG(client_timeout_ms), "60s", SEC, HOUR,
       NULL, 0 },
+    { SEC_SERVER, "header_timeout", CONF_DURATION, CFG(header_timeout_ms), "10s", 100, HOUR,
+      NULL, 0 },
     { SEC_SERVER, "access_log", CONF_LOG, CFG(access_log), "-", 0, 0, NULL, 0 },
     { SEC_SERVER, "log_level", CONF_ENUM, CFG(log_level), "info", 0, 0, level_names, 0 },
 

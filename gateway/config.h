@@ -41,6 +41,7 @@ struct gw_config {
     enum gw_fallback fallback;
     char *spool_dir;           /* for GW_FALLBACK_SPOOL ("/tmp") */
     int client_timeout_ms;     /* idle client read/write timeout (60000) */
+    int header_timeout_ms;     /* a whole request head, from its first byte (10000) */
     char *access_log;          /* path or "-" for stdout, "off" */
     int log_level;             /* 0 error, 1 warn, 2 info, 3 debug */
 

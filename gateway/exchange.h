@@ -126,6 +126,7 @@ struct bufferevent *gw_proxy_client_bev(struct exchange *x);
 int gw_proxy_hop_by_hop(const char *name, size_t len);
 
 /* reply.c: answers to the client */
+const char *gw_reply_reason(int status);
 void gw_reply_head(struct exchange *x, int status, int upstream, const char *allow,
                    int64_t length);
 void gw_reply_send(struct exchange *x, int status, int upstream, const char *allow,

@@ -1,18 +1,35 @@
 /*
- * htfix.c - make libevhtp's request parser only ever see complete request heads.
+ * htfix.c - the request framer: the gateway, not libevhtp, decides where each
+ * request on a connection begins and ends.
  *
- * libevhtp 1.2.18 corrupts the path when a request line is split across TCP
- * reads (upstream #128/#131, fixed after the release Debian ships), and drops
- * malformed heads without an answer. libevhtp calls htparser_run() through the
- * PLT, so this definition in the executable (linked with -rdynamic) takes its
- * place:
- *   - in a body, bytes go straight to the real parser;
- *   - a head that arrived whole (the common case) is checked by reqhead.c and
- *     handed to the real parser, or refused with a proper answer;
- *   - an incomplete head is consumed into a small per-connection stash (bounded
- *     by max_header_bytes). Consuming it matters: libevhtp re-runs its read
- *     callback at once when bytes are left unconsumed, which would spin.
- *     When the head completes, the real parser runs over the stash.
+ * libevhtp 1.2.18's parser corrupts request lines split across reads (#128/#131),
+ * drops malformed heads without an answer, reads some Transfer-Encoding and
+ * Content-Length spellings differently from what a head check accepts, wraps
+ * chunk sizes at 2^64, turns trailers into headers, and stalls on pipelined
+ * requests (it stops after each message and is not called again until more bytes
+ * arrive). libevhtp calls htparser_run() through the PLT, so this definition in
+ * the executable (linked with -rdynamic) takes its place and frames every
+ * request itself, handing the real parser only what it cannot misread:
+ *
+ *   HEAD          bytes are gathered until the head is complete (a small stash,
+ *                 bounded by max_header_bytes and by header_timeout), checked
+ *                 by reqhead.c and handed over whole: as received when it is
+ *                 canonical, else rewritten (gw_reqhead_canon). A refused head
+ *                 gets its answer here.
+ *   BODY_LENGTH   exactly Content-Length bytes, read ahead from the socket in
+ *                 large pieces.
+ *   BODY_CHUNKED  decoded by chunked.c; the real parser sees canonical chunks
+ *                 (size, data, CRLF), never an extension or a trailer.
+ *   HOLD          the message is complete; bytes of a pipelined request wait in
+ *                 the stash (reading stops at max_header_bytes) until this
+ *                 request's reply is done, then go back to libevhtp's input and a
+ *                 deferred kick parses the next one (RFC 9112 9.3.2: answered in
+ *                 order).
+ *   CLOSED        refused: nothing more is parsed on this connection.
+ *
+ * When a request goes away before its body ended (an early answer that closed
+ * the exchange), the rest of its body is still framed here and dropped, so its
+ * bytes can never be read as a request.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -21,83 +38,316 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <evhtp/evhtp.h>
 
+#include "chunked.h"
 #include "htfix.h"
 #include "proxy.h"
 #include "reqhead.h"
 
 typedef size_t (*htparser_run_fn)(htparser *, htparse_hooks *, const char *, size_t);
 
-struct stash {
-    char *buf;
+enum phase {
+    PH_HEAD = 0,
+    PH_BODY_LENGTH,
+    PH_BODY_CHUNKED,
+    PH_HOLD,
+    PH_CLOSED,
+};
+
+/* Per connection; freed with it (on_connection_fini). */
+struct framer {
+    evhtp_connection_t *conn;
+    enum phase phase;
+    char *buf;            /* stash: the start of an incomplete head */
     size_t len, cap;
+    uint64_t left;        /* PH_BODY_LENGTH: body bytes still to come */
+    struct gw_chunked ck; /* PH_BODY_CHUNKED */
+    int chunk_open;       /* a canonical chunk handed to the parser still needs its CRLF */
+    int orphan;           /* the request went away mid-body: frame the rest and drop it */
+    int held;             /* reading was stopped in PH_HOLD: the stash is full */
+    struct event *kick;   /* after a held request: parse what is waiting */
+    struct event *timer;  /* header_timeout of an incomplete head */
 };
 
 static htparser_run_fn real_run;
 static size_t max_head = 32 * 1024;
+static struct timeval head_timeout = { 10, 0 };
 
-int gw_htfix_init(size_t max_header_bytes)
+int gw_htfix_init(size_t max_header_bytes, int header_timeout_ms)
 {
     real_run = (htparser_run_fn)dlsym(RTLD_NEXT, "htparser_run");
     max_head = max_header_bytes;
+    head_timeout.tv_sec = header_timeout_ms / 1000;
+    head_timeout.tv_usec = (header_timeout_ms % 1000) * 1000;
     return real_run != NULL ? GW_OK : GW_ERR;
 }
 
-static evhtp_res stash_free(evhtp_connection_t *conn, void *arg)
-{
-    struct stash *s = arg;
-
-    free(s->buf);
-    free(s);
-    return EVHTP_RES_OK;
-}
-
-int gw_htfix_attach(evhtp_connection_t *conn)
-{
-    struct stash *s = calloc(1, sizeof(*s));
-
-    if (s == NULL)
-        return GW_ERR;
-    evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini, (evhtp_hook)stash_free, s);
-    return GW_OK;
-}
-
-static struct stash *stash_of(evhtp_connection_t *c)
+static struct framer *framer_of(evhtp_connection_t *c)
 {
     return c->hooks ? c->hooks->on_connection_fini_arg : NULL;
 }
 
-static int stash_add(struct stash *s, const char *data, size_t len)
+static evhtp_res framer_free(evhtp_connection_t *conn, void *arg)
 {
-    if (s->len + len > s->cap) {
-        size_t cap = s->cap ? s->cap : 1024;
-        while (cap < s->len + len)
+    struct framer *f = arg;
+
+    /* libevhtp frees the request after this hook: gw_htfix_request_done() must
+     * then find no framer */
+    conn->hooks->on_connection_fini_arg = NULL;
+    if (f->kick != NULL)
+        event_free(f->kick);
+    if (f->timer != NULL)
+        event_free(f->timer);
+    free(f->buf);
+    free(f);
+    return EVHTP_RES_OK;
+}
+
+static void kick_cb(evutil_socket_t fd, short ev, void *arg);
+static void timeout_cb(evutil_socket_t fd, short ev, void *arg);
+
+int gw_htfix_attach(evhtp_connection_t *conn)
+{
+    struct framer *f = calloc(1, sizeof(*f));
+    struct event_base *base = bufferevent_get_base(conn->bev);
+
+    if (f == NULL)
+        return GW_ERR;
+    f->conn = conn;
+    f->kick = event_new(base, -1, 0, kick_cb, f);
+    f->timer = event_new(base, -1, 0, timeout_cb, f);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini, (evhtp_hook)framer_free, f);
+    return f->kick != NULL && f->timer != NULL ? GW_OK : GW_ERR;
+}
+
+/* ---------------------------------------------------------------- refusals */
+
+/* A refused head: answer, and parse nothing more on this connection. */
+static void refuse(struct framer *f, const struct gw_error *err)
+{
+    f->phase = PH_CLOSED;
+    f->len = 0;
+    event_del(f->timer);
+    gw_proxy_refuse_head(f->conn, err);
+}
+
+static void timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    struct framer *f = arg;
+    struct gw_error err;
+
+    if (f->phase != PH_HEAD || f->len == 0)
+        return;
+    gw_error_set(&err, 408, "invalid_request_error", "request_timeout", NULL,
+                 "The request head was not received within header_timeout");
+    refuse(f, &err);
+}
+
+/*
+ * The parser stopped with an error. A pause (backpressure) is not one; anything
+ * else makes libevhtp drop the connection as soon as the read returns, so the
+ * client gets its answer now.
+ */
+static int parser_stopped(struct framer *f, htparser *p)
+{
+    if (htparser_get_error(p) == htparse_error_none)
+        return 0;
+    if (f->conn->request == NULL || f->conn->request->status != EVHTP_RES_PAUSE)
+        gw_proxy_body_error(f->conn, NULL);
+    return 1;
+}
+
+/* Our own framing refused the body: answer, and make libevhtp drop the connection
+ * the way it does for a body over its limit when this read returns. */
+static void body_refused(struct framer *f, const struct gw_error *err)
+{
+    f->phase = PH_CLOSED;
+    if (f->orphan || f->conn->request == NULL) {
+        /* the request is gone: close once the output is flushed (libevhtp's write
+         * callback frees a connection without a request) */
+        f->conn->flags |= EVHTP_CONN_FLAG_PAUSED;
+        bufferevent_disable(f->conn->bev, EV_READ);
+        bufferevent_trigger(f->conn->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+        return;
+    }
+    gw_proxy_body_error(f->conn, err);
+    f->conn->request->status = EVHTP_RES_DATA_TOO_LONG;
+}
+
+/* ------------------------------------------------------------------- head */
+
+static int stash_add(struct framer *f, const char *data, size_t len)
+{
+    if (f->len + len > f->cap) {
+        size_t cap = f->cap ? f->cap : 1024;
+        while (cap < f->len + len)
             cap *= 2;
-        char *b = realloc(s->buf, cap);
+        char *b = realloc(f->buf, cap);
         if (b == NULL)
             return GW_ERR;
-        s->buf = b;
-        s->cap = cap;
+        f->buf = b;
+        f->cap = cap;
     }
-    memcpy(s->buf + s->len, data, len);
-    s->len += len;
+    memcpy(f->buf + f->len, data, len);
+    f->len += len;
     return GW_OK;
 }
 
-/* The real parser, and an answer when it refused the request (a malformed
- * chunked body, say): libevhtp drops the connection without one. */
-static size_t run(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks, const char *data,
-                  size_t len)
+static void stash_reset(struct framer *f)
 {
-    size_t used = real_run(p, hooks, data, len);
+    f->len = 0;
+    if (f->cap > 64 * 1024) { /* do not keep a large stash around */
+        free(f->buf);
+        f->buf = NULL;
+        f->cap = 0;
+    }
+}
 
-    /* any parser error but a pause drops the connection (libevhtp's read callback) */
-    if (htparser_get_error(p) != htparse_error_none &&
-        !(c->request != NULL && c->request->status == EVHTP_RES_PAUSE))
-        gw_proxy_body_error(c);
-    return used;
+/* Hand a checked head to the real parser, as it is or in canonical form. */
+static void run_head(struct framer *f, htparser *p, htparse_hooks *hooks, const char *head,
+                     size_t len, const struct gw_reqhead *rh)
+{
+    if (rh->canonical) {
+        real_run(p, hooks, head, len);
+        return;
+    }
+    char *c = malloc(GW_REQHEAD_CANON_CAP(len));
+    if (c == NULL) {
+        struct gw_error err;
+        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        refuse(f, &err);
+        return;
+    }
+    real_run(p, hooks, c, gw_reqhead_canon(head, len, rh, c));
+    free(c);
+}
+
+/*
+ * Gather and hand over one head. Returns the bytes of data consumed; *stop is
+ * set when nothing more may be parsed in this read.
+ */
+static size_t feed_head(struct framer *f, htparser *p, htparse_hooks *hooks, const char *data,
+                        size_t len, int *stop)
+{
+    struct gw_error err;
+    struct gw_reqhead rh;
+    const char *head = data;
+    size_t had = f->len;
+    long end;
+
+    if (had == 0) {
+        end = gw_reqhead_end(data, len, max_head, &err);
+    } else {
+        if (stash_add(f, data, len) != GW_OK)
+            goto oom;
+        head = f->buf;
+        end = gw_reqhead_end(f->buf, f->len, max_head, &err);
+    }
+    if (end == 0) {
+        /* incomplete: keep it here rather than in libevhtp's buffer (consuming it
+         * matters: libevhtp re-runs its read callback at once on unconsumed bytes) */
+        if (had == 0 && stash_add(f, data, len) != GW_OK)
+            goto oom;
+        if (had == 0)
+            event_add(f->timer, &head_timeout);
+        return len;
+    }
+    if (end < 0 || gw_reqhead_check(head, (size_t)end, &rh, &err) != GW_OK)
+        goto refused;
+    event_del(f->timer);
+    if (rh.chunked) {
+        f->phase = PH_BODY_CHUNKED;
+        gw_chunked_init(&f->ck, max_head);
+        f->chunk_open = 0;
+    } else if (rh.has_length && rh.length > 0) {
+        f->phase = PH_BODY_LENGTH;
+        f->left = rh.length;
+    } else {
+        f->phase = PH_HOLD; /* set first: the reply may end within the parser run */
+    }
+    f->orphan = 0;
+    run_head(f, p, hooks, head, (size_t)end, &rh);
+    stash_reset(f);
+    *stop = f->phase == PH_CLOSED || parser_stopped(f, p);
+    return (size_t)end - had;
+
+oom:
+    gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+refused:
+    refuse(f, &err);
+    *stop = 1;
+    return len;
+}
+
+/* ------------------------------------------------------------------- body */
+
+static size_t feed_length(struct framer *f, htparser *p, htparse_hooks *hooks,
+                          const char *data, size_t len, int *stop)
+{
+    size_t n = len < f->left ? len : (size_t)f->left;
+
+    f->left -= n;
+    if (f->left == 0)
+        f->phase = f->orphan ? PH_HEAD : PH_HOLD;
+    if (f->orphan) {
+        f->orphan = f->left > 0;
+        return n;
+    }
+    /* the parser hands a sized body to the read hook in one piece: all n bytes
+     * reach the proxy even when it asks to pause */
+    real_run(p, hooks, data, n);
+    *stop = parser_stopped(f, p);
+    return n;
+}
+
+static size_t feed_chunked(struct framer *f, htparser *p, htparse_hooks *hooks,
+                           const char *data, size_t len, int *stop)
+{
+    size_t off = 0;
+
+    while (off < len) {
+        struct gw_str d;
+        ssize_t n = gw_chunked_execute(&f->ck, data + off, len - off, &d);
+        if (n < 0) {
+            body_refused(f, &f->ck.err);
+            *stop = 1;
+            return len;
+        }
+        off += (size_t)n;
+        if (d.len > 0 && !f->orphan) {
+            /* one canonical chunk per slice; its CRLF goes with the next size line
+             * (after a pause the parser must be left inside the chunk) */
+            char size[32];
+            int sn = snprintf(size, sizeof(size), "%s%zx\r\n", f->chunk_open ? "\r\n" : "",
+                              d.len);
+            f->chunk_open = 1;
+            real_run(p, hooks, size, (size_t)sn);
+            if ((*stop = parser_stopped(f, p)) != 0)
+                return off;
+            real_run(p, hooks, d.p, d.len);
+            if ((*stop = parser_stopped(f, p)) != 0)
+                return off;
+        }
+        if (gw_chunked_done(&f->ck)) {
+            if (f->orphan) {
+                f->orphan = 0;
+                f->phase = PH_HEAD;
+                return off;
+            }
+            f->phase = PH_HOLD;
+            if (f->chunk_open)
+                real_run(p, hooks, "\r\n0\r\n\r\n", 7);
+            else
+                real_run(p, hooks, "0\r\n\r\n", 5);
+            *stop = parser_stopped(f, p);
+            return off;
+        }
+    }
+    return off;
 }
 
 #define READ_AHEAD_STEP (256 * 1024)      /* one read(2) */
@@ -108,98 +358,123 @@ static size_t run(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks, cons
  * pass, so a large upload costs a loop pass, a pull-up and a parser run per 4 KiB.
  * For a body of known length on a plain TCP connection, read the rest straight
  * from the socket in large pieces - never past the body's end, so a pipelined
- * request is never touched - and hand them to the parser as libevhtp would.
- * Stops at a pause (backpressure), an error, the end of the body, or EAGAIN; EOF
- * and errors are left for the bufferevent to see on its next read.
+ * request is never touched. Stops at a pause (backpressure), an error, the end
+ * of the body, or EAGAIN; EOF and errors are left for the bufferevent to see on
+ * its next read.
  */
-static void read_ahead(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks)
+static void read_ahead(struct framer *f, htparser *p, htparse_hooks *hooks)
 {
     /* per loop thread; static, so nothing to free when the loop ends */
     static __thread char buf[READ_AHEAD_STEP];
+    evhtp_connection_t *c = f->conn;
     size_t total = 0;
+    int stop = 0;
 
     if (c->ssl != NULL || c->bev == NULL)
         return;
-    while (total < READ_AHEAD_MAX) {
-        uint64_t left = gw_proxy_body_remaining(c);
-        if (left == 0 || htparser_get_error(p) != htparse_error_none ||
-            c->request->status == EVHTP_RES_PAUSE)
-            return;
+    while (total < READ_AHEAD_MAX && f->phase == PH_BODY_LENGTH && !stop) {
         ssize_t n = read(bufferevent_getfd(c->bev), buf,
-                         left < READ_AHEAD_STEP ? (size_t)left : READ_AHEAD_STEP);
+                         f->left < READ_AHEAD_STEP ? (size_t)f->left : READ_AHEAD_STEP);
         if (n <= 0)
             return;
-        /* the parser gives a sized body to the read hook in one piece, so all
-         * n bytes reach the proxy even when it asks to pause */
-        run(c, p, hooks, buf, (size_t)n);
+        feed_length(f, p, hooks, buf, (size_t)n, &stop);
         total += (size_t)n;
     }
 }
 
-/* Run the real parser over the stash (which ends with `len` bytes of the
- * current read) and translate what it consumed back into the current read. */
-static size_t run_stash(evhtp_connection_t *c, htparser *p, htparse_hooks *hooks,
-                        struct stash *s, size_t len)
-{
-    size_t total = s->len, used = run(c, p, hooks, s->buf, total);
-    size_t left = total - used;
-
-    s->len = 0;
-    if (s->cap > 64 * 1024) { /* do not keep a large stash around */
-        free(s->buf);
-        s->buf = NULL;
-        s->cap = 0;
-    }
-    return left <= len ? len - left : 0;
-}
+/* ------------------------------------------------------------- the framer */
 
 size_t htparser_run(htparser *p, htparse_hooks *hooks, const char *data, size_t len)
 {
     evhtp_connection_t *c = htparser_get_userdata(p);
-    struct stash *s;
-    struct gw_error err;
-    long end;
+    struct framer *f;
+    size_t used = 0;
+    int stop = 0;
 
     if (real_run == NULL)
         abort(); /* gw_htfix_init() was not called */
-    if (c == NULL || c->type != evhtp_type_server)
+    if (c == NULL || c->type != evhtp_type_server || (f = framer_of(c)) == NULL)
         return real_run(p, hooks, data, len);
-    if (gw_proxy_in_body(c)) {
-        size_t used = run(c, p, hooks, data, len);
-        if (used == len)
-            read_ahead(c, p, hooks);
-        return used;
-    }
-    if (len == 0 || (s = stash_of(c)) == NULL)
-        return run(c, p, hooks, data, len);
 
-    if (s->len == 0) {
-        end = gw_reqhead_end(data, len, max_head, &err);
-        if (end > 0 && gw_reqhead_check(data, (size_t)end, &err) == GW_OK)
-            return run(c, p, hooks, data, len); /* whole head in one read */
-    } else {
-        if (stash_add(s, data, len) != GW_OK) {
-            gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
-            goto refuse;
-        }
-        end = gw_reqhead_end(s->buf, s->len, max_head, &err);
-        if (end > 0 && gw_reqhead_check(s->buf, (size_t)end, &err) == GW_OK)
-            return run_stash(c, p, hooks, s, len);
-        if (end == 0)
+    while (used < len && !stop) {
+        switch (f->phase) {
+        case PH_HEAD:
+            used += feed_head(f, p, hooks, data + used, len - used, &stop);
+            break;
+        case PH_BODY_LENGTH:
+            used += feed_length(f, p, hooks, data + used, len - used, &stop);
+            if (used == len && !stop && f->phase == PH_BODY_LENGTH)
+                read_ahead(f, p, hooks);
+            break;
+        case PH_BODY_CHUNKED:
+            used += feed_chunked(f, p, hooks, data + used, len - used, &stop);
+            break;
+        case PH_HOLD:
+            /* a pipelined request waits until this one is answered. Its bytes
+             * are taken into the stash (left in libevhtp's buffer, they would make
+             * it try to resume a connection that is not paused), and reading
+             * stops once a head's worth is held. */
+            if (stash_add(f, data + used, len - used) != GW_OK) {
+                struct gw_error err;
+                gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+                body_refused(f, &err);
+                return len;
+            }
+            if (f->len >= max_head && !f->held) {
+                f->held = 1;
+                bufferevent_disable(c->bev, EV_READ);
+            }
             return len;
-        goto refuse;
-    }
-    if (end == 0) {
-        /* incomplete head: keep it here rather than in libevhtp's buffer */
-        if (stash_add(s, data, len) != GW_OK) {
-            gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
-            goto refuse;
+        case PH_CLOSED:
+            return len;
         }
-        return len;
     }
+    return used;
+}
 
-refuse:
-    s->len = 0;
-    gw_proxy_refuse_head(c, &err);
-    return len;
+/* ------------------------------------------------------- after a request */
+
+static void kick_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    struct framer *f = arg;
+    evhtp_connection_t *c = f->conn;
+    bufferevent_data_cb readcb;
+    void *cbarg;
+
+    if (f->phase != PH_HEAD || (c->flags & EVHTP_CONN_FLAG_PAUSED))
+        return;
+    f->held = 0;
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        return;
+    bufferevent_getcb(c->bev, &readcb, NULL, NULL, &cbarg);
+    if (readcb != NULL)
+        readcb(c->bev, cbarg);
+}
+
+void gw_htfix_request_done(evhtp_connection_t *conn)
+{
+    struct framer *f = framer_of(conn);
+
+    if (f == NULL)
+        return; /* the connection is going away */
+    switch (f->phase) {
+    case PH_HOLD:
+        f->phase = PH_HEAD;
+        if (f->len == 0)
+            break;
+        /* the held bytes go back in front of anything read since, and are parsed
+         * from the loop: libevhtp resets its parser after this hook returns */
+        evbuffer_prepend(bufferevent_get_input(conn->bev), f->buf, f->len);
+        stash_reset(f);
+        event_active(f->kick, EV_TIMEOUT, 1);
+        break;
+    case PH_BODY_LENGTH:
+    case PH_BODY_CHUNKED:
+        f->orphan = 1;
+        break;
+    case PH_HEAD:
+    case PH_CLOSED:
+        break;
+    }
 }

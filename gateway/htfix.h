@@ -1,18 +1,23 @@
 /*
- * htfix.h - the htparser_run() interposer (see htfix.c).
+ * htfix.h - the request framer: an htparser_run() interposer (see htfix.c).
  */
 #ifndef GW_HTFIX_H
 #define GW_HTFIX_H
 
 #include <stddef.h>
 
-/* Find the real parser and set the head size limit. Must run before any
- * connection is accepted; GW_ERR if the symbol cannot be found. */
-int gw_htfix_init(size_t max_header_bytes);
+/* Find the real parser, set the head size limit and the head deadline. Must run
+ * before any connection is accepted; GW_ERR if the symbol cannot be found. */
+int gw_htfix_init(size_t max_header_bytes, int header_timeout_ms);
 
 struct evhtp_connection;
 
-/* Give a new connection its head stash (freed with the connection). */
+/* Give a new connection its framer (freed with the connection). */
 int gw_htfix_attach(struct evhtp_connection *conn);
+
+/* The connection's current request is being freed (libevhtp's request fini):
+ * a held pipelined request may now be parsed, or the rest of an unfinished
+ * body is to be dropped. Safe while the connection itself is being freed. */
+void gw_htfix_request_done(struct evhtp_connection *conn);
 
 #endif

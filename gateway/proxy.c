@@ -42,6 +42,7 @@
 #include "auth.h"
 #include "catalog.h"
 #include "exchange.h"
+#include "htfix.h"
 #include "log.h"
 #include "multipart.h"
 #include "proxy.h"
@@ -466,6 +467,25 @@ static void on_request_complete(evhtp_request_t *req, void *arg)
 
 /* ------------------------------------------------------------- upstream */
 
+/*
+ * Whether a response body held whole contains one of the gateway's upstream keys
+ * (a provider echoing the Authorization it received in an error body): then it
+ * is not relayed. One evbuffer_search per key, no copy; only bodies sent whole
+ * are searched (small: RESP_WHOLE_MAX, or what the hold before the client body
+ * ended bounded), streamed downloads are not.
+ */
+static int body_holds_upstream_key(const struct exchange *x, struct evbuffer *b)
+{
+    for (unsigned i = 0; i < x->cfg->nupstream_keys; i++) {
+        const char *k = x->cfg->upstream_keys[i];
+        size_t kl = strlen(k);
+
+        if (kl > 0 && evbuffer_search(b, k, kl, NULL).pos >= 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* The upstream head is here and the client body is done: answer. Small bodies
  * of known length are sent whole at GW_UP_DONE; others are streamed. */
 static void start_response(struct exchange *x)
@@ -478,6 +498,16 @@ static void start_response(struct exchange *x)
     if (x->up_done) {
         /* complete already: one write */
         evbuffer_add_buffer(x->resp, gw_upconn_body(x->up));
+        if (body_holds_upstream_key(x, x->resp)) {
+            struct gw_error err;
+
+            evbuffer_drain(x->resp, evbuffer_get_length(x->resp));
+            gw_error_set(&err, 502, "upstream_error", "bad_gateway", NULL,
+                         "The upstream response (status %d) held the gateway's upstream "
+                         "credentials and was withheld", x->up_status);
+            gw_reply_error(x, &err);
+            return;
+        }
         x->bytes_out += evbuffer_get_length(x->resp);
         x->replied = 1;
         gw_reply_send(x, x->up_status, 1, NULL, x->resp);
@@ -557,12 +587,15 @@ static void finish_response(struct exchange *x)
  * A pooled connection the upstream closed just as it was reused fails before any
  * response byte. Like nginx, try once more on a fresh connection - but only for
  * requests without a body (retrieve, content, list, delete): their request can be
- * written again, and a body already streamed cannot.
+ * written again, and a body already streamed cannot. Only before any response
+ * byte: a connection that answered, even with an invalid answer (two
+ * Content-Lengths, a NUL in a header, headers too large), was not stale, and
+ * that answer is the 502; a retry would send the request a second time.
  */
 static int retry_stale(struct exchange *x, struct gw_upconn *c)
 {
-    if (x->retried || !gw_upconn_reused(c) || x->up_status != 0 || x->route.has_body ||
-        x->body_in > 0 || x->state == X_DONE)
+    if (x->retried || !gw_upconn_reused(c) || gw_upconn_received(c) > 0 ||
+        x->up_status != 0 || x->route.has_body || x->body_in > 0 || x->state == X_DONE)
         return 0;
     gw_log(GW_LOG_INFO, "rid=%s reused upstream connection failed (%s); retrying once",
            x->rid, gw_upconn_error(c)->message);
@@ -622,6 +655,18 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
     case GW_UP_HEADERS:
         x->up_status = gw_upconn_status(c);
         report_key(x, c);
+        if (x->up_status == 401 || x->up_status == 407) {
+            /* The provider refused the gateway's own credentials: the gateway's
+             * problem, not the caller's (relayed, a 401 makes the SDKs blame the
+             * team key), and its body or WWW-Authenticate may echo the key.
+             * Nothing of it is relayed; the key pool has learnt it above. */
+            gw_error_set(&err, 502, "upstream_error", "upstream_auth_failed", NULL,
+                         "The video service refused the gateway's upstream credentials "
+                         "(status %d). Your API key is not at fault: the gateway's "
+                         "operator must fix its upstream key", x->up_status);
+            gw_proxy_fail(x, &err);
+            return;
+        }
         gw_proxy_set_state(x, X_STREAM_RESP);
         if (x->body_done)
             start_response(x);
@@ -678,6 +723,8 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     struct timeval rtv;
     struct gw_access a;
 
+    /* a pipelined request waiting behind this one may now be parsed */
+    gw_htfix_request_done(evhtp_request_get_connection(req));
     if (x == NULL)
         return EVHTP_RES_OK;
     req->cbarg = NULL;
@@ -721,26 +768,7 @@ void gw_proxy_request_cb(evhtp_request_t *req, void *arg)
     on_request_complete(req, arg);
 }
 
-int gw_proxy_in_body(evhtp_connection_t *conn)
-{
-    struct exchange *x;
-
-    if (conn->request == NULL || (x = conn->request->cbarg) == NULL)
-        return 0;
-    return !x->body_done;
-}
-
-uint64_t gw_proxy_body_remaining(evhtp_connection_t *conn)
-{
-    struct exchange *x;
-
-    if (conn->request == NULL || (x = conn->request->cbarg) == NULL || x->body_done ||
-        x->client_cl <= 0 || x->body_in >= (uint64_t)x->client_cl)
-        return 0;
-    return (uint64_t)x->client_cl - x->body_in;
-}
-
-void gw_proxy_body_error(evhtp_connection_t *conn)
+void gw_proxy_body_error(evhtp_connection_t *conn, const struct gw_error *why)
 {
     struct exchange *x = conn->request ? conn->request->cbarg : NULL;
     struct gw_error err;
@@ -748,12 +776,10 @@ void gw_proxy_body_error(evhtp_connection_t *conn)
     struct iovec iov[2];
     struct msghdr m;
 
-    if (x == NULL)
-        return;
     /* libevhtp frees the connection, and its output with it, as soon as this read
      * returns: what is queued (an early answer, say) goes straight to the socket,
      * and so does the 400 when nothing was answered yet */
-    if (x->replied || x->reply_started) {
+    if (x != NULL && (x->replied || x->reply_started)) {
         /* a bufferevent's output is frozen at its front: only the bufferevent
          * may drain it, so thaw it for this last write */
         struct evbuffer *out = bufferevent_get_output(conn->bev);
@@ -762,24 +788,31 @@ void gw_proxy_body_error(evhtp_connection_t *conn)
         evbuffer_freeze(out, 1);
         return;
     }
-    gw_error_set(&err, 400, "invalid_request_error", "invalid_request", NULL,
-                 "Malformed chunked request body");
-    gw_log(GW_LOG_INFO, "rid=%s key=%s route=%s status=400: %s", x->rid,
-           x->key ? x->key->name : "-", x->route.name ? x->route.name : "-", err.message);
+    if (why != NULL)
+        err = *why;
+    else
+        gw_error_set(&err, 400, "invalid_request_error", "invalid_request", NULL,
+                     "Malformed request");
+    gw_log(GW_LOG_INFO, "rid=%s key=%s route=%s status=%d: %s", x ? x->rid : "-",
+           x && x->key ? x->key->name : "-", x && x->route.name ? x->route.name : "-",
+           err.status, err.message);
     iov[1].iov_base = body;
     iov[1].iov_len = gw_error_json(&err, body, sizeof(body));
     iov[0].iov_base = head;
     iov[0].iov_len = (size_t)snprintf(head, sizeof(head),
-                                      "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json"
+                                      "HTTP/1.1 %d %s\r\nContent-Type: application/json"
                                       "\r\nX-Request-Id: %s\r\nConnection: close\r\n"
                                       "Content-Length: %zu\r\n\r\n",
-                                      x->rid, iov[1].iov_len);
+                                      err.status, gw_reply_reason(err.status),
+                                      x ? x->rid : "-", iov[1].iov_len);
     memset(&m, 0, sizeof(m));
     m.msg_iov = iov;
     m.msg_iovlen = 2;
     (void)!sendmsg(bufferevent_getfd(conn->bev), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (x == NULL)
+        return;
     x->replied = 1;
-    x->status = 400;
+    x->status = err.status;
     x->err_code = err.code;
     if (x->up != NULL) {
         gw_upconn_release(x->up);
@@ -789,15 +822,8 @@ void gw_proxy_body_error(evhtp_connection_t *conn)
 
 void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)
 {
-    static const char *const reasons[] = {
-        [400 - 400] = "Bad Request", [413 - 400] = "Payload Too Large",
-        [31] = "Request Header Fields Too Large", [101] = "Not Implemented",
-        [105] = "HTTP Version Not Supported",
-    };
     char body[512];
     size_t n = gw_error_json(err, body, sizeof(body));
-    unsigned idx = (unsigned)(err->status - 400);
-    const char *reason = idx < GW_ARRAY_LEN(reasons) && reasons[idx] ? reasons[idx] : "Error";
 
     gw_log(GW_LOG_INFO, "status=%d code=%s: %s (before parsing)", err->status,
            err->code ? err->code : "-", err->message);
@@ -805,7 +831,7 @@ void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)
     evbuffer_add_printf(bufferevent_get_output(conn->bev),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                        err->status, reason, n);
+                        err->status, gw_reply_reason(err->status), n);
     bufferevent_write(conn->bev, body, n);
     /* libevhtp frees a connection without a request once its output is written;
      * marking it paused keeps its read callback from parsing anything else */

@@ -3,6 +3,7 @@
  * client's output (no per-header allocation), whole replies, lingering early
  * replies, OpenAI error bodies, and the gateway's own routes.
  */
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,11 +16,12 @@
 #include <event2/bufferevent.h>
 
 #include "exchange.h"
+#include "httptok.h"
 #include "log.h"
 
 /* ---------------------------------------------------------------- replies */
 
-static const char *reason(int status)
+const char *gw_reply_reason(int status)
 {
     switch (status) {
     case 200: return "OK";
@@ -50,13 +52,58 @@ static const char *reason(int status)
     }
 }
 
+/* Whether p[0..len) holds one of the configured upstream keys: a memmem per
+ * key, for the few short strings of a response head. */
+static int holds_upstream_key(const struct gw_config *cfg, const char *p, size_t len)
+{
+    for (unsigned i = 0; i < cfg->nupstream_keys; i++) {
+        size_t kl = strlen(cfg->upstream_keys[i]);
+
+        if (kl > 0 && kl <= len && memmem(p, len, cfg->upstream_keys[i], kl) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Whether the upstream response header k: v reaches the client. Not: the
+ * hop-by-hop and framing headers (gw_proxy_hop_by_hop), a header that one of
+ * the upstream's Connection headers names (RFC 9110 §7.6.1: hop-by-hop by
+ * declaration, whatever its name), and a header holding one of the gateway's
+ * upstream keys (a provider echoing the Authorization it received; keys never
+ * reach a client, README "Security"). At most 64 headers: the quadratic
+ * Connection lookup stays a few length comparisons per header.
+ */
+static int relayable(struct exchange *x, struct gw_str k, struct gw_str v)
+{
+    unsigned n = gw_upconn_header_count(x->up);
+
+    if (gw_proxy_hop_by_hop(k.p, k.len))
+        return 0;
+    for (unsigned j = 0; j < n; j++) {
+        struct gw_str ck, cv;
+
+        gw_upconn_header_at(x->up, j, &ck, &cv);
+        if (ck.len == 10 && strncasecmp(ck.p, "Connection", 10) == 0 &&
+            gw_httptok_has(cv, k.p, k.len))
+            return 0;
+    }
+    if (holds_upstream_key(x->cfg, k.p, k.len) || holds_upstream_key(x->cfg, v.p, v.len)) {
+        gw_log(GW_LOG_WARN, "rid=%s an upstream response header held an upstream key: "
+                            "not relayed", x->rid);
+        return 0;
+    }
+    return 1;
+}
+
 /*
  * Write the reply head straight into the client's output. libevhtp's own
  * reply path copies every header into a heap key/value list and formats the
  * head through a scratch buffer; relayed headers are written here from the
  * upstream's header block without any allocation. `length` < 0: unknown
  * (chunked for HTTP/1.1, close-delimited for HTTP/1.0: libevhtp-notes trap 9).
- * `upstream`: relay the upstream's end-to-end headers; `allow`: an Allow value.
+ * `upstream`: relay the upstream's end-to-end headers (relayable() says which);
+ * `allow`: an Allow value.
  */
 void gw_reply_head(struct exchange *x, int status, int upstream, const char *allow,
                        int64_t length)
@@ -67,13 +114,14 @@ void gw_reply_head(struct exchange *x, int status, int upstream, const char *all
 
     if (length < 0 && http10)
         req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
-    evbuffer_add_printf(o, "HTTP/1.%c %d %s\r\n", http10 ? '0' : '1', status, reason(status));
+    evbuffer_add_printf(o, "HTTP/1.%c %d %s\r\n", http10 ? '0' : '1', status,
+                        gw_reply_reason(status));
     if (upstream) {
         unsigned n = gw_upconn_header_count(x->up);
         for (unsigned i = 0; i < n; i++) {
             struct gw_str k, v;
             gw_upconn_header_at(x->up, i, &k, &v);
-            if (gw_proxy_hop_by_hop(k.p, k.len))
+            if (!relayable(x, k, v))
                 continue;
             evbuffer_add(o, k.p, k.len);
             evbuffer_add(o, ": ", 2);

@@ -34,16 +34,35 @@ static int not_allowed(struct gw_error *err, const char *allowed)
                         "Method not allowed; this path accepts %s", allowed);
 }
 
+/* RFC 9110's methods and PATCH: what the gateway knows and may answer 405 to. */
+static int known_method(const char *m)
+{
+    static const char *const known[] = {
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    };
+
+    for (size_t i = 0; m != NULL && i < GW_ARRAY_LEN(known); i++) {
+        if (strcmp(m, known[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int gw_router_match(const char *method, struct gw_str path, struct gw_route *out,
                     struct gw_error *err)
 {
     static const char videos[] = "/v1/videos";
     const size_t vlen = sizeof(videos) - 1;
+
+    memset(out, 0, sizeof(*out));
+    /* a method not known for any resource: 501 whatever the path (RFC 9110 15.6.2) */
+    if (!known_method(method))
+        return gw_error_set(err, 501, "invalid_request_error", "method_not_implemented", NULL,
+                            "Unsupported method; this gateway serves GET, POST and DELETE");
+
     int get = strcmp(method, "GET") == 0; /* HEAD is not offered: no route needs it */
     int post = strcmp(method, "POST") == 0;
     int del = strcmp(method, "DELETE") == 0;
-
-    memset(out, 0, sizeof(*out));
     if (gw_str_eq(path, "/healthz"))
         return get ? set(out, GW_ROUTE_HEALTHZ, "healthz", 0, 0) : not_allowed(err, "GET");
     if (gw_str_eq(path, "/v1/models"))

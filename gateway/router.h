@@ -30,8 +30,10 @@ struct gw_route {
 };
 
 /*
- * Match method + path (no query). GW_OK with *out filled, or GW_ERR with err:
- * 404 not_found (unknown path), 405 method_not_allowed (known path, other
+ * Match method + path (no query). method may be NULL (a method the HTTP parser
+ * does not know). GW_OK with *out filled, or GW_ERR with err:
+ * 501 method_not_implemented (a method other than RFC 9110's and PATCH, whatever
+ * the path), 404 not_found (unknown path), 405 method_not_allowed (known path, other
  * method; err->param NULL, message names the allowed methods), 400 invalid_id
  * (param "id") when a /v1/videos/... path has an id outside [A-Za-z0-9_-]{1,128}
  * or extra segments.

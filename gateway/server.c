@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sys/eventfd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/listener.h>
 #include <openssl/ssl.h>
 
 #include "htfix.h"
@@ -22,6 +24,7 @@
 #include "upstream.h"
 
 #define DRAIN_MAX_S 30 /* SIGTERM: in-flight exchanges get this long to finish */
+#define ACCEPT_PAUSE_MS 250 /* out of descriptors: stop accepting this long */
 
 struct gw_server {
     const struct gw_config *cfg;
@@ -44,6 +47,42 @@ static evhtp_res post_accept(evhtp_connection_t *conn, void *arg)
         bufferevent_set_max_single_write(conn->bev, 256 * 1024);
     gw_proxy_attach(conn, w);
     return EVHTP_RES_OK;
+}
+
+/*
+ * accept() failed. Out of file descriptors (EMFILE, ENFILE) or memory, the
+ * listening socket stays readable and libevent would call accept() again at once,
+ * forever, at 100% CPU: stop accepting for a moment instead (nginx does the same)
+ * and keep serving the connections already open. Logged at most once a second.
+ */
+static void accept_resume(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gw_worker *w = arg;
+
+    if (!w->draining && w->htp->server != NULL)
+        evconnlistener_enable(w->htp->server);
+}
+
+static void accept_error(struct evconnlistener *lis, void *arg)
+{
+    struct gw_worker *w = ((evhtp_t *)arg)->arg; /* libevhtp made the listener with htp */
+    int e = EVUTIL_SOCKET_ERROR();
+    struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+
+    w->accept_errors++;
+    if (now - w->accept_logged_ms >= 1000) {
+        gw_log(GW_LOG_WARN, "accept(): %s (%llu times since the last report); pausing accepts "
+               "for %d ms", strerror(e), (unsigned long long)w->accept_errors, ACCEPT_PAUSE_MS);
+        w->accept_logged_ms = now;
+        w->accept_errors = 0;
+    }
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        evconnlistener_disable(lis);
+        event_add(w->accept_timer, &pause);
+    }
 }
 
 static int server_tls(struct gw_worker *w, struct gw_error *err)
@@ -95,7 +134,7 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     w->wake_ev = event_new(w->base, w->wake_fd, EV_READ, drain_start, w);
     if (w->wake_ev == NULL || event_add(w->wake_ev, NULL) != 0)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot watch the wake-up eventfd");
-    w->htp = evhtp_new(w->base, NULL);
+    w->htp = evhtp_new(w->base, w); /* htp->arg: how accept_error() finds w */
     if (w->htp == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
     /* we answer 100-continue ourselves, once admitted (trap 2) */
@@ -117,6 +156,10 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen_port, 1024) != 0)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d: %s",
                             cfg->listen_host, cfg->listen_port, strerror(errno));
+    w->accept_timer = evtimer_new(w->base, accept_resume, w);
+    if (w->accept_timer == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the accept timer");
+    evconnlistener_set_error_cb(w->htp->server, accept_error);
     return GW_OK;
 }
 
@@ -136,7 +179,7 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         goto fail;
     }
-    if (gw_htfix_init(cfg->max_header_bytes) != GW_OK) {
+    if (gw_htfix_init(cfg->max_header_bytes, cfg->header_timeout_ms) != GW_OK) {
         gw_error_set(err, 0, NULL, NULL, NULL, "cannot find libevhtp's htparser_run");
         goto fail;
     }
@@ -151,6 +194,11 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
 fail:
     gw_server_free(s);
     return NULL;
+}
+
+struct gw_worker *gw_server_worker(struct gw_server *s, unsigned i)
+{
+    return i < s->nworkers ? &s->workers[i] : NULL;
 }
 
 static void *worker_main(void *arg)

@@ -17,7 +17,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* an exact-size copy, so reading past the head is caught by ASan */
         char *head = malloc((size_t)end);
         memcpy(head, data, (size_t)end);
-        (void)gw_reqhead_check(head, (size_t)end, &err);
+        struct gw_reqhead rh;
+        if (gw_reqhead_check(head, (size_t)end, &rh, &err) == GW_OK) {
+            /* the canonical form is itself canonical, and reads the same */
+            char *c = malloc(GW_REQHEAD_CANON_CAP((size_t)end));
+            size_t n = gw_reqhead_canon(head, (size_t)end, &rh, c);
+            struct gw_reqhead rh2;
+            if (n > GW_REQHEAD_CANON_CAP((size_t)end) ||
+                gw_reqhead_check(c, n, &rh2, &err) != GW_OK || !rh2.canonical ||
+                rh2.chunked != rh.chunked || rh2.length != rh.length || rh2.close != rh.close ||
+                rh2.noptions != 0)
+                abort();
+            free(c);
+        }
         free(head);
         /* every prefix shorter than the head is "incomplete" or an error */
         for (long cut = 0; cut < end; cut += 7) {

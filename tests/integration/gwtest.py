@@ -11,7 +11,8 @@ What is here:
   make_certs(dir)            a throwaway CA, a server cert (SAN DNS+IP), a second unrelated CA
   Stub                       the stub upstream (tests/stub/stub_upstream.py) as a subprocess
   Gateway                    the gateway binary (env GW_BIN) with a generated gateway.conf
-  request / download / open_request / raw / RawConn / parse_response    HTTP clients
+  request / download / open_request / raw / RawConn / parse_response / split_responses
+                             HTTP clients
   multipart / multipart_stream / chunked / pattern_sha256 / content_sha256    bodies
   error_body                 parse and check an OpenAI error body
   wait_for                   poll a predicate (never sleep for a fixed time)
@@ -300,9 +301,11 @@ class Stub:
             raise AssertionError("stub control %s %s -> %d %s" % (method, path, st, data[:500]))
         return st, json.loads(data)
 
-    def requests(self, path=None, method=None):
-        """All records (oldest first), optionally only those with this path/method."""
-        recs = self._control("GET", "requests")[1]
+    def requests(self, path=None, method=None, since=None):
+        """All records (oldest first), optionally only those with this path/method
+        (and only those with a seq above `since`)."""
+        recs = self._control("GET", "requests" if since is None
+                             else "requests?since=%d" % int(since))[1]
         return [r for r in recs if (path is None or r["path"] == path)
                 and (method is None or r["method"] == method)]
 
@@ -376,7 +379,7 @@ class Stub:
 # the gateway
 
 _SERVER_OPTS = ("threads", "max_body", "max_json_body", "max_header_bytes", "lookahead",
-                "fallback", "spool_dir", "client_timeout", "access_log", "log_level",
+                "fallback", "spool_dir", "client_timeout", "header_timeout", "access_log", "log_level",
                 "tls_cert", "tls_key")
 _UPSTREAM_OPTS = ("connect_timeout", "response_timeout", "idle_timeout", "pool_size",
                   "tls_verify", "ca_file")
@@ -442,6 +445,7 @@ class Gateway:
             self.bin = os.path.abspath(self.bin)
         self.tls = bool(options.get("tls_cert"))
         self.client_ca = client_ca      # CA for our own TLS requests to the gateway
+        self.preexec = None             # run in the child before exec (resource limits)
 
     # -- config
     def sections(self):
@@ -522,7 +526,8 @@ class Gateway:
             self._logf = open(self.log_path, "ab")
             self.proc = subprocess.Popen([self.bin, "-c", self.conf_path] + self.args,
                                          stdout=self._logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, cwd=self.dir)
+                                         stdin=subprocess.DEVNULL, env=env, cwd=self.dir,
+                                         preexec_fn=self.preexec)
             try:
                 wait_for(self._healthy, self.startup_timeout, 0.02, "gateway /healthz")
                 return self
@@ -765,6 +770,25 @@ def _response_end(buf, start=0, head_request=False):
             end = body_start + int(hdrs["content-length"])
             return end if len(buf) >= end else None
         return None   # delimited by close
+
+
+def split_responses(data, head_first=False):
+    """Cut raw bytes read from one connection into complete responses ->
+    ([response bytes, ...], leftover bytes).  1xx interim responses stay with
+    the final response they precede; head_first: the first response answers a
+    HEAD request (no body).  Leftover bytes that are not an HTTP response at all
+    are returned as they are."""
+    out, pos = [], 0
+    while pos < len(data):
+        try:
+            end = _response_end(data, pos, head_first and not out)
+        except ValueError:
+            end = None
+        if end is None:
+            break
+        out.append(data[pos:end])
+        pos = end
+    return out, data[pos:]
 
 
 def parse_response(data, head_request=False):

@@ -470,7 +470,7 @@ static void test_unknown_key_and_section(void **state)
     expect_errors(MIN_CONF "[server]\nlisten_port = 80\n",
                   "gw.conf:5: server.listen_port: expected one of include|listen|threads|"
                   "tls_cert|tls_key|max_body|max_json_body|max_header_bytes|lookahead|fallback|"
-                  "spool_dir|client_timeout|access_log|log_level, got \"listen_port\"\n");
+                  "spool_dir|client_timeout|header_timeout|access_log|log_level, got \"listen_port\"\n");
     expect_errors(MIN_CONF "[model m]\nfamily = first\nimages = 2\n",
                   "gw.conf:6: model m.images: expected one of include|family|seconds|sizes, "
                   "got \"images\"\n");
