@@ -254,6 +254,8 @@ struct gw_upconn {
     size_t body_len;
     enum resp_state rs;
     uint64_t body_left;                     /* RS_LENGTH: bytes still to come */
+    uint64_t rx;                            /* response bytes taken from the input or the
+                                             * socket this lease (gw_upconn_received) */
     int64_t content_length;                 /* -1 chunked or close-delimited */
     int status;
     unsigned nhdrs;
@@ -519,6 +521,7 @@ static void lease_reset(struct gw_upconn *c, gw_up_cb cb, void *arg)
     c->stop = STOP_NONE;
     c->rs = RS_HEAD;
     c->body_left = 0;
+    c->rx = 0;
     c->content_length = -1;
     c->status = 0;
     c->nhdrs = 0;
@@ -1290,6 +1293,7 @@ static void conn_read_direct(struct gw_upconn *c, size_t *added)
         }
         evbuffer_commit_space(c->body, v, i);
         *added += (size_t)n;
+        c->rx += (uint64_t)n;
         if (c->rs == RS_LENGTH) {
             c->body_left -= (uint64_t)n;
             if (c->body_left == 0)
@@ -1314,7 +1318,10 @@ static void conn_progress(struct gw_upconn *c)
         return;
     in = bufferevent_get_input(c->bev);
     while (c->rs != RS_DONE) {
+        size_t before = evbuffer_get_length(in);
+
         r = conn_read_step(c, in, &added);
+        c->rx += before - evbuffer_get_length(in); /* (a failed step takes nothing) */
         if (r == GW_ERR) {
             conn_error(c);
             return;
@@ -1826,6 +1833,13 @@ const struct gw_error *gw_upconn_error(const struct gw_upconn *c)
 int gw_upconn_reused(const struct gw_upconn *c)
 {
     return c->reused;
+}
+
+uint64_t gw_upconn_received(const struct gw_upconn *c)
+{
+    /* what the reader took, plus what waits in the input (unparsed, or the
+     * bytes a parse error stopped at) */
+    return c->rx + (c->bev != NULL ? evbuffer_get_length(bufferevent_get_input(c->bev)) : 0);
 }
 
 void gw_upconn_release(struct gw_upconn *c)

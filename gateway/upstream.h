@@ -124,6 +124,12 @@ const struct gw_error *gw_upconn_error(const struct gw_upconn *c);
 /* Whether this lease reused a pooled connection (for logs and tests). */
 int gw_upconn_reused(const struct gw_upconn *c);
 
+/* Bytes of response received on this lease so far (head included, 1xx too).
+ * 0 at GW_UP_ERROR means the connection failed before the upstream said
+ * anything: the only case in which a reused connection may be called stale.
+ * An invalid answer (a bad head, headers too large) has received bytes. */
+uint64_t gw_upconn_received(const struct gw_upconn *c);
+
 void gw_upconn_release(struct gw_upconn *c);
 
 #endif

@@ -133,6 +133,67 @@ def test_stale_pooled_connection_retried():
         finish(gw)
 
 
+def invalid_answer_not_retried(mode):
+    """An invalid answer on a reused connection (issue 5) is the upstream's answer,
+    not a stale connection: 502 at once, and the GET reached the upstream once."""
+    stub, _ = setup()
+    gw = other_gateway(stub=stub, threads=1).start()
+    try:
+        assert gw.request("GET", "/v1/videos?limit=1")[0] == 200   # pools a connection
+        stub.fault(mode, count=1)
+        st, _, b = gw.request("GET", "/v1/videos?limit=1")
+        recs = stub.requests()
+        assert recs[1]["conn"] == recs[0]["conn"], "the second GET did not reuse"
+        assert [r["fault"] for r in recs] == [None, mode], \
+            "the GET after an invalid answer reached the upstream %d times" % (len(recs) - 1)
+        assert st == 502, (st, b)
+        e = gwtest.error_body(b)
+        assert (e["code"], e["type"]) == ("bad_gateway", "upstream_error"), e
+        assert gw.request("GET", "/v1/videos?limit=1")[0] == 200
+        assert len(stub.requests()) == 3
+        assert_alive(gw)
+    finally:
+        finish(gw)
+
+
+def test_two_content_lengths_not_retried():
+    invalid_answer_not_retried("two_content_lengths")
+
+
+def test_nul_in_header_not_retried():
+    invalid_answer_not_retried("nul_in_header")
+
+
+def test_huge_headers_not_retried():
+    invalid_answer_not_retried("huge_headers")
+
+
+def test_connection_named_headers_dropped():
+    """RFC 9110 7.6.1: the headers an upstream's Connection header names are
+    hop-by-hop (here X-Secret and X-Other-Hop, named in two Connection headers, in
+    another case): not relayed, whole or streamed; `close` is honoured."""
+    stub, gw = setup()
+    size = 300000                                   # > RESP_WHOLE_MAX: streamed
+    stub.config(content_size=size)
+    vid = stub.create_job()["id"]
+    for path in ("/v1/videos/" + vid, "/v1/videos/%s/content" % vid):
+        stub.fault("connection_header", path_prefix=path)
+        st, h, b = gw.request("GET", path)
+        assert st == 200, (path, st, b[:300])
+        assert "x-secret" not in h and "x-other-hop" not in h, (path, h)
+        assert h.get("x-kept") == "yes", (path, h)
+        if path.endswith("/content"):
+            assert hashlib.sha256(b).hexdigest() == gwtest.content_sha256(vid, size)
+        else:
+            assert json.loads(b)["id"] == vid
+    # the upstream said close: that connection was not used again
+    assert gw.request("GET", "/v1/videos/" + vid)[0] == 200
+    recs = stub.requests()
+    assert recs[-1]["conn"] not in (recs[-2]["conn"], recs[-3]["conn"]), \
+        [(r["conn"], r["fault"]) for r in recs]
+    assert_alive(gw)
+
+
 def test_upstream_hang_504():
     stub, _ = setup()
     gw = other_gateway(stub=stub, response_timeout="1s").start()
@@ -221,6 +282,90 @@ def test_401_missing_or_wrong_key():
             assert wrong not in text and gw.keys["default"][:-1] not in text, text
     assert stub.requests() == []
     assert wrong not in gw.log()
+    assert_alive(gw)
+
+
+def used_keys(stub):
+    """The upstream key of each request the stub received, in order."""
+    out = []
+    for r in stub.requests():
+        auth = [v for k, v in r["headers"] if k.lower() == "authorization"]
+        out.append(auth[0].split(" ", 1)[1] if auth else None)
+    return out
+
+
+def assert_no_key(keys, st, h, b):
+    text = b.decode("latin-1") + json.dumps(h)
+    for k in keys:
+        assert k not in text, "an upstream key reached the client (status %d)" % st
+
+
+def test_upstream_401_is_the_gateways_problem():
+    """A provider's 401 (or 407) refuses the gateway's credentials, not the team
+    member's: 502 with the gateway's own body, so that the SDKs do not report a
+    wrong API key, and nothing of the upstream's answer relayed (this provider
+    echoes the key in its body and in WWW-Authenticate). The pool still takes the
+    refused key out."""
+    stub, _ = setup()
+    revoked = "sk-upstream-revoked-" + os.urandom(12).hex()
+    SECRETS.add(revoked)
+    keys = [revoked, stub.key]
+    gw = other_gateway(stub=stub, upstream_keys=keys, threads=1).start()
+    try:
+        stub.fault("401", count=1)
+        st, h, b = gw.request("GET", "/v1/videos?limit=1")          # with the revoked key
+        assert st == 502, (st, b)
+        e = gwtest.error_body(b)
+        assert (e["code"], e["type"]) == ("upstream_auth_failed", "upstream_error"), e
+        assert "credentials" in e["message"] and "stub" not in e["message"], e
+        assert "www-authenticate" not in h and h.get("x-request-id"), h
+        assert_no_key(keys, st, h, b)
+        assert stub.last()["status"] == 401 and stub.last()["fault"] == "401"
+        # the revoked key is out: the next requests all go with the other one
+        for _ in range(3):
+            assert gw.request("GET", "/v1/videos?limit=1")[0] == 200
+        assert used_keys(stub) == [revoked] + [stub.key] * 3, used_keys(stub)
+        # 407, on a create whose body the upstream read: the same, and no job
+        stub.fault("407", count=1)
+        st, h, b = gw.request("POST", "/v1/videos", headers=JSON, body=create_body())
+        assert st == 502, (st, b)
+        assert gwtest.error_body(b)["code"] == "upstream_auth_failed", b
+        assert "proxy-authenticate" not in h, h
+        assert_no_key(keys, st, h, b)
+        assert stub.jobs() == []
+        assert gw.request("GET", "/v1/videos?limit=1")[0] == 200     # 407 rests no key
+        assert used_keys(stub)[-2:] == [stub.key, stub.key], used_keys(stub)
+        log = gw.log()
+        assert "upstream key #1 answered 401" in log, log[-2000:]
+        lines = gwtest.wait_for(lambda: [a for a in gw.log_json()
+                                         if a.get("upstream_status") in (401, 407)],
+                                what="access log")
+        assert [(a["status"], a["error"]) for a in lines] == \
+            [(502, "upstream_auth_failed")] * 2, lines
+        assert_alive(gw)
+    finally:
+        finish(gw)
+
+
+def test_upstream_key_never_relayed():
+    """Any upstream answer that echoes the gateway's key: a header holding it is
+    dropped; an error body holding it is replaced by the gateway's own 502."""
+    stub, gw = setup()
+    vid = stub.create_job()["id"]
+    stub.fault("echo_key", status=400)                    # body and header
+    st, h, b = gw.request("GET", "/v1/videos/" + vid)
+    assert st == 502, (st, b)
+    e = gwtest.error_body(b)
+    assert (e["code"], e["type"]) == ("bad_gateway", "upstream_error"), e
+    assert "stub" not in e["message"], e
+    assert_no_key([stub.key], st, h, b)
+    stub.fault("echo_key", status=404, in_body=False)     # header only: relayed without it
+    st, h, b = gw.request("GET", "/v1/videos/" + vid)
+    assert st == 404, (st, b)
+    assert gwtest.error_body(b)["message"] == "Bad request (stub fault).", b
+    assert "x-echo-authorization" not in h, h
+    assert_no_key([stub.key], st, h, b)
+    assert gw.request("GET", "/v1/videos/" + vid)[0] == 200
     assert_alive(gw)
 
 

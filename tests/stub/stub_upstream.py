@@ -43,8 +43,20 @@ arrives and updated while the body streams):
 Control (no auth, never recorded or faulted)
   GET  /__stub/requests[?since=SEQ]   POST /__stub/reset {"config": bool}
   POST /__stub/fault {mode, count=1, path_prefix, retry_after, delay_ms,
-       after_bytes, body_bytes, early, read_bps, chunk_delay_ms}   GET /__stub/fault
+       after_bytes, body_bytes, early, read_bps, chunk_delay_ms, status, in_body,
+       header_bytes}   GET /__stub/fault
        modes: 500 429 reset reset_mid_request hang slow close_after_headers
+              401 407 (refuse the key and echo it in the body and the challenge)
+              echo_key (an error of `status`, 400, echoing the key in an
+                  X-Echo-Authorization header, and in the body unless in_body
+                  is false)
+              two_content_lengths nul_in_header huge_headers (an invalid
+                  answer: two different Content-Lengths, a NUL in a header
+                  value, a header of header_bytes, 32768; then close)
+              connection_header (the real answer, plus "Connection: close,
+                  x-SECRET" and "Connection: X-Other-Hop" naming X-Secret and
+                  X-Other-Hop, which are sent, and X-Kept, which is not named;
+                  then close)
   GET|POST /__stub/config {content_size, job_seconds, idle_timeout}
   GET  /__stub/wait?count=N&timeout=S[&done=1]   (200 records | 408)
   GET  /__stub/wait_bytes?bytes=N&timeout=S      (200 record | 408)
@@ -86,11 +98,15 @@ VARIANTS = {
     "spritesheet": "image/jpeg",
 }
 FAULT_MODES = ("500", "429", "reset", "reset_mid_request", "hang", "slow",
-               "close_after_headers")
+               "close_after_headers", "401", "407", "echo_key", "two_content_lengths",
+               "nul_in_header", "huge_headers", "connection_header")
+ERROR_FAULTS = ("500", "429", "401", "407", "echo_key")       # an error answer, after the body
+INVALID_ANSWERS = ("two_content_lengths", "nul_in_header", "huge_headers")
 
 REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required", 408: "Request Timeout",
     411: "Length Required", 413: "Payload Too Large",
     415: "Unsupported Media Type", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -790,10 +806,14 @@ class Server:
             return False
         if mode == "slow" and fault.get("delay_ms"):
             await asyncio.sleep(fault["delay_ms"] / 1000.0)
-        if mode in ("500", "429"):
-            st, hd, body = self.fault_response(fault)
+        if mode in ERROR_FAULTS:
+            st, hd, body = self.fault_response(fault, req)
             await self.finish(conn, rec, st, hd, body, close=not keep)
             return keep
+        if mode in INVALID_ANSWERS:
+            st, hd, body = self.fault_response(fault, req)
+            await self.finish(conn, rec, st, hd, body, close=True)
+            return False
 
         # answer
         try:
@@ -810,6 +830,12 @@ class Server:
         if mode == "close_after_headers":
             await self.finish(conn, rec, st, hd, body, close=True,
                               truncate=int(fault.get("body_bytes") or 0))
+            return False
+        if mode == "connection_header":
+            hd = list(hd) + [("Connection", "close, x-SECRET"), ("X-Secret", "hop-by-hop"),
+                             ("Connection", "X-Other-Hop"), ("X-Other-Hop", "also"),
+                             ("X-Kept", "yes")]
+            await self.finish(conn, rec, st, hd, body, close=True)
             return False
         delay = (fault or {}).get("chunk_delay_ms") if mode == "slow" else None
         await self.finish(conn, rec, st, hd, body, close=not keep, chunk_delay_ms=delay)
@@ -1044,8 +1070,38 @@ class Server:
             # never echo the key
             raise HTTPError(401, "Incorrect API key provided.", code="invalid_api_key")
 
-    def fault_response(self, fault):
-        if fault["mode"] == "429":
+    def fault_response(self, fault, req=None):
+        mode = fault["mode"]
+        auth = hget(req.headers, "authorization") if req is not None else []
+        key = auth[0][7:] if auth and auth[0].startswith("Bearer ") else ""
+        if mode in ("401", "407"):
+            # a provider that echoes the credential it refuses, in the body and
+            # in the challenge
+            challenge = "WWW-Authenticate" if mode == "401" else "Proxy-Authenticate"
+            return (int(mode), [("Content-Type", "application/json"),
+                                (challenge, 'Bearer realm="video", error="invalid_token", '
+                                            'error_description="key %s is revoked"' % key)],
+                    error_json("Incorrect API key provided: %s (stub fault)." % key,
+                               "invalid_request_error", None, "invalid_api_key"))
+        if mode == "echo_key":
+            in_body = fault.get("in_body", True)
+            return (int(fault.get("status", 400)),
+                    [("Content-Type", "application/json"),
+                     ("X-Echo-Authorization", "Bearer " + key)],
+                    error_json("Bad request%s (stub fault)."
+                               % (" from key " + key if in_body else ""),
+                               "invalid_request_error", None, None))
+        if mode in INVALID_ANSWERS:
+            body = json.dumps({"object": "list", "data": []}).encode()
+            hd = [("Content-Type", "application/json")]
+            if mode == "two_content_lengths":     # send() adds the true one after it
+                hd.append(("Content-Length", str(len(body) + 7)))
+            elif mode == "nul_in_header":
+                hd.append(("X-Trace", "a\x00b"))
+            else:
+                hd.append(("X-Huge", "h" * int(fault.get("header_bytes", 32768))))
+            return 200, hd, body
+        if mode == "429":
             ra = fault.get("retry_after", 1)
             return (429, [("Content-Type", "application/json"),
                           ("Retry-After", str(ra))],
@@ -1262,7 +1318,7 @@ class Server:
             lines.append("Date: %s" % time.strftime("%a, %d %b %Y %H:%M:%S GMT",
                                                       time.gmtime()))
         lines.append("Content-Length: %d" % size)
-        if close:
+        if close and "connection" not in names:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if rec is not None:

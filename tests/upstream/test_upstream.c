@@ -331,6 +331,11 @@ static void run_script(struct sconn *sc)
         respond(sc, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
         bufferevent_write(sc->bev, pattern, 1000);
         sc->close_when_flushed = 1;
+    } else if (strcmp(p, "/rst-now") == 0) {
+        /* a keep-alive connection dropped as the request arrives: not one byte */
+        sc->rst_when_flushed = 1;
+        bufferevent_trigger(sc->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
     } else if (strcmp(p, "/hang") == 0) {
         /* never answers */
     } else if (strcmp(p, "/stall") == 0) {
@@ -588,6 +593,9 @@ static void srv_stop(struct srv *s)
 
 static char tmpdir[64];
 
+/* printf-checked: the command is formatted, then run by the shell */
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void sh(const char *fmt, ...)
 {
     char cmd[2048];
@@ -688,6 +696,7 @@ struct ex {
     int release_on_headers;
     double t0, t1;
     struct gw_error err;
+    uint64_t received;        /* gw_upconn_received at DONE or ERROR */
 };
 
 static void ex_pump(struct ex *x)
@@ -835,6 +844,7 @@ static void ex_cb(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         break;
     case GW_UP_DONE:
         CHECK(x->headers);
+        x->received = gw_upconn_received(c);
         ex_take_body(x);
         x->done = 1;
         x->t1 = now_s();
@@ -844,6 +854,7 @@ static void ex_cb(struct gw_upconn *c, enum gw_up_event ev, void *arg)
     case GW_UP_ERROR:
         x->error = 1;
         x->err = *gw_upconn_error(c);
+        x->received = gw_upconn_received(c);
         x->t1 = now_s();
         gw_upconn_release(c);
         x->c = NULL;
@@ -1269,9 +1280,42 @@ static void test_bad_responses(void)
         ex_run(&x, u);
         CHECK(x.error && !x.headers && x.err.status == 502);
         CHECK_CONTAINS(x.err.message, cases[i].msg);
+        CHECK(x.received > 0); /* an answer, if an invalid one: never "stale" */
         CHECK(gw_upstream_idle_count(u) == 0);
         ex_fini(&x);
     }
+    gw_upstream_free(u);
+}
+
+/* gw_upconn_received: exact for a whole response, 0 only when the connection
+ * failed before any response byte (the proxy's test for a stale connection). */
+static void test_received(void)
+{
+    static const char cl[] = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Test: a\r\n\r\n"
+                             "hello world";
+    struct gw_config cfg = cfg_for("127.0.0.1", plain->port, 0);
+    struct gw_upstream *u = gw_upstream_new(base, &cfg, NULL);
+    struct ex x;
+
+    for (int i = 0; i < 2; i++) { /* fresh, then reused */
+        ex_init(&x, "/cl");
+        ex_run(&x, u);
+        CHECK(x.done && x.reused == (i > 0) && x.received == sizeof(cl) - 1);
+        ex_fini(&x);
+    }
+    ex_init(&x, "/rst-now"); /* on the pooled connection: closed before a byte */
+    ex_run(&x, u);
+    CHECK(x.error && x.reused && !x.headers && x.err.status == 502 && x.received == 0);
+    CHECK_CONTAINS(x.err.message, "before the response was complete");
+    ex_fini(&x);
+    ex_init(&x, "/early-close"); /* a head and 1000 of 100000 body bytes, then closed */
+    ex_run(&x, u);
+    CHECK(x.error && x.headers && x.received > 1000);
+    ex_fini(&x);
+    ex_init(&x, "/1xx"); /* interim responses count too */
+    ex_run(&x, u);
+    CHECK(x.done && x.status == 201 && x.received == sizeof(one_xx) - 1);
+    ex_fini(&x);
     gw_upstream_free(u);
 }
 
@@ -1586,6 +1630,7 @@ static const struct {
     { "dns", test_dns },
     { "release_anywhere", test_release_anywhere },
     { "bad_responses", test_bad_responses },
+    { "received", test_received },
     { "pool_limit", test_pool_limit },
     { "direct_read", test_direct_read },
     { "direct_write", test_direct_write },
