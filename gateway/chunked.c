@@ -94,16 +94,50 @@ ssize_t gw_chunked_execute(struct gw_chunked *ck, const char *buf, size_t len,
                 return fail(ck, "invalid character after chunk size");
             break;
         case GW_CK_EXT:
-            if (c == '\r')
+            if (is_tchar(c))
+                ck->state = GW_CK_EXT_NAME;
+            else if (c != ' ' && c != '\t')
+                return fail(ck, "chunk extension name expected");
+            break;
+        case GW_CK_EXT_NAME:
+        case GW_CK_EXT_NAME_BWS:
+            if (c == ';')
+                ck->state = GW_CK_EXT;
+            else if (c == '=')
+                ck->state = GW_CK_EXT_EQ;
+            else if (c == ' ' || c == '\t')
+                ck->state = GW_CK_EXT_NAME_BWS;
+            else if (c == '\r' && ck->state == GW_CK_EXT_NAME)
                 ck->state = GW_CK_SIZE_LF;
-            else if (c == '"')
+            else if (!is_tchar(c) || ck->state != GW_CK_EXT_NAME)
+                return fail(ck, "invalid character in chunk extension");
+            break;
+        case GW_CK_EXT_EQ:
+            if (c == '"')
                 ck->state = GW_CK_EXT_QUOTED;
-            else if (!is_tchar(c) && c != ';' && c != '=' && c != ' ' && c != '\t')
+            else if (is_tchar(c))
+                ck->state = GW_CK_EXT_TOKEN;
+            else if (c != ' ' && c != '\t')
+                return fail(ck, "chunk extension value expected");
+            break;
+        case GW_CK_EXT_TOKEN:
+            if (is_tchar(c))
+                break;
+            __attribute__((fallthrough)); /* the token has ended */
+        case GW_CK_EXT_VALUE_END:
+        case GW_CK_EXT_VALUE_BWS:
+            if (c == ';')
+                ck->state = GW_CK_EXT;
+            else if (c == ' ' || c == '\t')
+                ck->state = GW_CK_EXT_VALUE_BWS;
+            else if (c == '\r' && ck->state != GW_CK_EXT_VALUE_BWS)
+                ck->state = GW_CK_SIZE_LF;
+            else
                 return fail(ck, "invalid character in chunk extension");
             break;
         case GW_CK_EXT_QUOTED:
             if (c == '"')
-                ck->state = GW_CK_EXT;
+                ck->state = GW_CK_EXT_VALUE_END;
             else if (c == '\\')
                 ck->state = GW_CK_EXT_ESCAPE;
             else if (!is_text(c))

@@ -9,8 +9,9 @@
  * follows is left untouched.
  *
  * Accepted: chunk-size = 1*HEXDIG (leading zeros allowed, value at most
- * GW_CHUNK_SIZE_MAX), chunk extensions (";" name ["=" token / quoted-string],
- * with optional whitespace around ";" and "=") read and dropped, trailer fields
+ * GW_CHUNK_SIZE_MAX), chunk extensions exactly as RFC 9112 7.1.1 writes them
+ * (*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )) read and
+ * dropped - an empty name or whitespace before CR is refused - trailer fields
  * read and dropped, however many (bounded by max_trailer bytes). Every line ends
  * in CRLF.
  * Refused (GW_ERR, err 400 invalid_request): no hex digit, a size over the
@@ -31,9 +32,15 @@
 enum gw_chunked_state {
     GW_CK_SIZE = 0,   /* hex digits of a chunk size */
     GW_CK_SIZE_BWS,   /* whitespace after the size (only before ';') */
-    GW_CK_EXT,        /* after the size: whitespace and extensions up to CR */
+    GW_CK_EXT,        /* after ';': BWS, then an extension name */
+    GW_CK_EXT_NAME,
+    GW_CK_EXT_NAME_BWS, /* BWS after a name: ';' or '=' must follow */
+    GW_CK_EXT_EQ,     /* after '=': BWS, then a token or a quoted string */
+    GW_CK_EXT_TOKEN,
     GW_CK_EXT_QUOTED, /* inside a quoted extension value */
     GW_CK_EXT_ESCAPE, /* after a backslash inside it */
+    GW_CK_EXT_VALUE_END, /* after a value: ';', CR, or BWS then ';' */
+    GW_CK_EXT_VALUE_BWS,
     GW_CK_SIZE_LF,    /* CR seen, LF expected (states up to here count as the line) */
     GW_CK_DATA,       /* chunk data: `left` bytes to go */
     GW_CK_DATA_CR,    /* CRLF after the data */

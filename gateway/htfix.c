@@ -169,7 +169,6 @@ static void body_refused(struct framer *f, const struct gw_error *err)
     if (f->orphan || f->conn->request == NULL) {
         /* the request is gone: close once the output is flushed (libevhtp's write
          * callback frees a connection without a request) */
-        f->conn->flags |= EVHTP_CONN_FLAG_PAUSED;
         bufferevent_disable(f->conn->bev, EV_READ);
         bufferevent_trigger(f->conn->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
         return;

@@ -833,7 +833,7 @@ void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                         err->status, gw_reply_reason(err->status), n);
     bufferevent_write(conn->bev, body, n);
-    /* libevhtp frees a connection without a request once its output is written;
-     * marking it paused keeps its read callback from parsing anything else */
-    conn->flags |= EVHTP_CONN_FLAG_PAUSED;
+    /* libevhtp frees a connection without a request once its output is written
+     * (or fails to be); the framer parses nothing more on it. Never mark it
+     * paused: a paused connection whose write fails is never freed. */
 }

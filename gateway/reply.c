@@ -164,7 +164,12 @@ void gw_reply_send(struct exchange *x, int status, int upstream, const char *all
                    struct evbuffer *body)
 {
     gw_reply_head(x, status, upstream, allow, (int64_t)evbuffer_get_length(body));
-    bufferevent_write_buffer(gw_proxy_client_bev(x), body);
+    /* the answer to a HEAD has a head only (RFC 9110 9.3.2): a body would be read
+     * as the start of the next response */
+    if (x->req->method == htp_method_HEAD)
+        evbuffer_drain(body, evbuffer_get_length(body));
+    else
+        bufferevent_write_buffer(gw_proxy_client_bev(x), body);
     if (x->body_done) {
         gw_reply_end(x);
         return;

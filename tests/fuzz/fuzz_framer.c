@@ -11,6 +11,7 @@
  * anything. The first byte chooses how the input is cut into writes, so that
  * heads and bodies also arrive split.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -35,6 +36,8 @@
 /* sha256(TEAM_KEY) */
 #define TEAM_KEY_SHA256 "2c9c1a41e9830eb966ca90da99fca1f83a46b737c6c0e5165e4f88c74d129c17"
 
+static struct gw_server *server; /* kept reachable: it lives as long as the process */
+static unsigned long runs;
 static struct gw_worker *worker;
 static int port;
 
@@ -57,7 +60,6 @@ static void setup(void)
     int fd = mkstemp(path);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     struct gw_config *cfg;
-    struct gw_server *srv;
     struct gw_error err;
 
     if (f == NULL)
@@ -80,13 +82,25 @@ static void setup(void)
     gw_log_level = cfg->log_level;
     if (gw_accesslog_open(cfg->access_log) != GW_OK)
         abort();
-    srv = gw_server_new(cfg, &err);
-    if (srv == NULL) {
+    server = gw_server_new(cfg, &err);
+    if (server == NULL) {
         fprintf(stderr, "fuzz_framer: %s\n", err.message);
         abort();
     }
-    worker = gw_server_worker(srv, 0);
+    worker = gw_server_worker(server, 0);
     signal(SIGPIPE, SIG_IGN);
+}
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    while (d != NULL && readdir(d) != NULL)
+        n++;
+    if (d != NULL)
+        closedir(d);
+    return n;
 }
 
 /* One pass of the worker's loop, waiting at most ms for something to happen. */
@@ -127,9 +141,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data++;
     size--;
     a.sin_port = htons((uint16_t)port);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+    /* every connection must be closed by the gateway sooner or later: a leak of
+     * them shows as a growing descriptor count */
+    if (++runs % 256 == 0 && open_fds() > 256) {
+        fprintf(stderr, "fuzz_framer: %d descriptors open: connections leak\n", open_fds());
         abort();
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        fprintf(stderr, "fuzz_framer: connect: %s\n", strerror(errno));
+        abort();
+    }
     fcntl(fd, F_SETFL, O_NONBLOCK);
     loop_once(1); /* accept */
     while (off < size && !closed) {

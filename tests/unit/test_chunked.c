@@ -75,6 +75,7 @@ static void test_good_bodies(void **state)
     expect_body("00000000000000000000005\r\nhello\r\n0\r\n\r\n", "hello", 0);
     /* extensions are read and dropped */
     expect_body("5;foo=bar\r\nhello\r\n0;last\r\n\r\n", "hello", 0);
+    expect_body("5;a;b=c;d=\"\"\r\nhello\r\n0\r\n\r\n", "hello", 0);
     expect_body("5 ; a = \"q;\\\"x\" ;b\r\nhello\r\n0\r\n\r\n", "hello", 0);
     /* trailers are read and dropped, however many */
     expect_body("5\r\nhello\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n", "hello", 0);
@@ -119,6 +120,13 @@ static void test_refusals(void **state)
     expect_refused("5\r\nhello\n0\r\n\r\n");
     expect_refused("5;a\001b\r\nhello\r\n0\r\n\r\n");       /* control in an extension */
     expect_refused("5;a=\"x\r\nhello\r\n0\r\n\r\n");         /* CR inside a quoted value */
+    expect_refused("5;\r\nhello\r\n0\r\n\r\n");                /* an empty extension */
+    expect_refused("5;=x\r\nhello\r\n0\r\n\r\n");
+    expect_refused("5;a=\r\nhello\r\n0\r\n\r\n");
+    expect_refused("5;a \r\nhello\r\n0\r\n\r\n");              /* whitespace before CR */
+    expect_refused("5;a=b \r\nhello\r\n0\r\n\r\n");
+    expect_refused("5;a b\r\nhello\r\n0\r\n\r\n");
+    expect_refused("5;a=\"b\"c\r\nhello\r\n0\r\n\r\n");
     expect_refused("5\r\nhello\r\n0\r\n folded\r\n\r\n");
     expect_refused("5\r\nhello\r\n0\r\nNo colon\r\n\r\n");
     expect_refused("5\r\nhello\r\n0\r\nX: a\nb\r\n\r\n");
