@@ -111,6 +111,114 @@ static size_t json_quote(char *dst, struct gw_str s)
     return o;
 }
 
+/*
+ * Step over one top-level member of an object cJSON accepted: p is just after the
+ * '{' or ',' before it. Sets [*v, *ve) to the bytes of its value (numbers exactly as
+ * written); returns the position just after the ',' or '}' that follows it.
+ */
+static const char *next_member(const char *p, const char *end, const char **v,
+                               const char **ve, int *nul)
+{
+    p = skip_ws(p, end);
+    p = skip_string(p, end, nul);       /* the key */
+    p = skip_ws(p, end) + 1;            /* ':' */
+    *v = skip_ws(p, end);
+    *ve = skip_value(*v, end, nul);
+    return skip_ws(*ve, end) + 1;       /* ',' or '}' */
+}
+
+/* Just after the '{' of the object cJSON accepted (it skips a UTF-8 BOM first). */
+static const char *first_member(struct gw_str body)
+{
+    const char *p = body.p, *end = body.p + body.len;
+
+    if (body.len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+        p += 3;
+    return skip_ws(p, end) + 1;
+}
+
+/*
+ * The members the gateway reads (reqbody.c's hooks check them against the catalog),
+ * with the one JSON type each is read as. Any other type is refused rather than
+ * skipped, since a member the hooks never saw was never checked, and the upstream may
+ * still read a value out of it (`"seconds": [99]`, `"size": {"0": "4096x4096"}`).
+ * null is refused too, not taken for "absent": an upstream may read it as a value,
+ * or replace it with a default the catalog does not allow for this model.
+ */
+enum member_kind {
+    MEMBER_STRING = 0, /* a JSON string */
+    MEMBER_SECONDS,    /* a string of digits, or an integer written with digits only */
+};
+
+static const struct {
+    const char *name;
+    enum member_kind kind;
+} checked_members[] = {
+    { "model", MEMBER_STRING },
+    { "prompt", MEMBER_STRING },
+    { "seconds", MEMBER_SECONDS },
+    { "size", MEMBER_STRING },
+};
+
+static const char *json_type(const cJSON *it)
+{
+    if (cJSON_IsString(it))
+        return "a string";
+    if (cJSON_IsNumber(it))
+        return "a number";
+    if (cJSON_IsBool(it))
+        return "a boolean";
+    if (cJSON_IsNull(it))
+        return "null";
+    return cJSON_IsArray(it) ? "an array" : "an object";
+}
+
+static int all_digits(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+    }
+    return n > 0;
+}
+
+/*
+ * Check the type of a top-level member whose value is [v, ve) in the body: GW_OK, or
+ * GW_ERR with err set (400, param the member's name): invalid_type for a wrong JSON
+ * type, invalid_value for a `seconds` number or string that is not a whole number of
+ * seconds. A `seconds` number is judged as written, not as cJSON read it: 8.0, 8e0,
+ * -8 and 08 are refused (cJSON reads 08 as 8, where strict parsers refuse the body).
+ */
+static int check_member(const cJSON *it, const char *v, const char *ve, struct gw_error *err)
+{
+    for (size_t i = 0; i < GW_ARRAY_LEN(checked_members); i++) {
+        const char *name = checked_members[i].name;
+
+        if (strcmp(it->string, name) != 0)
+            continue;
+        if (checked_members[i].kind == MEMBER_STRING) {
+            if (cJSON_IsString(it))
+                return GW_OK;
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_type", name,
+                                "The %s field must be a JSON string, not %s", name,
+                                json_type(it));
+        }
+        /* MEMBER_SECONDS */
+        if (cJSON_IsString(it) && all_digits(it->valuestring, strlen(it->valuestring)))
+            return GW_OK;
+        if (cJSON_IsNumber(it) && all_digits(v, (size_t)(ve - v)) && (ve - v == 1 || *v != '0'))
+            return GW_OK;
+        if (cJSON_IsString(it) || cJSON_IsNumber(it))
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", name,
+                                "The %s field must be a whole number of seconds, as digits",
+                                name);
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_type", name,
+                            "The %s field must be a string of digits or an integer, not %s",
+                            name, json_type(it));
+    }
+    return GW_OK;
+}
+
 static int hook_result(int rc, struct gw_error *err)
 {
     if (rc == GW_OK)
@@ -124,9 +232,10 @@ static int hook_result(int rc, struct gw_error *err)
 int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, void *arg,
                         char **out, size_t *out_len, struct gw_error *err)
 {
-    const char *p = body.p, *end = body.p + body.len, *parse_end = NULL;
+    const char *p, *end = body.p + body.len, *parse_end = NULL;
     const char *model_at = NULL, *model_end = NULL;
     cJSON *root = NULL, *model = NULL;
+    struct gw_error type_err = { 0 };
     int rc = GW_ERR, nul = 0;
 
     *out = NULL;
@@ -144,19 +253,15 @@ int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, voi
         goto out;
     }
 
-    /* cJSON skips a UTF-8 BOM, then whitespace, then the '{' */
-    if (body.len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
-        p += 3;
-    p = skip_ws(p, end) + 1;
+    /* the members in the order of cJSON's child list, with their bytes */
+    p = first_member(body);
     for (cJSON *it = root->child; it != NULL; it = it->next) {
-        p = skip_ws(p, end);
-        p = skip_string(p, end, &nul);      /* the key */
-        p = skip_ws(p, end) + 1;            /* ':' */
-        p = skip_ws(p, end);
-        const char *v = p;
-        p = skip_value(p, end, &nul);
-        const char *ve = p;
-        p = skip_ws(p, end) + 1;            /* ',' or '}' */
+        const char *v, *ve;
+
+        p = next_member(p, end, &v, &ve, &nul);
+        /* the first wrong type is reported, after a NUL (which may cut a key) */
+        if (type_err.status == 0)
+            check_member(it, v, ve, &type_err);
         if (strcmp(it->string, "model") != 0)
             continue;
         if (model != NULL) {
@@ -173,11 +278,11 @@ int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, voi
                      "JSON strings with NUL characters are not supported");
         goto out;
     }
-    if (model != NULL && !cJSON_IsString(model)) {
-        gw_error_set(err, 400, "invalid_request_error", "invalid_type", "model",
-                     "model must be a string");
+    if (type_err.status != 0) {
+        *err = type_err;
         goto out;
     }
+    /* model is a string now */
     if (model != NULL && strlen(model->valuestring) > GW_MP_VALUE_MAX) {
         gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
                      "the model value is longer than %d bytes", GW_MP_VALUE_MAX);
@@ -185,12 +290,19 @@ int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, voi
     }
 
     if (hooks != NULL && hooks->on_field != NULL) {
+        p = first_member(body);
         for (cJSON *it = root->child; it != NULL; it = it->next) {
             char num[64];
             struct gw_mp_field f = { .name = { it->string, strlen(it->string) } };
+            const char *v, *ve;
 
+            p = next_member(p, end, &v, &ve, &nul);
             if (cJSON_IsString(it)) {
                 f.value = (struct gw_str){ it->valuestring, strlen(it->valuestring) };
+            } else if (cJSON_IsNumber(it) && strcmp(it->string, "seconds") == 0) {
+                /* checked to be digits: the upstream reads what is written, which
+                 * cJSON's double may not hold (more than 15 digits) */
+                f.value = (struct gw_str){ v, (size_t)(ve - v) };
             } else if (cJSON_IsNumber(it)) {
                 f.value = (struct gw_str){ num, number_text(it->valuedouble, num, sizeof(num)) };
             } else {

@@ -7,7 +7,8 @@
  * hides the start of another one: the matched bytes (a known prefix of the
  * delimiter) are plain data, and only the byte that broke the match needs a
  * second look. That keeps the state to one counter (`match`) and lets the body of
- * a part be skipped with memchr() for the next CR.
+ * a part be skipped quickly to the next CR (find_stop(), which also stops at a LF
+ * followed by '-', see below).
  *
  * Classification lags scanning only by the bytes of a possible delimiter: while a
  * match is in progress, and after a complete delimiter until the next byte or two
@@ -15,8 +16,41 @@
  * classified). Those bytes are always delim[match - pending .. match) or the whole
  * delimiter plus one '-', so they never need to be stored: at most
  * GW_MP_BOUNDARY_MAX + 5 bytes pending.
+ *
+ * Strict on purpose. The upstream parses the same body with its own parser, and
+ * wherever two parsers can read a body differently, a part the gateway checked can
+ * be a different part upstream (request smuggling at the multipart level). So every
+ * construct that a common parser (busboy, python-multipart, Werkzeug, Python's
+ * email, Go's mime/multipart) reads otherwise is refused, not interpreted:
+ *   - "--boundary" right after a bare CR or LF, or at the very start of a part's
+ *     data: Werkzeug and Python's email accept any line break before a delimiter,
+ *     and Go and Werkzeug end a part that starts with "--boundary" (the blank line
+ *     after the headers doubling as the delimiter's CRLF). A second counter, `alt`,
+ *     follows "--boundary" after such a line break; the bytes stay data (PASS) and a
+ *     full match is an error, so it never holds bytes back.
+ *   - transport padding after a delimiter (python-multipart takes "--b \r\n" for
+ *     data, busboy for a delimiter followed by data), and a preamble other than
+ *     blank lines (Werkzeug finds "--boundary" anywhere in it, python-multipart at
+ *     its first '-').
+ *   - in Content-Disposition: RFC 2231/5987 parameters (name*, filename*, name*0:
+ *     Go and Werkzeug decode them and let them override name/filename, busboy
+ *     prefers filename*, python-multipart ignores them), a backslash in a quoted
+ *     string (unescaped differently by each parser), a parameter given twice (first
+ *     wins in busboy, last in python-multipart, an error in Go), space around '=',
+ *     an empty parameter or a trailing ';' (busboy then skips the part), control
+ *     characters, non-ASCII bytes outside quotes, a type other than form-data.
+ *   - a repeated Content-Type or Content-Transfer-Encoding, and a
+ *     Content-Transfer-Encoding other than 7bit, 8bit or binary (Go decodes
+ *     quoted-printable, python-multipart base64 too).
+ *   - in the request's Content-Type (gw_mp_boundary): an unquoted boundary that is
+ *     not a token (Werkzeug reads "a/b" as "a"), a boundary of other than RFC 2046
+ *     bchars, boundary* (Go and Werkzeug let it override boundary), a backslash in
+ *     any quoted parameter (python's parameter splitting then miscounts quotes).
  */
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "multipart.h"
 
@@ -24,8 +58,7 @@ enum mp_state {
     MP_PREAMBLE = 0, /* before the first delimiter: PASS */
     MP_DELIM_END,    /* a whole delimiter scanned, still pending: close or next part? */
     MP_CLOSE_DASH,   /* delimiter + "-" scanned, pending */
-    MP_PADDING,      /* transport padding after a delimiter, until CR */
-    MP_PADDING_LF,   /* CR after a delimiter, LF expected */
+    MP_DELIM_LF,     /* CR after a delimiter, LF expected */
     MP_HEADERS,      /* a part's header block: PASS, copied into hdr for parsing */
     MP_DATA,         /* a part's body: PASS, or DROP for the model value */
     MP_EPILOGUE,     /* after the close delimiter: PASS */
@@ -156,85 +189,168 @@ static int capture(struct gw_mp *mp, const char *p, size_t n)
     return GW_OK;
 }
 
+/* Two keys, case-insensitively (parameter names are case-insensitive everywhere). */
+static int str_ieq_str(struct gw_str a, struct gw_str b)
+{
+    if (a.len != b.len)
+        return 0;
+    for (size_t i = 0; i < a.len; i++) {
+        if (lower((unsigned char)a.p[i]) != lower((unsigned char)b.p[i]))
+            return 0;
+    }
+    return 1;
+}
+
 /*
- * Parse a Content-Disposition value: form-data *( ";" param "=" (token | quoted) ).
- * Keeps the unescaped name and whether a filename was given; other parameters,
- * including name* and filename*, are skipped.
+ * The error param for a part: its name when that is a field of the Videos API
+ * (returned as a static string, as struct gw_error wants), else NULL.
  */
-static int parse_disposition(struct gw_mp *mp, const char *p, const char *end)
+static const char *part_param(struct gw_str name)
+{
+    static const char *const fields[] = { "model", "prompt", "seconds", "size",
+                                          "input_reference" };
+
+    for (size_t i = 0; i < GW_ARRAY_LEN(fields); i++) {
+        if (gw_str_eq(name, fields[i]))
+            return fields[i];
+    }
+    return gw_str_eq(name, "input_reference[]") ? "input_reference" : NULL;
+}
+
+static const char msg_malformed_cd[] = "malformed Content-Disposition in a multipart part";
+
+/* One parameter of a Content-Disposition value: views into mp->hdr. */
+struct mp_param {
+    struct gw_str key;
+    struct gw_str value; /* a quoted string without its quotes */
+};
+
+/*
+ * Lex a Content-Disposition value p..end (trimmed of OWS at both ends):
+ *     type *( OWS ";" OWS key "=" ( token / quoted-string ) )
+ * into *type and params[0..*n). Stricter than RFC 9110 wherever parsers differ: no
+ * space around '=' and no empty parameter (";;", a trailing ';'), which busboy
+ * refuses (and then skips the whole part); token values of tchar only (Go and busboy
+ * stop at a non-ASCII byte); quoted strings of qdtext only: no control character and
+ * no quoted-pair at all, since "mo\del" is "model" for the RFC and python's email
+ * module, "mo\del" for busboy, Go and python-multipart, and python's parameter
+ * splitting miscounts the quotes after a "\\". Returns NULL, or why it refuses.
+ */
+static const char *lex_disposition(const char *p, const char *end, struct gw_str *type,
+                                   struct mp_param *params, size_t *n)
 {
     const char *t = p;
 
     p = skip_token(p, end);
-    if (!str_ieq(t, (size_t)(p - t), "form-data"))
-        return fail(mp, "invalid_multipart", NULL,
-                    "a multipart part's Content-Disposition is not form-data");
+    *type = (struct gw_str){ t, (size_t)(p - t) };
+    *n = 0;
     for (;;) {
+        struct mp_param pm;
+
         p = skip_ows(p, end);
         if (p == end)
-            return GW_OK;
+            return NULL;
         if (*p != ';')
-            break;
+            return msg_malformed_cd;
         p = skip_ows(p + 1, end);
-        if (p == end)
-            return GW_OK; /* a trailing ';' is harmless */
         t = p;
         p = skip_token(p, end);
-        if (p == t)
-            break;
-        int is_name = str_ieq(t, (size_t)(p - t), "name");
-        int is_filename = str_ieq(t, (size_t)(p - t), "filename");
-        p = skip_ows(p, end);
-        if (p == end || *p != '=')
-            break;
-        p = skip_ows(p + 1, end);
-        if (is_name && mp->has_name)
-            return fail(mp, "invalid_multipart", NULL,
-                        "a multipart part has two name parameters");
+        if (p == t || p == end || *p != '=')
+            return msg_malformed_cd;
+        if (*n == GW_MP_PARAMS_MAX)
+            return "too many Content-Disposition parameters in a multipart part";
+        pm.key = (struct gw_str){ t, (size_t)(p - t) };
+        p++;
         if (p < end && *p == '"') {
-            for (p++;; p++) {
-                if (p == end)
-                    return fail(mp, "invalid_multipart", NULL,
-                                "unterminated quoted string in Content-Disposition");
-                if (*p == '"')
-                    break;
-                if (*p == '\\' && ++p == end)
-                    return fail(mp, "invalid_multipart", NULL,
-                                "unterminated quoted string in Content-Disposition");
-                if (!is_name)
-                    continue;
-                if (mp->name_len == GW_MP_NAME_MAX)
-                    goto long_name;
-                mp->name[mp->name_len++] = *p;
+            for (t = ++p; p < end && *p != '"'; p++) {
+                unsigned char c = (unsigned char)*p;
+
+                if (c == '\\')
+                    return "a backslash in a quoted Content-Disposition parameter: parsers "
+                           "unescape it differently";
+                if ((c < 0x20 && c != '\t') || c == 0x7f)
+                    return "a control character in a Content-Disposition parameter";
             }
+            if (p == end)
+                return "unterminated quoted string in Content-Disposition";
+            pm.value = (struct gw_str){ t, (size_t)(p - t) };
             p++;
         } else {
-            /* token; bytes >= 0x80 tolerated, as some clients send raw UTF-8 */
             t = p;
-            while (p < end && (is_tchar((unsigned char)*p) || (unsigned char)*p >= 0x80))
-                p++;
+            p = skip_token(p, end);
             if (p == t)
+                return msg_malformed_cd;
+            pm.value = (struct gw_str){ t, (size_t)(p - t) };
+        }
+        params[(*n)++] = pm;
+    }
+}
+
+/*
+ * Parse a Content-Disposition value: form-data with a name and maybe a filename, each
+ * at most once, and no other reading possible (see lex_disposition). Any other
+ * parameter is allowed once, except RFC 2231/5987 ones (a '*' in the key: name*,
+ * filename*, name*0...), which RFC 7578 4.2 forbids and parsers treat differently: Go
+ * and Werkzeug decode them and let them override name/filename, busboy prefers
+ * filename* to filename, python-multipart ignores them; a `model` part with only
+ * filename* is a text field for the last, a file for the others.
+ */
+static int parse_disposition(struct gw_mp *mp, struct gw_str cd)
+{
+    struct mp_param params[GW_MP_PARAMS_MAX];
+    struct gw_str type, name = { NULL, 0 };
+    const char *why;
+    size_t n, i, j;
+    int has_filename = 0;
+
+    why = lex_disposition(cd.p, cd.p + cd.len, &type, params, &n);
+    /* the name, if it was lexed, names the part in the error */
+    for (i = 0; i < n && name.p == NULL; i++) {
+        if (str_ieq(params[i].key.p, params[i].key.len, "name"))
+            name = params[i].value;
+    }
+    if (why == NULL && !str_ieq(type.p, type.len, "form-data"))
+        why = "a multipart part's Content-Disposition is not form-data";
+    for (i = 0; why == NULL && i < n; i++) {
+        struct gw_str key = params[i].key;
+
+        if (memchr(key.p, '*', key.len) != NULL) {
+            why = "RFC 2231 parameters such as filename* are not allowed in multipart/form-data";
+            break;
+        }
+        for (j = 0; j < i; j++) {
+            if (str_ieq_str(params[j].key, key)) {
+                why = str_ieq(key.p, key.len, "name")
+                          ? "a multipart part has two name parameters"
+                          : "a multipart part has a Content-Disposition parameter twice";
                 break;
-            if (is_name) {
-                if ((size_t)(p - t) > GW_MP_NAME_MAX)
-                    goto long_name;
-                memcpy(mp->name, t, (size_t)(p - t));
-                mp->name_len = (size_t)(p - t);
             }
         }
-        if (is_name) {
-            mp->has_name = 1;
-            mp->name[mp->name_len] = '\0';
-        }
-        if (is_filename)
-            mp->has_filename = 1;
+        if (str_ieq(key.p, key.len, "filename"))
+            has_filename = 1;
     }
-    return fail(mp, "invalid_multipart", NULL, "malformed Content-Disposition in a multipart part");
+    if (why != NULL)
+        return fail(mp, "invalid_multipart", part_param(name), why);
+    if (name.len > GW_MP_NAME_MAX) {
+        mp->failed = 1;
+        return gw_error_set(&mp->err, 400, "invalid_request_error", "invalid_multipart", NULL,
+                            "a multipart part name is longer than %d bytes", GW_MP_NAME_MAX);
+    }
+    if (name.p != NULL) {
+        memcpy(mp->name, name.p, name.len);
+        mp->name_len = name.len;
+        mp->has_name = 1;
+    }
+    mp->name[mp->name_len] = '\0';
+    mp->has_filename = has_filename;
+    return GW_OK;
+}
 
-long_name:
-    mp->failed = 1;
-    return gw_error_set(&mp->err, 400, "invalid_request_error", "invalid_multipart", NULL,
-                        "a multipart part name is longer than %d bytes", GW_MP_NAME_MAX);
+/* The Content-Transfer-Encodings that leave the bytes as they are. */
+static int identity_encoding(struct gw_str cte)
+{
+    return str_ieq(cte.p, cte.len, "7bit") || str_ieq(cte.p, cte.len, "8bit") ||
+           str_ieq(cte.p, cte.len, "binary");
 }
 
 /*
@@ -244,12 +360,13 @@ long_name:
 static int begin_part(struct gw_mp *mp)
 {
     const char *p = mp->hdr, *end = mp->hdr + mp->hdr_len - 2;
-    struct gw_str ctype = { NULL, 0 };
-    int seen_cd = 0;
+    struct gw_str cd = { NULL, 0 }, ctype = { NULL, 0 }, cte = { NULL, 0 };
+    const char *twice = NULL, *param;
 
     while (p < end) {
         const char *eol = memchr(p, '\r', (size_t)(end - p));
         const char *colon = skip_token(p, eol);
+        struct gw_str *slot = NULL;
 
         /* a field name is a token followed at once by ':'; this also refuses folded
          * lines, which start with whitespace */
@@ -258,18 +375,38 @@ static int begin_part(struct gw_mp *mp)
         const char *v = skip_ows(colon + 1, eol), *ve = eol;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        if (str_ieq(p, (size_t)(colon - p), "content-disposition")) {
-            if (seen_cd)
-                return fail(mp, "invalid_multipart", NULL,
-                            "a multipart part has two Content-Disposition headers");
-            seen_cd = 1;
-            if (parse_disposition(mp, v, ve) != GW_OK)
-                return GW_ERR;
-        } else if (str_ieq(p, (size_t)(colon - p), "content-type") && ctype.p == NULL) {
-            ctype = (struct gw_str){ v, (size_t)(ve - v) };
-        }
+        /* the headers that decide how the part is read: once each, since parsers
+         * differ on which copy counts (busboy and Go the first, python-multipart the
+         * last); any other header is only passed on */
+        if (str_ieq(p, (size_t)(colon - p), "content-disposition"))
+            slot = &cd;
+        else if (str_ieq(p, (size_t)(colon - p), "content-type"))
+            slot = &ctype;
+        else if (str_ieq(p, (size_t)(colon - p), "content-transfer-encoding"))
+            slot = &cte;
+        if (slot != NULL && slot->p != NULL && twice == NULL)
+            twice = slot == &cd      ? "a multipart part has two Content-Disposition headers"
+                    : slot == &ctype ? "a multipart part has two Content-Type headers"
+                                     : "a multipart part has two Content-Transfer-Encoding "
+                                       "headers";
+        else if (slot != NULL && slot->p == NULL)
+            *slot = (struct gw_str){ v, (size_t)(ve - v) };
         p = eol + 2;
     }
+    if (cd.p == NULL)
+        return fail(mp, "invalid_multipart", NULL,
+                    "a multipart part has no name: it has no Content-Disposition");
+    if (parse_disposition(mp, cd) != GW_OK)
+        return GW_ERR;
+    param = part_param((struct gw_str){ mp->name, mp->name_len });
+    if (twice != NULL)
+        return fail(mp, "invalid_multipart", param, twice);
+    /* RFC 7578 4.7 deprecates it; Go decodes quoted-printable, python-multipart base64
+     * too, busboy and Werkzeug pass the bytes on as they are */
+    if (cte.p != NULL && !identity_encoding(cte))
+        return fail(mp, "invalid_multipart", param,
+                    "a multipart part has a Content-Transfer-Encoding other than 7bit, 8bit "
+                    "or binary");
     if (!mp->has_name || mp->name_len == 0)
         return fail(mp, "invalid_multipart", NULL, "a multipart part has no name");
 
@@ -293,6 +430,9 @@ static int begin_part(struct gw_mp *mp)
     mp->nparts++;
     mp->state = MP_DATA;
     mp->match = 0;
+    /* the blank line that ends the headers counts as a line break: Go and Werkzeug
+     * end a part whose data starts with "--boundary" */
+    mp->alt = 1;
     return GW_OK;
 }
 
@@ -334,31 +474,128 @@ static int end_part(struct gw_mp *mp, struct mp_out *o)
 }
 
 /*
+ * The first CR, or LF followed by '-' or ending the slice, in [p, end); or end: where
+ * a delimiter, or "--boundary" after a bare LF, may start. Part data is most of a
+ * body, so this reads it once, 16 bytes a step where SSE2 is there (memchr() per byte
+ * value would read it twice).
+ */
+static const char *find_stop(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n'), dash = _mm_set1_epi8('-');
+
+    for (; end - p > 16; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i next = _mm_loadu_si128((const __m128i *)(const void *)(p + 1));
+        __m128i m = _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_and_si128(_mm_cmpeq_epi8(v, lf),
+                                                                     _mm_cmpeq_epi8(next, dash)));
+        int bits = _mm_movemask_epi8(m);
+
+        if (bits != 0)
+            return p + __builtin_ctz((unsigned)bits);
+    }
+    for (; p < end; p++) {
+        if (*p == '\r' || (*p == '\n' && (p + 1 == end || p[1] == '-')))
+            return p;
+    }
+    return end;
+#else
+    const char *cr = memchr(p, '\r', (size_t)(end - p));
+    const char *stop = cr != NULL ? cr : end, *lf = p;
+
+    while ((lf = memchr(lf, '\n', (size_t)(stop - lf))) != NULL) {
+        if (lf + 1 == end || lf[1] == '-')
+            return lf;
+        lf++;
+    }
+    return stop;
+#endif
+}
+
+static const char msg_preamble[] =
+    "a multipart body must start with its boundary (only blank lines may precede it)";
+
+/*
  * Preamble and part bodies. Returns GW_OK when it stopped at a state change or the
  * end of buf, GW_AGAIN when ops are full, GW_ERR.
+ *
+ * Part data is PASSed (DROPped for the model) in runs that end at a CR (a possible
+ * delimiter, followed by `match`). "--boundary" after a bare LF is looked for in the
+ * run; after a bare CR, at the start of the data, or when a slice ends right after a
+ * bare LF, `alt` follows it byte by byte. The preamble may only hold CRLFs.
  */
 static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t len, size_t *pos)
 {
     enum gw_mp_op_kind kind = mp->is_model ? GW_MP_DROP : GW_MP_PASS;
+    int preamble = mp->state == MP_PREAMBLE;
     size_t i = *pos;
     int rc = GW_OK;
 
     while (i < len) {
         if (mp->match == 0) {
-            if (mp->state == MP_PREAMBLE && mp->scanned == 0 && buf[i] == '-') {
+            if (preamble && mp->scanned == 0 && buf[i] == '-') {
                 /* the first delimiter may lack its CRLF: act as if it was there */
                 mp->match = 3;
                 mp->scanned++;
                 i++;
                 continue;
             }
-            const char *cr = memchr(buf + i, '\r', len - i);
-            size_t n = cr != NULL ? (size_t)(cr - (buf + i)) : len - i;
-            if (n == 0) {
+            if (buf[i] == '\r') {
+                /* a CR ends a "--boundary" after a bare line break, and may start a
+                 * delimiter */
                 mp->match = 1;
+                mp->alt = 0;
                 mp->scanned++;
                 i++;
                 continue;
+            }
+            if (preamble) {
+                rc = fail(mp, "invalid_multipart", NULL, msg_preamble);
+                break;
+            }
+            size_t n, alt = mp->alt;
+            int hit = 0;
+            if (alt == 0) {
+                /* a run up to the next CR; a LF in it is bare (not after a CR): look
+                 * at what follows one in place, and follow it byte by byte only when
+                 * the slice ends before that can be told */
+                const char *s = buf + i, *x = s, *end = buf + len;
+                const char *dash = mp->delim + 2; /* "--boundary", no CR in it */
+                size_t dash_len = mp->delim_len - 2;
+
+                while ((x = find_stop(x, end)) < end && *x == '\n') {
+                    size_t room = (size_t)(end - ++x);
+
+                    if (room >= dash_len) {
+                        if ((hit = memcmp(x, dash, dash_len) == 0))
+                            break;
+                    } else if (memcmp(x, dash, room) == 0) {
+                        alt = 1;
+                        break;
+                    }
+                }
+                n = (size_t)(x - s);
+            } else {
+                /* alt - 1 bytes of "--boundary" (delim + 2) seen since the line break */
+                for (n = 0; i + n < len && alt > 0 && buf[i + n] != '\r'; n++) {
+                    char c = buf[i + n];
+
+                    if (c == '\n')
+                        alt = 1;
+                    else if (c == mp->delim[alt + 1])
+                        alt++;
+                    else
+                        alt = 0;
+                    if ((hit = alt + 1 == mp->delim_len))
+                        break;
+                }
+            }
+            if (hit) {
+                rc = fail(mp, "invalid_multipart",
+                          part_param((struct gw_str){ mp->name, mp->name_len }),
+                          "a multipart boundary after a bare CR or LF, or at the start of a "
+                          "part, is a delimiter for some parsers and data for others");
+                break;
             }
             if (!out_room(o, kind)) {
                 rc = GW_AGAIN;
@@ -370,6 +607,7 @@ static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t
             }
             mp->scanned += n;
             out_op(mp, o, kind, n, NULL);
+            mp->alt = alt;
             i += n;
             continue;
         }
@@ -392,6 +630,11 @@ static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t
             break;
         }
         /* mismatch: the pending bytes were data; look at buf[i] again */
+        if (preamble && (mp->match != 2 || buf[i] != '\r')) {
+            /* before the first delimiter, only a CRLF followed by a CR is fine */
+            rc = fail(mp, "invalid_multipart", NULL, msg_preamble);
+            break;
+        }
         size_t n = (size_t)pending(mp);
         if (!out_room(o, kind)) {
             rc = GW_AGAIN;
@@ -402,6 +645,9 @@ static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t
             break;
         }
         out_op(mp, o, kind, n, NULL);
+        /* a CR that no LF follows is a bare line break: follow a "--boundary" after it
+         * (buf[i] is looked at again, as the first byte of it) */
+        mp->alt = mp->match == 1 && buf[i] == '-';
         mp->match = 0;
     }
     *pos = i;
@@ -419,6 +665,7 @@ static void reset_part(struct gw_mp *mp)
     mp->is_model = 0;
     mp->value_len = 0;
     mp->value_total = 0;
+    mp->alt = 0;
 }
 
 /* The part header block, up to and including its empty line. */
@@ -452,7 +699,11 @@ static int scan_headers(struct gw_mp *mp, struct mp_out *o, const char *buf, siz
     return end ? begin_part(mp) : GW_OK;
 }
 
-/* One byte after a delimiter: "--" closes, padding + CRLF opens the next part. */
+/*
+ * One byte after a delimiter: "--" closes, CRLF opens the next part. No transport
+ * padding: python-multipart takes "--boundary \r\n" for data, busboy for a delimiter
+ * followed by data, Go and Werkzeug for a delimiter line.
+ */
 static int scan_after_delim(struct gw_mp *mp, struct mp_out *o, char c)
 {
     int next;
@@ -477,17 +728,11 @@ static int scan_after_delim(struct gw_mp *mp, struct mp_out *o, char c)
             mp->state = MP_CLOSE_DASH;
             return GW_OK;
         }
-        /* anything else after a delimiter is transport padding */
-        __attribute__((fallthrough));
-    case MP_PADDING:
-        if (c == ' ' || c == '\t')
-            next = MP_PADDING;
-        else if (c == '\r')
-            next = MP_PADDING_LF;
-        else
+        if (c != '\r')
             goto bad;
+        next = MP_DELIM_LF;
         break;
-    default: /* MP_PADDING_LF */
+    default: /* MP_DELIM_LF */
         if (c != '\n')
             goto bad;
         next = MP_HEADERS;
@@ -503,7 +748,17 @@ static int scan_after_delim(struct gw_mp *mp, struct mp_out *o, char c)
 
 bad:
     return fail(mp, "invalid_multipart", NULL,
-                "malformed multipart boundary line: expected \"--\" or CRLF after the boundary");
+                "malformed multipart boundary line: expected \"--\" or CRLF right after the "
+                "boundary");
+}
+
+/* RFC 2046 bchars. A boundary of anything else may be read otherwise upstream:
+ * Werkzeug, for one, turns "%22" into a quote. */
+static int is_bchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return c != '\0' && strchr("'()+_,-./:=? ", c) != NULL;
 }
 
 int gw_mp_boundary(struct gw_str content_type, struct gw_str *boundary, struct gw_error *err)
@@ -535,6 +790,10 @@ int gw_mp_boundary(struct gw_str content_type, struct gw_str *boundary, struct g
         p = skip_token(p, end);
         if (p == t)
             goto bad;
+        /* RFC 2231 parameters (boundary*=, boundary*0=): Go and Werkzeug decode them
+         * and let them override boundary=, python-multipart ignores them */
+        if (memchr(t, '*', (size_t)(p - t)) != NULL)
+            goto bad;
         int is_boundary = str_ieq(t, (size_t)(p - t), "boundary");
         p = skip_ows(p, end);
         if (p == end || *p != '=')
@@ -543,44 +802,37 @@ int gw_mp_boundary(struct gw_str content_type, struct gw_str *boundary, struct g
         if (is_boundary && b.p != NULL)
             return gw_error_set(err, 400, "invalid_request_error", "invalid_multipart", NULL,
                                 "Content-Type has two boundary parameters");
-        int escaped = 0;
         if (p < end && *p == '"') {
+            /* no quoted-pair in any parameter: python's parameter splitting miscounts
+             * the quotes after a "\\", and may then find another boundary */
             t = ++p;
-            for (; p < end && *p != '"'; p++) {
-                if (*p == '\\') {
-                    escaped = 1;
-                    if (++p == end)
-                        break;
-                }
-            }
-            if (p == end)
+            while (p < end && *p != '"' && *p != '\\')
+                p++;
+            if (p == end || *p == '\\')
                 goto bad;
             if (is_boundary)
                 b = (struct gw_str){ t, (size_t)(p - t) };
             p++;
         } else {
-            /* lenient: clients leave bchars such as '=' or '/' unquoted */
+            /* a token, as every parser reads one: Werkzeug stops an unquoted value at
+             * the first byte that is not a tchar ("a/b" is "a" there), so bchars such
+             * as '/' or '=' need quotes */
             t = p;
-            while (p < end && *p != ';' && *p != ' ' && *p != '\t' && *p != '"')
-                p++;
+            p = skip_token(p, end);
             if (p == t)
                 goto bad;
             if (is_boundary)
                 b = (struct gw_str){ t, (size_t)(p - t) };
         }
-        /* a boundary never needs an escape (bchars has no '"' or '\\'): refuse one
-         * rather than hand out a view that differs from the unescaped value */
-        if (is_boundary && escaped)
-            goto bad_boundary;
     }
     if (b.p == NULL)
         return gw_error_set(err, 400, "invalid_request_error", "invalid_multipart", NULL,
                             "multipart/form-data Content-Type has no boundary parameter");
-    if (b.len == 0 || b.len > GW_MP_BOUNDARY_MAX)
+    /* RFC 2046: 1 to 70 bchars, the last not a space */
+    if (b.len == 0 || b.len > GW_MP_BOUNDARY_MAX || b.p[b.len - 1] == ' ')
         goto bad_boundary;
     for (size_t i = 0; i < b.len; i++) {
-        unsigned char c = (unsigned char)b.p[i];
-        if (c < 0x20 || c > 0x7e)
+        if (!is_bchar((unsigned char)b.p[i]))
             goto bad_boundary;
     }
     *boundary = b;
@@ -588,8 +840,8 @@ int gw_mp_boundary(struct gw_str content_type, struct gw_str *boundary, struct g
 
 bad_boundary:
     return gw_error_set(err, 400, "invalid_request_error", "invalid_multipart", NULL,
-                        "the multipart boundary must be 1 to %d printable characters",
-                        GW_MP_BOUNDARY_MAX);
+                        "the multipart boundary must be 1 to %d characters among letters, "
+                        "digits and '()+_,-./:=? (not ending in a space)", GW_MP_BOUNDARY_MAX);
 not_form:
     return gw_error_set(err, 400, "invalid_request_error", "invalid_multipart", NULL,
                         "Content-Type is not multipart/form-data");

@@ -37,20 +37,29 @@
  * Any hook returning GW_ERR (err filled) stops the scan: gw_mp_execute returns GW_ERR
  * and every later call returns GW_ERR too.
  *
- * Grammar accepted (RFC 2046 5.1.1, RFC 7578): boundary 1..70 chars, no CR/LF;
- * the first delimiter may lack its leading CRLF; preamble and epilogue ignored;
- * transport padding (spaces/tabs) after a delimiter tolerated; part headers are
- * "Name: value" lines, at most GW_MP_HEADERS_MAX bytes per part (else 400
- * "part headers too large"); Content-Disposition must be form-data with a name
- * (quoted or token; backslash-escaped quotes inside quoted strings honoured);
- * `name*`/`filename*` ignored. Errors set err->status 400, type
- * "invalid_request_error", code "invalid_multipart" (or what a hook set).
+ * Grammar accepted (RFC 2046 5.1.1, RFC 7578), strictly: boundary 1..70 chars, no
+ * CR/LF; the first delimiter may lack its leading CRLF; only blank lines (CRLFs)
+ * before it; epilogue ignored; CRLF right after a delimiter (no transport padding);
+ * part headers are "Name: value" lines, at most GW_MP_HEADERS_MAX bytes per part
+ * (else 400 "part headers too large"); Content-Disposition once, form-data with a
+ * name, parameters `key=token` or `key="qdtext"` separated by ";" (OWS around ";"
+ * only). Errors set err->status 400, type "invalid_request_error", code
+ * "invalid_multipart" (or what a hook set), param the part's name when the error is
+ * in a part and that name is a field of the Videos API ("model", "prompt",
+ * "seconds", "size", "input_reference"), else NULL.
  *
  * Refused although some servers accept them, because a gateway that reads a body
- * differently from the upstream can be bypassed: a second `model` part (param
- * "model"), a part with an empty or missing name, header lines not ended by CRLF,
- * folded header lines, a repeated Content-Disposition, and anything but "--" or
- * transport padding + CRLF right after a delimiter.
+ * differently from the upstream can be bypassed (multipart.c says which parser reads
+ * what): a second `model` part (param "model"), a part with an empty or missing
+ * name or without Content-Disposition, header lines not ended by CRLF, folded header
+ * lines, a repeated Content-Disposition, Content-Type or Content-Transfer-Encoding, a
+ * Content-Transfer-Encoding other than 7bit/8bit/binary, anything but "--" or CRLF
+ * right after a delimiter, a preamble that is not blank lines, "--boundary" after a
+ * bare CR or LF or at the start of a part's data; in Content-Disposition: a type
+ * other than form-data, any RFC 2231 parameter (name*, filename*, name*0...), a
+ * parameter given twice, a backslash or a control character in a quoted string,
+ * space around '=', an empty parameter or a trailing ';', a non-tchar byte in an
+ * unquoted value, more than GW_MP_PARAMS_MAX parameters, an unterminated quote.
  */
 #ifndef GW_MULTIPART_H
 #define GW_MULTIPART_H
@@ -63,6 +72,7 @@
 #define GW_MP_VALUE_MAX    1024  /* captured bytes of a text field */
 #define GW_MP_NAME_MAX     128   /* longest part name we keep; longer -> 400 */
 #define GW_MP_HEADERS_MAX  8192  /* bytes of one part's header block */
+#define GW_MP_PARAMS_MAX   8     /* parameters of one Content-Disposition; more -> 400 */
 #define GW_MP_MAX_PENDING  (GW_MP_BOUNDARY_MAX + 8)
 
 enum gw_mp_op_kind {
@@ -109,12 +119,14 @@ struct gw_mp {
     char delim[GW_MP_BOUNDARY_MAX + 4]; /* "\r\n--" boundary */
     size_t delim_len;
     size_t match;                       /* bytes of delim matched so far */
+    size_t alt;                         /* in part data: 0, or 1 + bytes of "--boundary"
+                                         * matched since a bare CR or LF (refused) */
     unsigned nparts;                    /* parts whose headers were parsed */
     char hdr[GW_MP_HEADERS_MAX];        /* current part's header block, CRLFs included */
     size_t hdr_len;
     size_t line_start;                  /* offset in hdr of the current header line */
     int in_part;                        /* between a part's headers and its end */
-    char name[GW_MP_NAME_MAX + 1];      /* current part's name, unescaped, NUL-terminated */
+    char name[GW_MP_NAME_MAX + 1];      /* current part's name, NUL-terminated */
     size_t name_len;
     int has_name;
     int has_filename;
@@ -135,9 +147,10 @@ struct gw_mp {
 
 /*
  * Parse the boundary out of a Content-Type header value
- * ("multipart/form-data; boundary=...", quoted or not, case-insensitive
- * parameter name). Returns GW_OK and a view into ct, or GW_ERR with err set
- * (400 invalid_multipart, param NULL).
+ * ("multipart/form-data; boundary=...", case-insensitive parameter name). The
+ * boundary must be RFC 2046 bchars, quoted, or unquoted if it is a token; no
+ * parameter may be an RFC 2231 one or hold a backslash in quotes. Returns GW_OK and
+ * a view into ct, or GW_ERR with err set (400 invalid_multipart, param NULL).
  */
 int gw_mp_boundary(struct gw_str content_type, struct gw_str *boundary, struct gw_error *err);
 

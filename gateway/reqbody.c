@@ -25,13 +25,37 @@ static int spool_open(struct exchange *x, struct gw_error *err);
 
 /* ------------------------------------------------- body field observation */
 
+/*
+ * Would some parser take this part for a file? Go and busboy read a part with an
+ * empty filename as a text field, python-multipart and Werkzeug as a file; busboy
+ * also takes a part without filename but with Content-Type application/octet-stream
+ * for a file.
+ */
+static int file_like(const struct gw_mp_part *part)
+{
+    static const char octet[] = "application/octet-stream";
+    struct gw_str ct = part->content_type;
+    size_t n = sizeof(octet) - 1;
+
+    if (part->has_filename)
+        return 1;
+    return ct.p != NULL && ct.len >= n && strncasecmp(ct.p, octet, n) == 0 &&
+           (ct.len == n || ct.p[n] == ';' || ct.p[n] == ' ' || ct.p[n] == '\t');
+}
+
 static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *err)
 {
+    /* the fields the gateway reads as text; a file part of that name would escape the
+     * checks where the upstream reads it as text (see file_like) */
+    static const char *const text_fields[] = { "model", "prompt", "seconds", "size" };
     struct exchange *x = arg;
 
-    if (gw_str_eq(part->name, "model") && part->has_filename)
-        return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
-                            "The model field must be a text field, not a file");
+    for (size_t i = 0; i < GW_ARRAY_LEN(text_fields); i++) {
+        if (gw_str_eq(part->name, text_fields[i]) && file_like(part))
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value",
+                                text_fields[i], "The %s field must be a text field, not a file",
+                                text_fields[i]);
+    }
     if (gw_str_eq(part->name, "input_reference") || gw_str_eq(part->name, "input_reference[]")) {
         x->nimages++;
         if (x->have_model)

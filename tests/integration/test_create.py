@@ -287,14 +287,15 @@ def test_chunked_client_body():
 
 def test_boundaries_split_across_reads():
     # a chunked body cut into pieces of 1..7 bytes: every delimiter, part head and
-    # the model value arrive split; preamble and epilogue must pass too
+    # the model value arrive split; a preamble of blank lines (the only one allowed)
+    # and the epilogue must pass too
     fields = [("prompt", PROMPT), ("input_reference", "a.png", b"\r\n--gwtest\r" * 100,
                                    "image/png"),
               ("model", "veo3.1"), ("seconds", "8"), ("size", "16x9")]
     body, ctype = gwtest.multipart(fields)
-    body = b"preamble\r\n" + body + b"epilogue"
-    want = b"preamble\r\n" + gwtest.multipart(rewritten(fields),
-                                              boundary=ctype.split("=", 1)[1])[0] + b"epilogue"
+    body = b"\r\n\r\n" + body + b"epilogue"
+    want = b"\r\n\r\n" + gwtest.multipart(rewritten(fields),
+                                            boundary=ctype.split("=", 1)[1])[0] + b"epilogue"
     pieces, i, n = [], 0, 1
     while i < len(body):
         pieces.append(body[i:i + n])
@@ -309,7 +310,8 @@ def test_boundaries_split_across_reads():
         r = s.last()
         assert (r["framing"], r["content_length"]) == ("content-length", len(want))
         assert r["body_sha256"] == hashlib.sha256(want).hexdigest()
-        assert (r["multipart"]["preamble"], r["multipart"]["epilogue"]) == (8, 8)
+        # the stub counts the last CRLF of the preamble as the first delimiter's
+        assert (r["multipart"]["preamble"], r["multipart"]["epilogue"]) == (2, 8)
         assert_parts(r, rewritten(fields))
 
 
@@ -524,6 +526,176 @@ def test_missing_and_duplicate_fields():
         assert st == 400 and gwtest.error_body(resp)["param"] == "model", resp
         assert_not_forwarded(s, h["x-request-id"])
         assert len(s.jobs()) == jobs
+        assert_still_serves(s, gw)
+
+
+# ---------------------------------------------------------------------------- differentials
+# A body the gateway reads one way and the upstream's parser another is a way past the
+# catalog checks (issue 5: defect 6 and "multipart differentials"): each is refused
+# with the gateway's 400, and the upstream never receives it complete (no job).
+
+def refused_body(gw, s, body, ctype, code, param, path="/v1/videos"):
+    """POST a hand-made body; expect 400 `code`/`param`, nothing complete upstream,
+    no job; returns the request id."""
+    jobs = len(s.jobs())
+    st, h, resp = gw.request("POST", path, headers={"Content-Type": ctype}, body=body)
+    e, rid = assert_error(gw, st, h, resp, 400, code, param)
+    assert_not_forwarded(s, rid)
+    assert len(s.jobs()) == jobs, s.jobs()
+    return e, rid
+
+
+def test_json_field_types():
+    # each of these went upstream before; the stub would have turned some down
+    # itself, but another upstream may read `[99]` as 99 or `8.5` as 8
+    m = '"model": "veo3.1", "prompt": "p"'
+    cases = [
+        ('{%s, "seconds": [99]}' % m, "invalid_type", "seconds"),
+        ('{%s, "seconds": ["8"]}' % m, "invalid_type", "seconds"),
+        ('{%s, "seconds": true}' % m, "invalid_type", "seconds"),
+        ('{%s, "seconds": null}' % m, "invalid_type", "seconds"),
+        ('{%s, "seconds": {}}' % m, "invalid_type", "seconds"),
+        ('{%s, "seconds": 8.5}' % m, "invalid_value", "seconds"),
+        ('{%s, "seconds": 8.0}' % m, "invalid_value", "seconds"),
+        ('{%s, "seconds": 1e9}' % m, "invalid_value", "seconds"),
+        ('{%s, "seconds": -8}' % m, "invalid_value", "seconds"),
+        ('{%s, "seconds": "8s"}' % m, "invalid_value", "seconds"),
+        ('{%s, "size": ["4096x4096"]}' % m, "invalid_type", "size"),
+        ('{%s, "size": {}}' % m, "invalid_type", "size"),
+        ('{%s, "size": null}' % m, "invalid_type", "size"),
+        ('{%s, "size": 16}' % m, "invalid_type", "size"),
+        ('{"model": "veo3.1", "prompt": ["p"], "seconds": "8"}', "invalid_type", "prompt"),
+        ('{"model": "veo3.1", "prompt": null}', "invalid_type", "prompt"),
+        ('{"model": "veo3.1", "prompt": 5}', "invalid_type", "prompt"),
+        ('{"model": ["veo3.1"], "prompt": "p"}', "invalid_type", "model"),
+        ('{%s, "s\\u0065conds": [99]}' % m, "invalid_type", "seconds"),
+    ]
+    with gateway() as (s, gw):
+        for body, code, param in cases:
+            e, rid = refused_body(gw, s, body.encode(), "application/json", code, param)
+            assert param in e["message"], e
+            assert record_of(s, rid) is None        # JSON is held whole: nothing went out
+        # what the SDKs send stays accepted: seconds as a string, or as an integer
+        for seconds in ('"8"', "8"):
+            body = ('{"model": "veo3.1", "prompt": "p", "seconds": %s, "size": "16x9"}'
+                    % seconds).encode()
+            assert_job(s, *post(gw, body, "application/json"))
+            assert s.last()["json"]["seconds"] == json.loads(seconds)
+        # and a listed integer is checked against the catalog like a string
+        _, rid = refused_body(gw, s, b'{"model": "veo3.1", "prompt": "p", "seconds": 5}',
+                              "application/json", "invalid_value", "seconds")
+        assert_still_serves(s, gw)
+
+
+def test_json_remix_prompt_type():
+    with gateway() as (s, gw):
+        job = s.create_job()
+        path = "/v1/videos/%s/remix" % job["id"]
+        for body in (b'{"prompt": ["more cows"]}', b'{"prompt": null}', b'{"prompt": 42}',
+                     b'{"prompt": {"text": "more cows"}}'):
+            refused_body(gw, s, body, "application/json", "invalid_type", "prompt", path=path)
+        assert s.requests(path=path) == []
+        st, h, resp = gw.request("POST", path, headers={"Content-Type": "application/json"},
+                                 body=b'{"prompt": "more cows"}')
+        assert st == 200 and json.loads(resp)["remixed_from_video_id"] == job["id"], resp
+        assert len(s.requests(path=path)) == 1
+
+
+def mp_part(cd, value, headers=b""):
+    return b"Content-Disposition: " + cd + b"\r\n" + headers + b"\r\n" + value
+
+
+def mp_body(*parts, preamble=b"", delim=b"\r\n--gwb\r\n", model=True):
+    """A multipart body with boundary gwb, parts as given (mp_part), the parts of a
+    valid create after them: model (unless model=False), prompt, seconds, size."""
+    tail = [mp_part(b'form-data; name="model"', b"veo3.1")] if model else []
+    tail += [mp_part(b'form-data; name="prompt"', b"p")]
+    tail += [mp_part(b'form-data; name="%s"' % k, v) for k, v in
+             ((b"seconds", b"8"), (b"size", b"16x9"))
+             if not any(b'"%s"' % k in p for p in parts)]
+    return (preamble + b"--gwb\r\n" + delim.join(list(parts) + tail) + b"\r\n--gwb--\r\n",
+            "multipart/form-data; boundary=gwb")
+
+
+def test_multipart_differentials():
+    png = b"\x89PNG\r\n\x1a\n"
+    hidden = mp_part(b'form-data; name="seconds"', b"99")   # what another parser would see
+    cases = [
+        # the model as a file for busboy, Go and Werkzeug (filename*), a text field for
+        # python-multipart and, before, for the gateway, which rewrote it
+        (mp_body(mp_part(b"form-data; name=\"model\"; filename*=UTF-8''m.txt", b"veo3.1"),
+                 model=False), "invalid_multipart", "model"),
+        # "mo\del": the model for the RFC (and the gateway, before), not for busboy
+        (mp_body(mp_part(b'form-data; name="mo\\del"', b"veo3.1"), model=False),
+         "invalid_multipart", None),
+        # name* overrides name for Go and Werkzeug
+        (mp_body(mp_part(b"form-data; name=\"x\"; name*=UTF-8''seconds", b"99")),
+         "invalid_multipart", None),
+        (mp_body(mp_part(b'form-data; name="x"; name*0="seconds"', b"99")),
+         "invalid_multipart", None),
+        # twice: busboy takes the first, python-multipart the last, Go refuses
+        (mp_body(mp_part(b'form-data; name="size"; filename="a"; filename="b"', b"x")),
+         "invalid_multipart", "size"),
+        (mp_body(mp_part(b'form-data; name="seconds"; x=1; x=2', b"8")),
+         "invalid_multipart", "seconds"),
+        # busboy skips a part it cannot parse; the others read it
+        (mp_body(mp_part(b'form-data; name ="seconds"', b"8")), "invalid_multipart", None),
+        (mp_body(mp_part(b'form-data; name="seconds";', b"8")), "invalid_multipart",
+         "seconds"),
+        # Go decodes quoted-printable, python-multipart base64 too
+        (mp_body(mp_part(b'form-data; name="prompt"', b"YSBjb3c=",
+                         b"Content-Transfer-Encoding: base64\r\n")),
+         "invalid_multipart", "prompt"),
+        (mp_body(mp_part(b'form-data; name="size"', b"16x9",
+                         b"Content-Type: text/plain\r\nContent-Type: text/html\r\n")),
+         "invalid_multipart", "size"),
+        # a delimiter for Werkzeug and Python's email (any line break), data for us
+        (mp_body(mp_part(b'form-data; name="input_reference"; filename="a.png"',
+                         png + b"\n--gwb\r\n" + hidden, b"Content-Type: image/png\r\n")),
+         "invalid_multipart", "input_reference"),
+        (mp_body(mp_part(b'form-data; name="input_reference"; filename="a.png"',
+                         png + b"\r--gwb\r\n" + hidden, b"Content-Type: image/png\r\n")),
+         "invalid_multipart", "input_reference"),
+        # the blank line after the headers doubles as the delimiter's CRLF for Go and
+        # Werkzeug: an empty part, then `seconds`
+        (mp_body(mp_part(b'form-data; name="x"', b"--gwb\r\n" + hidden)),
+         "invalid_multipart", None),
+        # a preamble: Werkzeug finds "--gwb" anywhere in it, Go after a bare LF
+        (mp_body(preamble=b"x--gwb\r\n" + hidden + b"\r\n"), "invalid_multipart", None),
+        (mp_body(preamble=b"\n--gwb\r\n" + hidden + b"\r\n"), "invalid_multipart", None),
+        # transport padding: data for python-multipart, a delimiter for the others
+        (mp_body(mp_part(b'form-data; name="x"', b"1"), delim=b"\r\n--gwb \r\n"),
+         "invalid_multipart", None),
+        # a field the gateway reads as text, that a parser takes for a file: Go and
+        # busboy read an empty filename as a text field; busboy takes octet-stream
+        # for a file
+        (mp_body(mp_part(b'form-data; name="seconds"; filename=""', b"99")),
+         "invalid_value", "seconds"),
+        (mp_body(mp_part(b'form-data; name="size"', b"16x9",
+                         b"Content-Type: application/octet-stream\r\n")),
+         "invalid_value", "size"),
+        (mp_body(mp_part(b'form-data; name="prompt"; filename="p.txt"', b"p")),
+         "invalid_value", "prompt"),
+    ]
+    with gateway() as (s, gw):
+        for (body, ctype), code, param in cases:
+            refused_body(gw, s, body, ctype, code, param)
+        # an unquoted boundary is a token: Werkzeug reads "gwb/x" as "gwb"
+        body, _ = mp_body()
+        for ctype in ("multipart/form-data; boundary=gwb/x",
+                      "multipart/form-data; boundary=gwb; boundary*=UTF-8''evil"):
+            refused_body(gw, s, body.replace(b"gwb", b"gwb/x"), ctype, "invalid_multipart", None)
+        # quoted, the same boundary is fine, and so are the parts above done plainly
+        body, _ = mp_body(mp_part(b'form-data; name="seconds"', b"8"),
+                          mp_part(b'form-data; name="size"', b"16x9"),
+                          mp_part(b'form-data; name="input_reference"; filename="a.png"',
+                                  png + b"\n-gwb\r--gw\n", b"Content-Type: image/png\r\n"),
+                          preamble=b"\r\n")
+        body = body.replace(b"gwb", b"gwb/x")
+        assert_job(s, *post(gw, body, 'multipart/form-data; boundary="gwb/x"'))
+        r = s.last()
+        assert [p["name"] for p in r["parts"]] == ["seconds", "size", "input_reference",
+                                                    "model", "prompt"], r["parts"]
         assert_still_serves(s, gw)
 
 

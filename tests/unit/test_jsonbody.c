@@ -128,12 +128,12 @@ static void check_error(const char *body, size_t len, int fail, int status, cons
 static void test_rewrite_spliced(void **state)
 {
     /* whitespace, number forms and big integers survive the rewrite */
-    check("{ \"prompt\" : \"a cow\",\n  \"model\":\t\"veo2\" , \"seconds\": 8.0,"
+    check("{ \"prompt\" : \"a cow\",\n  \"model\":\t\"veo2\" , \"fps\": 8.0,"
           " \"seed\": 12345678901234567890, \"x\": [1, {\"model\": \"inner\"}] }",
           "veo_3_1-fast-components-4K",
           "{ \"prompt\" : \"a cow\",\n  \"model\":\t\"veo_3_1-fast-components-4K\" , "
-          "\"seconds\": 8.0, \"seed\": 12345678901234567890, \"x\": [1, {\"model\": \"inner\"}] }",
-          "field(prompt=a cow/5)\nfield(model=veo2/4)\nfield(seconds=8/1)\n"
+          "\"fps\": 8.0, \"seed\": 12345678901234567890, \"x\": [1, {\"model\": \"inner\"}] }",
+          "field(prompt=a cow/5)\nfield(model=veo2/4)\nfield(fps=8/1)\n"
           "field(seed=1.2345678901234567e+19/22)\nmodel(veo2)\nend\n");
 }
 
@@ -248,6 +248,86 @@ static void test_errors(void **state)
     CHECK_ERR("{\"model\":\"veo2\"}", 3, 400, "missing_field", "prompt");
 }
 
+/*
+ * Issue 5, defect 6: a member the gateway checks, of another JSON type than the one
+ * it checks it as, was skipped by the hooks and forwarded unchecked.
+ */
+static void test_member_types(void **state)
+{
+    static const struct {
+        const char *body;
+        const char *code;
+        const char *param;
+    } bad[] = {
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":[99]}", "invalid_type", "seconds" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":[\"8\"]}", "invalid_type", "seconds" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":true}", "invalid_type", "seconds" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":false}", "invalid_type", "seconds" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":null}", "invalid_type", "seconds" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":{}}", "invalid_type", "seconds" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"seconds\":{\"s\":8}}", "invalid_type",
+          "seconds" },
+        /* numbers: integers written with digits only */
+        { "{\"seconds\":8.5}", "invalid_value", "seconds" },
+        { "{\"seconds\":8.0}", "invalid_value", "seconds" },
+        { "{\"seconds\":1e9}", "invalid_value", "seconds" },
+        { "{\"seconds\":8E0}", "invalid_value", "seconds" },
+        { "{\"seconds\":-8}", "invalid_value", "seconds" },
+        { "{\"seconds\":-0}", "invalid_value", "seconds" },
+        { "{\"seconds\":08}", "invalid_value", "seconds" },
+        { "{\"seconds\":1e400}", "invalid_value", "seconds" },
+        /* strings: digits only */
+        { "{\"seconds\":\"\"}", "invalid_value", "seconds" },
+        { "{\"seconds\":\"8s\"}", "invalid_value", "seconds" },
+        { "{\"seconds\":\" 8\"}", "invalid_value", "seconds" },
+        { "{\"seconds\":\"-8\"}", "invalid_value", "seconds" },
+        { "{\"seconds\":\"8.5\"}", "invalid_value", "seconds" },
+        { "{\"seconds\":\"\\u0038\\u0020\"}", "invalid_value", "seconds" },
+        /* size, prompt, model: strings */
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"size\":[\"4096x4096\"]}", "invalid_type",
+          "size" },
+        { "{\"model\":\"veo3\",\"prompt\":\"j\",\"size\":{}}", "invalid_type", "size" },
+        { "{\"size\":16}", "invalid_type", "size" },
+        { "{\"size\":null}", "invalid_type", "size" },
+        { "{\"size\":true}", "invalid_type", "size" },
+        { "{\"prompt\":[\"a cow\"]}", "invalid_type", "prompt" },
+        { "{\"prompt\":{\"text\":\"a cow\"}}", "invalid_type", "prompt" },
+        { "{\"prompt\":5}", "invalid_type", "prompt" },
+        { "{\"prompt\":null}", "invalid_type", "prompt" },
+        { "{\"model\":true}", "invalid_type", "model" },
+        { "{\"model\":{}}", "invalid_type", "model" },
+        /* an escaped key is the same member; the first wrong type is reported */
+        { "{\"s\\u0065conds\":[99]}", "invalid_type", "seconds" },
+        { "{\"size\":\"16x9\",\"seconds\":[99],\"size\":[1]}", "invalid_type", "seconds" },
+        /* a NUL still wins: it may be what cut a key into a checked name */
+        { "{\"seconds\\u0000x\":[99]}", "invalid_json", NULL },
+    };
+
+    for (size_t i = 0; i < GW_ARRAY_LEN(bad); i++)
+        check_error(bad[i].body, strlen(bad[i].body), 0, 400, bad[i].code, bad[i].param);
+
+    /* what stays accepted: digits as a string or an integer; other members of any type */
+    check("{\"model\":\"veo3\",\"prompt\":\"p\",\"seconds\":\"8\",\"size\":\"16x9\"}", NULL,
+          NULL, "field(model=veo3/4)\nfield(prompt=p/1)\nfield(seconds=8/1)\nfield(size=16x9/4)\n"
+          "model(veo3)\nend\n");
+    check("{\"seconds\":8,\"watermark\":false,\"input_reference\":null,\"n\":[1.5]}", NULL, NULL,
+          "field(seconds=8/1)\nend\n");
+    check("{\"seconds\":0}", NULL, NULL, "field(seconds=0/1)\nend\n");
+    check("{\"seconds\":\"08\"}", NULL, NULL, "field(seconds=08/2)\nend\n");
+    /* a big integer reaches the hooks as written, not as a double */
+    check("{\"seconds\":12345678901234567890}", NULL, NULL,
+          "field(seconds=12345678901234567890/20)\nend\n");
+}
+
+/* Remix bodies: the prompt must be a string too. */
+static void test_remix_prompt_type(void **state)
+{
+    CHECK_ERR("{\"prompt\":[\"more cows\"]}", 0, 400, "invalid_type", "prompt");
+    CHECK_ERR("{\"prompt\":null}", 0, 400, "invalid_type", "prompt");
+    CHECK_ERR("{\"prompt\":42}", 0, 400, "invalid_type", "prompt");
+    check("{\"prompt\":\"more cows\"}", NULL, NULL, "field(prompt=more cows/9)\nend\n");
+}
+
 static void test_escaped_backslash_is_not_nul(void **state)
 {
     /* "\\u0000" is a backslash followed by text, not a NUL */
@@ -279,6 +359,8 @@ int main(void)
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_long_field),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_member_types),
+        cmocka_unit_test(test_remix_prompt_type),
         cmocka_unit_test(test_escaped_backslash_is_not_nul),
         cmocka_unit_test(test_null_hooks),
     };
