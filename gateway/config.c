@@ -130,6 +130,10 @@ enum conf_type {
     CONF_SECONDS,   /* comma list of integers into gw_model.seconds (offset unused) */
     CONF_SIZES,     /* comma list of WxH into gw_model.sizes (offset unused) */
     CONF_SHA256,    /* 64 hex digits into 32 bytes */
+    CONF_PATH,      /* char *: any path (resolved; created or checked when used) */
+    CONF_LONG_DURATION, /* int64_t: ms in min..max, ms/s/m/h/d suffix required */
+    CONF_DATE,      /* int64_t: YYYY-MM-DD as the UTC ms of its midnight */
+    CONF_NAMES,     /* struct gw_names: comma list of names */
 };
 
 enum conf_section {
@@ -138,6 +142,10 @@ enum conf_section {
     SEC_UPSTREAM,
     SEC_MODELS,
     SEC_ALIASES,  /* free-form FRIENDLY = MODELNAME */
+    SEC_STORE,
+    SEC_JOBS,
+    SEC_ADMIN,
+    SEC_LIMITS,
     SEC_MODEL,    /* [model NAME]: fields of a struct gw_model */
     SEC_KEY,      /* [key NAME]: fields of a struct gw_team_key */
     SEC_SKIP,     /* after a bad section header (reported): its keys are ignored */
@@ -145,7 +153,9 @@ enum conf_section {
 
 static const char *const conf_section_names[] = {
     [SEC_TOP] = "top level", [SEC_SERVER] = "server",   [SEC_UPSTREAM] = "upstream",
-    [SEC_MODELS] = "models",  [SEC_ALIASES] = "aliases", [SEC_MODEL] = "model",
+    [SEC_MODELS] = "models",  [SEC_ALIASES] = "aliases", [SEC_STORE] = "store",
+    [SEC_JOBS] = "jobs",      [SEC_ADMIN] = "admin",     [SEC_LIMITS] = "limits",
+    [SEC_MODEL] = "model",
     [SEC_KEY] = "key",        [SEC_SKIP] = "?",
 };
 
@@ -167,6 +177,7 @@ static const char *const fallback_names[] = { "chunked", "spool", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const unknown_names[] = { "reject", "pass", NULL }; /* = allow_unknown */
 static const char *const family_names[] = { "first", "frames", "components", NULL };
+static const char *const sync_names[] = { "normal", "full", NULL }; /* = store_sync_full */
 static const int family_images[] = { 1, 2, 3 }; /* max input_reference images per family */
 
 #define KIB 1024LL
@@ -175,13 +186,15 @@ static const int family_images[] = { 1, 2, 3 }; /* max input_reference images pe
 #define SEC 1000LL
 #define MIN (60 * SEC)
 #define HOUR (60 * MIN)
+#define DAY (24 * HOUR)
+#define LIMIT_MAX 1000000 /* rpm, burst, concurrency */
 
 #define CFG(f) offsetof(struct gw_config, f)
 #define KEY(f) offsetof(struct gw_team_key, f)
 
 static const struct conf_directive conf_directives[] = {
     /* section, name, type, offset, default, min, max, names, flags */
-    { SEC_SERVER, "listen", CONF_LISTEN, 0, "127.0.0.1:8080", 0, 0, NULL, 0 },
+    { SEC_SERVER, "listen", CONF_LISTEN, CFG(listen), "127.0.0.1:8080", 0, 0, NULL, 0 },
     { SEC_SERVER, "threads", CONF_INT, CFG(threads), "0", 0, 64, NULL, 0 },
     { SEC_SERVER, "tls_cert", CONF_FILE, CFG(tls_cert), NULL, 0, 0, NULL, 0 },
     { SEC_SERVER, "tls_key", CONF_FILE, CFG(tls_key), NULL, 0, 0, NULL, 0 },
@@ -220,7 +233,35 @@ static const struct conf_directive conf_directives[] = {
     { SEC_MODEL, "seconds", CONF_SECONDS, 0, NULL, 1, CONF_SECONDS_MAX, NULL, 0 },
     { SEC_MODEL, "sizes", CONF_SIZES, 0, NULL, 0, 0, NULL, 0 },
 
+    { SEC_STORE, "path", CONF_PATH, CFG(store_path), NULL, 0, 0, NULL, 0 },
+    { SEC_STORE, "synchronous", CONF_ENUM, CFG(store_sync_full), "normal", 0, 0, sync_names,
+      0 },
+
+    { SEC_JOBS, "refresh", CONF_DURATION, CFG(jobs_refresh_ms), "30s", SEC, DAY, NULL, 0 },
+    { SEC_JOBS, "retention", CONF_LONG_DURATION, CFG(jobs_retention_ms), "30d", HOUR,
+      3650 * DAY, NULL, 0 },
+
+    { SEC_ADMIN, "listen", CONF_LISTEN, CFG(admin), NULL, 0, 0, NULL, 0 },
+
+    { SEC_LIMITS, "rpm", CONF_INT, CFG(limits.rpm), "0", 0, LIMIT_MAX, NULL, 0 },
+    { SEC_LIMITS, "burst", CONF_INT, CFG(limits.burst), "0", 0, LIMIT_MAX, NULL, 0 },
+    { SEC_LIMITS, "concurrency", CONF_INT, CFG(limits.concurrency), "0", 0, LIMIT_MAX, NULL,
+      0 },
+    { SEC_LIMITS, "daily_seconds", CONF_INT, CFG(limits.daily_seconds), "0", 0, 100000000,
+      NULL, 0 },
+    { SEC_LIMITS, "upstream_rpm", CONF_INT, CFG(upstream_rpm), "0", 0, LIMIT_MAX, NULL, 0 },
+    { SEC_LIMITS, "upstream_queue", CONF_DURATION, CFG(upstream_queue_ms), "10s", 0, 10 * MIN,
+      NULL, 0 },
+
     { SEC_KEY, "sha256", CONF_SHA256, KEY(sha256), NULL, 0, 0, NULL, CONF_REQUIRED },
+    { SEC_KEY, "rpm", CONF_INT, KEY(limits.rpm), NULL, 0, LIMIT_MAX, NULL, 0 },
+    { SEC_KEY, "burst", CONF_INT, KEY(limits.burst), NULL, 0, LIMIT_MAX, NULL, 0 },
+    { SEC_KEY, "concurrency", CONF_INT, KEY(limits.concurrency), NULL, 0, LIMIT_MAX, NULL, 0 },
+    { SEC_KEY, "daily_seconds", CONF_INT, KEY(limits.daily_seconds), NULL, 0, 100000000, NULL,
+      0 },
+    { SEC_KEY, "models", CONF_NAMES, KEY(models), NULL, 0, 0, NULL, 0 },
+    { SEC_KEY, "expires", CONF_DATE, KEY(expires_ms), NULL, 0, 0, NULL, 0 },
+    { SEC_KEY, "admin", CONF_BOOL, KEY(admin), NULL, 0, 0, NULL, 0 },
 };
 
 #define CONF_NDIRECTIVES GW_ARRAY_LEN(conf_directives)
@@ -400,7 +441,7 @@ static const char *conf_fmt_size(char *buf, size_t cap, long long n)
 static const char *conf_fmt_ms(char *buf, size_t cap, long long ms)
 {
     static const struct conf_unit units[] = {
-        { HOUR, "h" }, { MIN, "m" }, { SEC, "s" }, { 1, "ms" },
+        { DAY, "d" }, { HOUR, "h" }, { MIN, "m" }, { SEC, "s" }, { 1, "ms" },
     };
     return conf_fmt_units(buf, cap, ms, units);
 }
@@ -449,6 +490,16 @@ static const char *conf_expect(const struct conf_directive *d, char *buf, size_t
     case CONF_SIZES:
         snprintf(buf, cap, "a comma list of at most %d WIDTHxHEIGHT sizes", GW_CATALOG_MAX_LIST);
         return buf;
+    case CONF_PATH:
+        return "a file path";
+    case CONF_LONG_DURATION:
+        snprintf(buf, cap, "duration %s..%s (with a ms/s/m/h/d suffix)",
+                 conf_fmt_ms(lo, sizeof(lo), d->min), conf_fmt_ms(hi, sizeof(hi), d->max));
+        return buf;
+    case CONF_DATE:
+        return "a date YYYY-MM-DD (UTC)";
+    case CONF_NAMES:
+        return "a comma-separated list of model names";
     case CONF_SHA256:
         return "64 hex digits (the SHA-256 of the key, never the key)";
     }
@@ -554,6 +605,8 @@ static int conf_parse_duration(const char *v, long long *ms)
         mult = MIN;
     else if (strcmp(v, "h") == 0)
         mult = HOUR;
+    else if (strcmp(v, "d") == 0)
+        mult = DAY;
     else
         return GW_ERR;
     if (n > (unsigned long long)LLONG_MAX / mult)
@@ -729,7 +782,7 @@ static void conf_set_path(struct conf_loader *ld, struct conf_loc at, const char
     conf_replace(field, path);
 }
 
-static int conf_set_listen(struct conf_loader *ld, struct conf_loc at, struct gw_config *cfg,
+static int conf_set_listen(struct conf_loader *ld, struct conf_loc at, struct gw_listen *l,
                            const char *v)
 {
     struct conf_hostport hp;
@@ -742,9 +795,89 @@ static int conf_set_listen(struct conf_loader *ld, struct conf_loc at, struct gw
         conf_oom(ld, at);
         return GW_OK;
     }
-    conf_replace(&cfg->listen_host, host);
-    cfg->listen_port = hp.port;
+    conf_replace(&l->host, host);
+    l->port = hp.port;
     return GW_OK;
+}
+
+/* Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm). */
+static long long conf_days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+/* YYYY-MM-DD, a real calendar date from 1970 to 9999 -> UTC ms of its midnight. */
+static int conf_parse_date(const char *v, int64_t *ms)
+{
+    static const unsigned mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    unsigned y, m, d;
+
+    if (strlen(v) != 10 || v[4] != '-' || v[7] != '-')
+        return GW_ERR;
+    for (int i = 0; i < 10; i++) {
+        if (i != 4 && i != 7 && !isdigit((unsigned char)v[i]))
+            return GW_ERR;
+    }
+    y = (unsigned)atoi(v);
+    m = (unsigned)atoi(v + 5);
+    d = (unsigned)atoi(v + 8);
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+        return GW_ERR;
+    if (m == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+        return GW_ERR;
+    *ms = (int64_t)conf_days_from_civil(y, m, d) * DAY;
+    return GW_OK;
+}
+
+/* A comma list of model names (checked against the catalog once it is complete). */
+static int conf_set_names(struct conf_loader *ld, struct conf_loc at, struct gw_names *out,
+                          const char *v)
+{
+    struct gw_names n = { NULL, 0 };
+    const char *p = v;
+
+    for (;;) {
+        const char *e = p + strcspn(p, ",");
+        const char *a = p, *b = e;
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        while (b > a && isspace((unsigned char)b[-1]))
+            b--;
+        if (a == b || !conf_valid_name(a, (size_t)(b - a), CONF_NAME_MAX, "._-"))
+            goto bad;
+        char **vv = conf_realloc(n.v, (n.n + 1) * sizeof(*n.v));
+        if (vv == NULL || (vv[n.n] = conf_strndup(a, (size_t)(b - a))) == NULL) {
+            if (vv != NULL)
+                n.v = vv;
+            conf_oom(ld, at);
+            goto free_out;
+        }
+        n.v = vv;
+        n.n++;
+        if (*e == '\0')
+            break;
+        p = e + 1;
+    }
+    for (unsigned i = 0; i < out->n; i++)
+        free(out->v[i]);
+    free(out->v);
+    *out = n;
+    return GW_OK;
+bad:
+    for (unsigned i = 0; i < n.n; i++)
+        free(n.v[i]);
+    free(n.v);
+    return GW_ERR;
+free_out:
+    for (unsigned i = 0; i < n.n; i++)
+        free(n.v[i]);
+    free(n.v);
+    return GW_OK; /* reported as out of memory */
 }
 
 static void conf_set_url(struct conf_loader *ld, struct conf_loc at, const char *label,
@@ -821,7 +954,7 @@ static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const ch
     static const char shape[] = "env:NAME or file:PATH";
     char buf[CONF_SECRET_MAX + 2];
     char q[CONF_QUOTE_BUF];
-    char *path = NULL, *secret = NULL, **keys;
+    char *path = NULL, *secret = NULL, *labelled = NULL, **keys;
     const char *ref, *env;
     FILE *fp = NULL;
     size_t n = 0;
@@ -901,13 +1034,30 @@ static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const ch
             goto out;
         }
         cfg->upstream_keys = keys;
+        keys = conf_realloc(cfg->upstream_key_labels, cap * sizeof(*keys));
+        if (keys == NULL) {
+            conf_oom(ld, at);
+            goto out;
+        }
+        cfg->upstream_key_labels = keys;
         ld->upkeys_cap = cap;
     }
     secret = conf_strndup(buf, n);
-    if (secret == NULL) {
+    /* the label: the reference, as written for env:, resolved for file: */
+    if (path == NULL) {
+        labelled = conf_strdup(v);
+    } else if ((labelled = conf_malloc(strlen(path) + 6)) != NULL) {
+        snprintf(labelled, strlen(path) + 6, "file:%s", path);
+    }
+    if (secret == NULL || labelled == NULL) {
+        if (secret != NULL)
+            explicit_bzero(secret, n);
+        free(secret);
+        free(labelled);
         conf_oom(ld, at);
         goto out;
     }
+    cfg->upstream_key_labels[cfg->nupstream_keys] = labelled;
     cfg->upstream_keys[cfg->nupstream_keys++] = secret;
 out:
     explicit_bzero(buf, sizeof(buf));
@@ -1066,7 +1216,25 @@ static void conf_set(struct conf_loader *ld, struct conf_loc at, const char *lab
         }
         break;
     case CONF_LISTEN:
-        if (conf_set_listen(ld, at, base, v) == GW_OK)
+        if (conf_set_listen(ld, at, (struct gw_listen *)(void *)field, v) == GW_OK)
+            return;
+        break;
+    case CONF_PATH:
+        if (*v == '\0')
+            break;
+        conf_set_path(ld, at, label, d, (char **)(void *)field, v);
+        return;
+    case CONF_LONG_DURATION:
+        if (conf_parse_duration(v, &n) != GW_OK || n < d->min || n > d->max)
+            break;
+        *(int64_t *)(void *)field = (int64_t)n;
+        return;
+    case CONF_DATE:
+        if (conf_parse_date(v, (int64_t *)(void *)field) == GW_OK)
+            return;
+        break;
+    case CONF_NAMES:
+        if (conf_set_names(ld, at, (struct gw_names *)(void *)field, v) == GW_OK)
             return;
         break;
     case CONF_URL:
@@ -1190,7 +1358,8 @@ static void conf_open_key(struct conf_file *fc, struct conf_loc at, const char *
 static void conf_open_section(struct conf_file *fc, char *text)
 {
     static const enum conf_section plain[] = { SEC_SERVER, SEC_UPSTREAM, SEC_MODELS,
-                                               SEC_ALIASES };
+                                               SEC_ALIASES, SEC_STORE, SEC_JOBS,
+                                               SEC_ADMIN, SEC_LIMITS };
     struct conf_loader *ld = fc->ld;
     struct conf_loc at = { fc->path, fc->line };
     char q[CONF_QUOTE_BUF];
@@ -1218,8 +1387,8 @@ static void conf_open_section(struct conf_file *fc, char *text)
         conf_open_key(fc, at, arg);
         return;
     }
-    conf_error(ld, at, "section", "expected server|upstream|models|aliases|model NAME|key NAME, "
-               "got %s", conf_quote(q, text));
+    conf_error(ld, at, "section", "expected server|upstream|models|aliases|store|jobs|admin|"
+               "limits|model NAME|key NAME, got %s", conf_quote(q, text));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1632,6 +1801,62 @@ static void conf_link_aliases(struct conf_loader *ld)
     }
 }
 
+/* A key's limits not set in its [key NAME] section are [limits]' values. */
+static void conf_inherit_limits(struct conf_loader *ld)
+{
+    static const char *const names[] = { "rpm", "burst", "concurrency", "daily_seconds" };
+    struct gw_config *cfg = ld->cfg;
+
+    for (unsigned k = 0; k < GW_ARRAY_LEN(names); k++) {
+        unsigned idx = 0;
+        const struct conf_directive *d = conf_find(SEC_KEY, names[k], &idx);
+        size_t off = d->offset - offsetof(struct gw_team_key, limits);
+
+        for (unsigned i = 0; i < cfg->nkeys; i++) {
+            if (!(ld->kinst[i].seen & ((uint64_t)1 << idx)))
+                memcpy((char *)&cfg->keys[i].limits + off, (char *)&cfg->limits + off,
+                       sizeof(int));
+        }
+    }
+}
+
+/* A key's model allowlist names aliases or models; kept as the names sent upstream,
+ * which is what a request resolves to. */
+static void conf_resolve_key_models(struct conf_loader *ld)
+{
+    struct gw_config *cfg = ld->cfg;
+    char label[CONF_LABEL_BUF], q[CONF_QUOTE_BUF];
+    unsigned idx = 0;
+
+    conf_find(SEC_KEY, "models", &idx);
+    for (unsigned i = 0; i < cfg->nkeys; i++) {
+        struct gw_names *m = &cfg->keys[i].models;
+        for (unsigned j = 0; j < m->n; j++) {
+            struct gw_resolved r;
+            struct gw_error err;
+            if (gw_catalog_resolve(&cfg->catalog, (struct gw_str){ m->v[j], strlen(m->v[j]) },
+                                   &r, &err) != GW_OK || r.model == NULL) {
+                if (r.model == NULL && cfg->catalog.allow_unknown)
+                    continue; /* [models] unknown = pass: names outside the catalog too */
+                snprintf(label, sizeof(label), "key %s.models", cfg->keys[i].name);
+                conf_error(ld, ld->kinst[i].set_at[idx], label,
+                           "expected models or aliases of the catalog, got %s",
+                           conf_quote(q, m->v[j]));
+                continue;
+            }
+            if (strcmp(m->v[j], r.model->name) != 0) {
+                char *canon = conf_strdup(r.model->name);
+                if (canon == NULL) {
+                    conf_oom(ld, ld->kinst[i].set_at[idx]);
+                    continue;
+                }
+                free(m->v[j]);
+                m->v[j] = canon;
+            }
+        }
+    }
+}
+
 static void conf_finish(struct conf_loader *ld)
 {
     struct gw_catalog *cat = &ld->cfg->catalog;
@@ -1641,6 +1866,8 @@ static void conf_finish(struct conf_loader *ld)
     for (unsigned i = 0; i < cat->nmodels; i++)
         cat->models[i].max_images = family_images[cat->models[i].family];
     conf_link_aliases(ld);
+    conf_inherit_limits(ld);
+    conf_resolve_key_models(ld);
 }
 
 static void conf_loader_free(struct conf_loader *ld)
@@ -1698,7 +1925,9 @@ void gw_config_free(struct gw_config *cfg)
     if (cfg == NULL)
         return;
     free(cfg->path);
-    free(cfg->listen_host);
+    free(cfg->listen.host);
+    free(cfg->admin.host);
+    free(cfg->store_path);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->spool_dir);
@@ -1710,11 +1939,17 @@ void gw_config_free(struct gw_config *cfg)
     for (unsigned i = 0; i < cfg->nupstream_keys; i++) {
         explicit_bzero(cfg->upstream_keys[i], strlen(cfg->upstream_keys[i]));
         free(cfg->upstream_keys[i]);
+        free(cfg->upstream_key_labels[i]);
     }
     free(cfg->upstream_keys);
+    free(cfg->upstream_key_labels);
     gw_catalog_free(&cfg->catalog);
-    for (unsigned i = 0; i < cfg->nkeys; i++)
+    for (unsigned i = 0; i < cfg->nkeys; i++) {
         free(cfg->keys[i].name);
+        for (unsigned j = 0; j < cfg->keys[i].models.n; j++)
+            free(cfg->keys[i].models.v[j]);
+        free(cfg->keys[i].models.v);
+    }
     free(cfg->keys);
     free(cfg);
 }

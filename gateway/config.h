@@ -10,6 +10,7 @@
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "catalog.h"
@@ -20,17 +21,40 @@ enum gw_fallback {
     GW_FALLBACK_SPOOL,       /* ... or is spooled to an unlinked temp file, then sent with CL */
 };
 
+/* Per-key limits; 0 = unlimited. [limits] gives the defaults, [key NAME] overrides. */
+struct gw_limits {
+    int rpm;                   /* creates per minute */
+    int burst;                 /* creates at once (GCRA burst; see limits/gcra.h for 0) */
+    int concurrency;           /* creates in flight at once */
+    int daily_seconds;         /* video-seconds per UTC day */
+};
+
+/* A list of names (owned). */
+struct gw_names {
+    char **v;
+    unsigned n;
+};
+
 struct gw_team_key {
     char *name;                /* the key's name: what logs show, never the key */
     unsigned char sha256[32];  /* SHA-256 of the key's bytes */
+    struct gw_limits limits;
+    struct gw_names models;    /* allowlist as upstream (canonical) names; n == 0: all */
+    int64_t expires_ms;        /* refused from this UTC instant on (ms); 0 = never */
+    int admin;                 /* may use the admin API and read any job */
+};
+
+/* A listening address. host NULL: not configured. */
+struct gw_listen {
+    char *host;                /* "127.0.0.1", "::1" (no brackets) */
+    int port;
 };
 
 struct gw_config {
     char *path;                /* file it was read from */
 
     /* [server] */
-    char *listen_host;         /* "127.0.0.1" */
-    int listen_port;           /* 8080 */
+    struct gw_listen listen;   /* 127.0.0.1:8080 */
     int threads;               /* event loops; 0 = one per core */
     char *tls_cert;            /* PEM path, NULL = plain HTTP */
     char *tls_key;
@@ -62,7 +86,25 @@ struct gw_config {
     int idle_timeout_ms;       /* 30000: between bytes of a streaming response */
     int pool_size;             /* idle keep-alive connections kept per thread (16) */
     char **upstream_keys;      /* resolved secrets, round-robin */
+    char **upstream_key_labels; /* parallel: the reference as written ("env:NAME",
+                                  "file:/abs/path"): stable, never the secret */
     unsigned nupstream_keys;
+
+    /* [store] */
+    char *store_path;          /* SQLite file (resolved), NULL: no store */
+    int store_sync_full;       /* synchronous = full (1) | normal (0) */
+
+    /* [jobs] */
+    int jobs_refresh_ms;       /* unfinished jobs refreshed from the upstream (30000) */
+    int64_t jobs_retention_ms; /* ledger rows older than this are pruned (30 days) */
+
+    /* [admin] */
+    struct gw_listen admin;    /* admin listener; host NULL: off */
+
+    /* [limits] */
+    struct gw_limits limits;   /* defaults of every key */
+    int upstream_rpm;          /* creates per minute towards the upstream, all keys; 0: off */
+    int upstream_queue_ms;     /* longest wait for upstream_rpm before a 429 (10000) */
 
     /* [models] + [model NAME] + [aliases] */
     struct gw_catalog catalog;

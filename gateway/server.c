@@ -151,11 +151,11 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     w->up = gw_upstream_new(w->base, cfg, s->up_ssl);
     if (w->up == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
-    snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen_host, ':') ? "ipv6:" : "",
-             cfg->listen_host);
-    if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen_port, 1024) != 0)
+    snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen.host, ':') ? "ipv6:" : "",
+             cfg->listen.host);
+    if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen.port, 1024) != 0)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d: %s",
-                            cfg->listen_host, cfg->listen_port, strerror(errno));
+                            cfg->listen.host, cfg->listen.port, strerror(errno));
     w->accept_timer = evtimer_new(w->base, accept_resume, w);
     if (w->accept_timer == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the accept timer");
@@ -245,7 +245,7 @@ int gw_server_run(struct gw_server *s)
     for (unsigned i = 0; i < s->nworkers; i++)
         pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
     gw_log(GW_LOG_INFO, "listening on %s:%d (%s), %u event loops, upstream %s",
-           s->cfg->listen_host, s->cfg->listen_port, s->cfg->tls_cert ? "https" : "http",
+           s->cfg->listen.host, s->cfg->listen.port, s->cfg->tls_cert ? "https" : "http",
            s->nworkers, s->cfg->upstream_url);
     for (;;) {
         if (sigwait(&set, &sig) != 0)

@@ -115,6 +115,86 @@ static int teardown(void **state)
     return nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* Keys, limits, store, jobs, admin (issue 6)                                                 */
+
+#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define MODELS "[model veo_3_1]\nfamily = frames\n[model veo3]\nfamily = frames\n" \
+               "[aliases]\nveo3.1 = veo_3_1\n"
+
+static void test_limits_store_admin(void **state)
+{
+    struct gw_config *cfg;
+
+    (void)state;
+    cfg = load_ok(MIN_CONF);
+    assert_null(cfg->store_path);
+    assert_int_equal(cfg->store_sync_full, 0);
+    assert_int_equal(cfg->jobs_refresh_ms, 30000);
+    assert_true(cfg->jobs_retention_ms == 30LL * 24 * 3600 * 1000);
+    assert_null(cfg->admin.host);
+    assert_int_equal(cfg->limits.rpm, 0);
+    assert_int_equal(cfg->limits.daily_seconds, 0);
+    assert_int_equal(cfg->upstream_queue_ms, 10000);
+    assert_string_equal(cfg->upstream_key_labels[0], "env:GW_TEST_KEY");
+    gw_config_free(cfg);
+
+    cfg = load_ok(MIN_CONF "[store]\npath = data/gw.db\nsynchronous = full\n"
+                  "[jobs]\nrefresh = 5s\nretention = 7d\n[admin]\nlisten = 127.0.0.1:8081\n"
+                  "[limits]\nrpm = 10\nburst = 3\nconcurrency = 2\ndaily_seconds = 600\n"
+                  "upstream_rpm = 100\nupstream_queue = 2s\n" MODELS
+                  "[key alice]\nsha256 = " SHA_A "\nrpm = 1\nmodels = veo3.1, veo3\n"
+                  "expires = 2027-06-30\nadmin = yes\n"
+                  "[key bob]\nsha256 = " SHA_A "\ndaily_seconds = 0\n");
+    assert_string_equal(cfg->store_path, "data/gw.db");
+    assert_int_equal(cfg->store_sync_full, 1);
+    assert_int_equal(cfg->jobs_refresh_ms, 5000);
+    assert_true(cfg->jobs_retention_ms == 7LL * 24 * 3600 * 1000);
+    assert_string_equal(cfg->admin.host, "127.0.0.1");
+    assert_int_equal(cfg->admin.port, 8081);
+    assert_int_equal(cfg->upstream_rpm, 100);
+    assert_int_equal(cfg->upstream_queue_ms, 2000);
+    /* alice overrides rpm, inherits the rest */
+    assert_int_equal(cfg->keys[0].limits.rpm, 1);
+    assert_int_equal(cfg->keys[0].limits.burst, 3);
+    assert_int_equal(cfg->keys[0].limits.concurrency, 2);
+    assert_int_equal(cfg->keys[0].limits.daily_seconds, 600);
+    /* the allowlist is kept as the names sent upstream */
+    assert_int_equal(cfg->keys[0].models.n, 2);
+    assert_string_equal(cfg->keys[0].models.v[0], "veo_3_1");
+    assert_string_equal(cfg->keys[0].models.v[1], "veo3");
+    assert_true(cfg->keys[0].expires_ms == 1814313600000LL); /* 2027-06-30T00:00:00Z */
+    assert_int_equal(cfg->keys[0].admin, 1);
+    /* bob: an explicit 0 is unlimited, not the default */
+    assert_int_equal(cfg->keys[1].limits.daily_seconds, 0);
+    assert_int_equal(cfg->keys[1].limits.rpm, 10);
+    assert_int_equal(cfg->keys[1].models.n, 0);
+    assert_true(cfg->keys[1].expires_ms == 0);
+    assert_int_equal(cfg->keys[1].admin, 0);
+    gw_config_free(cfg);
+}
+
+static void test_limits_bad_values(void **state)
+{
+    (void)state;
+    expect_errors(MIN_CONF MODELS "[key a]\nsha256 = " SHA_A "\nexpires = 2027-02-29\n"
+                  "models = veo3.1, nope\nrpm = -1\n",
+                  "gw.conf:12: key a.expires: expected a date YYYY-MM-DD (UTC), got \"2027-02-29\"\n"
+                  "gw.conf:14: key a.rpm: expected integer 0..1000000, got \"-1\"\n"
+                  "gw.conf:13: key a.models: expected models or aliases of the catalog, "
+                  "got \"nope\"\n");
+    expect_errors(MIN_CONF "[jobs]\nretention = 30\n[store]\nsynchronous = extra\n"
+                  "[admin]\nlisten = nowhere\n[key a]\nsha256 = " SHA_A "\nmodels = a,,b\n",
+                  "gw.conf:5: jobs.retention: expected duration 1h..3650d (with a ms/s/m/h/d "
+                  "suffix), got \"30\"\n"
+                  "gw.conf:7: store.synchronous: expected one of normal|full, got \"extra\"\n"
+                  "gw.conf:9: admin.listen: expected HOST:PORT with PORT 1..65535 (IPv6 as "
+                  "[ADDR]:PORT), got \"nowhere\"\n"
+                  "gw.conf:12: key a.models: expected a comma-separated list of model names, "
+                  "got \"a,,b\"\n");
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Defaults and good values                                                                   */
 
@@ -124,8 +204,8 @@ static void test_defaults(void **state)
 
     (void)state;
     assert_string_equal(cfg->path, "gw.conf");
-    assert_string_equal(cfg->listen_host, "127.0.0.1");
-    assert_int_equal(cfg->listen_port, 8080);
+    assert_string_equal(cfg->listen.host, "127.0.0.1");
+    assert_int_equal(cfg->listen.port, 8080);
     assert_int_equal(cfg->threads, 0);
     assert_null(cfg->tls_cert);
     assert_null(cfg->tls_key);
@@ -192,8 +272,8 @@ static void test_good_values(void **state)
                   "pool_size = 0\n"
                   "[models]\n"
                   "unknown = pass\n");
-    assert_string_equal(cfg->listen_host, "::1");
-    assert_int_equal(cfg->listen_port, 9000);
+    assert_string_equal(cfg->listen.host, "::1");
+    assert_int_equal(cfg->listen.port, 9000);
     assert_int_equal(cfg->threads, 64);
     assert_string_equal(cfg->tls_cert, "cert.pem");
     assert_string_equal(cfg->tls_key, "/dev/null");
@@ -272,8 +352,8 @@ static void test_syntax_conveniences(void **state)
                   "    listen = 0.0.0.0:81\n"
                   "\n");
     assert_int_equal(cfg->threads, 4);
-    assert_string_equal(cfg->listen_host, "0.0.0.0");
-    assert_int_equal(cfg->listen_port, 81);
+    assert_string_equal(cfg->listen.host, "0.0.0.0");
+    assert_int_equal(cfg->listen.port, 81);
     assert_string_equal(cfg->upstream_url, "http://up.test");
     gw_config_free(cfg);
 }
@@ -417,7 +497,7 @@ static void test_multiple_errors_reported_together(void **state)
                   "max_body = huge\n"         /* 3 */
                   "no equals sign here\n"     /* 4 */
                   "threads = 3\n"             /* 5: a duplicate, even after a bad value */
-                  "[limits]\n"                /* 6 */
+                  "[limitz]\n"                /* 6 */
                   "rpm = 10\n"                /* 7: ignored, its section was reported */
                   "[model m]\n"               /* 8: family missing */
                   "seconds = 4,eight\n"       /* 9 */
@@ -430,8 +510,8 @@ static void test_multiple_errors_reported_together(void **state)
                   "got a line without '=' (not shown)\n"
                   "gw.conf:5: server.threads: expected a single value (first set at gw.conf:2), "
                   "got \"3\"\n"
-                  "gw.conf:6: section: expected server|upstream|models|aliases|model NAME|"
-                  "key NAME, got \"limits\"\n"
+                  "gw.conf:6: section: expected server|upstream|models|aliases|store|jobs|"
+                  "admin|limits|model NAME|key NAME, got \"limitz\"\n"
                   "gw.conf:9: model m.seconds: expected a comma list of at most 16 integers "
                   "1..3600, got \"4,eight\"\n"
                   "gw.conf:10: upstream.url: expected http(s)://HOST[:PORT][/BASE], "
@@ -475,12 +555,12 @@ static void test_unknown_key_and_section(void **state)
                   "gw.conf:6: model m.images: expected one of include|family|seconds|sizes, "
                   "got \"images\"\n");
     expect_errors(MIN_CONF "[Server]\nthreads = 1\n[server extra]\n[model]\n",
-                  "gw.conf:4: section: expected server|upstream|models|aliases|model NAME|"
-                  "key NAME, got \"Server\"\n"
-                  "gw.conf:6: section: expected server|upstream|models|aliases|model NAME|"
-                  "key NAME, got \"server extra\"\n"
-                  "gw.conf:7: section: expected server|upstream|models|aliases|model NAME|"
-                  "key NAME, got \"model\"\n");
+                  "gw.conf:4: section: expected server|upstream|models|aliases|store|jobs|"
+                  "admin|limits|model NAME|key NAME, got \"Server\"\n"
+                  "gw.conf:6: section: expected server|upstream|models|aliases|store|jobs|"
+                  "admin|limits|model NAME|key NAME, got \"server extra\"\n"
+                  "gw.conf:7: section: expected server|upstream|models|aliases|store|jobs|"
+                  "admin|limits|model NAME|key NAME, got \"model\"\n");
     expect_errors("threads = 4\n" MIN_CONF,
                   "gw.conf:1: threads: expected a [SECTION] header before it (only include may "
                   "come first), got \"threads\"\n");
@@ -916,8 +996,8 @@ static void test_example_config(void **state)
     cfg = load(GW_SOURCE_DIR "/gateway.conf.example", &errs);
     assert_string_equal(errs, "");
     assert_non_null(cfg);
-    assert_string_equal(cfg->listen_host, "127.0.0.1");
-    assert_int_equal(cfg->listen_port, 8080);
+    assert_string_equal(cfg->listen.host, "127.0.0.1");
+    assert_int_equal(cfg->listen.port, 8080);
     assert_int_equal(cfg->upstream_tls, 1);
     assert_string_equal(cfg->upstream_host, "video.example.com");
     assert_int_equal(cfg->nupstream_keys, 1);
@@ -1001,6 +1081,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multiple_errors_reported_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_store_admin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_bad_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_required_without_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_key_and_section, setup, teardown),
