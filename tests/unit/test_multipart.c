@@ -590,8 +590,8 @@ static void test_transport_padding_refused(void **state)
     static const char *const bad[] = {
         "--b \r\nContent-Disposition: form-data; name=model\r\n\r\nveo2\r\n--b--",
         "--b\t\r\nContent-Disposition: form-data; name=model\r\n\r\nveo2\r\n--b--",
-        "--b\r\nContent-Disposition: form-data; name=prompt\r\n\r\np\r\n--b \t \r\n"
-        "Content-Disposition: form-data; name=seconds\r\n\r\n8\r\n--b--",
+        ("--b\r\nContent-Disposition: form-data; name=prompt\r\n\r\np\r\n--b \t \r\n"
+         "Content-Disposition: form-data; name=seconds\r\n\r\n8\r\n--b--"),
     };
 
     for (size_t i = 0; i < GW_ARRAY_LEN(bad); i++)
