@@ -19,7 +19,8 @@ static void fetch_sha256(void)
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
-const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char *authorization)
+const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char *authorization,
+                                        int64_t now_unix_ms)
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     const struct gw_team_key *found = NULL;
@@ -46,5 +47,8 @@ const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char 
             found = &cfg->keys[i];
     }
     OPENSSL_cleanse(digest, sizeof(digest));
+    /* an expired key is refused like an unknown one: no hint that it existed */
+    if (found != NULL && found->expires_ms != 0 && now_unix_ms >= found->expires_ms)
+        return NULL;
     return found;
 }

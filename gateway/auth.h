@@ -9,7 +9,9 @@
 #include "config.h"
 
 /* Returns the matching key record, or NULL (missing header, other scheme,
- * unknown key). `authorization` may be NULL. */
-const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char *authorization);
+ * unknown key, a key whose `expires` is at or before now_unix_ms, wall-clock UTC).
+ * `authorization` may be NULL. */
+const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const char *authorization,
+                                        int64_t now_unix_ms);
 
 #endif

@@ -121,7 +121,8 @@ struct exchange {
 /* proxy.c: the exchange's lifecycle */
 void gw_proxy_set_state(struct exchange *x, enum xstate to);
 void gw_proxy_fail(struct exchange *x, const struct gw_error *err);
-int64_t gw_proxy_now_ms(void);
+int64_t gw_proxy_now_ms(void);  /* monotonic */
+int64_t gw_proxy_unix_ms(void); /* wall clock (UTC) */
 struct bufferevent *gw_proxy_client_bev(struct exchange *x);
 int gw_proxy_hop_by_hop(const char *name, size_t len);
 

@@ -91,6 +91,14 @@ int64_t gw_proxy_now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+int64_t gw_proxy_unix_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 struct bufferevent *gw_proxy_client_bev(struct exchange *x)
 {
     return evhtp_request_get_bev(x->req);
@@ -335,7 +343,7 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         gw_reply_healthz(x);
         return EVHTP_RES_OK;
     }
-    x->key = gw_auth_check(x->cfg, evhtp_header_find(h, "Authorization"));
+    x->key = gw_auth_check(x->cfg, evhtp_header_find(h, "Authorization"), gw_proxy_unix_ms());
     if (x->key == NULL) {
         gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
                      evhtp_header_find(h, "Authorization") == NULL

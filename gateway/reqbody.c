@@ -102,6 +102,18 @@ static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err
     return GW_OK;
 }
 
+/* The key's allowlist holds upstream names: what the asked model resolves to. */
+static int model_allowed(const struct gw_team_key *k, struct gw_str sent)
+{
+    if (k == NULL || k->models.n == 0)
+        return 1;
+    for (unsigned i = 0; i < k->models.n; i++) {
+        if (gw_str_eq(sent, k->models.v[i]))
+            return 1;
+    }
+    return 0;
+}
+
 static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct gw_error *err)
 {
     struct exchange *x = arg;
@@ -111,6 +123,10 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
                             "The model field appears more than once");
     if (gw_catalog_resolve(&x->cfg->catalog, value, &x->resolved, err) != GW_OK)
         return GW_ERR;
+    if (!model_allowed(x->key, x->resolved.sent))
+        return gw_error_set(err, 403, "invalid_request_error", "model_not_allowed", "model",
+                            "This API key may not use model \"%.*s\"",
+                            (int)(value.len < 64 ? value.len : 64), value.p);
     x->have_model = 1;
     copy_field(x->model_asked, sizeof(x->model_asked), value);
     /* fields seen before the model are checked now */
