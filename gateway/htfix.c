@@ -45,6 +45,7 @@
 
 #include "chunked.h"
 #include "htfix.h"
+#include "log.h"
 #include "proxy.h"
 #include "reqhead.h"
 
@@ -156,8 +157,11 @@ static int parser_stopped(struct framer *f, htparser *p)
 {
     if (htparser_get_error(p) == htparse_error_none)
         return 0;
-    if (f->conn->request == NULL || f->conn->request->status != EVHTP_RES_PAUSE)
+    if (f->conn->request == NULL || f->conn->request->status != EVHTP_RES_PAUSE) {
+        gw_log(GW_LOG_DEBUG, "framer: parser error %d (%s) in phase %d",
+               htparser_get_error(p), htparser_get_strerror(p), f->phase);
         gw_proxy_body_error(f->conn, NULL);
+    }
     return 1;
 }
 
@@ -394,6 +398,11 @@ size_t htparser_run(htparser *p, htparse_hooks *hooks, const char *data, size_t 
         abort(); /* gw_htfix_init() was not called */
     if (c == NULL || c->type != evhtp_type_server || (f = framer_of(c)) == NULL)
         return real_run(p, hooks, data, len);
+    /* The parser keeps its last error (a pause is one) until it runs again, and
+     * libevhtp reads it after this call: a read that the framer handles without
+     * running the parser (the CRLF after a chunk, say) would pass for a failed
+     * one and drop the connection. An empty run clears it. */
+    real_run(p, hooks, data, 0);
 
     while (used < len && !stop) {
         switch (f->phase) {

@@ -329,6 +329,24 @@ def test_pipelining_in_order():
     assert_alive(gw)
 
 
+def test_chunked_uploads_with_pauses():
+    """Large chunked uploads (Python's http.client writes one chunk per send, as the
+    Node SDK's streamed uploads do) with the model part after the file: the gateway
+    pauses and resumes the client many times. A read that the framer handled without
+    running libevhtp's parser (the CRLF after a chunk's data, arriving alone) was
+    taken for the parser error that a pause leaves behind, and the connection was
+    dropped without an answer, about one upload in five."""
+    stub, gw = setup()
+    fields = [("prompt", "p"), ("seconds", "8"), ("size", "16x9"),
+              ("input_reference", "f.bin", 2 * 1024 * 1024, "image/png"), ("model", "veo3.1")]
+    for i in range(30):
+        ms = gwtest.multipart_stream(fields)
+        st, _, b = gw.request("POST", "/v1/videos", headers={"Content-Type": ms.content_type},
+                              body=ms)
+        assert st == 200, (i, st, b)
+    assert_alive(gw)
+
+
 def test_slow_head_gets_408():
     """One byte at a time, never finishing the head: header_timeout ends it with 408,
     whatever client_timeout says (slowloris)."""
