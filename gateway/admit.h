@@ -10,6 +10,7 @@
 #define GW_ADMIT_H
 
 #include "config.h"
+#include "gcra.h"
 #include "router.h"
 
 struct gw_worker;
@@ -19,6 +20,10 @@ struct gw_admit_req {
     const struct gw_team_key *key;
     const struct gw_route *route;
     const char *rid;
+    /* out: the key's rate state for x-ratelimit-* headers (limit 0: none), and on a
+     * refusal how long to wait (Retry-After) */
+    struct gw_gcra_result *rate;
+    int64_t *retry_after_ms;
 };
 
 /* Called exactly once for a GW_AGAIN decision, from the worker's loop, never
@@ -34,6 +39,9 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
              struct gw_admission **pending, struct gw_error *err);
 
 void gw_admit_cancel(struct gw_admission *a);
+
+/* 1 if the route makes a job upstream (create, remix): what per-key limits count. */
+int gw_admit_counts(const struct gw_route *route);
 
 /* The exchange is over (admitted ones only): release what admission took
  * (a concurrency slot, say). */

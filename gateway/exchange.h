@@ -14,6 +14,7 @@
 #include <evhtp/evhtp.h>
 
 #include "admit.h"
+#include "gcra.h"
 #include "catalog.h"
 #include "multipart.h"
 #include "router.h"
@@ -115,6 +116,13 @@ struct exchange {
     struct evbuffer *resp;   /* whole-response buffer (small bodies) */
     uint64_t bytes_out;
     int status;              /* status sent to the client */
+
+    /* limits */
+    struct gw_gcra_result rate;  /* the key's rpm state: x-ratelimit-* headers (limit 0: none) */
+    int64_t retry_after_ms;      /* a 429 of the gateway's own: Retry-After */
+    int quota_reserved;          /* quota_seconds held for this create until settled */
+    uint32_t quota_seconds;
+    int64_t quota_day;
     const char *err_code;    /* gateway error code for the access log */
 };
 

@@ -43,6 +43,7 @@
 #include "catalog.h"
 #include "exchange.h"
 #include "htfix.h"
+#include "limiter.h"
 #include "log.h"
 #include "multipart.h"
 #include "proxy.h"
@@ -213,7 +214,9 @@ static void exchange_free(struct exchange *x)
     if (x->admission != NULL)
         gw_admit_cancel(x->admission);
     if (x->admitted)
-        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid });
+        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL });
+    if (x->quota_reserved)
+        gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day, 0);
     if (x->up != NULL)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
@@ -367,7 +370,8 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         x->up_cl = (uint64_t)x->client_cl;
     x->expect_continue = !x->body_done && header_is(h, "Expect", "100-continue");
     gw_proxy_set_state(x, X_ADMIT);
-    switch (gw_admit(w, &(struct gw_admit_req){ x->key, &x->route, x->rid }, on_admitted, x,
+    switch (gw_admit(w, &(struct gw_admit_req){ x->key, &x->route, x->rid, &x->rate,
+                                                &x->retry_after_ms }, on_admitted, x,
                      &x->admission, &err)) {
     case GW_OK:
         on_admitted(x, NULL);
@@ -663,6 +667,12 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
     case GW_UP_HEADERS:
         x->up_status = gw_upconn_status(c);
         report_key(x, c);
+        if (x->quota_reserved) {
+            /* a job exists only if the upstream took the create */
+            gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day,
+                              x->up_status >= 200 && x->up_status < 300);
+            x->quota_reserved = 0;
+        }
         if (x->up_status == 401 || x->up_status == 407) {
             /* The provider refused the gateway's own credentials: the gateway's
              * problem, not the caller's (relayed, a 401 makes the SDKs blame the

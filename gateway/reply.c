@@ -105,6 +105,28 @@ static int relayable(struct exchange *x, struct gw_str k, struct gw_str v)
  * `upstream`: relay the upstream's end-to-end headers (relayable() says which);
  * `allow`: an Allow value.
  */
+/*
+ * OpenAI's rate-limit headers on every answer to a create of a key with an rpm,
+ * so that the SDKs pace themselves; on the gateway's own 429 also Retry-After
+ * (whole seconds, rounded up) and retry-after-ms, which the SDKs honour. An
+ * upstream 429 keeps the upstream's Retry-After.
+ */
+static void rate_headers(struct exchange *x, struct evbuffer *o, int status, int upstream)
+{
+    char reset[GW_GCRA_FMT_MAX];
+
+    if (x->rate.limit > 0) {
+        gw_gcra_fmt_reset(x->rate.reset_ms, reset, sizeof(reset));
+        evbuffer_add_printf(o, "x-ratelimit-limit-requests: %u\r\n"
+                               "x-ratelimit-remaining-requests: %u\r\n"
+                               "x-ratelimit-reset-requests: %s\r\n",
+                            x->rate.limit, x->rate.remaining, reset);
+    }
+    if (status == 429 && !upstream && x->retry_after_ms > 0)
+        evbuffer_add_printf(o, "Retry-After: %" PRId64 "\r\nretry-after-ms: %" PRId64 "\r\n",
+                            gw_gcra_retry_after_s(x->retry_after_ms), x->retry_after_ms);
+}
+
 void gw_reply_head(struct exchange *x, int status, int upstream, const char *allow,
                        int64_t length)
 {
@@ -134,6 +156,7 @@ void gw_reply_head(struct exchange *x, int status, int upstream, const char *all
     if (allow != NULL)
         evbuffer_add_printf(o, "Allow: %s\r\n", allow);
     evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
+    rate_headers(x, o, status, upstream);
     if (length >= 0) {
         evbuffer_add_printf(o, "Content-Length: %" PRId64 "\r\n", length);
     } else if (!http10) {

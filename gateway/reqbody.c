@@ -19,6 +19,7 @@
 
 #include "exchange.h"
 #include "jsonbody.h"
+#include "limiter.h"
 #include "log.h"
 
 static int spool_open(struct exchange *x, struct gw_error *err);
@@ -144,6 +145,54 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
     return GW_OK;
 }
 
+#define SECONDS_MAX 3600 /* the catalog's bound on a seconds value */
+
+/*
+ * The create's video-seconds against the key's daily budget, reserved before the
+ * upstream can see a complete body (on_end runs before the closing delimiter is
+ * passed on): over budget, the upstream request is aborted and no job exists.
+ * Absent, `seconds` counts as the largest value the model's catalog lists (8
+ * when it lists none): the budget is never under-counted.
+ */
+static int reserve_seconds(struct exchange *x, struct gw_error *err)
+{
+    uint32_t secs = 0;
+    int64_t day, retry;
+
+    if (x->have_seconds) {
+        if (x->seconds_len == 0 || x->seconds_len > 6)
+            goto bad;
+        for (size_t i = 0; i < x->seconds_len; i++) {
+            if (x->seconds[i] < '0' || x->seconds[i] > '9')
+                goto bad;
+            secs = secs * 10 + (uint32_t)(x->seconds[i] - '0');
+        }
+        if (secs == 0 || secs > SECONDS_MAX)
+            goto bad;
+    } else {
+        const struct gw_model *m = x->resolved.model;
+        secs = m != NULL && m->nseconds > 0 ? 0 : 8;
+        for (unsigned i = 0; m != NULL && i < m->nseconds; i++) {
+            uint32_t v = (uint32_t)strtoul(m->seconds[i], NULL, 10);
+            secs = v > secs ? v : secs;
+        }
+    }
+    if (gw_limiter_reserve(x->w->limiter, x->key, secs, gw_proxy_unix_ms(), &day, &retry,
+                           err) != GW_OK) {
+        x->retry_after_ms = retry;
+        return GW_ERR;
+    }
+    x->quota_reserved = 1;
+    x->quota_seconds = secs;
+    x->quota_day = day;
+    return GW_OK;
+
+bad:
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "seconds",
+                        "Invalid 'seconds': expected a whole number of seconds, 1 to %d",
+                        SECONDS_MAX);
+}
+
 static int on_end(void *arg, struct gw_error *err)
 {
     struct exchange *x = arg;
@@ -160,7 +209,7 @@ static int on_end(void *arg, struct gw_error *err)
     if (!x->have_prompt)
         return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
                             "prompt", "Missing required parameter: 'prompt'");
-    return GW_OK;
+    return reserve_seconds(x, err);
 }
 
 /*

@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 
 #include "htfix.h"
+#include "limiter.h"
 #include "log.h"
 #include "proxy.h"
 #include "server.h"
@@ -28,6 +29,7 @@
 
 struct gw_server {
     const struct gw_config *cfg;
+    struct gw_limiter *limiter;
     SSL_CTX *up_ssl;
     unsigned nworkers;
     struct gw_worker *workers;
@@ -115,6 +117,7 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
 
     w->id = id;
     w->cfg = cfg;
+    w->limiter = s->limiter;
     gw_keypool_init(&w->keys, cfg->nupstream_keys);
     /* Each loop is touched by its own thread only: no locks. The changelist
      * folds the add/del of write interest around every write into one epoll_ctl. */
@@ -185,6 +188,11 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
     }
     if (cfg->upstream_tls && gw_upstream_tls_ctx(cfg, &s->up_ssl, err) != GW_OK)
         goto fail;
+    s->limiter = gw_limiter_new(cfg);
+    if (s->limiter == NULL) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+        goto fail;
+    }
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err) != GW_OK)
             goto fail;
@@ -194,6 +202,14 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
 fail:
     gw_server_free(s);
     return NULL;
+}
+
+int64_t gw_worker_now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 struct gw_worker *gw_server_worker(struct gw_server *s, unsigned i)

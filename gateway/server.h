@@ -32,6 +32,7 @@ struct gw_worker {
     void *free_exchanges;   /* proxy.c's recycled exchanges */
     unsigned nfree_exchanges;
     int draining;           /* SIGTERM seen: stop accepting, exit when idle */
+    struct gw_limiter *limiter;   /* per-key limits, shared by every loop */
     struct event *accept_timer;   /* accepts paused (out of descriptors) until it fires */
     uint64_t accept_errors;       /* accept() failures since the last log line */
     int64_t accept_logged_ms;     /* when that line was written */
@@ -41,6 +42,9 @@ struct gw_server;
 
 /* Build every worker (listeners bound, TLS loaded). GW_ERR with a message in err. */
 struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *err);
+
+/* A monotonic clock in ms (limits, deadlines). */
+int64_t gw_worker_now_ms(void);
 
 /* Worker i (0 <= i < the number of loops), for a caller that runs the loop
  * itself (the whole-path fuzz target) instead of gw_server_run(). */

@@ -1,10 +1,13 @@
 """Per-key rules of issue 6, as far as they are enforced: a key's model allowlist
-(403 model_not_allowed before the upstream sees a complete create) and its expiry
-date (refused like an unknown key)."""
+(403 model_not_allowed before the upstream sees a complete create), its expiry
+date (refused like an unknown key), creates per minute with a burst (exact across
+event loops), creates in flight, and daily video-seconds (reserved before the
+upstream sees a complete body, released when no job was made)."""
 
 import json
 import os
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
@@ -62,6 +65,110 @@ def test_expired_key_is_unknown():
         assert e["code"] == "invalid_api_key" and "expire" not in e["message"].lower(), e
         assert gw.request("GET", "/v1/videos?limit=1", key="new")[0] == 200
         assert len([r for r in stub.requests() if r["path"] == "/v1/videos"]) == 1
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
+def creates(stub):
+    """Creates the stub received whole (jobs made)."""
+    return [r for r in stub.requests() if r["method"] == "POST" and r["complete"]
+            and r["path"] == "/v1/videos"]
+
+
+def test_rpm_burst_exact_across_loops():
+    """32 clients at once against rpm 6 (burst 0 = the whole minute at once), two
+    event loops: exactly 6 get through, the rest get a 429 the SDKs can act on."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice", "bob"), threads=2,
+            key_options={"alice": {"rpm": 6}}) as gw:
+        results = []
+        lock = threading.Lock()
+
+        def one():
+            r = create(gw, "alice", "veo3.1")
+            with lock:
+                results.append(r)
+        ts = [threading.Thread(target=one) for _ in range(32)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        ok = [r for r in results if r[0] == 200]
+        refused = [r for r in results if r[0] == 429]
+        assert len(results) == 32 and len(ok) == 6 and len(refused) == 26, \
+            sorted(r[0] for r in results)
+        for st, h, b in ok:
+            assert h["x-ratelimit-limit-requests"] == "6", h
+            assert 0 <= int(h["x-ratelimit-remaining-requests"]) < 6, h
+            assert h["x-ratelimit-reset-requests"].endswith("s"), h
+        for st, h, b in refused:
+            e = gwtest.error_body(b)
+            assert (e["type"], e["code"]) == ("rate_limit_error", "rate_limit_exceeded"), e
+            assert int(h["retry-after"]) >= 1 and int(h["retry-after-ms"]) >= 1, h
+            assert h["x-ratelimit-remaining-requests"] == "0", h
+        assert len(creates(stub)) == 6
+        # another key is not affected
+        st, h, _ = create(gw, "bob", "veo3.1")
+        assert st == 200 and "x-ratelimit-limit-requests" not in h, h
+        # follow-ups do not count
+        assert gw.request("GET", "/v1/videos?limit=1", key="alice")[0] == 200
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
+def test_concurrency_slot():
+    """concurrency 1: while one create uploads, a second is refused at once, and its
+    body never reaches the upstream; the slot comes back when the first ends."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice",), key_options={"alice": {"concurrency": 1}}) as gw:
+        body, ct = gwtest.multipart([("model", "veo3.1"), ("prompt", "p"), ("seconds", "8"),
+                                     ("size", "16x9"),
+                                     ("input_reference", "f.png", b"x" * 200000, "image/png")])
+        head = ("POST /v1/videos HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                % (gw.keys["alice"], ct, len(body))).encode()
+        with gwtest.RawConn(gw.port) as slow:
+            slow.send(head + body[:1000])          # holds the slot
+            stub.wait_bytes(500)
+            st, h, b = create(gw, "alice", "veo3.1", as_multipart=True)
+            assert st == 429, (st, b)
+            e = gwtest.error_body(b)
+            assert e["code"] == "rate_limit_exceeded" and "at once" in e["message"], e
+            assert int(h["retry-after"]) >= 1, h
+            slow.send(body[1000:])
+            st, _, _, _ = gwtest.parse_response(slow.read_response(10))
+            assert st == 200
+        # the refused create's body never went upstream; the slot is free again
+        assert len(creates(stub)) == 1
+        assert create(gw, "alice", "veo3.1")[0] == 200
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
+def test_daily_seconds():
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice",), key_options={"alice": {"daily_seconds": 20}}) as gw:
+        assert create(gw, "alice", "veo3.1")[0] == 200                   # 8 of 20
+        # an upstream error makes no job: its seconds are given back
+        stub.fault("500", count=1)
+        assert create(gw, "alice", "veo3.1")[0] == 500
+        assert create(gw, "alice", "veo3.1")[0] == 200                   # 16 of 20
+        made = len(stub.jobs())
+        # 16 + 8 > 20: refused before the upstream sees a complete body
+        for mp in (False, True):
+            st, h, b = create(gw, "alice", "veo3.1", as_multipart=mp)
+            assert st == 429, (st, b)
+            e = gwtest.error_body(b)
+            assert (e["type"], e["code"], e["param"]) == ("rate_limit_error",
+                                                          "insufficient_quota", "seconds"), e
+            assert 1 <= int(h["retry-after"]) <= 86400, h
+        assert len(stub.jobs()) == made
+        # 4 seconds still fit
+        body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "4",
+                           "size": "16x9"}).encode()
+        assert gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)[0] == 200
+        # absurd values are a 400, not a quota decision
+        for bad in ("-1", "0", "8.5", "1e9", "99999"):
+            body = json.dumps({"model": "veo3", "prompt": "p", "seconds": bad}).encode()
+            st, _, b = gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)
+            assert st == 400 and gwtest.error_body(b)["param"] == "seconds", (bad, st, b)
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 

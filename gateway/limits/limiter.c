@@ -1,0 +1,143 @@
+/*
+ * limiter.c - per-key limit state behind one mutex per key (see limiter.h).
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "limiter.h"
+#include "quota.h"
+
+struct key_state {
+    pthread_mutex_t mu;
+    struct gw_gcra rate;
+    unsigned inflight;    /* admitted creates not yet released */
+    struct gw_quota quota;
+};
+
+struct gw_limiter {
+    const struct gw_config *cfg;
+    struct key_state *keys; /* parallel to cfg->keys */
+};
+
+struct gw_limiter *gw_limiter_new(const struct gw_config *cfg)
+{
+    struct gw_limiter *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return NULL;
+    l->cfg = cfg;
+    l->keys = calloc(cfg->nkeys ? cfg->nkeys : 1, sizeof(*l->keys));
+    if (l->keys == NULL) {
+        free(l);
+        return NULL;
+    }
+    for (unsigned i = 0; i < cfg->nkeys; i++)
+        pthread_mutex_init(&l->keys[i].mu, NULL);
+    return l;
+}
+
+void gw_limiter_free(struct gw_limiter *l)
+{
+    if (l == NULL)
+        return;
+    for (unsigned i = 0; i < l->cfg->nkeys; i++)
+        pthread_mutex_destroy(&l->keys[i].mu);
+    free(l->keys);
+    free(l);
+}
+
+static struct key_state *state_of(struct gw_limiter *l, const struct gw_team_key *k)
+{
+    size_t i = (size_t)(k - l->cfg->keys);
+    return i < l->cfg->nkeys ? &l->keys[i] : NULL;
+}
+
+int gw_limiter_admit(struct gw_limiter *l, const struct gw_team_key *k, int64_t mono_ms,
+                     struct gw_gcra_result *rate, int64_t *retry_after_ms,
+                     struct gw_error *err)
+{
+    struct key_state *s = state_of(l, k);
+    const struct gw_limits *lim = &k->limits;
+    int rc = GW_OK;
+
+    memset(rate, 0, sizeof(*rate));
+    *retry_after_ms = 0;
+    if (s == NULL)
+        return GW_OK;
+    pthread_mutex_lock(&s->mu);
+    if (lim->concurrency > 0 && s->inflight >= (unsigned)lim->concurrency) {
+        /* checked first: a refused create must not use up a request of the minute */
+        gw_gcra_peek(&s->rate, (uint32_t)lim->rpm, (uint32_t)lim->burst, mono_ms, rate);
+        *retry_after_ms = 1000;
+        pthread_mutex_unlock(&s->mu);
+        return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                            "Too many creates in flight for this API key: at most %d at "
+                            "once. Retry when one of them has been answered.",
+                            lim->concurrency);
+    }
+    if (gw_gcra_take(&s->rate, (uint32_t)lim->rpm, (uint32_t)lim->burst, mono_ms, rate) !=
+        GW_OK) {
+        *retry_after_ms = rate->retry_after_ms;
+        rc = gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                          "Rate limit reached for this API key: %d creates per minute. "
+                          "Please try again in %" PRId64 " ms.",
+                          lim->rpm, rate->retry_after_ms);
+    } else {
+        s->inflight++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void gw_limiter_release(struct gw_limiter *l, const struct gw_team_key *k)
+{
+    struct key_state *s = state_of(l, k);
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (s->inflight > 0)
+        s->inflight--;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t unix_ms, int64_t *day, int64_t *retry_after_ms,
+                       struct gw_error *err)
+{
+    struct key_state *s = state_of(l, k);
+    uint32_t limit = (uint32_t)k->limits.daily_seconds;
+    int rc;
+
+    *day = gw_quota_day(unix_ms);
+    *retry_after_ms = 0;
+    if (s == NULL)
+        return GW_OK;
+    pthread_mutex_lock(&s->mu);
+    rc = gw_quota_reserve(&s->quota, limit, seconds, unix_ms, retry_after_ms);
+    if (rc == GW_OK)
+        *day = s->quota.day;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == GW_OK)
+        return GW_OK;
+    return gw_error_set(err, 429, "rate_limit_error", "insufficient_quota", "seconds",
+                        seconds > limit
+                            ? "This job's %u video-seconds exceed the API key's daily budget "
+                              "of %u seconds."
+                            : "The API key's daily budget of video-seconds is used up (%u "
+                              "more would exceed %u). It renews at 00:00 UTC.",
+                        seconds, limit);
+}
+
+void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t day, int kept)
+{
+    struct key_state *s = state_of(l, k);
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    gw_quota_settle(&s->quota, seconds, day, kept);
+    pthread_mutex_unlock(&s->mu);
+}

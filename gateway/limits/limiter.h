@@ -1,0 +1,52 @@
+/*
+ * limiter.h - the per-key limits of one gateway instance, shared by its event
+ * loops: creates per minute (gcra.h), creates in flight, video-seconds per UTC day
+ * (quota.h). Exact across threads: each key's state has its own mutex, held for a
+ * few additions, never across a call out.
+ *
+ * A "create" is any request that makes a job upstream (create, remix). Keys are
+ * the config's [key NAME] entries, found by their position in cfg->keys.
+ */
+#ifndef GW_LIMITER_H
+#define GW_LIMITER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "gcra.h"
+
+struct gw_limiter;
+
+/* One state per key of cfg (which must outlive it). NULL when out of memory. */
+struct gw_limiter *gw_limiter_new(const struct gw_config *cfg);
+void gw_limiter_free(struct gw_limiter *l);
+
+/*
+ * A create from key k at mono_ms (a monotonic clock): takes one from its rpm
+ * and one of its concurrency slots. GW_OK: admitted, *rate filled for the
+ * x-ratelimit-* headers (rate->limit 0: the key has no rpm); the slot is owed
+ * back with gw_limiter_release(). GW_ERR: refused (nothing taken), err is the
+ * 429 rate_limit_exceeded and *retry_after_ms how long to wait.
+ */
+int gw_limiter_admit(struct gw_limiter *l, const struct gw_team_key *k, int64_t mono_ms,
+                     struct gw_gcra_result *rate, int64_t *retry_after_ms,
+                     struct gw_error *err);
+
+/* The admitted create is over, however it ended. */
+void gw_limiter_release(struct gw_limiter *l, const struct gw_team_key *k);
+
+/*
+ * Reserve `seconds` of key k's daily video-seconds at unix_ms (wall clock, UTC).
+ * GW_OK: reserved, *day is the day to settle against. GW_ERR: the 429
+ * insufficient_quota in err, *retry_after_ms until the next UTC midnight.
+ * A key without daily_seconds is counted, never refused.
+ */
+int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t unix_ms, int64_t *day, int64_t *retry_after_ms,
+                       struct gw_error *err);
+
+/* The upstream answered: kept (a job exists) or released (no job). */
+void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t day, int kept);
+
+#endif
