@@ -26,7 +26,7 @@ SMALL_STREAM_SIZE = 100 * 1024 + 5        # a streamed upload that fits in the l
 LOOKAHEAD = 256 * 1024                    # the gateway's default
 ALL_STEPS = ["create_buffer", "create_stream", "create_late_model", "bad_request", "retrieve",
              "download", "download_thumbnail", "list", "list_paged", "remix", "delete",
-             "auth_error"]
+             "auth_error"]         # rate_limited runs alone: test_sdk_backs_off_on_429
 CREATE_PARTS = ["model", "prompt", "seconds", "size", "input_reference"]   # the script's key order
 LATE_PARTS = ["input_reference", "prompt", "seconds", "size", "model"]
 
@@ -326,6 +326,22 @@ def test_sdk_small_stream_gets_length():
                 == "content-length", rec["framing"]
             check_create(rec, order, inp.stream_sha, inp.stream_size, "reference.bin",
                          "application/octet-stream")
+        check_no_team_key(stub, gw)
+
+
+def test_sdk_backs_off_on_429():
+    """The SDK's own retry honours the gateway's 429 (retry-after-ms, Retry-After): a
+    key limited to one create a second gets both of two back-to-back creates through,
+    the second after the wait the gateway asked for."""
+    with Inputs(stream_size=SMALL_STREAM_SIZE) as inputs, gwtest.Stub() as stub, \
+            gwtest.Gateway(stub, key_options={"default": {"rpm": 60, "burst": 1}}) as gw:
+        r = run_sdk(gw.url, gw.keys["default"], inputs, steps=["rate_limited"])
+        r = r["rate_limited"]
+        assert r["first"] != r["second"] and r["limit"] == "60", r
+        assert r["second_ms"] >= 800, r      # it waited for the refill, ~1 s
+        statuses = [line["status"] for line in gw.log_json() if line.get("route") == "create"]
+        assert statuses[:2] == [200, 429] and statuses[-1] == 200, statuses
+        assert len(creates(stub)) == 2
         check_no_team_key(stub, gw)
 
 
