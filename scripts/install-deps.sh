@@ -8,7 +8,7 @@ pkgs=(
     build-essential cmake pkg-config
     # libraries (see README "Dependencies" for why each is there)
     libevent-dev libevhtp-dev libonig-dev libssl-dev libhttp-parser-dev
-    libcjson-dev libinih-dev libcmocka-dev
+    libcjson-dev libinih-dev libcmocka-dev libsqlite3-dev
     # tests: stub upstream and integration tests, certificates, SDK test
     python3 openssl curl ca-certificates nodejs
 )

@@ -1,0 +1,110 @@
+/*
+ * store_int.h - between store.c (the engine-neutral half: arguments checked
+ * and copied, operations, delivery to the loops, cancel) and an engine
+ * (store_sqlite.c; store_redis.c to come). Not for the rest of the gateway.
+ */
+#ifndef GW_STORE_INT_H
+#define GW_STORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "store.h"
+
+enum gw_store_op_kind {
+    GW_OP_JOB_PUT = 0,
+    GW_OP_JOB_GET,
+    GW_OP_JOB_UPDATE,
+    GW_OP_JOB_DELETE,
+    GW_OP_JOB_LIST,
+    GW_OP_JOB_CLAIM,
+    GW_OP_JOB_REFUND,
+    GW_OP_PRUNE,
+    GW_OP_IDEM_BEGIN,
+    GW_OP_IDEM_FINISH,
+    GW_OP_IDEM_ABORT,
+    GW_OP_USAGE,
+};
+
+/* A block of result memory, owned by its operation (a list, freed with it). */
+struct gw_store_mem {
+    struct gw_store_mem *next;
+    max_align_t data[];
+};
+
+/*
+ * One operation, from the call to its delivery. Made and freed by store.c;
+ * between the two the engine owns it (its queue, its thread) and then hands
+ * it to gw_store_op_done(). Arguments are copies owned by the operation.
+ */
+struct gw_store_op {
+    struct gw_store_op *next;   /* in the engine's queue, then the loop's done list */
+    struct gw_store_loop *loop;
+    enum gw_store_op_kind kind;
+    gw_store_cb cb;
+    void *arg;
+    atomic_int cancelled;       /* set on the loop's thread; the engine may skip a read */
+
+    /* arguments (strings point into the op's own allocation) */
+    struct gw_job job;          /* put: all of it; get, delete, refund: id */
+    const char *idem_key;       /* put (or NULL), idem_*: the Idempotency-Key */
+    const char *key_name;       /* idem_*: the team key */
+    int status;                 /* idem_finish: the answer's status */
+    const char *body;           /* idem_finish: the answer's body */
+    size_t body_len;
+    struct gw_job_update upd;   /* update */
+    struct gw_job_list_query list; /* list */
+    struct gw_usage_query usage_q; /* usage */
+    int64_t t1, t2;             /* claim: due_before, now; prune: jobs_before, now;
+                                 * idem_begin, delete: now in t1 */
+    unsigned limit;             /* claim */
+
+    /* the result, filled by the engine */
+    struct gw_store_res res;
+    struct gw_error err;
+    struct gw_store_mem *mem;   /* what res points into */
+    uint64_t progress[2];       /* the engine's own: a prune's counts between its steps */
+};
+
+struct gw_store_engine {
+    const char *name;
+    /* Take op (queued, never completed from inside this call). GW_OK, or GW_ERR
+     * with err (closing): then the op stays the caller's. */
+    int (*submit)(struct gw_store *s, struct gw_store_op *op, struct gw_error *err);
+    void (*close)(struct gw_store *s);
+    void (*stats)(struct gw_store *s, struct gw_store_stats *st);
+};
+
+/* The head of every engine's own struct. */
+struct gw_store {
+    const struct gw_store_engine *engine;
+    void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+};
+
+/* store.c, for engines */
+
+/* The engine is done with op (res and err filled): to its loop, from any thread. */
+void gw_store_op_done(struct gw_store_op *op);
+
+/* size bytes owned by op (freed with it), aligned for any type; NULL if out of memory. */
+void *gw_store_op_alloc(struct gw_store_op *op, size_t size);
+
+/* A NUL-terminated copy of s[0..len) owned by op; NULL if out of memory. */
+char *gw_store_op_strdup(struct gw_store_op *op, const char *s, size_t len);
+
+/* Fill op->err as the store's own failure (503 store_error) and set res to it. */
+void gw_store_op_fail(struct gw_store_op *op, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* "YYYY-MM-DD" of a unix time, UTC, into day[11]. */
+void gw_store_day(int64_t t, char day[11]);
+
+/* GW_OK if s is NULL or a "YYYY-MM-DD" date. */
+int gw_store_check_day(const char *s);
+
+/* The engines */
+struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct gw_error *err);
+int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
+                               struct gw_usage **out, struct gw_error *err);
+
+#endif

@@ -1,0 +1,1760 @@
+/*
+ * test_store.c - the store (gateway/store/) against real SQLite files in a
+ * temporary directory: schema and migration, start-up errors, every operation
+ * and its contract (callback once, on the caller's loop, never from inside the
+ * call; cancel; results after COMMIT), group commit, several loops on several
+ * threads, and durability across a SIGKILL.
+ *
+ * Each test opens its own file. The loops are run by the test until a
+ * condition holds, with a deadline (never sleeping).
+ *
+ * Run one test: test_store NAME (see the table at the end).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+/* ------------------------------------------------------------ assertions */
+
+static const char *cur_test = "?";
+
+#define CHECK(cond)                                                                       \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            fprintf(stderr, "FAIL %s: %s:%d: %s\n", cur_test, __FILE__, __LINE__, #cond); \
+            exit(1);                                                                      \
+        }                                                                                 \
+    } while (0)
+
+#define CHECK_CONTAINS(hay, needle)                                                        \
+    do {                                                                                   \
+        if (strstr((hay), (needle)) == NULL) {                                             \
+            fprintf(stderr, "FAIL %s: %s:%d: \"%s\" does not contain \"%s\"\n", cur_test, \
+                    __FILE__, __LINE__, (hay), (needle));                                  \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static char tmpdir[256];
+static char dbpath[512];
+
+/* A fresh file name for the current test. */
+static const char *new_path(const char *name)
+{
+    snprintf(dbpath, sizeof(dbpath), "%s/%s.db", tmpdir, name);
+    return dbpath;
+}
+
+static void logf_test(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_test(int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fprintf(stderr, "  [store log %d] ", level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static struct gw_store *open_store(const char *path, int sync_full)
+{
+    struct gw_store_options o = { .path = path, .sync_full = sync_full, .log = logf_test };
+    struct gw_error err;
+    struct gw_store *s = gw_store_open(&o, &err);
+
+    if (s == NULL) {
+        fprintf(stderr, "FAIL %s: gw_store_open(%s): %s\n", cur_test, path, err.message);
+        exit(1);
+    }
+    return s;
+}
+
+/* --------------------------------------------------------------- a loop */
+
+struct tloop {
+    struct event_base *base;
+    struct event *tick;
+    struct gw_store_loop *sl;
+};
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static void tl_init(struct tloop *t, struct gw_store *s)
+{
+    struct timeval tv = { 0, 10000 };
+    struct event_config *ec = event_config_new();
+    struct gw_error err;
+
+    /* as the gateway's loops: no locks, so only this thread may touch the base */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    t->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    CHECK(t->base != NULL);
+    t->tick = event_new(t->base, -1, EV_PERSIST, tick_cb, NULL);
+    event_add(t->tick, &tv);
+    t->sl = gw_store_loop_new(s, t->base, &err);
+    CHECK(t->sl != NULL);
+}
+
+static void tl_free(struct tloop *t)
+{
+    gw_store_loop_free(t->sl);
+    event_free(t->tick);
+    event_base_free(t->base);
+}
+
+#define RUN_UNTIL(t, cond, ms)                                                               \
+    do {                                                                                     \
+        uint64_t dl_ = now_ms() + (ms);                                                      \
+        while (!(cond)) {                                                                    \
+            if (now_ms() > dl_) {                                                            \
+                fprintf(stderr, "FAIL %s: %s:%d: timed out waiting for %s\n", cur_test,     \
+                        __FILE__, __LINE__, #cond);                                          \
+                exit(1);                                                                     \
+            }                                                                                \
+            event_base_loop((t)->base, EVLOOP_ONCE);                                         \
+        }                                                                                    \
+    } while (0)
+
+/* ------------------------------------------------ capturing a result */
+
+#define MAX_ROWS 1024
+
+struct jcopy {
+    char id[140], key_name[64], upstream_key[64], model_asked[64], model_sent[64], size[16];
+    enum gw_job_kind kind;
+    enum gw_job_status status;
+    int seconds, refunded;
+    int64_t created_at, updated_at, refreshed_at, deleted_at;
+    char *object;
+    size_t object_len;
+};
+
+struct capture {
+    int calls;          /* callbacks run: must end at exactly 1 */
+    int in_call;        /* set around the call: a callback from inside it fails */
+    pthread_t thread;   /* the loop's thread: callbacks must run there */
+    struct gw_store_op *op;
+    int rc;
+    char errmsg[256];
+    int err_status;
+    int has_job;
+    struct jcopy job;
+    enum gw_job_status prev_status;
+    int refunded;
+    size_t njobs;
+    char (*ids)[140];   /* MAX_ROWS ids of a list or claim */
+    int64_t *created;
+    char (*owners)[64];
+    int has_more, after_unknown;
+    enum gw_idem_state idem;
+    int answer_status;
+    char answer[256];
+    size_t answer_len;
+    size_t nusage;
+    struct {
+        char day[11], key_name[64], model[64];
+        int64_t jobs, seconds, failed, refunded_seconds;
+    } usage[64];
+    uint64_t pruned_jobs, pruned_idem;
+};
+
+static void cap_init(struct capture *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->ids = calloc(MAX_ROWS, sizeof(*c->ids));
+    c->created = calloc(MAX_ROWS, sizeof(*c->created));
+    c->owners = calloc(MAX_ROWS, sizeof(*c->owners));
+    CHECK(c->ids != NULL && c->created != NULL && c->owners != NULL);
+}
+
+static void cap_reset(struct capture *c)
+{
+    char(*ids)[140] = c->ids;
+    int64_t *created = c->created;
+    char(*owners)[64] = c->owners;
+
+    free(c->job.object);
+    memset(c, 0, sizeof(*c));
+    c->ids = ids;
+    c->created = created;
+    c->owners = owners;
+    c->thread = pthread_self();
+}
+
+static void cap_free(struct capture *c)
+{
+    free(c->job.object);
+    free(c->ids);
+    free(c->created);
+    free(c->owners);
+}
+
+static void copy_job(struct jcopy *d, const struct gw_job *j)
+{
+    snprintf(d->id, sizeof(d->id), "%s", j->id);
+    snprintf(d->key_name, sizeof(d->key_name), "%s", j->key_name);
+    snprintf(d->upstream_key, sizeof(d->upstream_key), "%s", j->upstream_key);
+    snprintf(d->model_asked, sizeof(d->model_asked), "%s", j->model_asked);
+    snprintf(d->model_sent, sizeof(d->model_sent), "%s", j->model_sent);
+    snprintf(d->size, sizeof(d->size), "%s", j->size);
+    d->kind = j->kind;
+    d->status = j->status;
+    d->seconds = j->seconds;
+    d->refunded = j->refunded;
+    d->created_at = j->created_at;
+    d->updated_at = j->updated_at;
+    d->refreshed_at = j->refreshed_at;
+    d->deleted_at = j->deleted_at;
+    d->object = malloc(j->object_len + 1);
+    CHECK(d->object != NULL);
+    memcpy(d->object, j->object, j->object_len + 1); /* results are NUL-terminated */
+    CHECK(d->object[j->object_len] == '\0');
+    d->object_len = j->object_len;
+}
+
+static void cap_cb(void *arg, const struct gw_store_res *res)
+{
+    struct capture *c = arg;
+
+    CHECK(!c->in_call);                            /* never from inside the call */
+    CHECK(pthread_equal(pthread_self(), c->thread)); /* on the caller's loop */
+    CHECK(c->calls == 0);                          /* exactly once */
+    c->calls++;
+    c->op = NULL; /* the handle is dead now */
+    c->rc = res->rc;
+    if (res->rc != GW_OK) {
+        CHECK(res->err != NULL);
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s", res->err->message);
+        c->err_status = res->err->status;
+        return;
+    }
+    if (res->job != NULL) {
+        c->has_job = 1;
+        copy_job(&c->job, res->job);
+    }
+    c->prev_status = res->prev_status;
+    c->refunded = res->refunded;
+    CHECK(res->njobs <= MAX_ROWS);
+    c->njobs = res->njobs;
+    for (size_t i = 0; i < res->njobs; i++) {
+        snprintf(c->ids[i], sizeof(c->ids[i]), "%s", res->jobs[i].id);
+        snprintf(c->owners[i], sizeof(c->owners[i]), "%s", res->jobs[i].key_name);
+        c->created[i] = res->jobs[i].created_at;
+    }
+    c->has_more = res->has_more;
+    c->after_unknown = res->after_unknown;
+    c->idem = res->idem;
+    c->answer_status = res->answer_status;
+    if (res->answer_body != NULL) {
+        CHECK(res->answer_body[res->answer_len] == '\0');
+        snprintf(c->answer, sizeof(c->answer), "%s", res->answer_body);
+    }
+    c->answer_len = res->answer_len;
+    CHECK(res->nusage <= 64);
+    c->nusage = res->nusage;
+    for (size_t i = 0; i < res->nusage; i++) {
+        snprintf(c->usage[i].day, sizeof(c->usage[i].day), "%s", res->usage[i].day);
+        snprintf(c->usage[i].key_name, sizeof(c->usage[i].key_name), "%s",
+                 res->usage[i].key_name);
+        snprintf(c->usage[i].model, sizeof(c->usage[i].model), "%s", res->usage[i].model);
+        c->usage[i].jobs = res->usage[i].jobs;
+        c->usage[i].seconds = res->usage[i].seconds;
+        c->usage[i].failed = res->usage[i].failed;
+        c->usage[i].refunded_seconds = res->usage[i].refunded_seconds;
+    }
+    c->pruned_jobs = res->pruned_jobs;
+    c->pruned_idem = res->pruned_idem;
+}
+
+/* Make a call whose callback fills c; the call itself must queue (GW_AGAIN). */
+#define SUBMIT(c, call)                                                     \
+    do {                                                                    \
+        struct gw_error err_;                                               \
+        cap_reset(c);                                                       \
+        (c)->in_call = 1;                                                   \
+        int rc_ = (call);                                                   \
+        (c)->in_call = 0;                                                   \
+        if (rc_ != GW_AGAIN)                                                \
+            fprintf(stderr, "  call refused: %s\n", err_.message);          \
+        CHECK(rc_ == GW_AGAIN);                                             \
+    } while (0)
+
+#define CB(c) cap_cb, (c), &(c)->op, &err_
+
+/* ... and wait for it */
+#define DO(t, c, call)                          \
+    do {                                        \
+        SUBMIT(c, call);                        \
+        RUN_UNTIL(t, (c)->calls == 1, 10000);   \
+    } while (0)
+
+#define DO_OK(t, c, call)                                             \
+    do {                                                              \
+        DO(t, c, call);                                               \
+        if ((c)->rc != GW_OK)                                         \
+            fprintf(stderr, "  store error: %s\n", (c)->errmsg);      \
+        CHECK((c)->rc == GW_OK);                                      \
+    } while (0)
+
+/* ------------------------------------------------------------ job helpers */
+
+#define T0 1767225600 /* 2026-01-01T00:00:00Z */
+#define DAY 86400
+
+struct jobbuf {
+    struct gw_job j;
+    char id[64];
+    char object[256];
+};
+
+static const struct gw_job *mkjob(struct jobbuf *b, const char *id, const char *key,
+                                  int64_t created, int seconds, enum gw_job_status st)
+{
+    snprintf(b->id, sizeof(b->id), "%s", id);
+    snprintf(b->object, sizeof(b->object),
+             "{\"id\":\"%s\",\"object\":\"video\",\"model\":\"veo_3_1\",\"status\":\"%s\","
+             "\"created_at\":%lld,\"seconds\":\"%d\"}",
+             id, gw_job_status_name(st), (long long)created, seconds);
+    b->j = (struct gw_job){
+        .id = b->id,
+        .key_name = key,
+        .upstream_key = "upstream-0",
+        .kind = GW_JOB_CREATE,
+        .model_asked = "veo3.1",
+        .model_sent = "veo_3_1",
+        .seconds = seconds,
+        .size = "16x9",
+        .status = st,
+        .created_at = created,
+        .updated_at = created,
+        .object = b->object,
+        .object_len = strlen(b->object),
+    };
+    return &b->j;
+}
+
+static void put_ok(struct tloop *t, struct capture *c, const struct gw_job *j)
+{
+    DO_OK(t, c, gw_store_job_put(t->sl, j, NULL, CB(c)));
+}
+
+static void get_ok(struct tloop *t, struct capture *c, const char *id)
+{
+    DO_OK(t, c, gw_store_job_get(t->sl, id, CB(c)));
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int64_t v = -1;
+
+    CHECK(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_create_migrate(void)
+{
+    const char *path = new_path("create");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    /* a WAL reader while the gateway holds it */
+    CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                        "('jobs', 'usage_daily', 'idempotency')") == 3);
+    {
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        CHECK(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+        CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
+        CHECK(sqlite3_step(st) == SQLITE_ROW);
+        CHECK(strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    tl_init(&t, s);
+    get_ok(&t, &c, "video_none"); /* works, and finds nothing */
+    CHECK(!c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    /* opened again: already at the version, nothing to migrate */
+    s = open_store(path, 1);
+    gw_store_close(s);
+    CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    cap_free(&c);
+}
+
+static void test_reopen_keeps_data(void)
+{
+    const char *path = new_path("reopen");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    size_t biglen = 200 * 1024;
+    char *big = malloc(biglen + 1);
+
+    cap_init(&c);
+    CHECK(big != NULL);
+    /* a long job object, with every byte value JSON text may hold */
+    for (size_t i = 0; i < biglen; i++)
+        big[i] = (char)(' ' + i % 90);
+    big[biglen] = '\0';
+    tl_init(&t, s);
+    struct gw_job j = *mkjob(&b, "video_keep", "alice", T0 + 5, 8, GW_JOB_QUEUED);
+    j.kind = GW_JOB_REMIX;
+    j.upstream_key = "acct-b";
+    j.model_asked = "veo3.1-fast";
+    j.model_sent = "veo_3_1-fast";
+    j.size = "720x1280";
+    j.object = big;
+    j.object_len = biglen;
+    j.updated_at = T0 + 6;
+    put_ok(&t, &c, &j);
+    memset(big, 'x', biglen); /* put copied it */
+    tl_free(&t);
+    gw_store_close(s);
+
+    for (size_t i = 0; i < biglen; i++)
+        big[i] = (char)(' ' + i % 90);
+    s = open_store(path, 0);
+    tl_init(&t, s);
+    get_ok(&t, &c, "video_keep");
+    CHECK(c.has_job);
+    CHECK(strcmp(c.job.id, "video_keep") == 0);
+    CHECK(strcmp(c.job.key_name, "alice") == 0);
+    CHECK(strcmp(c.job.upstream_key, "acct-b") == 0);
+    CHECK(c.job.kind == GW_JOB_REMIX);
+    CHECK(strcmp(c.job.model_asked, "veo3.1-fast") == 0);
+    CHECK(strcmp(c.job.model_sent, "veo_3_1-fast") == 0);
+    CHECK(strcmp(c.job.size, "720x1280") == 0);
+    CHECK(c.job.seconds == 8);
+    CHECK(c.job.status == GW_JOB_QUEUED);
+    CHECK(c.job.created_at == T0 + 5);
+    CHECK(c.job.updated_at == T0 + 6);
+    CHECK(c.job.refreshed_at == T0 + 6);
+    CHECK(c.job.deleted_at == 0 && c.job.refunded == 0);
+    CHECK(c.job.object_len == biglen && memcmp(c.job.object, big, biglen) == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    free(big);
+    cap_free(&c);
+}
+
+/* Two loops on two threads: each puts its jobs, then reads the other's. */
+struct worker {
+    struct gw_store *s;
+    int n;
+    const char *me, *other;
+    pthread_barrier_t *barrier;
+    uint64_t ms;
+};
+
+struct counter {
+    int done, failed;
+    pthread_t thread;
+};
+
+static void count_cb(void *arg, const struct gw_store_res *res)
+{
+    struct counter *k = arg;
+
+    CHECK(pthread_equal(pthread_self(), k->thread));
+    k->done++;
+    k->failed += res->rc != GW_OK;
+}
+
+struct found {
+    struct counter *k;
+    int found;
+    const char *want_key;
+};
+
+static void found_cb(void *arg, const struct gw_store_res *res)
+{
+    struct found *f = arg;
+
+    count_cb(f->k, res);
+    if (res->rc == GW_OK && res->job != NULL && strcmp(res->job->key_name, f->want_key) == 0)
+        f->found++;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct tloop t;
+    struct counter k = { .thread = pthread_self() };
+    struct found f = { .k = &k, .want_key = w->other };
+    struct gw_error err;
+    char id[64];
+    uint64_t t0 = now_ms();
+
+    tl_init(&t, w->s);
+    for (int i = 0; i < w->n; i++) {
+        struct jobbuf b;
+        snprintf(id, sizeof(id), "video_%s_%d", w->me, i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, w->me, T0 + i, 4, GW_JOB_QUEUED), NULL,
+                               count_cb, &k, NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, k.done == w->n, 30000);
+    CHECK(k.failed == 0);
+    pthread_barrier_wait(w->barrier); /* both have written */
+    for (int i = 0; i < w->n; i++) {
+        snprintf(id, sizeof(id), "video_%s_%d", w->other, i);
+        CHECK(gw_store_job_get(t.sl, id, found_cb, &f, NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, k.done == 2 * w->n, 30000);
+    CHECK(k.failed == 0);
+    CHECK(f.found == w->n);
+    tl_free(&t);
+    w->ms = now_ms() - t0;
+    return NULL;
+}
+
+static void test_two_loops(void)
+{
+    struct gw_store *s = open_store(new_path("two_loops"), 0);
+    pthread_barrier_t barrier;
+    struct worker a = { s, 300, "a", "b", &barrier, 0 }, b = { s, 300, "b", "a", &barrier, 0 };
+    pthread_t ta, tb;
+
+    pthread_barrier_init(&barrier, NULL, 2);
+    CHECK(pthread_create(&ta, NULL, worker_main, &a) == 0);
+    CHECK(pthread_create(&tb, NULL, worker_main, &b) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_barrier_destroy(&barrier);
+    gw_store_close(s);
+}
+
+/* Many puts from several loops at once: far fewer transactions than puts. */
+struct putter {
+    struct gw_store *s;
+    int idx, n;
+    const char *prefix;
+};
+
+static atomic_int submitted; /* puts made, all putters together */
+
+static void *putter_main(void *arg)
+{
+    struct putter *p = arg;
+    struct tloop t;
+    struct counter k = { .thread = pthread_self() };
+    struct gw_error err;
+    char id[64];
+
+    tl_init(&t, p->s);
+    for (int i = 0; i < p->n; i++) {
+        struct jobbuf b;
+        snprintf(id, sizeof(id), "video_%s%d_%d", p->prefix, p->idx, i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, "alice", T0 + i, 8, GW_JOB_QUEUED), NULL,
+                               count_cb, &k, NULL, &err) == GW_AGAIN);
+        atomic_fetch_add(&submitted, 1);
+    }
+    RUN_UNTIL(&t, k.done == p->n, 60000);
+    CHECK(k.failed == 0);
+    tl_free(&t);
+    return NULL;
+}
+
+/* NT loops put N jobs each; while hold is set, another connection holds the
+ * write lock until every put is queued. Returns the transactions used. */
+static uint64_t put_from_loops(struct gw_store *s, const char *path, const char *prefix,
+                               int hold)
+{
+    enum { NT = 4, N = 1000 };
+    struct gw_store_stats before, after;
+    struct putter p[NT];
+    pthread_t th[NT];
+    sqlite3 *locker = NULL;
+    uint64_t t0 = now_ms();
+
+    if (hold) { /* a sqlite3 shell holding the write lock, say */
+        CHECK(sqlite3_open(path, &locker) == SQLITE_OK);
+        CHECK(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    }
+    gw_store_stats(s, &before);
+    atomic_store(&submitted, 0);
+    for (int i = 0; i < NT; i++) {
+        p[i] = (struct putter){ s, i, N, prefix };
+        CHECK(pthread_create(&th[i], NULL, putter_main, &p[i]) == 0);
+    }
+    if (hold) {
+        while (atomic_load(&submitted) < NT * N) {
+            CHECK(now_ms() - t0 < 4000); /* below the store's busy timeout */
+            usleep(1000);
+        }
+        struct gw_store_stats mid;
+        gw_store_stats(s, &mid);
+        /* the store thread waits on the lock with at most one batch in hand */
+        CHECK(mid.transactions == before.transactions);
+        CHECK(mid.queued >= NT * N - 256);
+        CHECK(sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_close(locker);
+    }
+    for (int i = 0; i < NT; i++)
+        pthread_join(th[i], NULL);
+    gw_store_stats(s, &after);
+    uint64_t ops = after.ops - before.ops, tx = after.transactions - before.transactions;
+    printf("  %d puts from %d loops%s: %llu transactions (largest %u), %llu ms\n", NT * N, NT,
+           hold ? ", queued behind a lock" : "", (unsigned long long)tx, after.max_batch,
+           (unsigned long long)(now_ms() - t0));
+    CHECK(ops == NT * N);
+    CHECK(after.failed == 0);
+    CHECK(after.queued == 0);
+    CHECK(after.max_batch <= 256);
+    return tx;
+}
+
+static void test_group_commit(void)
+{
+    const char *path = new_path("group_commit");
+    struct gw_store *s = open_store(path, 1); /* full: an fsync per transaction */
+
+    /* queued behind a lock: the batch in hand, then the rest 256 at a time */
+    CHECK(put_from_loops(s, path, "held", 1) <= 1 + (4000 + 255) / 256);
+    /* as they come (reported; the batches depend on the scheduling) */
+    put_from_loops(s, path, "free", 0);
+    gw_store_close(s);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 8000);
+    CHECK(raw_int(path, "SELECT jobs FROM usage_daily") == 8000);
+    CHECK(raw_int(path, "SELECT seconds FROM usage_daily") == 8000 * 8);
+}
+
+static void test_list_cursor(void)
+{
+    struct gw_store *s = open_store(new_path("list"), 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_job_list_query q = { .key_name = "alice", .limit = 2, .order = GW_ORDER_DESC };
+    /* alice's jobs in (created_at, id) order; two share a second */
+    static const char *const asc[] = { "video_a1", "video_a2", "video_a3", "video_a4",
+                                       "video_a5" };
+    static const int64_t at[] = { T0 + 100, T0 + 100, T0 + 101, T0 + 102, T0 + 103 };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    /* put out of order, bob's in between */
+    static const int put_order[] = { 3, 0, 4, 2, 1 };
+    for (int i = 0; i < 5; i++) {
+        int k = put_order[i];
+        put_ok(&t, &c, mkjob(&b, asc[k], "alice", at[k], 8, GW_JOB_QUEUED));
+        char id[32];
+        snprintf(id, sizeof(id), "video_b%d", i);
+        put_ok(&t, &c, mkjob(&b, id, "bob", T0 + 100 + i, 8, GW_JOB_QUEUED));
+    }
+
+    /* desc, pages of 2: a5 a4 | a3 a2 | a1 */
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 2 && c.has_more && !c.after_unknown);
+    CHECK(strcmp(c.ids[0], "video_a5") == 0 && strcmp(c.ids[1], "video_a4") == 0);
+    q.after = "video_a4";
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 2 && c.has_more);
+    CHECK(strcmp(c.ids[0], "video_a3") == 0 && strcmp(c.ids[1], "video_a2") == 0);
+    q.after = "video_a2"; /* the tie: a1 has the same created_at, a smaller id */
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 1 && !c.has_more);
+    CHECK(strcmp(c.ids[0], "video_a1") == 0);
+    q.after = "video_a1";
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 0 && !c.has_more && !c.after_unknown);
+
+    /* asc, all at once: exactly 5, no more */
+    q = (struct gw_job_list_query){ .key_name = "alice", .limit = 5, .order = GW_ORDER_ASC };
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 5 && !c.has_more);
+    for (int i = 0; i < 5; i++) {
+        CHECK(strcmp(c.ids[i], asc[i]) == 0);
+        CHECK(strcmp(c.owners[i], "alice") == 0);
+        CHECK(c.created[i] == at[i]);
+    }
+    q.limit = 4;
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 4 && c.has_more);
+    q.after = "video_a1"; /* asc after the first of the tie: its twin a2 comes next */
+    q.limit = 100;
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 4 && !c.has_more && strcmp(c.ids[0], "video_a2") == 0);
+    q.after = ""; /* empty: from the start */
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 5);
+
+    /* after: another key's job, or none, look the same: unknown, no rows */
+    q.after = "video_b2";
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.after_unknown && c.njobs == 0 && !c.has_more);
+    q.after = "video_nope";
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.after_unknown && c.njobs == 0);
+
+    /* a key with no jobs */
+    q = (struct gw_job_list_query){ .key_name = "carol", .limit = 20 };
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 0 && !c.has_more && !c.after_unknown);
+
+    /* bob sees only bob's */
+    q = (struct gw_job_list_query){ .key_name = "bob", .limit = 100 };
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 5);
+    for (size_t i = 0; i < c.njobs; i++)
+        CHECK(strcmp(c.owners[i], "bob") == 0);
+
+    /* a deleted job leaves the list, and is still a valid cursor */
+    DO_OK(&t, &c, gw_store_job_delete(t.sl, "video_a3", T0 + 200, CB(&c)));
+    CHECK(c.has_job && c.job.deleted_at == T0 + 200);
+    DO_OK(&t, &c, gw_store_job_delete(t.sl, "video_a3", T0 + 300, CB(&c)));
+    CHECK(c.job.deleted_at == T0 + 200); /* the first deletion counts */
+    DO_OK(&t, &c, gw_store_job_delete(t.sl, "video_nope", T0 + 300, CB(&c)));
+    CHECK(!c.has_job);
+    q = (struct gw_job_list_query){ .key_name = "alice", .limit = 100 };
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 4);
+    for (size_t i = 0; i < c.njobs; i++)
+        CHECK(strcmp(c.ids[i], "video_a3") != 0);
+    q.after = "video_a3";
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(!c.after_unknown && c.njobs == 2 && strcmp(c.ids[0], "video_a2") == 0);
+    get_ok(&t, &c, "video_a3"); /* get still shows it, marked */
+    CHECK(c.has_job && c.job.deleted_at == T0 + 200);
+
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* Refused at the call: err filled, GW_ERR, and the callback never runs. */
+static void test_bad_arguments(void)
+{
+    struct gw_store *s = open_store(new_path("bad_args"), 0);
+    struct tloop t;
+    struct capture c;
+    struct gw_error err;
+    struct gw_store_op *op = (struct gw_store_op *)&op;
+    struct gw_job_list_query q = { .key_name = "alice", .limit = 0 };
+    struct jobbuf b;
+    char longid[200], longkey[300];
+
+    cap_init(&c);
+    cap_reset(&c);
+    tl_init(&t, s);
+    memset(err.message, 0, sizeof(err.message));
+    CHECK(gw_store_job_list(t.sl, &q, cap_cb, &c, &op, &err) == GW_ERR);
+    CHECK(err.status == 400 && strcmp(err.code, "invalid_value") == 0);
+    CHECK(strcmp(err.param, "limit") == 0);
+    CHECK(op == NULL);
+    q.limit = 10000;
+    CHECK(gw_store_job_list(t.sl, &q, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(strcmp(err.param, "limit") == 0);
+    q.limit = 101;
+    CHECK(gw_store_job_list(t.sl, &q, cap_cb, &c, NULL, &err) == GW_ERR);
+    memset(longid, 'x', sizeof(longid) - 1);
+    longid[sizeof(longid) - 1] = '\0';
+    q.limit = 100;
+    q.after = longid;
+    CHECK(gw_store_job_list(t.sl, &q, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(strcmp(err.param, "after") == 0);
+    q = (struct gw_job_list_query){ .key_name = NULL, .limit = 10 };
+    CHECK(gw_store_job_list(t.sl, &q, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_job_get(t.sl, "", cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_job_get(t.sl, longid, cap_cb, &c, NULL, &err) == GW_ERR);
+    struct gw_job j = *mkjob(&b, "video_x", "alice", T0, 8, GW_JOB_QUEUED);
+    j.seconds = -1;
+    CHECK(gw_store_job_put(t.sl, &j, NULL, cap_cb, &c, NULL, &err) == GW_ERR);
+    j.seconds = 8;
+    j.object_len = GW_STORE_OBJECT_MAX + 1; /* refused before it is read */
+    CHECK(gw_store_job_put(t.sl, &j, NULL, cap_cb, &c, NULL, &err) == GW_ERR);
+    j.object_len = strlen(j.object);
+    j.upstream_key = NULL;
+    CHECK(gw_store_job_put(t.sl, &j, NULL, cap_cb, &c, NULL, &err) == GW_ERR);
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    CHECK(gw_store_idem_begin(t.sl, "alice", longkey, T0, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_idem_begin(t.sl, "alice", "", T0, cap_cb, &c, NULL, &err) == GW_ERR);
+    longkey[255] = '\0'; /* 255 bytes: fine */
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", longkey, T0, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+    struct gw_usage_query uq = { .since = "2026-1-01" };
+    CHECK(gw_store_usage(t.sl, &uq, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(strcmp(err.param, "since") == 0);
+    uq = (struct gw_usage_query){ .until = "2026-13-01" };
+    CHECK(gw_store_usage(t.sl, &uq, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_job_claim_unfinished(t.sl, T0, T0, 0, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_job_claim_unfinished(t.sl, T0, T0, 1001, cap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_idem_finish(t.sl, "alice", "k", 99, "", 0, cap_cb, &c, NULL, &err) == GW_ERR);
+
+    /* none of those calls back, even after the store has answered a later one */
+    get_ok(&t, &c, "video_x");
+    CHECK(!c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+static void test_update_forward_only(void)
+{
+    struct gw_store *s = open_store(new_path("update"), 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_job_update u = { .id = "video_u", .status = GW_JOB_IN_PROGRESS,
+                               .object = "{\"progress\":40}", .now = T0 + 10 };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_u", "alice", T0, 8, GW_JOB_QUEUED));
+    u.object_len = strlen(u.object);
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.has_job && c.prev_status == GW_JOB_QUEUED && c.job.status == GW_JOB_IN_PROGRESS);
+    CHECK(strcmp(c.job.object, "{\"progress\":40}") == 0);
+    CHECK(c.job.updated_at == T0 + 10 && c.job.refreshed_at == T0 + 10);
+    /* the same status again: the object moves on (progress) */
+    u.object = "{\"progress\":70}";
+    u.object_len = strlen(u.object);
+    u.now = T0 + 20;
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(strcmp(c.job.object, "{\"progress\":70}") == 0 && c.job.updated_at == T0 + 20);
+    /* a stale queued, answered late, changes nothing */
+    u.status = GW_JOB_QUEUED;
+    u.object = "{\"progress\":0}";
+    u.object_len = strlen(u.object);
+    u.now = T0 + 30;
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.prev_status == GW_JOB_IN_PROGRESS && c.job.status == GW_JOB_IN_PROGRESS);
+    CHECK(strcmp(c.job.object, "{\"progress\":70}") == 0 && c.job.updated_at == T0 + 20);
+    /* completed, with the object kept when none is given */
+    u.status = GW_JOB_COMPLETED;
+    u.object = NULL;
+    u.now = T0 + 40;
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.job.status == GW_JOB_COMPLETED && strcmp(c.job.object, "{\"progress\":70}") == 0);
+    /* a terminal state never changes */
+    u.status = GW_JOB_FAILED;
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.job.status == GW_JOB_COMPLETED);
+    u.status = GW_JOB_IN_PROGRESS;
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.job.status == GW_JOB_COMPLETED);
+    /* no such job */
+    u.id = "video_nope";
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(!c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* A usage row's counters, read with the synchronous query. */
+static void usage_of(const char *path, const char *key, const char *day, int64_t out[4])
+{
+    struct gw_store_options o = { .path = path };
+    struct gw_usage_query q = { .since = day, .until = day, .key_name = key };
+    struct gw_usage *u;
+    struct gw_error err;
+
+    if (gw_store_usage_read(&o, &q, &u, &err) != GW_OK) {
+        fprintf(stderr, "FAIL %s: usage_read: %s\n", cur_test, err.message);
+        exit(1);
+    }
+    memset(out, 0, 4 * sizeof(out[0]));
+    for (size_t i = 0; i < u->n; i++) {
+        out[0] += u->rows[i].jobs;
+        out[1] += u->rows[i].seconds;
+        out[2] += u->rows[i].failed;
+        out[3] += u->rows[i].refunded_seconds;
+    }
+    gw_store_usage_free(u);
+}
+
+struct refunder {
+    struct gw_store *s;
+    int mine; /* refunds this thread's calls did */
+};
+
+static void refund_cb(void *arg, const struct gw_store_res *res)
+{
+    struct refunder *r = arg;
+
+    CHECK(res->rc == GW_OK);
+    r->mine += res->refunded;
+}
+
+static void *refunder_main(void *arg)
+{
+    struct refunder *r = arg;
+    struct tloop t;
+    struct gw_error err;
+
+    tl_init(&t, r->s);
+    for (int i = 0; i < 50; i++)
+        CHECK(gw_store_job_refund(t.sl, "video_race", refund_cb, r, NULL, &err) == GW_AGAIN);
+    /* the last one's callback: every earlier one has run (one loop: in order) */
+    struct capture c;
+    cap_init(&c);
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_race", CB(&c)));
+    r->mine += c.refunded;
+    cap_free(&c);
+    tl_free(&t);
+    return NULL;
+}
+
+static void test_refund_once(void)
+{
+    const char *path = new_path("refund");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_job_update u = { .id = "video_r", .status = GW_JOB_FAILED, .now = T0 + 60 };
+    int64_t usage[4];
+    char day[11];
+
+    snprintf(day, sizeof(day), "2026-01-01");
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_r", "alice", T0, 8, GW_JOB_QUEUED));
+    /* not failed: nothing to give back */
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_r", CB(&c)));
+    CHECK(c.refunded == 0 && c.has_job && !c.job.refunded);
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.job.status == GW_JOB_FAILED && !c.job.refunded);
+    usage_of(path, "alice", day, usage);
+    CHECK(usage[0] == 1 && usage[1] == 8 && usage[2] == 1 && usage[3] == 0);
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_r", CB(&c)));
+    CHECK(c.refunded == 1 && c.job.refunded == 1 && c.job.seconds == 8);
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_r", CB(&c)));
+    CHECK(c.refunded == 0 && c.job.refunded == 1);
+    /* failed seen again (another refresh): counted once */
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    usage_of(path, "alice", day, usage);
+    CHECK(usage[0] == 1 && usage[1] == 8 && usage[2] == 1 && usage[3] == 8);
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_nope", CB(&c)));
+    CHECK(c.refunded == 0 && !c.has_job);
+
+    /* a job put already failed: counted failed at once, refundable once */
+    put_ok(&t, &c, mkjob(&b, "video_race", "alice", T0 + 5, 4, GW_JOB_FAILED));
+    /* two loops on two threads race to refund it */
+    struct refunder r1 = { s, 0 }, r2 = { s, 0 };
+    pthread_t th1, th2;
+    CHECK(pthread_create(&th1, NULL, refunder_main, &r1) == 0);
+    CHECK(pthread_create(&th2, NULL, refunder_main, &r2) == 0);
+    pthread_join(th1, NULL);
+    pthread_join(th2, NULL);
+    CHECK(r1.mine + r2.mine == 1);
+    usage_of(path, "alice", day, usage);
+    CHECK(usage[0] == 2 && usage[1] == 12 && usage[2] == 2 && usage[3] == 12);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+static void test_claim_unfinished(void)
+{
+    struct gw_store *s = open_store(new_path("claim"), 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_job_update u = { .status = GW_JOB_IN_PROGRESS };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    /* refreshed at T0+1 .. T0+6; c3 completed, c5 failed, c6 deleted */
+    for (int i = 1; i <= 6; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "video_c%d", i);
+        put_ok(&t, &c, mkjob(&b, id, i % 2 ? "alice" : "bob", T0 + i, 8,
+                             i == 3 ? GW_JOB_COMPLETED : i == 5 ? GW_JOB_FAILED : GW_JOB_QUEUED));
+    }
+    DO_OK(&t, &c, gw_store_job_delete(t.sl, "video_c6", T0 + 7, CB(&c)));
+    /* c1 refreshed (seen in progress) later than the others */
+    u.id = "video_c1";
+    u.now = T0 + 50;
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+
+    /* due: refreshed at or before T0+60; oldest first: c2, c4, c1 */
+    DO_OK(&t, &c, gw_store_job_claim_unfinished(t.sl, T0 + 60, T0 + 100, 2, CB(&c)));
+    CHECK(c.njobs == 2);
+    CHECK(strcmp(c.ids[0], "video_c2") == 0 && strcmp(c.ids[1], "video_c4") == 0);
+    DO_OK(&t, &c, gw_store_job_claim_unfinished(t.sl, T0 + 60, T0 + 100, 10, CB(&c)));
+    CHECK(c.njobs == 1 && strcmp(c.ids[0], "video_c1") == 0);
+    /* claimed: not due again before their refreshed_at (T0+100) */
+    DO_OK(&t, &c, gw_store_job_claim_unfinished(t.sl, T0 + 99, T0 + 101, 10, CB(&c)));
+    CHECK(c.njobs == 0);
+    DO_OK(&t, &c, gw_store_job_claim_unfinished(t.sl, T0 + 100, T0 + 200, 10, CB(&c)));
+    CHECK(c.njobs == 3);
+    get_ok(&t, &c, "video_c2");
+    CHECK(c.job.refreshed_at == T0 + 200 && c.job.updated_at == T0 + 2);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+static void test_idempotency(void)
+{
+    const char *path = new_path("idem");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    const char *answer = "{\"error\":{\"message\":\"bad size\"}}";
+
+    cap_init(&c);
+    tl_init(&t, s);
+    /* begin, in flight, finished with an error answer, replayed */
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k1", T0, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k1", T0 + 1, CB(&c)));
+    CHECK(c.idem == GW_IDEM_IN_FLIGHT);
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "bob", "k1", T0 + 1, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW); /* per team key */
+    DO_OK(&t, &c, gw_store_idem_finish(t.sl, "alice", "k1", 400, answer, strlen(answer),
+                                       CB(&c)));
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k1", T0 + 2, CB(&c)));
+    CHECK(c.idem == GW_IDEM_DONE && c.answer_status == 400);
+    CHECK(c.answer_len == strlen(answer) && strcmp(c.answer, answer) == 0);
+    /* 24 h later it has expired: new again */
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k1", T0 + DAY - 1, CB(&c)));
+    CHECK(c.idem == GW_IDEM_DONE);
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k1", T0 + DAY, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+
+    /* abort: the key is free again */
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k2", T0, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+    DO_OK(&t, &c, gw_store_idem_abort(t.sl, "alice", "k2", CB(&c)));
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k2", T0 + 1, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+
+    /* a put with the key finishes it with the job object, in the same transaction */
+    const struct gw_job *j = mkjob(&b, "video_i", "alice", T0, 8, GW_JOB_QUEUED);
+    DO_OK(&t, &c, gw_store_job_put(t.sl, j, "k2", CB(&c)));
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k2", T0 + 5, CB(&c)));
+    CHECK(c.idem == GW_IDEM_DONE && c.answer_status == 200);
+    CHECK(strcmp(c.answer, b.object) == 0);
+    /* an abort after done changes nothing */
+    DO_OK(&t, &c, gw_store_idem_abort(t.sl, "alice", "k2", CB(&c)));
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k2", T0 + 6, CB(&c)));
+    CHECK(c.idem == GW_IDEM_DONE);
+
+    /* left in flight by a process that died: dropped when the store opens */
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k3", T0, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+    tl_free(&t);
+    gw_store_close(s);
+    s = open_store(path, 0);
+    tl_init(&t, s);
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k3", T0 + 1, CB(&c)));
+    CHECK(c.idem == GW_IDEM_NEW);
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k2", T0 + 7, CB(&c)));
+    CHECK(c.idem == GW_IDEM_DONE); /* done ones are kept */
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+static void test_prune_keeps_totals(void)
+{
+    const char *path = new_path("prune");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct gw_error err;
+    struct counter k = { .thread = pthread_self() };
+    struct jobbuf b;
+    enum { OLD = 1234 }; /* more than one prune step */
+    int64_t before[4], after[4];
+    struct gw_usage_query q = { .since = "2026-01-01", .until = "2026-01-31" };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    for (int i = 0; i < OLD; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_old%d", i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, i % 3 ? "alice" : "bob", T0 + i * 60, 5,
+                                           i % 10 ? GW_JOB_COMPLETED : GW_JOB_FAILED),
+                               NULL, count_cb, &k, NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, k.done == OLD, 30000);
+    CHECK(k.failed == 0);
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_old0", CB(&c)));
+    CHECK(c.refunded);
+    put_ok(&t, &c, mkjob(&b, "video_new", "alice", T0 + 40 * DAY, 8, GW_JOB_QUEUED));
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "old", T0, CB(&c)));
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "new", T0 + 40 * DAY, CB(&c)));
+    DO_OK(&t, &c, gw_store_usage(t.sl, &q, CB(&c)));
+    size_t nrows = c.nusage;
+    CHECK(nrows == 2); /* one day, two keys, one model */
+    CHECK(strcmp(c.usage[0].key_name, "alice") == 0 && strcmp(c.usage[1].key_name, "bob") == 0);
+    usage_of(path, NULL, "2026-01-01", before);
+    CHECK(before[0] == OLD && before[1] == OLD * 5 && before[2] == (OLD + 9) / 10 &&
+          before[3] == 5);
+
+    /* 30 days' retention at T0 + 40 days */
+    DO_OK(&t, &c, gw_store_prune(t.sl, T0 + 10 * DAY, T0 + 40 * DAY, CB(&c)));
+    CHECK(c.pruned_jobs == OLD && c.pruned_idem == 1);
+    usage_of(path, NULL, "2026-01-01", after);
+    CHECK(memcmp(before, after, sizeof(before)) == 0);
+    DO_OK(&t, &c, gw_store_usage(t.sl, &q, CB(&c)));
+    CHECK(c.nusage == nrows);
+    get_ok(&t, &c, "video_old5");
+    CHECK(!c.has_job);
+    get_ok(&t, &c, "video_new");
+    CHECK(c.has_job);
+    DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "new", T0 + 40 * DAY + 1, CB(&c)));
+    CHECK(c.idem == GW_IDEM_IN_FLIGHT);
+    /* nothing left to prune */
+    DO_OK(&t, &c, gw_store_prune(t.sl, T0 + 10 * DAY, T0 + 40 * DAY, CB(&c)));
+    CHECK(c.pruned_jobs == 0 && c.pruned_idem == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 1);
+    cap_free(&c);
+}
+
+static void test_usage_read(void)
+{
+    const char *path = new_path("usage");
+    struct gw_store *s = open_store(path, 0);
+    struct gw_store_options o = { .path = path };
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_usage *u;
+    struct gw_error err;
+    struct gw_usage_query q = { 0 };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_d1", "alice", T0, 8, GW_JOB_QUEUED));      /* 01-01 */
+    put_ok(&t, &c, mkjob(&b, "video_d2", "alice", T0 + 60, 4, GW_JOB_QUEUED)); /* 01-01 */
+    put_ok(&t, &c, mkjob(&b, "video_d3", "alice", T0 + DAY, 6, GW_JOB_QUEUED)); /* 01-02 */
+    put_ok(&t, &c, mkjob(&b, "video_d4", "bob", T0 + 2 * DAY - 1, 2, GW_JOB_QUEUED)); /* 01-02 */
+    struct gw_job j = *mkjob(&b, "video_d5", "alice", T0 + 2 * DAY, 10, GW_JOB_QUEUED);
+    j.model_sent = "veo_3_1-fast";
+    put_ok(&t, &c, &j); /* 01-03, another model */
+
+    /* while the store is open: a WAL reader */
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 4);
+    /* ordered by key, model, day */
+    CHECK(strcmp(u->rows[0].key_name, "alice") == 0 && strcmp(u->rows[0].day, "2026-01-01") == 0);
+    CHECK(strcmp(u->rows[0].model, "veo_3_1") == 0);
+    CHECK(u->rows[0].jobs == 2 && u->rows[0].seconds == 12);
+    CHECK(strcmp(u->rows[1].day, "2026-01-02") == 0 && u->rows[1].seconds == 6);
+    CHECK(strcmp(u->rows[2].model, "veo_3_1-fast") == 0 && u->rows[2].seconds == 10);
+    CHECK(strcmp(u->rows[3].key_name, "bob") == 0 && strcmp(u->rows[3].day, "2026-01-02") == 0);
+    gw_store_usage_free(u);
+    q = (struct gw_usage_query){ .since = "2026-01-02", .until = "2026-01-02" };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 2);
+    gw_store_usage_free(u);
+    q = (struct gw_usage_query){ .since = "2026-01-02", .key_name = "alice" };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 2 && u->rows[0].seconds + u->rows[1].seconds == 16);
+    gw_store_usage_free(u);
+    q = (struct gw_usage_query){ .key_name = "nobody" };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 0);
+    gw_store_usage_free(u);
+    q = (struct gw_usage_query){ .since = "yesterday" };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_ERR && u == NULL);
+    CHECK_CONTAINS(err.message, "YYYY-MM-DD");
+    /* the same through a loop (the admin API) */
+    q = (struct gw_usage_query){ .key_name = "bob" };
+    DO_OK(&t, &c, gw_store_usage(t.sl, &q, CB(&c)));
+    CHECK(c.nusage == 1 && c.usage[0].jobs == 1 && c.usage[0].seconds == 2);
+    tl_free(&t);
+    gw_store_close(s);
+
+    /* closed: no -wal file any more; still readable */
+    q = (struct gw_usage_query){ 0 };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 4);
+    gw_store_usage_free(u);
+    o.path = new_path("usage_absent");
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_ERR);
+    CHECK_CONTAINS(err.message, o.path);
+    CHECK_CONTAINS(err.message, "no such file");
+    CHECK(access(o.path, F_OK) != 0); /* and did not create it */
+    cap_free(&c);
+}
+
+/* gw_store_open(path) must fail with a message naming path and holding want. */
+static void open_fails(const char *path, const char *want)
+{
+    struct gw_store_options o = { .path = path };
+    struct gw_error err;
+    struct gw_store *s = gw_store_open(&o, &err);
+
+    if (s != NULL) {
+        fprintf(stderr, "FAIL %s: %s opened\n", cur_test, path);
+        exit(1);
+    }
+    printf("  %s\n", err.message);
+    CHECK_CONTAINS(err.message, path);
+    CHECK_CONTAINS(err.message, want);
+}
+
+/* The same as another user when we are root (root writes read-only files):
+ * in a child that drops to nobody. */
+static void open_fails_unprivileged(const char *path, const char *want)
+{
+    pid_t pid;
+    int st;
+
+    if (geteuid() != 0) {
+        open_fails(path, want);
+        return;
+    }
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(3);
+        open_fails(path, want); /* exits 1 on failure */
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void write_file(const char *path, const char *data, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+    CHECK(fd >= 0);
+    CHECK(write(fd, data, strlen(data)) == (ssize_t)strlen(data));
+    close(fd);
+    chmod(path, mode);
+}
+
+static void test_bad_files(void)
+{
+    char path[600], dir[600];
+    struct gw_store *s;
+
+    /* not SQLite at all */
+    snprintf(path, sizeof(path), "%s/notsqlite.db", tmpdir);
+    write_file(path, "this is a text file, not a database; it is long enough to have a page "
+                     "header where SQLite looks for its magic string.......................\n",
+               0644);
+    open_fails(path, "not an SQLite database");
+    /* another program's SQLite database */
+    snprintf(path, sizeof(path), "%s/other.db", tmpdir);
+    raw_exec(path, "CREATE TABLE accounts(id INTEGER PRIMARY KEY, name TEXT)");
+    open_fails(path, "another program");
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master") == 1); /* untouched */
+    /* ours, from a newer gateway */
+    snprintf(path, sizeof(path), "%s/newer.db", tmpdir);
+    s = open_store(path, 0);
+    gw_store_close(s);
+    raw_exec(path, "PRAGMA user_version = 99");
+    open_fails(path, "schema version 99 is newer");
+    /* a directory that does not exist */
+    snprintf(path, sizeof(path), "%s/nodir/x.db", tmpdir);
+    open_fails(path, "directory must exist and be writable");
+
+    /* a read-only file (a good store otherwise) */
+    snprintf(dir, sizeof(dir), "%s/ro", tmpdir);
+    CHECK(mkdir(dir, 0777) == 0);
+    chmod(dir, 0777);
+    snprintf(path, sizeof(path), "%s/ro/store.db", tmpdir);
+    s = open_store(path, 0);
+    gw_store_close(s);
+    chmod(path, 0444);
+    open_fails_unprivileged(path, "read-only");
+    /* a writable file in a read-only directory: no room for the WAL files */
+    chmod(path, 0666);
+    chmod(dir, 0555);
+    open_fails_unprivileged(path, "directory must exist and be writable");
+    /* and a new file there */
+    snprintf(path, sizeof(path), "%s/ro/new.db", tmpdir);
+    open_fails_unprivileged(path, "directory must exist and be writable");
+    chmod(dir, 0777);
+}
+
+/* Cancelled: the callback never runs; a cancelled put is still written. */
+static void never_cb(void *arg, const struct gw_store_res *res)
+{
+    fprintf(stderr, "FAIL %s: a cancelled operation called back\n", cur_test);
+    exit(1);
+}
+
+static void test_cancel(void)
+{
+    struct gw_store *s = open_store(new_path("cancel"), 0);
+    struct tloop t;
+    struct capture c;
+    struct gw_error err;
+    struct gw_store_op *ops[200];
+    struct jobbuf b;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_c", "alice", T0, 8, GW_JOB_QUEUED));
+    /* a burst: all cancelled right away, most of them while still queued */
+    for (int i = 0; i < 200; i++) {
+        if (i % 2) {
+            char id[32];
+            snprintf(id, sizeof(id), "video_cx%d", i);
+            CHECK(gw_store_job_put(t.sl, mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED), NULL,
+                                   never_cb, NULL, &ops[i], &err) == GW_AGAIN);
+        } else {
+            CHECK(gw_store_job_get(t.sl, "video_c", never_cb, NULL, &ops[i], &err) ==
+                  GW_AGAIN);
+        }
+        CHECK(ops[i] != NULL);
+    }
+    for (int i = 0; i < 200; i++)
+        gw_store_cancel(ops[i]);
+    /* later operations on the same loop come back after every earlier one */
+    get_ok(&t, &c, "video_cx199");
+    CHECK(c.has_job); /* the cancelled put was written */
+
+    /* cancelled after the result reached the loop, before its callback ran */
+    struct gw_store_op *op;
+    CHECK(gw_store_job_get(t.sl, "video_c", never_cb, NULL, &op, &err) == GW_AGAIN);
+    struct gw_store_stats st;
+    uint64_t t0 = now_ms();
+    do { /* wait, without running the loop, until the store has answered it */
+        gw_store_stats(s, &st);
+        CHECK(now_ms() - t0 < 10000);
+    } while (st.queued > 0);
+    usleep(20000);
+    gw_store_cancel(op);
+    get_ok(&t, &c, "video_c");
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* A loop freed with operations pending, and a loop freed from inside a callback. */
+struct freer {
+    struct tloop *t;
+    int calls;
+};
+
+static void free_loop_cb(void *arg, const struct gw_store_res *res)
+{
+    struct freer *f = arg;
+
+    f->calls++;
+    gw_store_loop_free(f->t->sl); /* the others pending on it never call back */
+    f->t->sl = NULL;
+}
+
+static void test_loop_free_pending(void)
+{
+    const char *path = new_path("loop_free");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t, t2;
+    struct capture c;
+    struct gw_error err;
+    struct jobbuf b;
+    struct freer f = { &t, 0 };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    for (int i = 0; i < 100; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_lf%d", i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED), NULL,
+                               never_cb, NULL, NULL, &err) == GW_AGAIN);
+    }
+    gw_store_loop_free(t.sl);
+    t.sl = NULL;
+
+    /* freed inside the first callback, with 50 more pending */
+    t.sl = gw_store_loop_new(s, t.base, &err);
+    CHECK(t.sl != NULL);
+    CHECK(gw_store_job_get(t.sl, "video_lf0", free_loop_cb, &f, NULL, &err) == GW_AGAIN);
+    for (int i = 0; i < 50; i++)
+        CHECK(gw_store_job_get(t.sl, "video_lf1", never_cb, NULL, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, f.calls == 1, 10000);
+    CHECK(t.sl == NULL);
+
+    tl_init(&t2, s);
+    get_ok(&t2, &c, "video_lf99");
+    CHECK(c.has_job);
+    tl_free(&t2);
+    event_free(t.tick);
+    event_base_free(t.base);
+    gw_store_close(s);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 100);
+    cap_free(&c);
+}
+
+/* One operation failing does not fail the others of its transaction. */
+static void test_errors_isolated(void)
+{
+    struct gw_store *s = open_store(new_path("errors"), 0);
+    struct tloop t;
+    struct capture c1, c2, c3;
+    struct jobbuf b1, b2, b3;
+
+    cap_init(&c1);
+    cap_init(&c2);
+    cap_init(&c3);
+    tl_init(&t, s);
+    SUBMIT(&c1, gw_store_job_put(t.sl, mkjob(&b1, "video_e", "alice", T0, 8, GW_JOB_QUEUED),
+                                 NULL, CB(&c1)));
+    SUBMIT(&c2, gw_store_job_put(t.sl, mkjob(&b2, "video_e", "bob", T0, 8, GW_JOB_QUEUED),
+                                 NULL, CB(&c2)));
+    SUBMIT(&c3, gw_store_job_put(t.sl, mkjob(&b3, "video_f", "alice", T0, 8, GW_JOB_QUEUED),
+                                 NULL, CB(&c3)));
+    RUN_UNTIL(&t, c1.calls && c2.calls && c3.calls, 10000);
+    CHECK(c1.rc == GW_OK && c3.rc == GW_OK);
+    CHECK(c2.rc == GW_ERR && c2.err_status == 503);
+    CHECK_CONTAINS(c2.errmsg, "video_e is already recorded");
+    get_ok(&t, &c1, "video_e");
+    CHECK(strcmp(c1.job.key_name, "alice") == 0);
+    get_ok(&t, &c1, "video_f");
+    CHECK(c1.has_job);
+    struct gw_store_stats st;
+    gw_store_stats(s, &st);
+    CHECK(st.failed == 1);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c1);
+    cap_free(&c2);
+    cap_free(&c3);
+}
+
+/* Close finishes what is queued, including writes nobody waits for. */
+static void test_close_drains(void)
+{
+    const char *path = new_path("drain");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct gw_error err;
+    struct jobbuf b;
+
+    tl_init(&t, s);
+    for (int i = 0; i < 500; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_dr%d", i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED), NULL, NULL,
+                               NULL, NULL, &err) == GW_AGAIN);
+    }
+    gw_store_close(s); /* before the loop is freed: the results wait on it */
+    tl_free(&t);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 500);
+}
+
+/* kill -9 from inside the first put's callback: the job it acknowledged is there. */
+static int kill_pipe = -1;
+static const char *kill_path;
+
+static void kill_cb(void *arg, const struct gw_store_res *res)
+{
+    const char *id = arg;
+    char sql[128];
+
+    CHECK(res->rc == GW_OK);
+    /* committed: another connection sees it (uncommitted rows are invisible to it) */
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE id = '%s'", id);
+    CHECK(raw_int(kill_path, sql) == 1);
+    CHECK(write(kill_pipe, id, strlen(id) + 1) == (ssize_t)strlen(id) + 1);
+    kill(getpid(), SIGKILL); /* nothing closed, nothing flushed */
+}
+
+/* A child puts n jobs named prefix0.. and dies in the first callback; the id
+ * acknowledged goes to ack. */
+static void kill_after_put(const char *path, int sync_full, const char *prefix, int n,
+                           char *ack, size_t ackcap)
+{
+    int fds[2], st;
+    pid_t pid;
+
+    CHECK(pipe(fds) == 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct gw_store *s = open_store(path, sync_full);
+        struct tloop t;
+        struct gw_error err;
+        struct jobbuf b;
+        static char ids[1000][32];
+
+        close(fds[0]);
+        kill_pipe = fds[1];
+        kill_path = path;
+        tl_init(&t, s);
+        for (int i = 0; i < n && i < 1000; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "%s%d", prefix, i);
+            CHECK(gw_store_job_put(t.sl, mkjob(&b, ids[i], "alice", T0, 8, GW_JOB_QUEUED), NULL,
+                                   kill_cb, ids[i], NULL, &err) == GW_AGAIN);
+        }
+        RUN_UNTIL(&t, 0, 10000);
+        _exit(2);
+    }
+    close(fds[1]);
+    ssize_t got = 0, r;
+    while ((r = read(fds[0], ack + got, ackcap - 1 - (size_t)got)) > 0)
+        got += r;
+    ack[got] = '\0';
+    close(fds[0]);
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    CHECK(got > 0);
+}
+
+static void test_durability_kill9(void)
+{
+    const char *path = new_path("kill9");
+    struct gw_store *s;
+    struct tloop t;
+    struct capture c;
+    char ack[64], sql[128];
+    static const char *const prefixes[] = { "video_normal_", "video_full_", "video_many_" };
+
+    cap_init(&c);
+    for (int i = 0; i < 3; i++) {
+        /* synchronous normal, full, then normal with 300 puts in flight */
+        kill_after_put(path, i == 1, prefixes[i], i == 2 ? 300 : 1, ack, sizeof(ack));
+        s = open_store(path, 0);
+        tl_init(&t, s);
+        get_ok(&t, &c, ack);
+        CHECK(c.has_job && strcmp(c.job.id, ack) == 0);
+        tl_free(&t);
+        gw_store_close(s);
+    }
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE id LIKE '%s%%'", prefixes[2]);
+    int64_t n = raw_int(path, sql);
+    printf("  300 puts, killed in the first callback: %lld of them committed\n", (long long)n);
+    CHECK(n >= 1);
+    /* the usage counters went with the rows, in the same transactions */
+    CHECK(raw_int(path, "SELECT jobs FROM usage_daily") == 2 + n);
+    cap_free(&c);
+}
+
+/* The disk fills up (a file size limit, in a child): the writes of the failed
+ * transactions are answered GW_ERR, the others are all there, and the store goes on. */
+static void test_disk_full(void)
+{
+    const char *path = new_path("disk_full");
+    pid_t pid;
+    int st;
+
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct gw_store *s = open_store(path, 0);
+        struct tloop t;
+        struct counter k = { .thread = pthread_self() };
+        struct capture c;
+        struct gw_error err;
+        struct rlimit rl = { 512 * 1024, 512 * 1024 };
+        static char big[16 * 1024];
+        enum { N = 200 };
+
+        cap_init(&c);
+        signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+        CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+        memset(big, 'o', sizeof(big));
+        tl_init(&t, s);
+        for (int i = 0; i < 5; i++) { /* small ones first: they fit */
+            struct jobbuf b;
+            char id[32];
+            snprintf(id, sizeof(id), "video_small%d", i);
+            put_ok(&t, &c, mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED));
+        }
+        for (int i = 0; i < N; i++) {
+            struct jobbuf b;
+            char id[32];
+            snprintf(id, sizeof(id), "video_full%d", i);
+            struct gw_job j = *mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED);
+            j.object = big;
+            j.object_len = sizeof(big);
+            CHECK(gw_store_job_put(t.sl, &j, NULL, count_cb, &k, NULL, &err) == GW_AGAIN);
+        }
+        RUN_UNTIL(&t, k.done == N, 30000);
+        printf("  %d puts of 16 KiB with a 512 KiB file size limit: %d failed\n", N, k.failed);
+        CHECK(k.failed > 0);
+        /* the store goes on (a checkpoint resets the WAL: later writes may fit again) */
+        get_ok(&t, &c, "video_small4");
+        CHECK(c.has_job);
+        tl_free(&t);
+        gw_store_close(s);
+        /* what was acknowledged is there, what failed is not, usage agrees */
+        CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 5 + N - k.failed);
+        CHECK(raw_int(path, "SELECT coalesce(sum(jobs), 0) FROM usage_daily") ==
+              5 + N - k.failed);
+        cap_free(&c);
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* the file is still a good store */
+    gw_store_close(open_store(path, 0));
+}
+
+/* One loop's operations complete in the order they were made. */
+struct seq {
+    int next;  /* the sequence number expected next */
+    int found; /* gets that found their job */
+    int bad;
+};
+
+struct seq_op {
+    struct seq *q;
+    int n;
+    int is_get;
+};
+
+static void seq_cb(void *arg, const struct gw_store_res *res)
+{
+    struct seq_op *o = arg;
+
+    if (res->rc != GW_OK || o->n != o->q->next)
+        o->q->bad++;
+    o->q->next++;
+    if (o->is_get && res->job != NULL)
+        o->q->found++;
+}
+
+static void test_order(void)
+{
+    struct gw_store *s = open_store(new_path("order"), 0);
+    struct tloop t;
+    struct gw_error err;
+    struct seq q = { 0 };
+    static struct seq_op ops[400];
+    enum { N = 200 };
+
+    tl_init(&t, s);
+    for (int i = 0; i < N; i++) { /* put i, get i, without waiting */
+        struct jobbuf b;
+        char id[32];
+        snprintf(id, sizeof(id), "video_o%d", i);
+        ops[2 * i] = (struct seq_op){ &q, 2 * i, 0 };
+        ops[2 * i + 1] = (struct seq_op){ &q, 2 * i + 1, 1 };
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED), NULL, seq_cb,
+                               &ops[2 * i], NULL, &err) == GW_AGAIN);
+        CHECK(gw_store_job_get(t.sl, id, seq_cb, &ops[2 * i + 1], NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, q.next == 2 * N, 10000);
+    CHECK(q.bad == 0 && q.found == N);
+    tl_free(&t);
+    gw_store_close(s);
+}
+
+/* ------------------------------------------------------------------- main */
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+    { "create_migrate", test_create_migrate },
+    { "reopen_keeps_data", test_reopen_keeps_data },
+    { "two_loops", test_two_loops },
+    { "order", test_order },
+    { "group_commit", test_group_commit },
+    { "list_cursor", test_list_cursor },
+    { "bad_arguments", test_bad_arguments },
+    { "update_forward_only", test_update_forward_only },
+    { "refund_once", test_refund_once },
+    { "claim_unfinished", test_claim_unfinished },
+    { "idempotency", test_idempotency },
+    { "prune_keeps_totals", test_prune_keeps_totals },
+    { "usage_read", test_usage_read },
+    { "bad_files", test_bad_files },
+    { "cancel", test_cancel },
+    { "loop_free_pending", test_loop_free_pending },
+    { "errors_isolated", test_errors_isolated },
+    { "close_drains", test_close_drains },
+    { "durability_kill9", test_durability_kill9 },
+    { "disk_full", test_disk_full },
+};
+
+/* The temporary directory goes, also when a test fails (exit(1)); not from a
+ * forked child. */
+static pid_t main_pid;
+
+static void remove_tmpdir(void)
+{
+    char cmd[600];
+
+    if (getpid() != main_pid || tmpdir[0] == '\0')
+        return;
+    snprintf(cmd, sizeof(cmd), "chmod -R u+w '%s' && rm -rf '%s'", tmpdir, tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+int main(int argc, char **argv)
+{
+    int ran = 0;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    snprintf(tmpdir, sizeof(tmpdir), "%s/gw-store-XXXXXX",
+             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+    CHECK(mkdtemp(tmpdir) != NULL);
+    main_pid = getpid();
+    atexit(remove_tmpdir);
+    chmod(tmpdir, 0755); /* the tests that drop privileges read in here */
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+        if (argc > 1 && strcmp(argv[1], tests[i].name) != 0)
+            continue;
+        uint64_t t0 = now_ms();
+        cur_test = tests[i].name;
+        tests[i].fn(); /* exits on failure */
+        printf("ok - %s (%llu ms)\n", tests[i].name, (unsigned long long)(now_ms() - t0));
+        ran++;
+    }
+    if (ran == 0) {
+        fprintf(stderr, "no test named %s\n", argc > 1 ? argv[1] : "?");
+        return 1;
+    }
+    return 0;
+}
