@@ -57,6 +57,8 @@ enum framing {
     FRAME_SPOOL,         /* spooled to a temp file, sent with Content-Length at the end */
 };
 
+struct gw_store_op;
+
 struct exchange {
     enum xstate state;
     struct gw_worker *w;
@@ -123,6 +125,13 @@ struct exchange {
     int quota_reserved;          /* quota_seconds held for this create until settled */
     uint32_t quota_seconds;
     int64_t quota_day;
+
+    /* the job registry (jobs.c) */
+    struct gw_store_op *store_op; /* a pending store call: cancelled if the exchange ends */
+    int pinned_key;              /* follow-up: index of the upstream key that made the job; -1 */
+    int job_seconds;             /* follow-up: the job's seconds, as recorded */
+    int64_t job_created_at;      /* unix s */
+    int recording;               /* a 2xx create held until its job is recorded */
     const char *err_code;    /* gateway error code for the access log */
 };
 
@@ -147,6 +156,16 @@ void gw_reply_json(struct exchange *x, int status, struct evbuffer *buf, const c
 void gw_reply_error(struct exchange *x, const struct gw_error *err);
 void gw_reply_healthz(struct exchange *x);
 void gw_reply_models(struct exchange *x);
+
+/* proxy.c: where jobs.c's asynchronous answers come back */
+void gw_proxy_owner_checked(struct exchange *x, const struct gw_error *refusal);
+void gw_proxy_recorded(struct exchange *x);
+
+/* jobs.c: the job registry (GW_AGAIN: the answer comes back through proxy.c) */
+int gw_jobs_check_owner(struct exchange *x, struct gw_error *err);
+int gw_jobs_list(struct exchange *x, struct gw_error *err);
+int gw_jobs_record(struct exchange *x);
+void gw_jobs_seen(struct exchange *x);
 
 /* reqbody.c: the request body pipeline */
 extern const struct gw_mp_hooks gw_reqbody_hooks;

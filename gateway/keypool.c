@@ -57,6 +57,7 @@ void gw_keypool_report(struct gw_keypool *kp, unsigned idx, int status, struct g
         return;
     if (status == 401 || status == 403) {
         rest = GW_KEYPOOL_OUT_MS;
+        kp->out_until[idx] = now_ms + rest;
     } else if (status == 429) {
         rest = retry_after_ms(retry_after);
         if (rest <= 0)
@@ -65,8 +66,13 @@ void gw_keypool_report(struct gw_keypool *kp, unsigned idx, int status, struct g
             rest = GW_KEYPOOL_REST_MAX_MS;
     } else {
         if (status >= 200 && status < 300)
-            kp->rest_until[idx] = 0; /* it works: any rest is over */
+            kp->rest_until[idx] = kp->out_until[idx] = 0; /* it works: any rest is over */
         return;
     }
     kp->rest_until[idx] = now_ms + rest;
+}
+
+int gw_keypool_is_out(const struct gw_keypool *kp, unsigned idx, int64_t now_ms)
+{
+    return idx < kp->n && kp->out_until[idx] > now_ms;
 }

@@ -27,6 +27,7 @@ struct gw_keypool {
     unsigned n;                           /* keys (at most GW_KEYPOOL_MAX) */
     unsigned next;                        /* round-robin cursor */
     int64_t rest_until[GW_KEYPOOL_MAX];   /* ms, same clock as now_ms; 0 = available */
+    int64_t out_until[GW_KEYPOOL_MAX];    /* ms: refused with 401/403 until then */
 };
 
 void gw_keypool_init(struct gw_keypool *kp, unsigned nkeys);
@@ -38,5 +39,9 @@ unsigned gw_keypool_pick(struct gw_keypool *kp, int64_t now_ms);
  * `retry_after` is the Retry-After header value ({NULL,0} when absent). */
 void gw_keypool_report(struct gw_keypool *kp, unsigned idx, int status, struct gw_str retry_after,
                        int64_t now_ms);
+
+/* 1 while key idx is out: the upstream refused it (401/403) and it has not
+ * worked since. Follow-ups pinned to it answer 502 rather than use another. */
+int gw_keypool_is_out(const struct gw_keypool *kp, unsigned idx, int64_t now_ms);
 
 #endif

@@ -48,6 +48,7 @@
 #include "multipart.h"
 #include "proxy.h"
 #include "router.h"
+#include "store/store.h"
 #include "upstream.h"
 
 static const char *const xstate_names[] = {
@@ -211,6 +212,8 @@ static struct exchange *pool_get(struct gw_worker *w)
 
 static void exchange_free(struct exchange *x)
 {
+    if (x->store_op != NULL)
+        gw_store_cancel(x->store_op); /* a job put still happens: the job exists upstream */
     if (x->admission != NULL)
         gw_admit_cancel(x->admission);
     if (x->admitted)
@@ -235,6 +238,7 @@ static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
     x->cfg = w->cfg;
     x->req = req;
     x->spool_fd = -1;
+    x->pinned_key = -1;
     x->client_cl = 0;
     clock_gettime(CLOCK_MONOTONIC, &x->t0);
     w->inflight++;
@@ -323,6 +327,35 @@ static void on_admitted(void *arg, const struct gw_error *refusal)
         bufferevent_write(gw_proxy_client_bev(x), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
+/* Ask admission (limits); it may answer later (on_admitted). */
+static void start_admission(struct exchange *x)
+{
+    struct gw_error err;
+
+    switch (gw_admit(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, &x->rate,
+                                                   &x->retry_after_ms }, on_admitted, x,
+                     &x->admission, &err)) {
+    case GW_OK:
+        on_admitted(x, NULL);
+        return;
+    case GW_AGAIN:
+        return; /* on_admitted() comes later */
+    default:
+        gw_proxy_fail(x, &err);
+    }
+}
+
+/* jobs.c looked the follow-up's job up: the caller's (then pinned to its upstream
+ * key), or a refusal (404, 502). */
+void gw_proxy_owner_checked(struct exchange *x, const struct gw_error *refusal)
+{
+    if (refusal != NULL) {
+        gw_proxy_fail(x, refusal);
+        return;
+    }
+    start_admission(x);
+}
+
 static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
 {
     struct gw_worker *w = arg;
@@ -370,17 +403,18 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         x->up_cl = (uint64_t)x->client_cl;
     x->expect_continue = !x->body_done && header_is(h, "Expect", "100-continue");
     gw_proxy_set_state(x, X_ADMIT);
-    switch (gw_admit(w, &(struct gw_admit_req){ x->key, &x->route, x->rid, &x->rate,
-                                                &x->retry_after_ms }, on_admitted, x,
-                     &x->admission, &err)) {
-    case GW_OK:
-        on_admitted(x, NULL);
-        return EVHTP_RES_OK;
+    /* the job registry first: a list is answered from it, a follow-up must be on
+     * one of the caller's jobs (both asynchronous: the store has its own thread) */
+    switch (x->route.id == GW_ROUTE_LIST ? gw_jobs_list(x, &err) : gw_jobs_check_owner(x, &err)) {
     case GW_AGAIN:
-        return EVHTP_RES_OK; /* on_admitted() comes later */
-    default:
+        return EVHTP_RES_OK; /* gw_proxy_owner_checked() or the list answer comes later */
+    case GW_ERR:
         goto refuse;
+    default:
+        break;
     }
+    start_admission(x);
+    return EVHTP_RES_OK;
 
 refuse:
     gw_proxy_set_state(x, X_DONE);
@@ -695,10 +729,13 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
     case GW_UP_DONE:
         x->up_done = 1;
         relay_body(x);
-        finish_response(x);
-        gw_upconn_release(c);
-        x->up = NULL;
-        gw_proxy_set_state(x, X_DONE);
+        /* a job object is recorded before the client sees it (gw_proxy_recorded) */
+        if (!x->reply_started && x->body_done && gw_jobs_record(x) == GW_AGAIN) {
+            x->recording = 1;
+            return;
+        }
+        gw_jobs_seen(x);
+        gw_proxy_recorded(x);
         break;
     case GW_UP_ERROR:
         err = *gw_upconn_error(c);
@@ -709,6 +746,16 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         gw_proxy_fail(x, &err);
         break;
     }
+}
+
+/* The upstream's answer is complete (and its job recorded, if it made one): send it. */
+void gw_proxy_recorded(struct exchange *x)
+{
+    x->recording = 0;
+    finish_response(x);
+    gw_upconn_release(x->up);
+    x->up = NULL;
+    gw_proxy_set_state(x, X_DONE);
 }
 
 /* The client drained its output below RESP_LWM: read the upstream again. */

@@ -432,7 +432,10 @@ static void write_head(struct exchange *x)
         evbuffer_add(o, "\r\n", 2);
     }
     /* the client's key never goes upstream; one of ours does */
-    x->upstream_key = gw_keypool_pick(&w->keys, gw_proxy_now_ms());
+    /* a follow-up goes with the key that created its job (another provider account
+     * would not know it) */
+    x->upstream_key = x->pinned_key >= 0 ? (unsigned)x->pinned_key
+                                         : gw_keypool_pick(&w->keys, gw_proxy_now_ms());
     evbuffer_add(o, "Authorization: Bearer ", 22);
     evbuffer_add(o, cfg->upstream_keys[x->upstream_key], strlen(cfg->upstream_keys[x->upstream_key]));
     evbuffer_add(o, "\r\n", 2);

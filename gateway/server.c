@@ -20,6 +20,7 @@
 #include "htfix.h"
 #include "limiter.h"
 #include "log.h"
+#include "store/store.h"
 #include "proxy.h"
 #include "server.h"
 #include "upstream.h"
@@ -30,6 +31,7 @@
 struct gw_server {
     const struct gw_config *cfg;
     struct gw_limiter *limiter;
+    struct gw_store *store;
     SSL_CTX *up_ssl;
     unsigned nworkers;
     struct gw_worker *workers;
@@ -151,6 +153,8 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     evhtp_set_gencb(w->htp, gw_proxy_request_cb, NULL);
     if (cfg->tls_cert != NULL && server_tls(w, err) != GW_OK)
         return GW_ERR;
+    if (s->store != NULL && (w->store = gw_store_loop_new(s->store, w->base, err)) == NULL)
+        return GW_ERR;
     w->up = gw_upstream_new(w->base, cfg, s->up_ssl);
     if (w->up == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
@@ -192,6 +196,12 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
     if (s->limiter == NULL) {
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         goto fail;
+    }
+    if (cfg->store_path != NULL) {
+        struct gw_store_options so = { cfg->store_path, cfg->store_sync_full, gw_log_write };
+        s->store = gw_store_open(&so, err);
+        if (s->store == NULL)
+            goto fail;
     }
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err) != GW_OK)
@@ -278,6 +288,9 @@ int gw_server_run(struct gw_server *s)
         (void)!write(s->workers[i].wake_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
     for (unsigned i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i].thread, NULL);
+    /* the loops are done: what they queued is committed before the process ends */
+    if (s->store != NULL)
+        gw_store_close(s->store);
     gw_log(GW_LOG_INFO, "stopped");
     return 0;
 }

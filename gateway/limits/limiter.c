@@ -141,3 +141,15 @@ void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32
     gw_quota_settle(&s->quota, seconds, day, kept);
     pthread_mutex_unlock(&s->mu);
 }
+
+void gw_limiter_refund(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t created_unix_ms)
+{
+    struct key_state *s = state_of(l, k);
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    gw_quota_refund(&s->quota, seconds, gw_quota_day(created_unix_ms));
+    pthread_mutex_unlock(&s->mu);
+}

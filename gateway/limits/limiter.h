@@ -49,4 +49,9 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
 void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
                        int64_t day, int kept);
 
+/* A job of key k created at created_unix_ms was seen failed: its seconds come back
+ * (only on the day it was made; called once per job, the store says which call). */
+void gw_limiter_refund(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t created_unix_ms);
+
 #endif

@@ -466,8 +466,10 @@ class Stub:
         # one key or a list (a pool: any of them is accepted)
         self.keys = [k.encode() for k in ([key] if isinstance(key, str) else key)]
         self.key = self.keys[0]
+        # accounts = 1: each upstream key is a separate provider account, seeing only the
+        # jobs created with it (as with keys of different accounts of a real provider)
         self.defaults = {"content_size": content_size, "job_seconds": job_seconds,
-                         "idle_timeout": 75.0}
+                         "idle_timeout": 75.0, "accounts": 0}
         self.cfg = dict(self.defaults)
         self.verbose = verbose
         self.records = []
@@ -513,9 +515,9 @@ class Stub:
         return None
 
     # -- jobs
-    def new_job(self, model, seconds, size, prompt, remixed_from=None):
+    def new_job(self, model, seconds, size, prompt, remixed_from=None, account=None):
         vid = "video_%s" % uuid.uuid4()
-        job = {"id": vid, "model": model, "seconds": seconds, "size": size,
+        job = {"id": vid, "model": model, "seconds": seconds, "size": size, "account": account,
                "created_at": int(time.time()), "t0": time.monotonic(),
                "remixed_from": remixed_from, "override": None,
                "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}
@@ -551,9 +553,12 @@ class Stub:
             o["remixed_from_video_id"] = job["remixed_from"]
         return o
 
-    def get_job(self, vid):
+    def visible(self, job, account):
+        return not self.cfg["accounts"] or account is None or job["account"] in (None, account)
+
+    def get_job(self, vid, account=None):
         job = self.jobs.get(vid)
-        if job is None:
+        if job is None or not self.visible(job, account):
             raise HTTPError(404, "Video with id '%s' not found." % vid,
                             param="video_id", code="not_found")
         return job
@@ -1114,6 +1119,8 @@ class Server:
     async def dispatch(self, req, route, rec, body_obj):
         stub = self.stub
         kind = route[0]
+        auth = hget(req.headers, "authorization")
+        acct = auth[0][7:] if auth and auth[0].startswith("Bearer ") else None
         if kind == "control":
             return await self.control(req, route[1], body_obj)
         if kind == "404":
@@ -1142,23 +1149,24 @@ class Server:
                     raise HTTPError(400, "Missing required parameter: '%s'." % name,
                                     param=name, code="missing_required_parameter")
                 vals[name] = v
-            job = stub.new_job(vals["model"], vals["seconds"], vals["size"], vals["prompt"])
+            job = stub.new_job(vals["model"], vals["seconds"], vals["size"], vals["prompt"],
+                               account=acct)
             return json_response(200, stub.job_object(job, fresh=True))
         if kind == "retrieve":
-            return json_response(200, stub.job_object(stub.get_job(route[1])))
+            return json_response(200, stub.job_object(stub.get_job(route[1], acct)))
         if kind == "delete":
-            job = stub.get_job(route[1])
+            job = stub.get_job(route[1], acct)
             del stub.jobs[job["id"]]
             return json_response(200, {"id": job["id"], "object": "video.deleted",
                                        "deleted": True})
         if kind == "remix":
-            job = stub.get_job(route[1])
+            job = stub.get_job(route[1], acct)
             if not isinstance(body_obj, dict) or not isinstance(body_obj.get("prompt"), str) \
                     or body_obj["prompt"] == "":
                 raise HTTPError(400, "Missing required parameter: 'prompt'.",
                                 param="prompt", code="missing_required_parameter")
             nj = stub.new_job(job["model"], job["seconds"], job["size"],
-                              body_obj["prompt"], remixed_from=job["id"])
+                              body_obj["prompt"], remixed_from=job["id"], account=acct)
             return json_response(200, stub.job_object(nj, fresh=True))
         if kind == "content":
             variant = req.args.get("variant", "video")
@@ -1167,15 +1175,15 @@ class Server:
                 raise HTTPError(400, "Invalid variant %r: expected one of %s"
                                 % (variant, ", ".join(VARIANTS)), param="variant",
                                 code="invalid_value")
-            job = stub.get_job(route[1])
+            job = stub.get_job(route[1], acct)
             size = int(stub.cfg["content_size"])
             return 200, [("Content-Type", VARIANTS[variant])], \
                 ("content", job["id"], variant, size)
         if kind == "list":
-            return self.list_jobs(req)
+            return self.list_jobs(req, acct)
         raise HTTPError(404, "Invalid URL", code="not_found")
 
-    def list_jobs(self, req):
+    def list_jobs(self, req, acct=None):
         stub = self.stub
         a = req.args
         order = a.get("order", "desc")
@@ -1189,7 +1197,7 @@ class Server:
         except ValueError:
             raise HTTPError(400, "Invalid 'limit': expected an integer 1..100",
                             param="limit", code="invalid_value")
-        jobs = list(stub.jobs.values())
+        jobs = [j for j in stub.jobs.values() if stub.visible(j, acct)]
         if order == "desc":
             jobs.reverse()
         after = a.get("after")

@@ -1,0 +1,338 @@
+/*
+ * jobs.c - the job registry as the request path sees it (issue 6): who owns a
+ * job, which upstream key made it, what the list shows. The store (store/store.h)
+ * keeps the records; this file turns exchanges into store calls and store
+ * answers back into exchange decisions, so that proxy.c stays the lifecycle.
+ *
+ *   follow-ups   GET/DELETE /v1/videos/{id}, /content, /remix: the job must be
+ *                the caller's (an admin key may read any), else 404 without asking
+ *                the upstream; the request goes out with the upstream key that
+ *                created the job.
+ *   creates      a 2xx job object is recorded before the client sees it, so a
+ *                process killed right after the answer keeps the job.
+ *   list         answered from the store: only the caller's jobs, OpenAI's
+ *                cursor semantics.
+ *   retrieve     the job object seen is stored (status, object); a job seen
+ *                failed for the first time gives its seconds back.
+ *   delete       the job leaves the list.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+
+#include "exchange.h"
+#include "limiter.h"
+#include "log.h"
+#include "store/store.h"
+
+/* ------------------------------------------------------------- ownership */
+
+static int key_index(const struct gw_config *cfg, const char *label)
+{
+    for (unsigned i = 0; i < cfg->nupstream_keys; i++) {
+        if (strcmp(cfg->upstream_key_labels[i], label) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void owner_checked(void *arg, const struct gw_store_res *res)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+    const struct gw_job *j = res->job;
+
+    x->store_op = NULL;
+    if (res->rc != GW_OK) {
+        gw_proxy_owner_checked(x, res->err);
+        return;
+    }
+    /* never 403: whether another key's job exists is not the caller's business */
+    if (j == NULL || j->deleted_at != 0 ||
+        (strcmp(j->key_name, x->key->name) != 0 && !x->key->admin)) {
+        gw_error_set(&err, 404, "invalid_request_error", "not_found", "id",
+                     "No video found with id '%.*s'", (int)x->route.video_id.len,
+                     x->route.video_id.p);
+        gw_proxy_owner_checked(x, &err);
+        return;
+    }
+    x->pinned_key = key_index(x->cfg, j->upstream_key);
+    if (x->pinned_key < 0) {
+        gw_error_set(&err, 502, "upstream_error", "upstream_key_unavailable", NULL,
+                     "The upstream key that created this video is no longer configured on "
+                     "the gateway; its operator must restore it");
+        gw_proxy_owner_checked(x, &err);
+        return;
+    }
+    if (gw_keypool_is_out(&x->w->keys, (unsigned)x->pinned_key, gw_proxy_now_ms())) {
+        gw_error_set(&err, 502, "upstream_error", "upstream_key_unavailable", NULL,
+                     "The upstream key that created this video was refused by the provider; "
+                     "the gateway's operator must fix it");
+        gw_proxy_owner_checked(x, &err);
+        return;
+    }
+    x->job_seconds = j->seconds;
+    x->job_created_at = j->created_at;
+    gw_proxy_owner_checked(x, NULL);
+}
+
+int gw_jobs_check_owner(struct exchange *x, struct gw_error *err)
+{
+    char id[GW_ID_MAX + 1];
+
+    if (x->w->store == NULL || x->route.video_id.len == 0)
+        return GW_OK;
+    memcpy(id, x->route.video_id.p, x->route.video_id.len);
+    id[x->route.video_id.len] = '\0';
+    if (gw_store_job_get(x->w->store, id, owner_checked, x, &x->store_op, err) != GW_AGAIN)
+        return GW_ERR;
+    return GW_AGAIN;
+}
+
+/* ------------------------------------------------------------------ list */
+
+static void listed(void *arg, const struct gw_store_res *res)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+    struct evbuffer *b;
+
+    x->store_op = NULL;
+    if (res->rc != GW_OK) {
+        gw_proxy_fail(x, res->err);
+        return;
+    }
+    if (res->after_unknown) {
+        gw_error_set(&err, 400, "invalid_request_error", "invalid_value", "after",
+                     "Invalid 'after': not a video of this API key");
+        gw_proxy_fail(x, &err);
+        return;
+    }
+    b = evbuffer_new();
+    if (b == NULL) {
+        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        gw_proxy_fail(x, &err);
+        return;
+    }
+    /* each job as last seen: its stored object, verbatim */
+    evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
+    for (size_t i = 0; i < res->njobs; i++) {
+        if (i > 0)
+            evbuffer_add(b, ",", 1);
+        evbuffer_add(b, res->jobs[i].object, res->jobs[i].object_len);
+    }
+    evbuffer_add(b, "],", 2);
+    if (res->njobs > 0)
+        evbuffer_add_printf(b, "\"first_id\":\"%s\",\"last_id\":\"%s\",", res->jobs[0].id,
+                            res->jobs[res->njobs - 1].id);
+    else
+        evbuffer_add(b, "\"first_id\":null,\"last_id\":null,", 32);
+    evbuffer_add_printf(b, "\"has_more\":%s}", res->has_more ? "true" : "false");
+    gw_proxy_set_state(x, X_DONE);
+    gw_reply_json(x, 200, b, NULL);
+    evbuffer_free(b);
+}
+
+int gw_jobs_list(struct exchange *x, struct gw_error *err)
+{
+    evhtp_kvs_t *q = x->req->uri ? x->req->uri->query : NULL;
+    const char *after = q ? evhtp_kv_find(q, "after") : NULL;
+    const char *limit = q ? evhtp_kv_find(q, "limit") : NULL;
+    const char *order = q ? evhtp_kv_find(q, "order") : NULL;
+    struct gw_job_list_query lq = { x->key->name, NULL, GW_STORE_LIST_DEFAULT,
+                                    GW_ORDER_DESC };
+
+    if (x->w->store == NULL)
+        return GW_OK;
+    if (after != NULL && *after != '\0') {
+        if (!gw_router_valid_id((struct gw_str){ after, strlen(after) }))
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "after",
+                                "Invalid 'after': expected a video id");
+        lq.after = after;
+    }
+    if (limit != NULL) {
+        char *end;
+        unsigned long n = strtoul(limit, &end, 10);
+        if (*limit < '0' || *limit > '9' || *end != '\0' || n < 1 || n > GW_STORE_LIST_MAX)
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "limit",
+                                "Invalid 'limit': expected an integer from 1 to %d",
+                                GW_STORE_LIST_MAX);
+        lq.limit = (unsigned)n;
+    }
+    if (order != NULL) {
+        if (strcmp(order, "asc") == 0)
+            lq.order = GW_ORDER_ASC;
+        else if (strcmp(order, "desc") != 0)
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "order",
+                                "Invalid 'order': expected asc or desc");
+    }
+    if (gw_store_job_list(x->w->store, &lq, listed, x, &x->store_op, err) != GW_AGAIN)
+        return GW_ERR;
+    return GW_AGAIN;
+}
+
+/* --------------------------------------------------------------- creates */
+
+/* A job object's field as a string: a string member, or an integer one. */
+static const char *str_field(cJSON *o, const char *name, char *buf, size_t cap)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    if (cJSON_IsString(v))
+        return v->valuestring;
+    if (cJSON_IsNumber(v)) {
+        snprintf(buf, cap, "%.0f", v->valuedouble);
+        return buf;
+    }
+    return NULL;
+}
+
+static void recorded(void *arg, const struct gw_store_res *res)
+{
+    struct exchange *x = arg;
+
+    x->store_op = NULL;
+    if (res->rc != GW_OK)
+        gw_log(GW_LOG_ERROR, "rid=%s key=%s job not recorded: %s", x->rid, x->key->name,
+               res->err->message);
+    gw_proxy_recorded(x);
+}
+
+int gw_jobs_record(struct exchange *x)
+{
+    struct evbuffer *b = x->resp;
+    size_t len = evbuffer_get_length(b);
+    const char *body = (const char *)evbuffer_pullup(b, -1);
+    char secs[32], created[32];
+    struct gw_error err;
+    struct gw_job j;
+    cJSON *o;
+    int rc = GW_OK;
+
+    if (x->w->store == NULL || (x->route.id != GW_ROUTE_CREATE &&
+                                x->route.id != GW_ROUTE_REMIX) ||
+        x->up_status < 200 || x->up_status > 299 || len == 0)
+        return GW_OK;
+    o = cJSON_ParseWithLength(body, len);
+    const char *id = str_field(o, "id", secs, sizeof(secs));
+    if (o == NULL || id == NULL || !gw_router_valid_id((struct gw_str){ id, strlen(id) })) {
+        gw_log(GW_LOG_WARN, "rid=%s key=%s the upstream's %d answer to a create holds no job "
+               "id: not recorded", x->rid, x->key->name, x->up_status);
+        goto out;
+    }
+    memset(&j, 0, sizeof(j));
+    j.id = id;
+    j.key_name = x->key->name;
+    j.upstream_key = x->cfg->upstream_key_labels[x->upstream_key];
+    j.kind = x->route.id == GW_ROUTE_REMIX ? GW_JOB_REMIX : GW_JOB_CREATE;
+    j.model_asked = x->model_asked[0] ? x->model_asked : "";
+    const char *model = str_field(o, "model", secs, sizeof(secs));
+    j.model_sent = model != NULL ? model : j.model_asked;
+    const char *s = str_field(o, "seconds", secs, sizeof(secs));
+    j.seconds = s != NULL ? atoi(s) : (int)x->quota_seconds;
+    if (j.kind == GW_JOB_REMIX && s == NULL)
+        j.seconds = x->job_seconds;
+    const char *size = str_field(o, "size", created, sizeof(created));
+    j.size = size != NULL ? size : "";
+    const char *st = str_field(o, "status", created, sizeof(created));
+    if (st == NULL || gw_job_status_parse(st, strlen(st), &j.status) != GW_OK)
+        j.status = GW_JOB_QUEUED;
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "created_at");
+    j.updated_at = gw_proxy_unix_ms() / 1000;
+    j.created_at = cJSON_IsNumber(c) ? (int64_t)c->valuedouble : j.updated_at;
+    j.object = body;
+    j.object_len = len;
+    if (gw_store_job_put(x->w->store, &j, NULL, recorded, x, &x->store_op, &err) == GW_AGAIN)
+        rc = GW_AGAIN;
+    else
+        gw_log(GW_LOG_ERROR, "rid=%s key=%s job not recorded: %s", x->rid, x->key->name,
+               err.message);
+out:
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* -------------------------------------------------------- after a follow-up */
+
+/* What a refund needs after the exchange is gone. */
+struct refund_ctx {
+    struct gw_limiter *limiter;
+    const struct gw_config *cfg;
+};
+
+static const struct gw_team_key *find_key(const struct gw_config *cfg, const char *name)
+{
+    for (unsigned i = 0; i < cfg->nkeys; i++) {
+        if (strcmp(cfg->keys[i].name, name) == 0)
+            return &cfg->keys[i];
+    }
+    return NULL;
+}
+
+static void refunded(void *arg, const struct gw_store_res *res)
+{
+    struct refund_ctx *r = arg;
+    const struct gw_job *j = res->job;
+    const struct gw_team_key *k;
+
+    if (res->rc == GW_OK && res->refunded && j != NULL &&
+        (k = find_key(r->cfg, j->key_name)) != NULL)
+        gw_limiter_refund(r->limiter, k, (uint32_t)j->seconds, j->created_at * 1000);
+    free(r);
+}
+
+static void updated(void *arg, const struct gw_store_res *res)
+{
+    struct refund_ctx *r = arg;
+    struct gw_store_loop *store = (struct gw_store_loop *)(r + 1);
+    struct gw_error err;
+
+    (void)store;
+    if (res->rc == GW_OK && res->job != NULL && res->job->status == GW_JOB_FAILED &&
+        res->prev_status != GW_JOB_FAILED) {
+        /* a failed job gives its seconds back, once */
+        struct gw_store_loop *l = *(struct gw_store_loop **)(r + 1);
+        if (gw_store_job_refund(l, res->job->id, refunded, r, NULL, &err) == GW_AGAIN)
+            return;
+    }
+    free(r);
+}
+
+void gw_jobs_seen(struct exchange *x)
+{
+    struct gw_error err;
+    char id[GW_ID_MAX + 1];
+
+    if (x->w->store == NULL || x->route.video_id.len == 0 || x->up_status < 200 ||
+        x->up_status > 299)
+        return;
+    memcpy(id, x->route.video_id.p, x->route.video_id.len);
+    id[x->route.video_id.len] = '\0';
+    if (x->route.id == GW_ROUTE_DELETE) {
+        gw_store_job_delete(x->w->store, id, gw_proxy_unix_ms() / 1000, NULL, NULL, NULL, &err);
+        return;
+    }
+    if (x->route.id != GW_ROUTE_RETRIEVE)
+        return;
+    size_t len = evbuffer_get_length(x->resp);
+    const char *body = (const char *)evbuffer_pullup(x->resp, -1);
+    cJSON *o = cJSON_ParseWithLength(body, len);
+    char buf[32];
+    const char *st = o ? str_field(o, "status", buf, sizeof(buf)) : NULL;
+    struct gw_job_update u = { id, GW_JOB_QUEUED, body, len, gw_proxy_unix_ms() / 1000 };
+    if (st != NULL && gw_job_status_parse(st, strlen(st), &u.status) == GW_OK) {
+        struct refund_ctx *r = malloc(sizeof(*r) + sizeof(struct gw_store_loop *));
+        if (r != NULL) {
+            r->limiter = x->w->limiter;
+            r->cfg = x->cfg;
+            *(struct gw_store_loop **)(r + 1) = x->w->store;
+            if (gw_store_job_update(x->w->store, &u, updated, r, NULL, &err) != GW_AGAIN)
+                free(r);
+        }
+    }
+    cJSON_Delete(o);
+}
