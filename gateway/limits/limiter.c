@@ -18,6 +18,8 @@ struct key_state {
 struct gw_limiter {
     const struct gw_config *cfg;
     struct key_state *keys; /* parallel to cfg->keys */
+    pthread_mutex_t up_mu;
+    int64_t up_next_us;     /* upstream_rpm: the next free instant, monotonic µs */
 };
 
 struct gw_limiter *gw_limiter_new(const struct gw_config *cfg)
@@ -34,6 +36,7 @@ struct gw_limiter *gw_limiter_new(const struct gw_config *cfg)
     }
     for (unsigned i = 0; i < cfg->nkeys; i++)
         pthread_mutex_init(&l->keys[i].mu, NULL);
+    pthread_mutex_init(&l->up_mu, NULL);
     return l;
 }
 
@@ -43,6 +46,7 @@ void gw_limiter_free(struct gw_limiter *l)
         return;
     for (unsigned i = 0; i < l->cfg->nkeys; i++)
         pthread_mutex_destroy(&l->keys[i].mu);
+    pthread_mutex_destroy(&l->up_mu);
     free(l->keys);
     free(l);
 }
@@ -152,4 +156,31 @@ void gw_limiter_refund(struct gw_limiter *l, const struct gw_team_key *k, uint32
     pthread_mutex_lock(&s->mu);
     gw_quota_refund(&s->quota, seconds, gw_quota_day(created_unix_ms));
     pthread_mutex_unlock(&s->mu);
+}
+
+int gw_limiter_upstream_slot(struct gw_limiter *l, int64_t mono_ms, int64_t *wait_ms,
+                             struct gw_error *err)
+{
+    int rpm = l->cfg->upstream_rpm;
+    int64_t now = mono_ms * 1000, interval, slot;
+
+    *wait_ms = 0;
+    if (rpm <= 0)
+        return GW_OK;
+    interval = (int64_t)60000000 / rpm; /* µs; rounding down errs by < 1 µs a slot */
+    pthread_mutex_lock(&l->up_mu);
+    slot = l->up_next_us > now ? l->up_next_us : now;
+    if (slot - now > (int64_t)l->cfg->upstream_queue_ms * 1000) {
+        int64_t retry = (slot - now - (int64_t)l->cfg->upstream_queue_ms * 1000 + 999) / 1000;
+        pthread_mutex_unlock(&l->up_mu);
+        *wait_ms = retry > 0 ? retry : 1;
+        return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                            "The gateway's request rate towards the video service is "
+                            "saturated (%d creates per minute for all keys). Please try again "
+                            "shortly.", rpm);
+    }
+    l->up_next_us = slot + interval;
+    pthread_mutex_unlock(&l->up_mu);
+    *wait_ms = (slot - now + 999) / 1000;
+    return GW_OK;
 }

@@ -32,6 +32,17 @@ int gw_limiter_admit(struct gw_limiter *l, const struct gw_team_key *k, int64_t 
                      struct gw_gcra_result *rate, int64_t *retry_after_ms,
                      struct gw_error *err);
 
+/*
+ * upstream_rpm: a slot towards the upstream for a create, across keys and loops.
+ * Creates are spaced 60/upstream_rpm s apart in the order they ask (a scheduler
+ * on the same idea as GCRA: each gets the next free instant). GW_OK: the slot is
+ * *wait_ms from now (0: at once; it is this create's from then on, whether used
+ * or not). GW_ERR: the wait would exceed upstream_queue: 429 in err, nothing taken.
+ * upstream_rpm 0: always GW_OK, no wait.
+ */
+int gw_limiter_upstream_slot(struct gw_limiter *l, int64_t mono_ms, int64_t *wait_ms,
+                             struct gw_error *err);
+
 /* The admitted create is over, however it ended. */
 void gw_limiter_release(struct gw_limiter *l, const struct gw_team_key *k);
 

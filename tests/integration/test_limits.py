@@ -172,5 +172,39 @@ def test_daily_seconds():
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_upstream_rpm_queues_in_order():
+    """upstream_rpm 60 with upstream_queue 2s, four creates at once from two keys: they
+    reach the upstream one a second, in order; the one that would wait longer than the
+    queue gets a 429 at once; the provider never sees more than its rate."""
+    import time
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice", "bob"), threads=2,
+            extra={"limits": {"upstream_rpm": 60, "upstream_queue": "2s"}}) as gw:
+        results = {}
+
+        def one(i):
+            t0 = time.monotonic()
+            results[i] = create(gw, "alice" if i % 2 else "bob", "veo3.1") + (
+                time.monotonic() - t0,)
+        ts = []
+        for i in range(4):
+            ts.append(threading.Thread(target=one, args=(i,)))
+            ts[-1].start()
+        for t in ts:
+            t.join(30)
+        statuses = sorted(r[0] for r in results.values())
+        assert statuses == [200, 200, 200, 429], results
+        refused = [r for r in results.values() if r[0] == 429][0]
+        assert refused[3] < 1.0, refused                 # refused at once, not after a wait
+        e = gwtest.error_body(refused[2])
+        assert e["code"] == "rate_limit_exceeded" and "all keys" in e["message"], e
+        assert int(refused[1]["retry-after"]) >= 1
+        starts = sorted(r["t_start"] for r in creates(stub))
+        assert len(starts) == 3
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        assert all(g >= 0.9 for g in gaps), gaps
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 if __name__ == "__main__":
     gwtest.main(globals())
