@@ -132,6 +132,10 @@ struct exchange {
     int job_seconds;             /* follow-up: the job's seconds, as recorded */
     int64_t job_created_at;      /* unix s */
     int recording;               /* a 2xx create held until its job is recorded */
+    int idem;                    /* an Idempotency-Key record in flight: finish or abort it */
+    int idem_begin;              /* its begin is pending in the store */
+    int idem_replayed;           /* the answer is a stored one: Idempotent-Replayed */
+    char idem_key[256];
     const char *err_code;    /* gateway error code for the access log */
 };
 
@@ -160,11 +164,14 @@ void gw_reply_models(struct exchange *x);
 /* proxy.c: where jobs.c's asynchronous answers come back */
 void gw_proxy_owner_checked(struct exchange *x, const struct gw_error *refusal);
 void gw_proxy_recorded(struct exchange *x);
+void gw_proxy_replay(struct exchange *x, int status, const char *body, size_t len);
 
 /* jobs.c: the job registry (GW_AGAIN: the answer comes back through proxy.c) */
 int gw_jobs_check_owner(struct exchange *x, struct gw_error *err);
 int gw_jobs_list(struct exchange *x, struct gw_error *err);
 int gw_jobs_record(struct exchange *x);
+int gw_jobs_idem_begin(struct exchange *x, const char *idem_key, struct gw_error *err);
+void gw_jobs_idem_end(struct exchange *x);
 void gw_jobs_seen(struct exchange *x);
 
 /* reqbody.c: the request body pipeline */

@@ -15,6 +15,9 @@
  *   retrieve     the job object seen is stored (status, object); a job seen
  *                failed for the first time gives its seconds back.
  *   delete       the job leaves the list.
+ *   idempotency  a create with an Idempotency-Key repeated by the same team key
+ *                within 24 h gets the first answer again without a second
+ *                upstream create; a repeat while the first is in flight is 409.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -175,6 +178,89 @@ int gw_jobs_list(struct exchange *x, struct gw_error *err)
     return GW_AGAIN;
 }
 
+/* ----------------------------------------------------------- idempotency */
+
+static void idem_begun(void *arg, const struct gw_store_res *res)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+
+    x->store_op = NULL;
+    x->idem_begin = 0;
+    if (res->rc != GW_OK) {
+        gw_proxy_owner_checked(x, res->err);
+        return;
+    }
+    switch (res->idem) {
+    case GW_IDEM_NEW:
+        x->idem = 1; /* finished with the job, or aborted, when the exchange ends */
+        gw_proxy_owner_checked(x, NULL);
+        return;
+    case GW_IDEM_IN_FLIGHT:
+        gw_error_set(&err, 409, "invalid_request_error", "idempotency_key_in_use", NULL,
+                     "A request with this Idempotency-Key is still being processed; retry "
+                     "once it has been answered");
+        gw_proxy_owner_checked(x, &err);
+        return;
+    case GW_IDEM_DONE:
+        gw_proxy_replay(x, res->answer_status, res->answer_body, res->answer_len);
+        return;
+    }
+}
+
+int gw_jobs_idem_begin(struct exchange *x, const char *idem_key, struct gw_error *err)
+{
+    size_t n = idem_key ? strlen(idem_key) : 0;
+
+    if (n == 0 || x->route.id != GW_ROUTE_CREATE)
+        return GW_OK;
+    if (n > GW_STORE_IDEM_KEY_MAX)
+        return gw_error_set(err, 400, "invalid_request_error", "invalid_value", NULL,
+                            "Idempotency-Key must be at most %d bytes", GW_STORE_IDEM_KEY_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)idem_key[i] < 0x21 || (unsigned char)idem_key[i] > 0x7e)
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", NULL,
+                                "Idempotency-Key must be visible ASCII characters");
+    }
+    if (x->w->store == NULL)
+        return GW_OK; /* no store: nothing to remember it in (documented) */
+    memcpy(x->idem_key, idem_key, n + 1);
+    if (gw_store_idem_begin(x->w->store, x->key->name, x->idem_key, gw_proxy_unix_ms() / 1000,
+                            idem_begun, x, &x->store_op, err) != GW_AGAIN)
+        return GW_ERR;
+    x->idem_begin = 1;
+    return GW_AGAIN;
+}
+
+/* The create's answer when no job was recorded: a client error is kept and replayed
+ * to repeats; anything else (a 5xx, a 429, a cut) lets a retry go ahead. */
+void gw_jobs_idem_end(struct exchange *x)
+{
+    struct gw_error err;
+
+    if (x->idem_begin) {
+        /* the client left before the store answered: the record it may have made in
+         * flight would hold up every retry for a day. (If the answer was another
+         * request's record in flight, that one is dropped too: a rare race that at
+         * worst lets a concurrent repeat through.) */
+        x->idem_begin = 0;
+        gw_store_idem_abort(x->w->store, x->key->name, x->idem_key, NULL, NULL, NULL, &err);
+        return;
+    }
+    if (!x->idem || x->w->store == NULL)
+        return;
+    x->idem = 0;
+    if (x->up_done && x->up_status >= 400 && x->up_status < 500 && x->up_status != 408 &&
+        x->up_status != 409 && x->up_status != 429 && evbuffer_get_length(x->resp) > 0) {
+        size_t len = evbuffer_get_length(x->resp);
+        gw_store_idem_finish(x->w->store, x->key->name, x->idem_key, x->up_status,
+                             (const char *)evbuffer_pullup(x->resp, -1), len, NULL, NULL, NULL,
+                             &err);
+        return;
+    }
+    gw_store_idem_abort(x->w->store, x->key->name, x->idem_key, NULL, NULL, NULL, &err);
+}
+
 /* --------------------------------------------------------------- creates */
 
 /* A job object's field as a string: a string member, or an integer one. */
@@ -246,8 +332,12 @@ int gw_jobs_record(struct exchange *x)
     j.created_at = cJSON_IsNumber(c) ? (int64_t)c->valuedouble : j.updated_at;
     j.object = body;
     j.object_len = len;
-    if (gw_store_job_put(x->w->store, &j, NULL, recorded, x, &x->store_op, &err) == GW_AGAIN)
+    /* the idempotency record is finished with the job, in the same transaction */
+    if (gw_store_job_put(x->w->store, &j, x->idem ? x->idem_key : NULL, recorded, x,
+                         &x->store_op, &err) == GW_AGAIN) {
+        x->idem = 0;
         rc = GW_AGAIN;
+    }
     else
         gw_log(GW_LOG_ERROR, "rid=%s key=%s job not recorded: %s", x->rid, x->key->name,
                err.message);

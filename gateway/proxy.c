@@ -214,6 +214,7 @@ static void exchange_free(struct exchange *x)
 {
     if (x->store_op != NULL)
         gw_store_cancel(x->store_op); /* a job put still happens: the job exists upstream */
+    gw_jobs_idem_end(x);
     if (x->admission != NULL)
         gw_admit_cancel(x->admission);
     if (x->admitted)
@@ -405,7 +406,10 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
     gw_proxy_set_state(x, X_ADMIT);
     /* the job registry first: a list is answered from it, a follow-up must be on
      * one of the caller's jobs (both asynchronous: the store has its own thread) */
-    switch (x->route.id == GW_ROUTE_LIST ? gw_jobs_list(x, &err) : gw_jobs_check_owner(x, &err)) {
+    switch (x->route.id == GW_ROUTE_LIST     ? gw_jobs_list(x, &err)
+            : x->route.id == GW_ROUTE_CREATE ? gw_jobs_idem_begin(x, evhtp_header_find(
+                                                   h, "Idempotency-Key"), &err)
+                                             : gw_jobs_check_owner(x, &err)) {
     case GW_AGAIN:
         return EVHTP_RES_OK; /* gw_proxy_owner_checked() or the list answer comes later */
     case GW_ERR:
@@ -735,6 +739,7 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
             return;
         }
         gw_jobs_seen(x);
+        gw_jobs_idem_end(x); /* no job: a client error is kept for repeats, else dropped */
         gw_proxy_recorded(x);
         break;
     case GW_UP_ERROR:
@@ -756,6 +761,24 @@ void gw_proxy_recorded(struct exchange *x)
     gw_upconn_release(x->up);
     x->up = NULL;
     gw_proxy_set_state(x, X_DONE);
+}
+
+/* A repeated Idempotency-Key: the first answer again, the upstream not asked. */
+void gw_proxy_replay(struct exchange *x, int status, const char *body, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct gw_error err;
+
+    if (b == NULL) {
+        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        gw_proxy_fail(x, &err);
+        return;
+    }
+    evbuffer_add(b, body, len);
+    x->idem_replayed = 1;
+    gw_proxy_set_state(x, X_DONE);
+    gw_reply_json(x, status, b, NULL);
+    evbuffer_free(b);
 }
 
 /* The client drained its output below RESP_LWM: read the upstream again. */

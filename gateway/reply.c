@@ -157,6 +157,8 @@ void gw_reply_head(struct exchange *x, int status, int upstream, const char *all
         evbuffer_add_printf(o, "Allow: %s\r\n", allow);
     evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
     rate_headers(x, o, status, upstream);
+    if (x->idem_replayed)
+        evbuffer_add(o, "Idempotent-Replayed: true\r\n", 27);
     if (length >= 0) {
         evbuffer_add_printf(o, "Content-Length: %" PRId64 "\r\n", length);
     } else if (!http10) {

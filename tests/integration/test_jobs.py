@@ -190,5 +190,49 @@ def test_failed_job_gives_seconds_back():
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_idempotency_key():
+    import threading
+    with gwtest.Stub() as stub:
+        gw, _ = store_gateway(stub, keys=("alice", "bob"))
+        with gw:
+            body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
+                               "size": "16x9"}).encode()
+
+            def post(key, idem, b=body):
+                return gw.request("POST", "/v1/videos", key=key, body=b,
+                                  headers=dict(JSON, **{"Idempotency-Key": idem}))
+            st, h1, b1 = post("alice", "k-1")
+            st2, h2, b2 = post("alice", "k-1")
+            assert (st, st2) == (200, 200) and json.loads(b1)["id"] == json.loads(b2)["id"]
+            assert h2.get("idempotent-replayed") == "true" and "idempotent-replayed" not in h1
+            assert len(stub.requests(path="/v1/videos", method="POST")) == 1
+            # the same Idempotency-Key from another team key is another request
+            st, _, b3 = post("bob", "k-1")
+            assert st == 200 and json.loads(b3)["id"] != json.loads(b1)["id"]
+            # an upstream client error is kept and replayed; the upstream asked once
+            bad = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8"}).encode()
+            st, _, e1 = post("alice", "k-bad", bad)
+            st2, _, e2 = post("alice", "k-bad", bad)
+            assert (st, st2) == (400, 400) and e1 == e2, (st, st2, e1, e2)
+            n = len(stub.requests(path="/v1/videos", method="POST"))
+            assert n == 3, n
+            # a repeat while the first is in flight: 409
+            stub.fault("slow", delay_ms=1500, count=1, path_prefix="/v1/videos")
+            first = {}
+            t = threading.Thread(target=lambda: first.update(r=post("alice", "k-slow")))
+            t.start()
+            stub.wait_requests(n + 1)
+            st, _, b = post("alice", "k-slow")
+            assert st == 409 and gwtest.error_body(b)["code"] == "idempotency_key_in_use", b
+            t.join(20)
+            assert first["r"][0] == 200
+            st, h, b = post("alice", "k-slow")
+            assert st == 200 and json.loads(b)["id"] == json.loads(first["r"][2])["id"]
+            # bad keys
+            st, _, b = post("alice", "x" * 256)
+            assert st == 400 and "Idempotency-Key" in gwtest.error_body(b)["message"], b
+            gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 if __name__ == "__main__":
     gwtest.main(globals())
