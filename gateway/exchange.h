@@ -173,6 +173,8 @@ int gw_jobs_record(struct exchange *x);
 int gw_jobs_idem_begin(struct exchange *x, const char *idem_key, struct gw_error *err);
 void gw_jobs_idem_end(struct exchange *x);
 void gw_jobs_seen(struct exchange *x);
+/* a job object seen (a retrieve, the refresh): stored; a first failure refunds */
+void gw_jobs_store_seen(struct gw_worker *w, const char *id, const char *body, size_t len);
 
 /* reqbody.c: the request body pipeline */
 extern const struct gw_mp_hooks gw_reqbody_hooks;

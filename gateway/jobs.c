@@ -352,6 +352,7 @@ out:
 struct refund_ctx {
     struct gw_limiter *limiter;
     const struct gw_config *cfg;
+    struct gw_store_loop *store;
 };
 
 static const struct gw_team_key *find_key(const struct gw_config *cfg, const char *name)
@@ -378,18 +379,36 @@ static void refunded(void *arg, const struct gw_store_res *res)
 static void updated(void *arg, const struct gw_store_res *res)
 {
     struct refund_ctx *r = arg;
-    struct gw_store_loop *store = (struct gw_store_loop *)(r + 1);
     struct gw_error err;
 
-    (void)store;
     if (res->rc == GW_OK && res->job != NULL && res->job->status == GW_JOB_FAILED &&
         res->prev_status != GW_JOB_FAILED) {
         /* a failed job gives its seconds back, once */
-        struct gw_store_loop *l = *(struct gw_store_loop **)(r + 1);
-        if (gw_store_job_refund(l, res->job->id, refunded, r, NULL, &err) == GW_AGAIN)
+        if (gw_store_job_refund(r->store, res->job->id, refunded, r, NULL, &err) == GW_AGAIN)
             return;
     }
     free(r);
+}
+
+void gw_jobs_store_seen(struct gw_worker *w, const char *id, const char *body, size_t len)
+{
+    struct gw_error err;
+    cJSON *o = cJSON_ParseWithLength(body, len);
+    char buf[32];
+    const char *st = o ? str_field(o, "status", buf, sizeof(buf)) : NULL;
+    struct gw_job_update u = { id, GW_JOB_QUEUED, body, len, gw_proxy_unix_ms() / 1000 };
+
+    if (st != NULL && gw_job_status_parse(st, strlen(st), &u.status) == GW_OK) {
+        struct refund_ctx *r = malloc(sizeof(*r));
+        if (r != NULL) {
+            r->limiter = w->limiter;
+            r->cfg = w->cfg;
+            r->store = w->store;
+            if (gw_store_job_update(w->store, &u, updated, r, NULL, &err) != GW_AGAIN)
+                free(r);
+        }
+    }
+    cJSON_Delete(o);
 }
 
 void gw_jobs_seen(struct exchange *x)
@@ -406,23 +425,7 @@ void gw_jobs_seen(struct exchange *x)
         gw_store_job_delete(x->w->store, id, gw_proxy_unix_ms() / 1000, NULL, NULL, NULL, &err);
         return;
     }
-    if (x->route.id != GW_ROUTE_RETRIEVE)
-        return;
-    size_t len = evbuffer_get_length(x->resp);
-    const char *body = (const char *)evbuffer_pullup(x->resp, -1);
-    cJSON *o = cJSON_ParseWithLength(body, len);
-    char buf[32];
-    const char *st = o ? str_field(o, "status", buf, sizeof(buf)) : NULL;
-    struct gw_job_update u = { id, GW_JOB_QUEUED, body, len, gw_proxy_unix_ms() / 1000 };
-    if (st != NULL && gw_job_status_parse(st, strlen(st), &u.status) == GW_OK) {
-        struct refund_ctx *r = malloc(sizeof(*r) + sizeof(struct gw_store_loop *));
-        if (r != NULL) {
-            r->limiter = x->w->limiter;
-            r->cfg = x->cfg;
-            *(struct gw_store_loop **)(r + 1) = x->w->store;
-            if (gw_store_job_update(x->w->store, &u, updated, r, NULL, &err) != GW_AGAIN)
-                free(r);
-        }
-    }
-    cJSON_Delete(o);
+    if (x->route.id == GW_ROUTE_RETRIEVE)
+        gw_jobs_store_seen(x->w, id, (const char *)evbuffer_pullup(x->resp, -1),
+                           evbuffer_get_length(x->resp));
 }

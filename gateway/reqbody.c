@@ -400,45 +400,25 @@ static void write_head(struct exchange *x)
     evhtp_request_t *req = x->req;
     const unsigned char *q = req->uri->query_raw;
     struct gw_worker *w = x->w;
-    size_t blen = strlen(cfg->upstream_base);
     evhtp_header_t *h;
+    char tail[GW_ID_MAX + 32];
+    int n;
 
     /* The upstream path is rebuilt from the route, not copied: it is canonical
-     * (no trailing slash, an id already validated). A base ending in /v1, as
-     * OpenAI SDKs take it, stands for the route's own /v1. */
-    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0)
-        blen -= 3;
-    evbuffer_add_printf(o, "%s %.*s/v1/videos", htparser_get_methodstr_m(req->method), (int)blen,
-                        cfg->upstream_base);
-    if (x->route.video_id.len > 0) {
-        evbuffer_add(o, "/", 1);
-        evbuffer_add(o, x->route.video_id.p, x->route.video_id.len);
-    }
-    if (x->route.id == GW_ROUTE_CONTENT)
-        evbuffer_add(o, "/content", 8);
-    else if (x->route.id == GW_ROUTE_REMIX)
-        evbuffer_add(o, "/remix", 6);
-    if (q != NULL && *q) {
-        evbuffer_add(o, "?", 1);
-        evbuffer_add(o, q, strlen((const char *)q));
-    }
-    evbuffer_add(o, " HTTP/1.1\r\n", 11);
-    {
-        int v6 = strchr(cfg->upstream_host, ':') != NULL;
-        int dflt = cfg->upstream_port == (cfg->upstream_tls ? 443 : 80);
-        evbuffer_add_printf(o, "Host: %s%s%s", v6 ? "[" : "", cfg->upstream_host, v6 ? "]" : "");
-        if (!dflt)
-            evbuffer_add_printf(o, ":%d", cfg->upstream_port);
-        evbuffer_add(o, "\r\n", 2);
-    }
-    /* the client's key never goes upstream; one of ours does */
-    /* a follow-up goes with the key that created its job (another provider account
-     * would not know it) */
-    x->upstream_key = x->pinned_key >= 0 ? (unsigned)x->pinned_key
-                                         : gw_keypool_pick(&w->keys, gw_proxy_now_ms());
-    evbuffer_add(o, "Authorization: Bearer ", 22);
-    evbuffer_add(o, cfg->upstream_keys[x->upstream_key], strlen(cfg->upstream_keys[x->upstream_key]));
-    evbuffer_add(o, "\r\n", 2);
+     * (no trailing slash, an id already validated); the query is passed on. */
+    n = snprintf(tail, sizeof(tail), "%s%.*s%s", x->route.video_id.len > 0 ? "/" : "",
+                 (int)x->route.video_id.len, x->route.video_id.p,
+                 x->route.id == GW_ROUTE_CONTENT ? "/content"
+                 : x->route.id == GW_ROUTE_REMIX ? "/remix"
+                                                 : "");
+    /* the client's key never goes upstream; one of ours does. A follow-up goes with
+     * the key that created its job (another provider account would not know it). */
+    x->upstream_key =
+        x->pinned_key >= 0 ? (unsigned)x->pinned_key : gw_keypool_pick(&w->keys, gw_proxy_now_ms());
+    gw_upconn_start_request(
+        x->up, cfg, htparser_get_methodstr_m(req->method), (struct gw_str){tail, (size_t)n},
+        (struct gw_str){q ? (const char *)q : "", q ? strlen((const char *)q) : 0},
+        x->upstream_key);
     evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
     TAILQ_FOREACH(h, req->headers_in, next)
     {

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "store/store.h"
 #include "proxy.h"
+#include "refresh.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -156,6 +157,10 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     if (s->store != NULL && (w->store = gw_store_loop_new(s->store, w->base, err)) == NULL)
         return GW_ERR;
     w->up = gw_upstream_new(w->base, cfg, s->up_ssl);
+    /* the first loop keeps the ledger current (the store hands each job to one claimer) */
+    if (id == 0 && w->store != NULL && w->up != NULL &&
+        (w->refresher = gw_refresh_start(w)) == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the job refresh");
     if (w->up == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
     snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen.host, ':') ? "ipv6:" : "",

@@ -1850,3 +1850,28 @@ void gw_upconn_release(struct gw_upconn *c)
     if (c->depth == 0)
         conn_finish(c);
 }
+
+void gw_upconn_start_request(struct gw_upconn *c, const struct gw_config *cfg,
+                             const char *method, struct gw_str tail, struct gw_str query,
+                             unsigned key)
+{
+    struct evbuffer *o = gw_upconn_output(c);
+    size_t blen = strlen(cfg->upstream_base);
+    int v6 = strchr(cfg->upstream_host, ':') != NULL;
+
+    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0)
+        blen -= 3;
+    evbuffer_add_printf(o, "%s %.*s/v1/videos", method, (int)blen, cfg->upstream_base);
+    evbuffer_add(o, tail.p, tail.len);
+    if (query.len > 0) {
+        evbuffer_add(o, "?", 1);
+        evbuffer_add(o, query.p, query.len);
+    }
+    evbuffer_add_printf(o, " HTTP/1.1\r\nHost: %s%s%s", v6 ? "[" : "", cfg->upstream_host,
+                        v6 ? "]" : "");
+    if (cfg->upstream_port != (cfg->upstream_tls ? 443 : 80))
+        evbuffer_add_printf(o, ":%d", cfg->upstream_port);
+    evbuffer_add(o, "\r\nAuthorization: Bearer ", 24);
+    evbuffer_add(o, cfg->upstream_keys[key], strlen(cfg->upstream_keys[key]));
+    evbuffer_add(o, "\r\n", 2);
+}

@@ -98,6 +98,17 @@ size_t gw_upconn_output_pending(const struct gw_upconn *c);
 
 void gw_upconn_request_sent(struct gw_upconn *c);
 
+/*
+ * Start a request head in gw_upconn_output(c): "METHOD <base>/v1/videos<tail>[?query]
+ * HTTP/1.1", Host, and "Authorization: Bearer <upstream key #key>". tail (may be
+ * empty) is the path after /v1/videos ("/ID", "/ID/content"), query without its
+ * '?' (empty: none). A base ending in /v1, as OpenAI SDKs take it, stands for the
+ * request's own /v1. The caller adds the other headers and the blank line.
+ */
+void gw_upconn_start_request(struct gw_upconn *c, const struct gw_config *cfg,
+                             const char *method, struct gw_str tail, struct gw_str query,
+                             unsigned key);
+
 /* The request is HEAD: its response has no body whatever its headers say.
  * Call before the response head arrives (e.g. on CONNECTED). */
 void gw_upconn_expect_no_body(struct gw_upconn *c);

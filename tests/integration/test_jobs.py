@@ -190,6 +190,40 @@ def test_failed_job_gives_seconds_back():
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_refund_without_any_poll():
+    """[jobs] refresh: the gateway asks the upstream about unfinished jobs itself, with
+    the key that created each; a job the provider failed gives its seconds back though
+    nobody retrieves it, and the list shows the current state."""
+    with gwtest.Stub(extra_keys=1) as stub:
+        stub.config(accounts=1)
+        gw, _ = store_gateway(stub, keys=("alice",), upstream_keys=stub.keys,
+                              key_options={"alice": {"daily_seconds": 16}},
+                              extra={"jobs": {"refresh": "1s"}})
+        with gw:
+            a = create(gw, "alice")
+            create(gw, "alice")
+            body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
+                               "size": "16x9"}).encode()
+            assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                              body=body)[0] == 429
+            stub.set_job(a["id"], status="failed")
+
+            def refunded():
+                st = gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)[0]
+                assert st in (200, 429), st
+                return st == 200
+            gwtest.wait_for(refunded, timeout=10, interval=0.2, what="the refund by refresh")
+            # nobody asked for the job: the gateway did, with the key that created it
+            gets = [r for r in stub.requests(method="GET") if a["id"] in r["path"]]
+            assert gets and all(dict((k.lower(), v) for k, v in r["headers"])["x-request-id"]
+                                == "refresh" for r in gets), gets
+            assert all(r["status"] == 200 for r in gets), gets
+            lst = json.loads(gw.request("GET", "/v1/videos?limit=100", key="alice")[2])
+            states = {j["id"]: j["status"] for j in lst["data"]}
+            assert states[a["id"]] == "failed", states
+            gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + stub.keys)
+
+
 def test_idempotency_key():
     import threading
     with gwtest.Stub() as stub:
