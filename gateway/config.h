@@ -121,6 +121,14 @@ struct gw_config {
  */
 struct gw_config *gw_config_load(const char *path, FILE *errs);
 
+/*
+ * The same, for tools that need the configuration but not the upstream keys
+ * (`gateway usage`): every env:/file: reference is checked for its shape but
+ * never resolved (no environment variable read, no key file opened), and
+ * upstream_keys holds placeholders, never a secret. Never serve with it.
+ */
+struct gw_config *gw_config_load_refs(const char *path, FILE *errs);
+
 void gw_config_free(struct gw_config *cfg);
 
 /*

@@ -3,6 +3,7 @@
  *   gateway [-c FILE]          run
  *   gateway -t [-c FILE]       check the configuration and exit
  *   gateway mint-key NAME      print a new team key once, and its config stanza
+ *   gateway usage [...]        usage per key and model (cli_usage.c)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include "accesslog.h"
+#include "cli_usage.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -26,6 +28,9 @@ static int usage(FILE *f)
     fprintf(f, "usage: gateway [-c FILE]        run (default FILE: gateway.conf)\n"
                "       gateway -t [-c FILE]     check the configuration and exit\n"
                "       gateway mint-key NAME    print a new team key and its [key NAME] stanza\n"
+               "       gateway usage [-c FILE] [--since DATE] [--until DATE] [--key NAME]\n"
+               "                     [--by-day] [--json]\n"
+               "                                video-seconds per key and model (usage -h)\n"
                "       gateway -v               print the version\n");
     return f == stderr ? 2 : 0;
 }
@@ -98,6 +103,8 @@ int main(int argc, char **argv)
 
     if (argc >= 2 && strcmp(argv[1], "mint-key") == 0)
         return argc == 3 ? mint_key(argv[2]) : usage(stderr);
+    if (argc >= 2 && strcmp(argv[1], "usage") == 0)
+        return gw_cli_usage(argc - 1, argv + 1);
     while ((opt = getopt(argc, argv, "c:thv")) != -1) {
         switch (opt) {
         case 'c':

@@ -175,6 +175,42 @@ static void test_limits_store_admin(void **state)
     gw_config_free(cfg);
 }
 
+static void test_load_refs_resolves_no_secret(void **state)
+{
+    struct gw_config *cfg;
+    char *errs = NULL;
+
+    (void)state;
+    /* the variable is not set and the file does not exist: only their shapes count */
+    write_file("gw.conf", "[upstream]\nurl = http://up.test\nkey = env:GW_TEST_NEVER_SET\n"
+                          "key = file:/nonexistent/key\n[store]\npath = x.db\n");
+    unsetenv("GW_TEST_NEVER_SET");
+    FILE *fp = open_memstream(&errs, &(size_t){ 0 });
+    cfg = gw_config_load_refs("gw.conf", fp);
+    fclose(fp);
+    assert_non_null(cfg);
+    assert_string_equal(errs, "");
+    assert_int_equal(cfg->nupstream_keys, 2);
+    assert_string_equal(cfg->upstream_key_labels[0], "env:GW_TEST_NEVER_SET");
+    assert_string_equal(cfg->upstream_key_labels[1], "file:/nonexistent/key");
+    assert_string_equal(cfg->upstream_keys[0], "-"); /* a placeholder, never a secret */
+    assert_string_equal(cfg->store_path, "x.db");
+    gw_config_free(cfg);
+    free(errs);
+    /* the normal load refuses the same file */
+    assert_null(load("gw.conf", &errs));
+    free(errs);
+    /* a malformed reference is still an error */
+    write_file("gw.conf", "[upstream]\nurl = http://up.test\nkey = inline-secret\n");
+    fp = open_memstream(&errs, &(size_t){ 0 });
+    cfg = gw_config_load_refs("gw.conf", fp);
+    fclose(fp);
+    assert_null(cfg);
+    assert_non_null(strstr(errs, "upstream.key"));
+    assert_null(strstr(errs, "inline-secret"));
+    free(errs);
+}
+
 static void test_limits_bad_values(void **state)
 {
     (void)state;
@@ -1083,6 +1119,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_multiple_errors_reported_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_store_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_bad_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refs_resolves_no_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_required_without_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_key_and_section, setup, teardown),
