@@ -17,6 +17,7 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "admin.h"
 #include "htfix.h"
 #include "limiter.h"
 #include "log.h"
@@ -168,6 +169,8 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen.port, 1024) != 0)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d: %s",
                             cfg->listen.host, cfg->listen.port, strerror(errno));
+    if (id == 0 && gw_admin_start(w, err) != GW_OK)
+        return GW_ERR;
     w->accept_timer = evtimer_new(w->base, accept_resume, w);
     if (w->accept_timer == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the accept timer");
@@ -258,6 +261,8 @@ static void drain_start(evutil_socket_t fd, short ev, void *arg)
 
     w->draining = 1;
     evhtp_unbind_socket(w->htp);
+    if (w->admin != NULL)
+        evhtp_unbind_socket(w->admin);
     t = event_new(w->base, -1, EV_PERSIST, drain_check, w);
     event_add(t, &tick);
 }

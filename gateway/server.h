@@ -35,6 +35,7 @@ struct gw_worker {
     struct gw_limiter *limiter;   /* per-key limits, shared by every loop */
     struct gw_store_loop *store;  /* the job registry as this loop sees it; NULL: none */
     struct gw_refresher *refresher; /* first loop only: refresh of unfinished jobs */
+    evhtp_t *admin;                 /* first loop only: the admin listener, or NULL */
     struct event *accept_timer;   /* accepts paused (out of descriptors) until it fires */
     uint64_t accept_errors;       /* accept() failures since the last log line */
     int64_t accept_logged_ms;     /* when that line was written */

@@ -1,0 +1,355 @@
+/*
+ * admin.c - the admin listener ([admin] listen): a second HTTP server on the
+ * first event loop, for team keys with admin = yes only, never exposed on the
+ * public listener. Its requests go through the same framer (htfix.c) as the
+ * public ones, so the request edge is as strict; they are small and have no body.
+ *
+ *   GET /admin/usage?since=&until=&key=&group=key,model,day&format=csv
+ *       usage per key and model (and day with group=...,day), from the store,
+ *       as JSON {"object":"list","data":[...]} or CSV for finance
+ *   GET /admin/healthz
+ *
+ * Refusals are OpenAI error bodies: 401 without a valid key, 403 for a key that
+ * is not an admin, 404/405 for other paths and methods, 503 without a store.
+ * Every call is in the access log with the admin key's name.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <evhtp/evhtp.h>
+
+#include "accesslog.h"
+#include "admin.h"
+#include "auth.h"
+#include "htfix.h"
+#include "log.h"
+#include "store/store.h"
+
+/* One admin request waiting for the store. */
+struct admin_req {
+    evhtp_request_t *req;
+    struct gw_worker *w;
+    const struct gw_team_key *key;
+    struct gw_store_op *op;
+    int csv, by_day;
+    struct timespec t0;
+};
+
+static int64_t unix_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void access_log(evhtp_request_t *req, const struct gw_team_key *key, const char *route,
+                       int status, size_t bytes_out, const struct timespec *t0,
+                       const char *error)
+{
+    struct timespec t;
+    struct gw_access a;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    memset(&a, 0, sizeof(a));
+    a.rid = "admin";
+    a.key = key ? key->name : NULL;
+    a.method = htparser_get_methodstr_m(req->method);
+    a.route = route;
+    a.status = status;
+    a.bytes_out = bytes_out;
+    a.ms = (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+    a.error = error;
+    a.completed = 1;
+    gw_accesslog_write(&a);
+}
+
+static void send_body(evhtp_request_t *req, int status, const char *ctype, struct evbuffer *b)
+{
+    evhtp_headers_add_header(req->headers_out, evhtp_header_new("Content-Type", ctype, 0, 0));
+    evhtp_headers_add_header(req->headers_out,
+                             evhtp_header_new("Cache-Control", "no-store", 0, 0));
+    evbuffer_add_buffer(req->buffer_out, b);
+    evhtp_send_reply(req, (evhtp_res)status);
+}
+
+static void send_error(evhtp_request_t *req, const struct gw_team_key *key, const char *route,
+                       const struct gw_error *err, const struct timespec *t0)
+{
+    char body[512];
+    size_t n = gw_error_json(err, body, sizeof(body));
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL) {
+        evhtp_send_reply(req, EVHTP_RES_SERVERR);
+        return;
+    }
+    evbuffer_add(b, body, n);
+    send_body(req, err->status, "application/json", b);
+    evbuffer_free(b);
+    access_log(req, key, route, err->status, n, t0, err->code);
+}
+
+/* ----------------------------------------------------------------- usage */
+
+/* A CSV field: quoted, quotes doubled (model names come from clients). */
+static void csv_field(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"')
+            evbuffer_add(b, "\"", 1);
+        evbuffer_add(b, s, 1);
+    }
+    evbuffer_add(b, "\"", 1);
+}
+
+/* A JSON string: escaped, control bytes as \u00XX. */
+static void json_str(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            evbuffer_add_printf(b, "\\%c", c);
+        else if (c < 0x20)
+            evbuffer_add_printf(b, "\\u%04x", c);
+        else
+            evbuffer_add(b, s, 1);
+    }
+    evbuffer_add(b, "\"", 1);
+}
+
+/* Rows come ordered by key, model, day: sum consecutive rows of one key and model
+ * unless grouped by day too. */
+static void usage_done(void *arg, const struct gw_store_res *res)
+{
+    struct admin_req *a = arg;
+    struct evbuffer *b = evbuffer_new();
+    size_t n = 0;
+
+    a->op = NULL;
+    if (res->rc != GW_OK || b == NULL) {
+        if (b != NULL)
+            evbuffer_free(b);
+        send_error(a->req, a->key, "admin.usage", res->err, &a->t0);
+        return;
+    }
+    if (a->csv)
+        evbuffer_add_printf(b, "key,model,%sjobs,seconds,failed,refunded_seconds\r\n",
+                            a->by_day ? "day," : "");
+    else
+        evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
+    for (size_t i = 0; i < res->nusage; n++) {
+        const struct gw_usage_row *r = &res->usage[i];
+        struct gw_usage_row sum = *r;
+        for (i++; !a->by_day && i < res->nusage && strcmp(res->usage[i].key_name,
+                                                            r->key_name) == 0 &&
+                  strcmp(res->usage[i].model, r->model) == 0;
+             i++) {
+            sum.jobs += res->usage[i].jobs;
+            sum.seconds += res->usage[i].seconds;
+            sum.failed += res->usage[i].failed;
+            sum.refunded_seconds += res->usage[i].refunded_seconds;
+        }
+        if (a->csv) {
+            csv_field(b, sum.key_name);
+            evbuffer_add(b, ",", 1);
+            csv_field(b, sum.model);
+            if (a->by_day)
+                evbuffer_add_printf(b, ",%s", sum.day);
+            evbuffer_add_printf(b, ",%lld,%lld,%lld,%lld\r\n", (long long)sum.jobs,
+                                (long long)sum.seconds, (long long)sum.failed,
+                                (long long)sum.refunded_seconds);
+            continue;
+        }
+        evbuffer_add(b, n ? ",{\"key\":" : "{\"key\":", n ? 8 : 7);
+        json_str(b, sum.key_name);
+        evbuffer_add(b, ",\"model\":", 9);
+        json_str(b, sum.model);
+        if (a->by_day)
+            evbuffer_add_printf(b, ",\"day\":\"%s\"", sum.day);
+        evbuffer_add_printf(b, ",\"jobs\":%lld,\"seconds\":%lld,\"failed\":%lld,"
+                               "\"refunded_seconds\":%lld}",
+                            (long long)sum.jobs, (long long)sum.seconds, (long long)sum.failed,
+                            (long long)sum.refunded_seconds);
+    }
+    if (!a->csv)
+        evbuffer_add(b, "]}", 2);
+    size_t len = evbuffer_get_length(b);
+    send_body(a->req, 200, a->csv ? "text/csv; charset=utf-8" : "application/json", b);
+    access_log(a->req, a->key, "admin.usage", 200, len, &a->t0, NULL);
+    evbuffer_free(b);
+}
+
+/* The request is freed (answered, or its client gone): a store answer still to come
+ * must not find it. */
+static evhtp_res pending_fini(evhtp_request_t *req, void *arg)
+{
+    struct admin_req *a = arg;
+
+    if (a->op != NULL)
+        gw_store_cancel(a->op);
+    free(a);
+    gw_htfix_request_done(evhtp_request_get_connection(req));
+    return EVHTP_RES_OK;
+}
+
+static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usage_query *q,
+                       struct gw_error *err)
+{
+    evhtp_kvs_t *kv = req->uri ? req->uri->query : NULL;
+    const char *group = kv ? evhtp_kv_find(kv, "group") : NULL;
+    const char *format = kv ? evhtp_kv_find(kv, "format") : NULL;
+
+    memset(q, 0, sizeof(*q));
+    q->since = kv ? evhtp_kv_find(kv, "since") : NULL;
+    q->until = kv ? evhtp_kv_find(kv, "until") : NULL;
+    q->key_name = kv ? evhtp_kv_find(kv, "key") : NULL;
+    if (q->key_name != NULL && *q->key_name == '\0')
+        q->key_name = NULL;
+    if (group != NULL) {
+        /* key and model always; day on request */
+        if (strcmp(group, "key,model") != 0 && strcmp(group, "key,model,day") != 0 &&
+            strcmp(group, "key,day,model") != 0)
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "group",
+                                "Invalid 'group': expected key,model or key,model,day");
+        a->by_day = strstr(group, "day") != NULL;
+    }
+    if (format != NULL) {
+        if (strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "format",
+                                "Invalid 'format': expected json or csv");
+        a->csv = strcmp(format, "csv") == 0;
+    }
+    return GW_OK;
+}
+
+/* --------------------------------------------------------------- routing */
+
+static void admin_request(evhtp_request_t *req, void *arg)
+{
+    /* w from the evhtp_t, not the callback argument: req->cbarg stays NULL, so that
+     * the framer's answers to a broken request (gw_proxy_body_error) never take
+     * this request for a proxy exchange */
+    struct gw_worker *w = req->htp->arg;
+    const char *path = req->uri && req->uri->path && req->uri->path->full ?
+                           req->uri->path->full : "/";
+    const char *method = htparser_get_methodstr_m(req->method);
+    struct gw_error err;
+    struct timespec t0;
+    const struct gw_team_key *key;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (strcmp(path, "/admin/healthz") == 0) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add(b, "{\"status\":\"ok\"}\n", 16);
+        send_body(req, 200, "application/json", b);
+        evbuffer_free(b);
+        return;
+    }
+    key = gw_auth_check(w->cfg, evhtp_header_find(req->headers_in, "Authorization"), unix_ms());
+    if (key == NULL) {
+        gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
+                     "The admin API needs an admin key: Authorization: Bearer <key>");
+        send_error(req, NULL, "admin", &err, &t0);
+        return;
+    }
+    if (!key->admin) {
+        gw_error_set(&err, 403, "invalid_request_error", "permission_denied", NULL,
+                     "This API key is not an admin key (admin = yes)");
+        send_error(req, key, "admin", &err, &t0);
+        return;
+    }
+    if (strcmp(path, "/admin/usage") != 0) {
+        gw_error_set(&err, 404, "invalid_request_error", "not_found", NULL,
+                     "Unknown admin path; see GET /admin/usage");
+        send_error(req, key, "admin", &err, &t0);
+        return;
+    }
+    if (method == NULL || strcmp(method, "GET") != 0) {
+        gw_error_set(&err, 405, "invalid_request_error", "method_not_allowed", NULL,
+                     "Method not allowed; this path accepts GET");
+        send_error(req, key, "admin.usage", &err, &t0);
+        return;
+    }
+    if (w->store == NULL) {
+        gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
+                     "Usage needs a store: set [store] path");
+        send_error(req, key, "admin.usage", &err, &t0);
+        return;
+    }
+    struct admin_req *a = calloc(1, sizeof(*a));
+    struct gw_usage_query q;
+    if (a == NULL) {
+        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        send_error(req, key, "admin.usage", &err, &t0);
+        return;
+    }
+    a->req = req;
+    a->w = w;
+    a->key = key;
+    a->t0 = t0;
+    if (usage_query(req, a, &q, &err) != GW_OK ||
+        gw_store_usage(w->store, &q, usage_done, a, &a->op, &err) != GW_AGAIN) {
+        send_error(req, key, "admin.usage", &err, &t0);
+        free(a);
+        return;
+    }
+    /* answered from usage_done(); libevhtp keeps the request until then, and tells
+     * pending_fini() if it goes first */
+    evhtp_request_set_hook(req, evhtp_hook_on_request_fini, (evhtp_hook)pending_fini, a);
+}
+
+/* Admin requests have no body: anything sent is read and dropped (an undrained
+ * body is parsed by libevhtp as a query, libevhtp-notes trap 4). */
+static evhtp_res admin_drain(evhtp_request_t *req, struct evbuffer *buf, void *arg)
+{
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res admin_fini(evhtp_request_t *req, void *arg)
+{
+    gw_htfix_request_done(evhtp_request_get_connection(req));
+    return EVHTP_RES_OK;
+}
+
+static evhtp_res admin_accept(evhtp_connection_t *conn, void *arg)
+{
+    if (gw_htfix_attach(conn) != GW_OK)
+        return EVHTP_RES_ERROR;
+    evhtp_connection_set_hook(conn, evhtp_hook_on_read, (evhtp_hook)admin_drain, arg);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini, (evhtp_hook)admin_fini, arg);
+    return EVHTP_RES_OK;
+}
+
+int gw_admin_start(struct gw_worker *w, struct gw_error *err)
+{
+    const struct gw_listen *l = &w->cfg->admin;
+    struct timeval tv = { w->cfg->client_timeout_ms / 1000,
+                          (w->cfg->client_timeout_ms % 1000) * 1000 };
+    char addr[300];
+    evhtp_t *htp;
+
+    if (l->host == NULL)
+        return GW_OK;
+    htp = evhtp_new(w->base, w);
+    if (htp == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
+    evhtp_disable_flag(htp, EVHTP_FLAG_ENABLE_100_CONT);
+    evhtp_set_timeouts(htp, &tv, &tv);
+    evhtp_set_post_accept_cb(htp, admin_accept, w);
+    evhtp_set_gencb(htp, admin_request, NULL);
+    snprintf(addr, sizeof(addr), "%s%s", strchr(l->host, ':') ? "ipv6:" : "", l->host);
+    if (evhtp_bind_socket(htp, addr, (uint16_t)l->port, 128) != 0)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d (admin): %s",
+                            l->host, l->port, strerror(errno));
+    w->admin = htp;
+    gw_log(GW_LOG_INFO, "admin API on %s:%d", l->host, l->port);
+    return GW_OK;
+}
