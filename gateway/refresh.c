@@ -4,7 +4,8 @@
  * to one claimer only) and asks the upstream for them, one at a time, each with
  * the upstream key that created it. What it sees is stored like a retrieve's
  * answer, so a job that failed gives its seconds back even when nobody polls it,
- * and the list shows current states.
+ * and the list shows current states. Once an hour it also prunes the ledger rows
+ * older than [jobs] retention (the daily totals stay).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,12 @@
 #define REFRESH_BATCH 16           /* jobs claimed per tick */
 #define REFRESH_BODY_MAX (64 * 1024) /* a job object */
 
+#define PRUNE_EVERY_S 3600 /* [jobs] retention is applied this often */
+
 struct gw_refresher {
     struct gw_worker *w;
     struct event *tick;
+    int64_t pruned_at;             /* unix s of the last prune */
     struct gw_store_op *claim;     /* pending claim */
     char ids[REFRESH_BATCH][GW_ID_MAX + 1];
     int keys[REFRESH_BATCH];       /* upstream key index of each, -1: not configured */
@@ -135,7 +139,15 @@ static void tick(evutil_socket_t fd, short ev, void *arg)
     int64_t now = gw_proxy_unix_ms() / 1000;
     int64_t every = r->w->cfg->jobs_refresh_ms / 1000;
 
-    if (r->claim != NULL || r->n > 0 || r->w->draining)
+    if (r->w->draining)
+        return;
+    if (now - r->pruned_at >= PRUNE_EVERY_S) {
+        /* ledger rows past [jobs] retention go; the daily totals stay */
+        r->pruned_at = now;
+        gw_store_prune(r->w->store, now - r->w->cfg->jobs_retention_ms / 1000, now, NULL, NULL,
+                       NULL, &err);
+    }
+    if (r->claim != NULL || r->n > 0)
         return; /* the last batch is still being fetched */
     /* a job is due once a whole period has passed since it was last seen */
     gw_store_job_claim_unfinished(r->w->store, now - (every > 0 ? every : 1), now,

@@ -178,6 +178,36 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     return GW_OK;
 }
 
+/* Today's spending per key, from the store (before the loops run: a blocking read
+ * is fine here), so that a restart does not give a day's budget twice. */
+static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
+                        struct gw_error *err)
+{
+    struct timespec now;
+    struct tm tm;
+    char today[16];
+    struct gw_usage *u = NULL;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(today, sizeof(today), "%Y-%m-%d", &tm);
+    if (gw_store_usage_read(so, &(struct gw_usage_query){ today, today, NULL }, &u, err) !=
+        GW_OK)
+        return GW_ERR;
+    for (unsigned k = 0; k < s->cfg->nkeys; k++) {
+        const struct gw_team_key *key = &s->cfg->keys[k];
+        int64_t spent = 0;
+        for (size_t i = 0; i < u->n; i++) {
+            if (strcmp(u->rows[i].key_name, key->name) == 0)
+                spent += u->rows[i].seconds - u->rows[i].refunded_seconds;
+        }
+        if (spent > 0)
+            gw_limiter_seed(s->limiter, key, now.tv_sec / 86400, (uint64_t)spent);
+    }
+    gw_store_usage_free(u);
+    return GW_OK;
+}
+
 struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *err)
 {
     struct gw_server *s = calloc(1, sizeof(*s));
@@ -208,7 +238,7 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
     if (cfg->store_path != NULL) {
         struct gw_store_options so = { cfg->store_path, cfg->store_sync_full, gw_log_write };
         s->store = gw_store_open(&so, err);
-        if (s->store == NULL)
+        if (s->store == NULL || seed_budgets(s, &so, err) != GW_OK)
             goto fail;
     }
     for (unsigned i = 0; i < s->nworkers; i++) {

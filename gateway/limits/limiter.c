@@ -184,3 +184,16 @@ int gw_limiter_upstream_slot(struct gw_limiter *l, int64_t mono_ms, int64_t *wai
     *wait_ms = (slot - now + 999) / 1000;
     return GW_OK;
 }
+
+void gw_limiter_seed(struct gw_limiter *l, const struct gw_team_key *k, int64_t day,
+                     uint64_t seconds)
+{
+    struct key_state *s = state_of(l, k);
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->quota.day = day;
+    s->quota.used = seconds;
+    pthread_mutex_unlock(&s->mu);
+}

@@ -56,6 +56,11 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
                        int64_t unix_ms, int64_t *day, int64_t *retry_after_ms,
                        struct gw_error *err);
 
+/* At start: key k already spent `seconds` (net of refunds) on UTC day `day`, as
+ * the store recorded them, so a restart does not hand out a day's budget twice. */
+void gw_limiter_seed(struct gw_limiter *l, const struct gw_team_key *k, int64_t day,
+                     uint64_t seconds);
+
 /* The upstream answered: kept (a job exists) or released (no job). */
 void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
                        int64_t day, int kept);

@@ -163,6 +163,29 @@ def test_job_survives_kill_9():
             assert [j["id"] for j in lst["data"]] == [job["id"]]
 
 
+def test_budget_survives_restart():
+    """Today's spending is read back from the store at start: a restart does not hand
+    out a day's daily_seconds twice."""
+    with gwtest.Stub() as stub:
+        opts = {"alice": {"daily_seconds": 20}}
+        gw, path = store_gateway(stub, keys=("alice",), key_options=opts)
+        with gw:
+            create(gw, "alice")
+            create(gw, "alice")                  # 16 of 20
+            keys = gw.keys
+            gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+        gw2 = gwtest.Gateway(stub, keys=("alice",), key_options=opts,
+                             extra={"store": {"path": path}})
+        gw2.keys = keys
+        with gw2:
+            body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
+                               "size": "16x9"}).encode()
+            st, _, b = gw2.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)
+            assert st == 429 and gwtest.error_body(b)["code"] == "insufficient_quota", b
+            create(gw2, "alice", seconds="4")    # 20 of 20: still fits
+            gwtest.stop_clean(gw2, secrets=list(keys.values()) + [stub.key])
+
+
 def test_failed_job_gives_seconds_back():
     with gwtest.Stub() as stub:
         gw, _ = store_gateway(stub, keys=("alice",),
