@@ -34,6 +34,7 @@
 struct admin_req {
     evhtp_request_t *req;
     struct gw_worker *w;
+    const struct gw_config *cfg;   /* held: key points into it */
     const struct gw_team_key *key;
     struct gw_store_op *op;
     int csv, by_day;
@@ -194,6 +195,7 @@ static evhtp_res pending_fini(evhtp_request_t *req, void *arg)
 
     if (a->op != NULL)
         gw_store_cancel(a->op);
+    gw_config_release(a->cfg);
     free(a);
     gw_htfix_request_done(evhtp_request_get_connection(req));
     return EVHTP_RES_OK;
@@ -252,7 +254,8 @@ static void admin_request(evhtp_request_t *req, void *arg)
         evbuffer_free(b);
         return;
     }
-    key = gw_auth_check(w->cfg, evhtp_header_find(req->headers_in, "Authorization"), unix_ms());
+    const struct gw_config *cfg = gw_worker_cfg(w);
+    key = gw_auth_check(cfg, evhtp_header_find(req->headers_in, "Authorization"), unix_ms());
     if (key == NULL) {
         gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
                      "The admin API needs an admin key: Authorization: Bearer <key>");
@@ -292,11 +295,14 @@ static void admin_request(evhtp_request_t *req, void *arg)
     }
     a->req = req;
     a->w = w;
+    a->cfg = cfg;
+    gw_config_hold(cfg);
     a->key = key;
     a->t0 = t0;
     if (usage_query(req, a, &q, &err) != GW_OK ||
         gw_store_usage(w->store, &q, usage_done, a, &a->op, &err) != GW_AGAIN) {
         send_error(req, key, "admin.usage", &err, &t0);
+        gw_config_release(a->cfg);
         free(a);
         return;
     }
@@ -330,9 +336,9 @@ static evhtp_res admin_accept(evhtp_connection_t *conn, void *arg)
 
 int gw_admin_start(struct gw_worker *w, struct gw_error *err)
 {
-    const struct gw_listen *l = &w->cfg->admin;
-    struct timeval tv = { w->cfg->client_timeout_ms / 1000,
-                          (w->cfg->client_timeout_ms % 1000) * 1000 };
+    const struct gw_config *cfg = gw_worker_cfg(w);
+    const struct gw_listen *l = &cfg->admin;
+    struct timeval tv = { cfg->client_timeout_ms / 1000, (cfg->client_timeout_ms % 1000) * 1000 };
     char addr[300];
     evhtp_t *htp;
 

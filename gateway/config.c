@@ -1924,6 +1924,7 @@ static struct gw_config *conf_load(const char *path, FILE *errs, int no_secrets)
         conf_finish(&ld);
     if (ld.nerrors == 0) {
         ret = cfg;
+        ret->refs = 1;
         cfg = NULL;
     }
 out:
@@ -1974,4 +1975,56 @@ void gw_config_free(struct gw_config *cfg)
     }
     free(cfg->keys);
     free(cfg);
+}
+
+void gw_config_hold(const struct gw_config *cfg)
+{
+    __atomic_add_fetch(&((struct gw_config *)cfg)->refs, 1, __ATOMIC_RELAXED);
+}
+
+void gw_config_release(const struct gw_config *cfg)
+{
+    if (cfg != NULL &&
+        __atomic_sub_fetch(&((struct gw_config *)cfg)->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        gw_config_free((struct gw_config *)cfg);
+}
+
+static int conf_str_differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+const char *gw_config_restart_needed(const struct gw_config *o, const struct gw_config *n)
+{
+    if (conf_str_differ(o->listen.host, n->listen.host) || o->listen.port != n->listen.port)
+        return "server.listen";
+    if (o->threads != n->threads)
+        return "server.threads";
+    if (conf_str_differ(o->tls_cert, n->tls_cert) || conf_str_differ(o->tls_key, n->tls_key))
+        return "server.tls_cert";
+    if (conf_str_differ(o->access_log, n->access_log))
+        return "server.access_log";
+    if (o->max_header_bytes != n->max_header_bytes || o->header_timeout_ms !=
+                                                          n->header_timeout_ms)
+        return "server.max_header_bytes";
+    if (conf_str_differ(o->upstream_url, n->upstream_url) ||
+        conf_str_differ(o->ca_file, n->ca_file) || o->tls_verify != n->tls_verify ||
+        o->connect_timeout_ms != n->connect_timeout_ms ||
+        o->response_timeout_ms != n->response_timeout_ms ||
+        o->idle_timeout_ms != n->idle_timeout_ms || o->pool_size != n->pool_size)
+        return "upstream";
+    if (o->nupstream_keys != n->nupstream_keys)
+        return "upstream.key";
+    for (unsigned i = 0; i < o->nupstream_keys; i++) {
+        if (strcmp(o->upstream_keys[i], n->upstream_keys[i]) != 0 ||
+            strcmp(o->upstream_key_labels[i], n->upstream_key_labels[i]) != 0)
+            return "upstream.key";
+    }
+    if (conf_str_differ(o->store_path, n->store_path) || o->store_sync_full != n->store_sync_full)
+        return "store";
+    if (conf_str_differ(o->admin.host, n->admin.host) || o->admin.port != n->admin.port)
+        return "admin.listen";
+    if (o->jobs_refresh_ms != n->jobs_refresh_ms)
+        return "jobs.refresh";
+    return NULL;
 }

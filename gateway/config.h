@@ -42,6 +42,8 @@ struct gw_team_key {
     struct gw_names models;    /* allowlist as upstream (canonical) names; n == 0: all */
     int64_t expires_ms;        /* refused from this UTC instant on (ms); 0 = never */
     int admin;                 /* may use the admin API and read any job */
+    unsigned slot;             /* the limiter's state of this key name (set before the
+                                  config is published; carries over reloads) */
 };
 
 /* A listening address. host NULL: not configured. */
@@ -52,6 +54,7 @@ struct gw_listen {
 
 struct gw_config {
     char *path;                /* file it was read from */
+    int refs;                  /* holders (gw_config_hold); freed at 0. Atomic. */
 
     /* [server] */
     struct gw_listen listen;   /* 127.0.0.1:8080 */
@@ -130,6 +133,23 @@ struct gw_config *gw_config_load(const char *path, FILE *errs);
 struct gw_config *gw_config_load_refs(const char *path, FILE *errs);
 
 void gw_config_free(struct gw_config *cfg);
+
+/*
+ * A loaded config starts with one reference. Each holder (the server's "current",
+ * every exchange that started under it) takes one; the last release frees it, so
+ * in-flight requests finish under the config they started with while a reload
+ * publishes another. Atomic: any thread.
+ */
+void gw_config_hold(const struct gw_config *cfg);
+void gw_config_release(const struct gw_config *cfg);
+
+/*
+ * The settings a reload cannot change (the listeners, threads, TLS, the upstream,
+ * the store, the access log...): NULL when new_cfg keeps old's, else the name of
+ * the first that differs ("server.listen"), for the refusal's log line.
+ */
+const char *gw_config_restart_needed(const struct gw_config *old_cfg,
+                                     const struct gw_config *new_cfg);
 
 /*
  * Tests only (the failing-allocation sweep): make allocation number n (0-based,

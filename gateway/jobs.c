@@ -350,9 +350,7 @@ out:
 
 /* What a refund needs after the exchange is gone. */
 struct refund_ctx {
-    struct gw_limiter *limiter;
-    const struct gw_config *cfg;
-    struct gw_store_loop *store;
+    struct gw_worker *w;
 };
 
 static const struct gw_team_key *find_key(const struct gw_config *cfg, const char *name)
@@ -370,9 +368,10 @@ static void refunded(void *arg, const struct gw_store_res *res)
     const struct gw_job *j = res->job;
     const struct gw_team_key *k;
 
+    /* the key as the current config has it (a reload may have come in between) */
     if (res->rc == GW_OK && res->refunded && j != NULL &&
-        (k = find_key(r->cfg, j->key_name)) != NULL)
-        gw_limiter_refund(r->limiter, k, (uint32_t)j->seconds, j->created_at * 1000);
+        (k = find_key(gw_worker_cfg(r->w), j->key_name)) != NULL)
+        gw_limiter_refund(r->w->limiter, k, (uint32_t)j->seconds, j->created_at * 1000);
     free(r);
 }
 
@@ -384,7 +383,7 @@ static void updated(void *arg, const struct gw_store_res *res)
     if (res->rc == GW_OK && res->job != NULL && res->job->status == GW_JOB_FAILED &&
         res->prev_status != GW_JOB_FAILED) {
         /* a failed job gives its seconds back, once */
-        if (gw_store_job_refund(r->store, res->job->id, refunded, r, NULL, &err) == GW_AGAIN)
+        if (gw_store_job_refund(r->w->store, res->job->id, refunded, r, NULL, &err) == GW_AGAIN)
             return;
     }
     free(r);
@@ -401,9 +400,7 @@ void gw_jobs_store_seen(struct gw_worker *w, const char *id, const char *body, s
     if (st != NULL && gw_job_status_parse(st, strlen(st), &u.status) == GW_OK) {
         struct refund_ctx *r = malloc(sizeof(*r));
         if (r != NULL) {
-            r->limiter = w->limiter;
-            r->cfg = w->cfg;
-            r->store = w->store;
+            r->w = w;
             if (gw_store_job_update(w->store, &u, updated, r, NULL, &err) != GW_AGAIN)
                 free(r);
         }

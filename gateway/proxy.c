@@ -226,6 +226,7 @@ static void exchange_free(struct exchange *x)
     if (x->spool_fd >= 0)
         close(x->spool_fd);
     x->w->inflight--;
+    gw_config_release(x->cfg);
     pool_put(x->w, x);
 }
 
@@ -236,7 +237,8 @@ static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
     if (x == NULL)
         return NULL;
     x->w = w;
-    x->cfg = w->cfg;
+    x->cfg = gw_worker_cfg(w); /* this request runs under it, even if a reload comes */
+    gw_config_hold(x->cfg);
     x->req = req;
     x->spool_fd = -1;
     x->pinned_key = -1;
@@ -807,7 +809,6 @@ static double ms_since(const struct timespec *t0)
 static evhtp_res on_fini(evhtp_request_t *req, void *arg)
 {
     struct exchange *x = req->cbarg;
-    struct gw_worker *w = arg;
     struct timeval rtv;
     struct gw_access a;
 
@@ -834,8 +835,8 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     a.completed = x->replied && x->state == X_DONE && !(x->reply_started && x->err_code);
     gw_accesslog_write(&a);
     /* the next request on this connection gets the idle read timeout back */
-    rtv.tv_sec = w->cfg->client_timeout_ms / 1000;
-    rtv.tv_usec = (w->cfg->client_timeout_ms % 1000) * 1000;
+    rtv.tv_sec = x->cfg->client_timeout_ms / 1000;
+    rtv.tv_usec = (x->cfg->client_timeout_ms % 1000) * 1000;
     bufferevent_set_timeouts(evhtp_request_get_bev(req), &rtv, &rtv);
     exchange_free(x);
     return EVHTP_RES_OK;

@@ -57,7 +57,7 @@ static void fetch_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
     case GW_UP_CONNECTED: {
         char tail[GW_ID_MAX + 2];
         int n = snprintf(tail, sizeof(tail), "/%s", id);
-        gw_upconn_start_request(c, r->w->cfg, "GET", (struct gw_str){ tail, (size_t)n },
+        gw_upconn_start_request(c, gw_worker_cfg(r->w), "GET", (struct gw_str){ tail, (size_t)n },
                                 (struct gw_str){ "", 0 }, (unsigned)r->keys[r->next - 1]);
         evbuffer_add(gw_upconn_output(c), "X-Request-Id: refresh\r\n\r\n", 25);
         gw_upconn_request_sent(c);
@@ -126,7 +126,7 @@ static void claimed(void *arg, const struct gw_store_res *res)
     r->n = r->next = 0;
     for (size_t i = 0; i < res->njobs && r->n < REFRESH_BATCH; i++) {
         snprintf(r->ids[r->n], sizeof(r->ids[r->n]), "%s", res->jobs[i].id);
-        r->keys[r->n] = key_index(r->w->cfg, res->jobs[i].upstream_key);
+        r->keys[r->n] = key_index(gw_worker_cfg(r->w), res->jobs[i].upstream_key);
         r->n++;
     }
     fetch_next(r);
@@ -137,14 +137,14 @@ static void tick(evutil_socket_t fd, short ev, void *arg)
     struct gw_refresher *r = arg;
     struct gw_error err;
     int64_t now = gw_proxy_unix_ms() / 1000;
-    int64_t every = r->w->cfg->jobs_refresh_ms / 1000;
+    int64_t every = gw_worker_cfg(r->w)->jobs_refresh_ms / 1000;
 
     if (r->w->draining)
         return;
     if (now - r->pruned_at >= PRUNE_EVERY_S) {
         /* ledger rows past [jobs] retention go; the daily totals stay */
         r->pruned_at = now;
-        gw_store_prune(r->w->store, now - r->w->cfg->jobs_retention_ms / 1000, now, NULL, NULL,
+        gw_store_prune(r->w->store, now - gw_worker_cfg(r->w)->jobs_retention_ms / 1000, now, NULL, NULL,
                        NULL, &err);
     }
     if (r->claim != NULL || r->n > 0)
@@ -157,7 +157,8 @@ static void tick(evutil_socket_t fd, short ev, void *arg)
 struct gw_refresher *gw_refresh_start(struct gw_worker *w)
 {
     struct gw_refresher *r;
-    struct timeval tv = { w->cfg->jobs_refresh_ms / 1000, (w->cfg->jobs_refresh_ms % 1000) * 1000 };
+    const struct gw_config *cfg = gw_worker_cfg(w);
+    struct timeval tv = { cfg->jobs_refresh_ms / 1000, (cfg->jobs_refresh_ms % 1000) * 1000 };
 
     if (w->store == NULL)
         return NULL;

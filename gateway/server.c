@@ -31,7 +31,9 @@
 #define ACCEPT_PAUSE_MS 250 /* out of descriptors: stop accepting this long */
 
 struct gw_server {
-    const struct gw_config *cfg;
+    struct gw_config *cfg;        /* the first: what the listeners, the upstream and the
+                                     store were set up with; held for the process's life */
+    struct gw_config *cur;        /* the current one (reloads replace it) */
     struct gw_limiter *limiter;
     struct gw_store *store;
     SSL_CTX *up_ssl;
@@ -208,7 +210,7 @@ static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
     return GW_OK;
 }
 
-struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *err)
+struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
 {
     struct gw_server *s = calloc(1, sizeof(*s));
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -217,7 +219,8 @@ struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *er
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         return NULL;
     }
-    s->cfg = cfg;
+    s->cfg = s->cur = cfg;
+    gw_config_hold(cfg); /* the first config outlives reloads: the upstream keeps it */
     s->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : ncpu > 0 ? (unsigned)ncpu : 1;
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL) {
@@ -317,7 +320,7 @@ int gw_server_run(struct gw_server *s)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            gw_log(GW_LOG_WARN, "SIGHUP: configuration reload is not implemented yet");
+            gw_server_reload(s);
             continue;
         }
         break;
@@ -333,6 +336,37 @@ int gw_server_run(struct gw_server *s)
         gw_store_close(s->store);
     gw_log(GW_LOG_INFO, "stopped");
     return 0;
+}
+
+int gw_server_reload(struct gw_server *s)
+{
+    struct gw_config *n = gw_config_load(s->cur->path, stderr), *old = s->cur;
+    const char *what;
+
+    if (n == NULL) {
+        gw_log(GW_LOG_WARN, "SIGHUP: %s has errors (above): the running configuration stays",
+               s->cur->path);
+        return GW_ERR;
+    }
+    if ((what = gw_config_restart_needed(s->cfg, n)) != NULL) {
+        gw_log(GW_LOG_WARN, "SIGHUP: %s changes %s, which needs a restart: the running "
+               "configuration stays", n->path, what);
+        gw_config_release(n);
+        return GW_ERR;
+    }
+    if (gw_limiter_bind(s->limiter, n) != GW_OK) {
+        gw_log(GW_LOG_WARN, "SIGHUP: out of memory: the running configuration stays");
+        gw_config_release(n);
+        return GW_ERR;
+    }
+    gw_log_level = n->log_level;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        __atomic_store_n(&s->workers[i].cfg, n, __ATOMIC_RELEASE);
+    s->cur = n;
+    gw_config_release(old); /* freed once its last request is done */
+    gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded from %s (%u team keys)", n->path,
+           n->nkeys);
+    return GW_OK;
 }
 
 /* The process ends after gw_server_run(): loops, listeners and connections

@@ -22,7 +22,7 @@ struct gw_worker {
     struct event_base *base;
     evhtp_t *htp;
     struct gw_upstream *up;
-    const struct gw_config *cfg;
+    const struct gw_config *cfg; /* the current config: read it with gw_worker_cfg() */
     int wake_fd;            /* eventfd: the main thread asks this loop to drain */
     struct event *wake_ev;
     pthread_t thread;
@@ -44,7 +44,13 @@ struct gw_worker {
 struct gw_server;
 
 /* Build every worker (listeners bound, TLS loaded). GW_ERR with a message in err. */
-struct gw_server *gw_server_new(const struct gw_config *cfg, struct gw_error *err);
+struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err);
+
+/* The config new work starts under (a reload replaces it from another thread). */
+static inline const struct gw_config *gw_worker_cfg(const struct gw_worker *w)
+{
+    return __atomic_load_n(&w->cfg, __ATOMIC_ACQUIRE);
+}
 
 /* A monotonic clock in ms (limits, deadlines). */
 int64_t gw_worker_now_ms(void);
@@ -53,9 +59,18 @@ int64_t gw_worker_now_ms(void);
  * itself (the whole-path fuzz target) instead of gw_server_run(). */
 struct gw_worker *gw_server_worker(struct gw_server *s, unsigned i);
 
-/* Run the loops until SIGTERM/SIGINT has drained them. Returns 0. */
+/* Run the loops until SIGTERM/SIGINT has drained them; SIGHUP reloads the
+ * configuration (gw_server_reload). Returns 0. */
 int gw_server_run(struct gw_server *s);
 
 void gw_server_free(struct gw_server *s);
+
+/*
+ * Reload the configuration file: checked first (a bad file is refused with its
+ * errors logged, and so is a change that needs a restart: listeners, threads,
+ * TLS, the upstream, the store); then every loop starts new requests under the
+ * new one, while requests in flight finish under theirs. GW_OK if applied.
+ */
+int gw_server_reload(struct gw_server *s);
 
 #endif

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "limiter.h"
 #include "quota.h"
@@ -15,28 +16,66 @@ struct key_state {
     struct gw_quota quota;
 };
 
+#define SLOTS_MAX 65536 /* key names over the process's life; the array is virtual
+                           memory mostly never touched */
+
+/* States are per key *name*, kept across reloads: a key that stays keeps its
+ * counters, a new one starts fresh, a removed one's state simply goes unused. */
 struct gw_limiter {
-    const struct gw_config *cfg;
-    struct key_state *keys; /* parallel to cfg->keys */
+    const struct gw_config *cfg;  /* the current one (atomic): upstream_rpm */
+    pthread_mutex_t bind_mu;      /* gw_limiter_bind against itself */
+    struct key_state **slots;     /* written before nslots grows (release) */
+    char **names;
+    unsigned nslots;              /* atomic */
     pthread_mutex_t up_mu;
-    int64_t up_next_us;     /* upstream_rpm: the next free instant, monotonic µs */
+    int64_t up_next_us;           /* upstream_rpm: the next free instant, monotonic µs */
 };
 
-struct gw_limiter *gw_limiter_new(const struct gw_config *cfg)
+int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg)
+{
+    int rc = GW_OK;
+
+    pthread_mutex_lock(&l->bind_mu);
+    for (unsigned i = 0; i < cfg->nkeys && rc == GW_OK; i++) {
+        unsigned n = __atomic_load_n(&l->nslots, __ATOMIC_ACQUIRE), j;
+        for (j = 0; j < n && strcmp(l->names[j], cfg->keys[i].name) != 0; j++)
+            ;
+        if (j == n) {
+            struct key_state *st = calloc(1, sizeof(*st));
+            char *name = strdup(cfg->keys[i].name);
+            if (st == NULL || name == NULL || n == SLOTS_MAX) {
+                free(st);
+                free(name);
+                rc = GW_ERR;
+                break;
+            }
+            pthread_mutex_init(&st->mu, NULL);
+            l->slots[n] = st;
+            l->names[n] = name;
+            __atomic_store_n(&l->nslots, n + 1, __ATOMIC_RELEASE);
+        }
+        cfg->keys[i].slot = j;
+    }
+    if (rc == GW_OK)
+        __atomic_store_n(&l->cfg, cfg, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&l->bind_mu);
+    return rc;
+}
+
+struct gw_limiter *gw_limiter_new(struct gw_config *cfg)
 {
     struct gw_limiter *l = calloc(1, sizeof(*l));
 
     if (l == NULL)
         return NULL;
-    l->cfg = cfg;
-    l->keys = calloc(cfg->nkeys ? cfg->nkeys : 1, sizeof(*l->keys));
-    if (l->keys == NULL) {
-        free(l);
+    l->slots = calloc(SLOTS_MAX, sizeof(*l->slots));
+    l->names = calloc(SLOTS_MAX, sizeof(*l->names));
+    pthread_mutex_init(&l->bind_mu, NULL);
+    pthread_mutex_init(&l->up_mu, NULL);
+    if (l->slots == NULL || l->names == NULL || gw_limiter_bind(l, cfg) != GW_OK) {
+        gw_limiter_free(l);
         return NULL;
     }
-    for (unsigned i = 0; i < cfg->nkeys; i++)
-        pthread_mutex_init(&l->keys[i].mu, NULL);
-    pthread_mutex_init(&l->up_mu, NULL);
     return l;
 }
 
@@ -44,17 +83,23 @@ void gw_limiter_free(struct gw_limiter *l)
 {
     if (l == NULL)
         return;
-    for (unsigned i = 0; i < l->cfg->nkeys; i++)
-        pthread_mutex_destroy(&l->keys[i].mu);
+    for (unsigned i = 0; i < l->nslots; i++) {
+        pthread_mutex_destroy(&l->slots[i]->mu);
+        free(l->slots[i]);
+        free(l->names[i]);
+    }
+    pthread_mutex_destroy(&l->bind_mu);
     pthread_mutex_destroy(&l->up_mu);
-    free(l->keys);
+    free(l->slots);
+    free(l->names);
     free(l);
 }
 
 static struct key_state *state_of(struct gw_limiter *l, const struct gw_team_key *k)
 {
-    size_t i = (size_t)(k - l->cfg->keys);
-    return i < l->cfg->nkeys ? &l->keys[i] : NULL;
+    return k != NULL && k->slot < __atomic_load_n(&l->nslots, __ATOMIC_ACQUIRE)
+               ? l->slots[k->slot]
+               : NULL;
 }
 
 int gw_limiter_admit(struct gw_limiter *l, const struct gw_team_key *k, int64_t mono_ms,
@@ -161,7 +206,8 @@ void gw_limiter_refund(struct gw_limiter *l, const struct gw_team_key *k, uint32
 int gw_limiter_upstream_slot(struct gw_limiter *l, int64_t mono_ms, int64_t *wait_ms,
                              struct gw_error *err)
 {
-    int rpm = l->cfg->upstream_rpm;
+    const struct gw_config *cfg = __atomic_load_n(&l->cfg, __ATOMIC_ACQUIRE);
+    int rpm = cfg->upstream_rpm;
     int64_t now = mono_ms * 1000, interval, slot;
 
     *wait_ms = 0;
@@ -170,8 +216,8 @@ int gw_limiter_upstream_slot(struct gw_limiter *l, int64_t mono_ms, int64_t *wai
     interval = (int64_t)60000000 / rpm; /* µs; rounding down errs by < 1 µs a slot */
     pthread_mutex_lock(&l->up_mu);
     slot = l->up_next_us > now ? l->up_next_us : now;
-    if (slot - now > (int64_t)l->cfg->upstream_queue_ms * 1000) {
-        int64_t retry = (slot - now - (int64_t)l->cfg->upstream_queue_ms * 1000 + 999) / 1000;
+    if (slot - now > (int64_t)cfg->upstream_queue_ms * 1000) {
+        int64_t retry = (slot - now - (int64_t)cfg->upstream_queue_ms * 1000 + 999) / 1000;
         pthread_mutex_unlock(&l->up_mu);
         *wait_ms = retry > 0 ? retry : 1;
         return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,

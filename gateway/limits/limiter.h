@@ -4,8 +4,8 @@
  * (quota.h). Exact across threads: each key's state has its own mutex, held for a
  * few additions, never across a call out.
  *
- * A "create" is any request that makes a job upstream (create, remix). Keys are
- * the config's [key NAME] entries, found by their position in cfg->keys.
+ * A "create" is any request that makes a job upstream (create, remix). A key's
+ * state belongs to its name and outlives reloads (gw_limiter_bind).
  */
 #ifndef GW_LIMITER_H
 #define GW_LIMITER_H
@@ -17,8 +17,15 @@
 
 struct gw_limiter;
 
-/* One state per key of cfg (which must outlive it). NULL when out of memory. */
-struct gw_limiter *gw_limiter_new(const struct gw_config *cfg);
+/* Bound to cfg (gw_limiter_bind). NULL when out of memory. */
+struct gw_limiter *gw_limiter_new(struct gw_config *cfg);
+
+/*
+ * Make cfg the current config: each of its keys gets the state of its name (kept
+ * from earlier configs, or new), written into the key's slot - so call it before
+ * cfg is visible to any other thread. GW_ERR when out of memory.
+ */
+int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg);
 void gw_limiter_free(struct gw_limiter *l);
 
 /*
