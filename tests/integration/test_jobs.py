@@ -247,6 +247,26 @@ def test_refund_without_any_poll():
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + stub.keys)
 
 
+def test_bad_store_file_is_a_startup_error():
+    """A [store] path that is not an SQLite database stops the start with a message
+    naming the file (the store's own test covers read-only files and directories)."""
+    d = gwtest.shared_tmpdir("gwtest-jobs-")
+    junk = os.path.join(d, "junk.db")
+    with open(junk, "w") as f:
+        f.write("this is not a database\n" * 200)
+    with gwtest.Stub() as stub:
+        gw = gwtest.Gateway(stub, extra={"store": {"path": junk}})
+        try:
+            gw.start()
+            raise AssertionError("the gateway started on a junk store file")
+        except RuntimeError as e:
+            msg = str(e)
+            assert junk in msg and "SQLite" in msg, msg[-1500:]
+            assert gw.proc.returncode == 1, gw.proc.returncode
+        finally:
+            gw.stop()
+
+
 def test_idempotency_key():
     import threading
     with gwtest.Stub() as stub:
