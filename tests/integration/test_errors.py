@@ -267,7 +267,11 @@ def test_401_missing_or_wrong_key():
              {"Authorization": "Basic " + gw.keys["default"]},
              {"Authorization": "Bearer " + gw.keys["default"] + "x"},
              {"Authorization": "Bearer " + gw.keys["default"][:-1]},
-             {"Authorization": "Bearer "}]
+             {"Authorization": "Bearer "},
+             # very long, odd bytes (latin-1 on the wire), a key with spaces
+             {"Authorization": "Bearer " + "k" * 7000},
+             {"Authorization": "Bearer sk-vgw-\xe9\xff\xfe"},
+             {"Authorization": "Bearer " + gw.keys["default"][:8] + " " + "x" * 10}]
     for hdrs in cases:
         for method, path, body in (("GET", "/v1/videos", b""),
                                    ("GET", "/v1/videos/video_1/content", b""),
