@@ -3,17 +3,6 @@
  */
 #include "chunked.h"
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int is_tchar(unsigned char c)
 {
     static const char extra[] = "!#$%&'*+-.^_`|~";
@@ -69,7 +58,7 @@ ssize_t gw_chunked_execute(struct gw_chunked *ck, const char *buf, size_t len,
 
         switch (ck->state) {
         case GW_CK_SIZE:
-            if ((h = hexval(c)) >= 0) {
+            if ((h = gw_hexval(c)) >= 0) {
                 if (ck->size > (GW_CHUNK_SIZE_MAX - (uint64_t)h) / 16)
                     return fail(ck, "chunk size too large");
                 ck->size = ck->size * 16 + (uint64_t)h;

@@ -1155,17 +1155,6 @@ out:
     return rc;
 }
 
-static int conf_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int conf_set_sha256(unsigned char *out, const char *v)
 {
     unsigned char tmp[32];
@@ -1173,7 +1162,7 @@ static int conf_set_sha256(unsigned char *out, const char *v)
     if (strlen(v) != 64)
         return GW_ERR;
     for (unsigned i = 0; i < 32; i++) {
-        int hi = conf_hexval(v[2 * i]), lo = conf_hexval(v[2 * i + 1]);
+        int hi = gw_hexval((unsigned char)v[2 * i]), lo = gw_hexval((unsigned char)v[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
             return GW_ERR;
@@ -2027,4 +2016,13 @@ const char *gw_config_restart_needed(const struct gw_config *o, const struct gw_
     if (o->jobs_refresh_ms != n->jobs_refresh_ms)
         return "jobs.refresh";
     return NULL;
+}
+
+int gw_config_upstream_key(const struct gw_config *cfg, const char *label)
+{
+    for (unsigned i = 0; i < cfg->nupstream_keys; i++) {
+        if (strcmp(cfg->upstream_key_labels[i], label) == 0)
+            return (int)i;
+    }
+    return -1;
 }

@@ -134,6 +134,9 @@ struct gw_config *gw_config_load_refs(const char *path, FILE *errs);
 
 void gw_config_free(struct gw_config *cfg);
 
+/* The index of the upstream key with this label ("env:NAME"), or -1. */
+int gw_config_upstream_key(const struct gw_config *cfg, const char *label);
+
 /*
  * A loaded config starts with one reference. Each holder (the server's "current",
  * every exchange that started under it) takes one; the last release frees it, so

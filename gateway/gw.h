@@ -25,6 +25,18 @@ struct gw_str {
 
 #define GW_STR(lit) ((struct gw_str){ (lit), sizeof(lit) - 1 })
 
+/* The value of a hex digit, or -1. */
+static inline int gw_hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 static inline int gw_str_eq(struct gw_str a, const char *lit)
 {
     size_t n = strlen(lit);

@@ -34,15 +34,6 @@
 
 /* ------------------------------------------------------------- ownership */
 
-static int key_index(const struct gw_config *cfg, const char *label)
-{
-    for (unsigned i = 0; i < cfg->nupstream_keys; i++) {
-        if (strcmp(cfg->upstream_key_labels[i], label) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 static void owner_checked(void *arg, const struct gw_store_res *res)
 {
     struct exchange *x = arg;
@@ -63,7 +54,7 @@ static void owner_checked(void *arg, const struct gw_store_res *res)
         gw_proxy_owner_checked(x, &err);
         return;
     }
-    x->pinned_key = key_index(x->cfg, j->upstream_key);
+    x->pinned_key = gw_config_upstream_key(x->cfg, j->upstream_key);
     if (x->pinned_key < 0) {
         gw_error_set(&err, 502, "upstream_error", "upstream_key_unavailable", NULL,
                      "The upstream key that created this video is no longer configured on "

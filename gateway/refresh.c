@@ -107,15 +107,6 @@ static void fetch_next(struct gw_refresher *r)
     r->n = r->next = 0; /* the batch is done: the next tick claims more */
 }
 
-static int key_index(const struct gw_config *cfg, const char *label)
-{
-    for (unsigned i = 0; i < cfg->nupstream_keys; i++) {
-        if (strcmp(cfg->upstream_key_labels[i], label) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 static void claimed(void *arg, const struct gw_store_res *res)
 {
     struct gw_refresher *r = arg;
@@ -126,7 +117,7 @@ static void claimed(void *arg, const struct gw_store_res *res)
     r->n = r->next = 0;
     for (size_t i = 0; i < res->njobs && r->n < REFRESH_BATCH; i++) {
         snprintf(r->ids[r->n], sizeof(r->ids[r->n]), "%s", res->jobs[i].id);
-        r->keys[r->n] = key_index(gw_worker_cfg(r->w), res->jobs[i].upstream_key);
+        r->keys[r->n] = gw_config_upstream_key(gw_worker_cfg(r->w), res->jobs[i].upstream_key);
         r->n++;
     }
     fetch_next(r);

@@ -396,6 +396,15 @@ def _ini_value(v):
     return str(v)
 
 
+def used_keys(stub):
+    """The upstream key of each request the stub received, in order (None: none)."""
+    out = []
+    for r in stub.requests():
+        auth = [v for k, v in r["headers"] if k.lower() == "authorization"]
+        out.append(auth[0].split(" ", 1)[1] if auth else None)
+    return out
+
+
 class Gateway:
     """The gateway (binary from env GW_BIN) with a generated config.
 

@@ -289,13 +289,7 @@ def test_401_missing_or_wrong_key():
     assert_alive(gw)
 
 
-def used_keys(stub):
-    """The upstream key of each request the stub received, in order."""
-    out = []
-    for r in stub.requests():
-        auth = [v for k, v in r["headers"] if k.lower() == "authorization"]
-        out.append(auth[0].split(" ", 1)[1] if auth else None)
-    return out
+used_keys = gwtest.used_keys
 
 
 def assert_no_key(keys, st, h, b):

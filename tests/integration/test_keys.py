@@ -7,13 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
 
 
-def used_keys(stub):
-    """The upstream key of each request the stub received, in order."""
-    out = []
-    for r in stub.requests():
-        auth = [v for k, v in r["headers"] if k.lower() == "authorization"]
-        out.append(auth[0].split(" ", 1)[1] if auth else None)
-    return out
+used_keys = gwtest.used_keys
 
 
 def test_refused_key_is_taken_out():
