@@ -1,5 +1,5 @@
 /*
- * test_upstream.c - the upstream client (gateway/upstream.c) against real
+ * test_upstream.c - the upstream client (gateway/upstream/upstream.c) against real
  * servers started here: a scripted HTTP/1.1 server, plain and TLS, on its own
  * thread and event loop. The request path picks the script. The client runs on
  * the main thread's loop, which the tests poll until a condition holds (never
