@@ -187,7 +187,8 @@ static const int family_images[] = { 1, 2, 3 }; /* max input_reference images pe
 #define MIN (60 * SEC)
 #define HOUR (60 * MIN)
 #define DAY (24 * HOUR)
-#define LIMIT_MAX 1000000 /* rpm, burst, concurrency */
+#define LIMIT_MAX 1000000 /* burst, concurrency */
+#define RPM_MAX 100000    /* = GW_GCRA_RPM_MAX: what the limiter can count */
 
 #define CFG(f) offsetof(struct gw_config, f)
 #define KEY(f) offsetof(struct gw_team_key, f)
@@ -243,18 +244,18 @@ static const struct conf_directive conf_directives[] = {
 
     { SEC_ADMIN, "listen", CONF_LISTEN, CFG(admin), NULL, 0, 0, NULL, 0 },
 
-    { SEC_LIMITS, "rpm", CONF_INT, CFG(limits.rpm), "0", 0, LIMIT_MAX, NULL, 0 },
+    { SEC_LIMITS, "rpm", CONF_INT, CFG(limits.rpm), "0", 0, RPM_MAX, NULL, 0 },
     { SEC_LIMITS, "burst", CONF_INT, CFG(limits.burst), "0", 0, LIMIT_MAX, NULL, 0 },
     { SEC_LIMITS, "concurrency", CONF_INT, CFG(limits.concurrency), "0", 0, LIMIT_MAX, NULL,
       0 },
     { SEC_LIMITS, "daily_seconds", CONF_INT, CFG(limits.daily_seconds), "0", 0, 100000000,
       NULL, 0 },
-    { SEC_LIMITS, "upstream_rpm", CONF_INT, CFG(upstream_rpm), "0", 0, LIMIT_MAX, NULL, 0 },
+    { SEC_LIMITS, "upstream_rpm", CONF_INT, CFG(upstream_rpm), "0", 0, RPM_MAX, NULL, 0 },
     { SEC_LIMITS, "upstream_queue", CONF_DURATION, CFG(upstream_queue_ms), "10s", 0, 10 * MIN,
       NULL, 0 },
 
     { SEC_KEY, "sha256", CONF_SHA256, KEY(sha256), NULL, 0, 0, NULL, CONF_REQUIRED },
-    { SEC_KEY, "rpm", CONF_INT, KEY(limits.rpm), NULL, 0, LIMIT_MAX, NULL, 0 },
+    { SEC_KEY, "rpm", CONF_INT, KEY(limits.rpm), NULL, 0, RPM_MAX, NULL, 0 },
     { SEC_KEY, "burst", CONF_INT, KEY(limits.burst), NULL, 0, LIMIT_MAX, NULL, 0 },
     { SEC_KEY, "concurrency", CONF_INT, KEY(limits.concurrency), NULL, 0, LIMIT_MAX, NULL, 0 },
     { SEC_KEY, "daily_seconds", CONF_INT, KEY(limits.daily_seconds), NULL, 0, 100000000, NULL,

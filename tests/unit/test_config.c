@@ -217,7 +217,7 @@ static void test_limits_bad_values(void **state)
     expect_errors(MIN_CONF MODELS "[key a]\nsha256 = " SHA_A "\nexpires = 2027-02-29\n"
                   "models = veo3.1, nope\nrpm = -1\n",
                   "gw.conf:12: key a.expires: expected a date YYYY-MM-DD (UTC), got \"2027-02-29\"\n"
-                  "gw.conf:14: key a.rpm: expected integer 0..1000000, got \"-1\"\n"
+                  "gw.conf:14: key a.rpm: expected integer 0..100000, got \"-1\"\n"
                   "gw.conf:13: key a.models: expected models or aliases of the catalog, "
                   "got \"nope\"\n");
     expect_errors(MIN_CONF "[jobs]\nretention = 30\n[store]\nsynchronous = extra\n"
