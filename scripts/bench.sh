@@ -7,10 +7,14 @@
 #
 #   scripts/bench.sh             install (apt: nginx-light, wrk), build, run (~1.5 min)
 #
+# Scenario 1S is scenario 1 through a third gateway with a [store] (SQLite, WAL) and every
+# per-key limit on: what limits and the job ledger cost per create (issue 6: at most 3 us).
+#
 # Knobs (environment): BENCH_SMALL_SECS (10) BENCH_SMALL_CONNS (32) BENCH_LOG_SECS (5)
 #   BENCH_MIB_SECS (6) BENCH_MIB_CONNS (8) BENCH_UPLOAD_MIB (200) BENCH_UPLOAD_REPS (5)
 #   BENCH_DOWNLOAD_MIB (50) BENCH_DOWNLOAD_REPS (20) BENCH_WRK_THREADS (2)
-#   BENCH_PERF=1   after the table: perf top symbols of the gateway, syscalls per request (strace)
+#   BENCH_PERF=1   after the table: perf top symbols of the gateway (without and with limits +
+#                  store), syscalls per request (strace)
 #   BENCH_KEEP=1   keep the temp dir (configs, logs, wrk outputs); it is kept on failure too
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,11 +73,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog}
+mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog,gwstore}
 chmod 755 "$tmp" "$tmp/up" "$tmp/up/www" # nginx workers run as nobody when started by root
-read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT < <(python3 -c '
+read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT UPJ_PORT GWS_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(6)]
+ss = [socket.socket() for _ in range(8)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 UPKEY="sk-upstream-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -106,15 +110,15 @@ http {
     scgi_temp_path $1/tmp/scgi;
 EOF
 }
-{ echo "load_module $ECHO_MOD;"; ngx_prelude "$tmp/up"; } >"$tmp/up/nginx.conf"
-cat >>"$tmp/up/nginx.conf" <<EOF
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    log_format sanity '\$http_x_bench_sanity \$status \$content_length \$request_length "\$request_body"';
+# A second server (port UPJ), for the gateway with a store, answers the same job JSON with
+# a fresh id per create (video_ + nginx's 32-hex $request_id: 23 bytes longer than
+# video_bench0001; the store's UNIQUE index would refuse a repeated id) and the current
+# time as created_at (same length; 1700000000 would make every job older than [jobs]
+# retention). It also answers a retrieve, which the store gateway's [jobs] refresh sends.
+up_server() { # PORT JOB_JSON EXTRA_LOCATIONS
+    cat <<EOF
     server {
-        listen 127.0.0.1:$UP_PORT backlog=1024;
+        listen 127.0.0.1:$1 backlog=1024;
         client_max_body_size 0;
         client_body_buffer_size 1m;
         access_log $tmp/up/sanity.log sanity if=\$http_x_bench_sanity;
@@ -125,15 +129,32 @@ cat >>"$tmp/up/nginx.conf" <<EOF
         location = /_job {
             internal;
             default_type application/json;
-            return 200 '$JOB';
+            return 200 '$2';
         }
         location ~ ^/v1/videos/[A-Za-z0-9_-]+/content\$ {
             root $tmp/up/www;
             rewrite ^ /video.mp4 break;
             types { }
             default_type video/mp4;
-        }
+        }$3
     }
+EOF
+}
+JOBU=${JOB/1700000000/\$now_s}
+{ echo "load_module $ECHO_MOD;"; ngx_prelude "$tmp/up"; } >"$tmp/up/nginx.conf"
+cat >>"$tmp/up/nginx.conf" <<EOF
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    log_format sanity '\$http_x_bench_sanity \$status \$content_length \$request_length "\$request_body"';
+    map \$msec \$now_s { "~^(?<s>[0-9]+)[.]" \$s; }
+$(up_server "$UP_PORT" "$JOB" "")
+$(up_server "$UPJ_PORT" "${JOBU/video_bench0001/video_\$request_id}" "
+        location ~ ^/v1/videos/(?<vid>[A-Za-z0-9_-]+)\$ {
+            default_type application/json;
+            return 200 '${JOBU/video_bench0001/\$vid}';
+        }")
 }
 EOF
 
@@ -178,14 +199,14 @@ EOF
 "$GW" mint-key bench >"$tmp/gw/key.txt"
 KEY=$(sed -n 's/^#   \(sk-vgw-.*\)$/\1/p' "$tmp/gw/key.txt")
 [ -n "$KEY" ] || die "mint-key printed no key"
-gw_conf() { # PORT ACCESS_LOG
+gw_conf() { # PORT ACCESS_LOG [UPSTREAM_PORT]
     echo "include = $root/config/models.conf"
     echo "[server]"
     echo "listen = 127.0.0.1:$1"
     echo "threads = 2"
     echo "access_log = $2"
     echo "[upstream]"
-    echo "url = http://127.0.0.1:$UP_PORT"
+    echo "url = http://127.0.0.1:${3:-$UP_PORT}"
     echo "key = env:VIDEO_UPSTREAM_KEY"
     echo "pool_size = 64"
     echo "[models]"
@@ -194,7 +215,27 @@ gw_conf() { # PORT ACCESS_LOG
 }
 gw_conf "$GW_PORT" off >"$tmp/gw/gateway.conf"
 gw_conf "$GWLOG_PORT" "$tmp/gwlog/access.log" >"$tmp/gwlog/gateway.conf"
-for d in gw gwlog; do
+# A third instance for 1S: the same, plus the store (SQLite in the temp dir, WAL,
+# synchronous = normal, the default: a commit appends to the -wal file, fsync only at
+# checkpoints) and every limit on the bench key, at the largest values the config accepts
+# (rpm is applied as at most 100,000 per minute, the GCRA's ceiling, but burst 1,000,000
+# lets a million creates through at once: the whole run stays within it), so that each
+# create takes an rpm token and a concurrency slot, reserves its 8 seconds and has its job
+# row committed by the store thread before its answer, and none is refused.
+# Its upstream is the UPJ server (a fresh job id per create). [jobs] refresh and retention
+# keep their defaults (30 s, 30 d), as in production.
+{
+    gw_conf "$GWS_PORT" off "$UPJ_PORT" | sed '/^\[key/,$d'
+    echo "[store]"
+    echo "path = $tmp/gwstore/gateway.db"
+    echo "synchronous = normal"
+    sed -n '/^\[key/,$p' "$tmp/gw/key.txt"
+    echo "rpm = 100000"
+    echo "burst = 1000000"
+    echo "concurrency = 1000000"
+    echo "daily_seconds = 100000000"
+} >"$tmp/gwstore/gateway.conf"
+for d in gw gwlog gwstore; do
     VIDEO_UPSTREAM_KEY=$UPKEY "$GW" -t -c "$tmp/$d/gateway.conf" >/dev/null ||
         die "gateway configuration $tmp/$d/gateway.conf has errors"
 done
@@ -220,15 +261,18 @@ start_nginx "$tmp/up";    UP_PID=${pids[-1]}
 start_nginx "$tmp/ngx";   NGX_PID=${pids[-1]}
 start_gw "$tmp/gw";       GW_PID=${pids[-1]}
 start_gw "$tmp/gwlog";    GWLOG_PID=${pids[-1]}
+start_gw "$tmp/gwstore";  GWS_PID=${pids[-1]}
 wait_http "http://127.0.0.1:$UP_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
+wait_http "http://127.0.0.1:$UPJ_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
 for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
     wait_http "http://127.0.0.1:$p/" || die "nginx did not start: $(cat "$tmp/ngx/error.log")"
 done
 wait_http "http://127.0.0.1:$GW_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gw/stderr.log")"
 wait_http "http://127.0.0.1:$GWLOG_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwlog/stderr.log")"
+wait_http "http://127.0.0.1:$GWS_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwstore/stderr.log")"
 # every listening socket on our ports must be ours (SO_REUSEPORT would share a port silently)
-ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
-for port in $UP_PORT $GW_PORT $GWLOG_PORT $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
+ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $GWS_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
+for port in $UP_PORT $GW_PORT $GWLOG_PORT $NGX_PORT $NGXNB_PORT $NGXLOG_PORT $UPJ_PORT $GWS_PORT; do
     for p in $(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
         case "$ours" in *" $p "*) ;; *) die "port $port is also held by pid $p" ;; esac
     done
@@ -257,6 +301,21 @@ grep -qF 'x0D\x0A\x0D\x0Aveo_3_1\x0D\x0A' <<<"$line" ||
     die "the gateway did not send model=veo_3_1 upstream: $line"
 line=$(grep "^sanity-ngx-$NGX_PORT " "$tmp/up/sanity.log") || die "the upstream saw no request from nginx"
 grep -qF 'x0D\x0A\x0D\x0Aveo3.1\x0D\x0A' <<<"$line" || die "nginx changed the body: $line"
+# the gateway with limits + store: a fresh job id, the rate-limit headers of a key with rpm,
+# the model rewritten, and the job in the store (GET /v1/videos is answered from it)
+code=$(curl -sS -o "$tmp/sanity-gws.json" -D "$tmp/sanity-gws.head" -w '%{http_code}' -H 'Expect:' \
+    -H "Authorization: Bearer $KEY" -H "X-Bench-Sanity: sanity-gws" \
+    -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 "http://127.0.0.1:$GWS_PORT/v1/videos")
+[ "$code" = 200 ] || die "the gateway (limits + store) answered $code: $(cat "$tmp/sanity-gws.json")"
+gws_id=$(grep -o '"id":"video_[0-9a-f]\{32\}"' "$tmp/sanity-gws.json" | cut -d'"' -f4) ||
+    die "the gateway (limits + store) did not answer a fresh job id: $(cat "$tmp/sanity-gws.json")"
+grep -qi '^x-ratelimit-limit-requests: ' "$tmp/sanity-gws.head" ||
+    die "the gateway (limits + store) sent no x-ratelimit-* headers: the key's rpm is not in force"
+line=$(grep '^sanity-gws ' "$tmp/up/sanity.log") || die "the upstream saw no request from the gateway (store)"
+grep -qF 'x0D\x0A\x0D\x0Aveo_3_1\x0D\x0A' <<<"$line" ||
+    die "the gateway (limits + store) did not send model=veo_3_1 upstream: $line"
+curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GWS_PORT/v1/videos" | grep -qF "\"$gws_id\"" ||
+    die "the store does not list the job $gws_id just created"
 video_bytes=$(stat -c %s "$tmp/up/www/video.mp4")
 for p in $GW_PORT $NGX_PORT $NGXNB_PORT; do
     got=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' -H "Authorization: Bearer $KEY" \
@@ -293,8 +352,12 @@ hwm_kb() { # summed over master and workers for nginx
 results=$tmp/results.tsv
 : >"$results"
 invalid=0
-# record SCEN LABEL WHO THROUGHPUT UNIT P99_MS CPU CPU_UNIT HWM_KB NOTE
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
+# record SCEN LABEL WHO THROUGHPUT UNIT P99_MS CPU CPU_UNIT HWM_KB NOTE [USER SYS (per unit)]
+record() {
+    local f=("$@")
+    while [ "${#f[@]}" -lt 12 ]; do f+=(""); done
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${f[@]}" >>"$results"
+}
 kv() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$2"; }
 
 run_wrk() { # SCEN LABEL WHO PID URL CONNS SECS IMAGE_BYTES
@@ -321,7 +384,9 @@ run_wrk() { # SCEN LABEL WHO PID URL CONNS SECS IMAGE_BYTES
         "$(awk -v n="$n" -v d="$dur" 'BEGIN{printf "%.0f", n / (d / 1e6)}')" "req/s" \
         "$(awk -v p="$p99" 'BEGIN{printf "%.2f", p / 1000}')" \
         "$(awk -v t="$ticks" -v h="$CLK_TCK" -v n="$n" 'BEGIN{printf "%.1f", t / h * 1e6 / n}')" \
-        "us/req" "$(hwm_kb "$pid")" "$note"
+        "us/req" "$(hwm_kb "$pid")" "$note" \
+        "$(awk -v t="$tu" -v h="$CLK_TCK" -v n="$n" 'BEGIN{printf "%.1f", t / h * 1e6 / n}')" \
+        "$(awk -v t="$ts" -v h="$CLK_TCK" -v n="$n" 'BEGIN{printf "%.1f", t / h * 1e6 / n}')"
 }
 
 run_curl() { # SCEN LABEL WHO PID URL KIND(upload|download) REPS
@@ -368,6 +433,7 @@ GWLOGU=http://127.0.0.1:$GWLOG_PORT
 NGXU=http://127.0.0.1:$NGX_PORT
 NGXNBU=http://127.0.0.1:$NGXNB_PORT
 NGXLOGU=http://127.0.0.1:$NGXLOG_PORT
+GWSU=http://127.0.0.1:$GWS_PORT
 warm() { BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d1s -s "$root/scripts/bench/create.lua" \
     "$1/v1/videos" >/dev/null; }
 
@@ -377,12 +443,46 @@ say "machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | h
 say "wrk ($WRK_THREADS threads), curl and the upstream nginx share these cores with the proxy; nothing is pinned"
 say "versions: gateway $("$GW" -v | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo '+local changes')), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 say "warm-up: 1 s of small creates through each proxy"
-warm "$GWU"; warm "$GWLOGU"; warm "$NGXU"; warm "$NGXLOGU"
+warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$NGXU"; warm "$NGXLOGU"
 
+# 1 and 1S: the two gateway runs back to back, then nginx, which has no limits or store
+# to switch on: its one run is the baseline of both rows.
+store_jobs() { # rows in the store gateway's jobs table (read-only; WAL readers never block it)
+    python3 -c 'import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+print(db.execute("SELECT count(*) FROM jobs").fetchone()[0])' "$tmp/gwstore/gateway.db"
+}
 S1="1 small create, ${SMALL_CONNS} conns ${SMALL_SECS}s"
+S1S="1S same, limits + store (SQLite, synchronous = normal), ${SMALL_SECS}s"
 say "$S1"
 run_wrk 1 "$S1" gateway "$GW_PID" "$GWU" "$SMALL_CONNS" "$SMALL_SECS" 0
+say "$S1S"
+# the store thread is started when the store opens, before the event loops: the process's
+# second-lowest thread id (main, store, loop 1, loop 2)
+store_tid=$(ls /proc/"$GWS_PID"/task | sort -n | sed -n 2p)
+[ "$(ls /proc/"$GWS_PID"/task | wc -l)" -eq 4 ] ||
+    die "the store gateway has $(ls /proc/"$GWS_PID"/task | wc -l) threads, expected 4"
+store_ticks() { sed 's/^.*) //' "/proc/$GWS_PID/task/$store_tid/stat" | awk '{print $12 + $13}'; }
+jobs0=$(store_jobs)
+st0=$(store_ticks)
+run_wrk 1S "$S1S" gateway "$GWS_PID" "$GWSU" "$SMALL_CONNS" "$SMALL_SECS" 0
+st1=$(store_ticks)
+sleep 0.3 # creates cut by wrk's stop may still be committed
+jobs1=$(store_jobs)
+say "$S1 and 1S: nginx (one run for both rows)"
 run_wrk 1 "$S1" nginx "$NGX_PID" "$NGXU" "$SMALL_CONNS" "$SMALL_SECS" 0
+awk -F'\t' -v OFS='\t' -v l="$S1S" '$1 == "1" && $3 == "nginx" {$1 = "1S"; $2 = l; print}' \
+    "$results" >>"$results"
+# every create the run counted was recorded (creates wrk cut at its stop may be too)
+n1s=$(kv requests "$(grep '^BENCH ' "$tmp/wrk-1S-gateway.txt")")
+say "store: $((jobs1 - jobs0)) jobs recorded during 1S for $n1s creates answered ($jobs1 in the" \
+    "store); its thread: $((st1 - st0)) ticks, $(awk -v t=$((st1 - st0)) -v h="$CLK_TCK" -v n="$n1s" \
+    'BEGIN{printf "%.1f", t / h * 1e6 / n}') us per create of the process's CPU"
+[ $((jobs1 - jobs0)) -ge "$n1s" ] || die "the store recorded $((jobs1 - jobs0)) jobs for $n1s creates"
+if grep -qE 'not recorded|store .*(failed|cannot)' "$tmp/gwstore/stderr.log"; then
+    grep -E 'not recorded|store .*(failed|cannot)' "$tmp/gwstore/stderr.log" | head -5 >&2 || true
+    die "the store gateway logged store errors (above)"
+fi
 
 S1L="1L same, access log to a file, ${LOG_SECS}s"
 say "$S1L"
@@ -421,6 +521,7 @@ run_curl 4b "$S4B" nginx "$NGX_PID" "$NGXNBU" download "$DOWNLOAD_REPS"
 
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -s "$tmp/gw/stderr.log" ] && { echo "gateway error log:"; head -20 "$tmp/gw/stderr.log"; }
+[ -s "$tmp/gwstore/stderr.log" ] && { echo "gateway (limits + store) error log:"; head -20 "$tmp/gwstore/stderr.log"; }
 [ -s "$tmp/ngx/error.log" ] && { echo "nginx error log:"; head -20 "$tmp/ngx/error.log"; }
 echo "gateway access log (1L run): $(wc -l <"$tmp/gwlog/access.log") lines;" \
     "nginx access log: $(wc -l <"$tmp/ngx/access.log") lines"
@@ -452,28 +553,44 @@ from /proc/PID/stat, 1/$CLK_TCK s ticks, over the run. Peak RSS = VmHWM after a 
 (clear_refs 5) at the start of the run, summed over nginx's processes. For 3 and 4, p99 is
 the nearest-rank p99 of the per-transfer times (the maximum for fewer than 100 transfers).
 1L: the gateway instance with access_log = FILE against nginx with access_log FILE.
+1S: the gateway instance with a [store] (SQLite in the temp dir, WAL, synchronous = normal)
+and rpm, burst, concurrency and daily_seconds on the key (none refused), run right after 1;
+its CPU includes the store thread. Its nginx column is the nginx run of 1.
 4b: a second gateway run against nginx with proxy_buffering off.
 EOF
+# the cost of limits + store per create, and the goal of issue 6 (at most 3 us more)
+awk -F'\t' '$3 == "gateway" && ($1 == "1" || $1 == "1S") { c[$1] = $7; u[$1] = $11; s[$1] = $12 }
+    END { d = c["1S"] - c["1"]
+        printf "\nlimits + store: %.1f -> %.1f us per create, %+.1f us (user %+.1f, sys %+.1f); " \
+            "goal: at most +3.0 us: %s\n", c["1"], c["1S"], d, u["1S"] - u["1"], s["1S"] - s["1"],
+            (d <= 3.0 ? "met" : "NOT met") }' "$results"
 
 # ------------------------------------------------------------------ optional profile
 # Not part of the figures above: perf and strace slow the proxy down.
 if [ "${BENCH_PERF:-0}" = 1 ]; then
     psecs=5
     if command -v perf >/dev/null; then
-        say "perf (user space): the gateway's top symbols during ${psecs}s of small creates"
-        perf record --all-user -g -F 999 -o "$tmp/perf.data" -p "$GW_PID" -- sleep "$psecs" \
-            >/dev/null 2>&1 &
-        perf_pid=$!
-        BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d"${psecs}s" \
-            -s "$root/scripts/bench/create.lua" "$GWU/v1/videos" >/dev/null
-        wait "$perf_pid" || true
-        perf report -i "$tmp/perf.data" --stdio --no-children --sort dso,symbol \
-            --percent-limit 1 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
+        for who in gateway gwstore; do
+            if [ "$who" = gateway ]; then pid=$GW_PID url=$GWU; else pid=$GWS_PID url=$GWSU; fi
+            say "perf (user space): $who's top symbols during ${psecs}s of small creates"
+            perf record --all-user -g -F 999 -o "$tmp/perf-$who.data" -p "$pid" -- sleep "$psecs" \
+                >/dev/null 2>&1 &
+            perf_pid=$!
+            BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d"${psecs}s" \
+                -s "$root/scripts/bench/create.lua" "$url/v1/videos" >/dev/null
+            wait "$perf_pid" || true
+            perf report -i "$tmp/perf-$who.data" --stdio --no-children --sort dso,symbol \
+                --percent-limit 1 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
+        done
     fi
     if command -v strace >/dev/null; then
         say "strace -c: system calls per small create (${psecs}s each)"
-        for who in gateway nginx; do
-            if [ "$who" = gateway ]; then pid=$GW_PID url=$GWU; else pid=$NGX_PID url=$NGXU; fi
+        for who in gateway gwstore nginx; do
+            case $who in
+            gateway) pid=$GW_PID url=$GWU ;;
+            gwstore) pid=$GWS_PID url=$GWSU ;;
+            nginx) pid=$NGX_PID url=$NGXU ;;
+            esac
             args=()
             for p in $(proc_pids "$pid"); do args+=(-p "$p"); done
             strace -c -f "${args[@]}" -o "$tmp/strace-$who.txt" 2>/dev/null &
