@@ -567,8 +567,10 @@ static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t
                     size_t room = (size_t)(end - ++x);
 
                     if (room >= dash_len) {
-                        if ((hit = memcmp(x, dash, dash_len) == 0))
+                        if ((hit = memcmp(x, dash, dash_len) == 0)) {
+                            x += dash_len - 1; /* up to the byte that completes it */
                             break;
+                        }
                     } else if (memcmp(x, dash, room) == 0) {
                         alt = 1;
                         break;
@@ -591,6 +593,14 @@ static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t
                 }
             }
             if (hit) {
+                /* the bytes before the one that completes "--boundary" are data as
+                 * far as the scan could tell (followed byte by byte when a slice ends
+                 * inside it): count them first, so that the error is the same however
+                 * the body was sliced (a model value over its limit before them wins) */
+                if (capture(mp, buf + i, n) != GW_OK) {
+                    rc = GW_ERR;
+                    break;
+                }
                 rc = fail(mp, "invalid_multipart",
                           part_param((struct gw_str){ mp->name, mp->name_len }),
                           "a multipart boundary after a bare CR or LF, or at the start of a "
