@@ -171,10 +171,9 @@ static void body_refused(struct framer *f, const struct gw_error *err)
 {
     f->phase = PH_CLOSED;
     if (f->orphan || f->conn->request == NULL) {
-        /* the request is gone: close once the output is flushed (libevhtp's write
-         * callback frees a connection without a request) */
+        /* the request is gone: close once the output is flushed */
         bufferevent_disable(f->conn->bev, EV_READ);
-        bufferevent_trigger(f->conn->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+        gw_proxy_close_after_flush(f->conn);
         return;
     }
     gw_proxy_body_error(f->conn, err);

@@ -909,6 +909,27 @@ void gw_proxy_body_error(evhtp_connection_t *conn, const struct gw_error *why)
     }
 }
 
+void gw_proxy_close_after_flush(evhtp_connection_t *conn)
+{
+    /* libevhtp closes a connection whose request is finished and not keep-alive once
+     * its output is written. With no request at all it does too, but writes an error
+     * line to stderr each time: give it a placeholder request that says just that. */
+    if (conn->request == NULL) {
+        evhtp_request_t *r = evhtp_request_new(NULL, NULL);
+        if (r != NULL) {
+            r->conn = conn;
+            r->htp = conn->htp;
+            r->flags = EVHTP_REQ_FLAG_FINISHED; /* no EVHTP_REQ_FLAG_KEEPALIVE */
+            conn->request = r;
+        }
+    } else {
+        conn->request->flags |= EVHTP_REQ_FLAG_FINISHED;
+        conn->request->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
+    }
+    bufferevent_enable(conn->bev, EV_WRITE);
+    bufferevent_trigger(conn->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)
 {
     char body[512];
@@ -922,7 +943,8 @@ void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err)
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                         err->status, gw_reply_reason(err->status), n);
     bufferevent_write(conn->bev, body, n);
-    /* libevhtp frees a connection without a request once its output is written
-     * (or fails to be); the framer parses nothing more on it. Never mark it
-     * paused: a paused connection whose write fails is never freed. */
+    /* closed once the answer is out (or fails to go); the framer parses nothing more
+     * on it. Never mark it paused: a paused connection whose write fails is never
+     * freed. */
+    gw_proxy_close_after_flush(conn);
 }

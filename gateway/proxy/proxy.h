@@ -21,6 +21,10 @@ void gw_proxy_request_cb(evhtp_request_t *req, void *arg);
  * is queued. */
 void gw_proxy_body_error(evhtp_connection_t *conn, const struct gw_error *why);
 
+/* Close the connection once its output is written (no request is being served on
+ * it, or the one there is over). */
+void gw_proxy_close_after_flush(evhtp_connection_t *conn);
+
 /* Answer on a connection whose head was refused before libevhtp parsed it:
  * writes the error response and closes the connection once it is flushed. */
 void gw_proxy_refuse_head(evhtp_connection_t *conn, const struct gw_error *err);
