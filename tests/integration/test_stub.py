@@ -386,13 +386,14 @@ def test_fault_reset_mid_request():
     with gwtest.RawConn(s.port) as c:
         head = raw_post("/v1/videos", b"", s.key, "Content-Type: application/json\r\n")
         c.send(head.replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)))
+        sent_reset = False
         try:
             for i in range(0, len(body), 65536):
                 c.send(body[i:i + 65536])
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            sent_reset = True       # the reset may be seen by a send (under load) ...
         c.read_until_close(5)
-        assert c.eof and c.reset
+        assert c.eof and (c.reset or sent_reset)   # ... or by the read after it
     r = s.last()
     assert r["fault"] == "reset_mid_request" and not r["complete"]
     assert 100000 <= r["body_size"] < len(body) and r["status"] is None
