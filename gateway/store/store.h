@@ -111,7 +111,7 @@ struct gw_job_list_query {
     const char *key_name; /* whose jobs (required): a key sees only its own */
     const char *after;    /* cursor: a job id of that key; NULL or "": from the start */
     unsigned limit;       /* 1..GW_STORE_LIST_MAX */
-    enum gw_order order;  /* by created_at, then id */
+    enum gw_order order;  /* by created_at, then the order they were put */
 };
 
 struct gw_job_update {
@@ -281,8 +281,10 @@ int gw_store_job_delete(struct gw_store_loop *l, const char *id, int64_t now, gw
 
 /*
  * One page of a key's jobs (not deleted ones), OpenAI's cursor semantics:
- * res->jobs in q->order by (created_at, id), starting after the job q->after,
- * at most q->limit of them, res->has_more if more follow.
+ * res->jobs in q->order by created_at, then by the order they were put (jobs
+ * created in the same second list in the order the gateway recorded them, not
+ * by their random upstream ids), starting after the job q->after, at most
+ * q->limit of them, res->has_more if more follow.
  * An `after` that is not a job of this key (another key's, or none at all: the
  * two are not told apart, so the answer reveals nothing) gives no rows and
  * res->after_unknown = 1: answer 400 invalid_value, param "after". A deleted

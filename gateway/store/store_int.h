@@ -63,7 +63,10 @@ struct gw_store_op {
     struct gw_store_res res;
     struct gw_error err;
     struct gw_store_mem *mem;   /* what res points into */
-    uint64_t progress[2];       /* the engine's own: a prune's counts between its steps */
+    uint64_t progress[2];       /* the engine's own: a prune's counts between its steps, */
+    const char *prune_key;      /* ... the team key it has reached (in the op's memory;
+                                 * NULL: none yet) */
+    int prune_state;            /* ... and what is left (the engine's enum) */
 };
 
 struct gw_store_engine {

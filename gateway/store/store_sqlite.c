@@ -29,9 +29,19 @@
 #define MAX_QUEUED 65536    /* operations waiting at most: past it (the disk stalls), calls
                              * are refused (503) rather than memory growing without bound */
 #define SLOW_MS 1000        /* a transaction slower than this is logged */
-#define PRUNE_STEP 500      /* rows a prune deletes per table and transaction */
+#define PRUNE_STEP 500      /* rows a prune deletes per table and transaction (and team
+                             * keys it visits) */
 #define BUSY_TIMEOUT_MS 5000 /* another process holding the write lock (a second gateway,
                               * a sqlite3 shell): wait this long, then fail */
+/* Checkpoints (copying the WAL's pages back into the file) are the store
+ * thread's own, never SQLite's automatic one inside a COMMIT: after a batch's
+ * results went out, once the WAL holds CKPT_PAGES pages not yet copied, and
+ * when no operation came for CKPT_IDLE_MS. A checkpoint holds the next batch
+ * up (7-10 ms per 1000 pages on the bench machine: it fsyncs both files);
+ * 4000 or 10000 pages cost no less CPU per create than 2000 there, only longer
+ * stalls. docs/store.md, "Checkpoints". */
+#define CKPT_PAGES 2000     /* 8 MiB of 4 KiB pages */
+#define CKPT_IDLE_MS 1000
 
 /* ------------------------------------------------------------------ schema */
 
@@ -39,10 +49,20 @@
  * Migrations: version N is reached by running steps[N - 1] in order, in the
  * same transaction as the PRAGMA user_version that records it. Never edit a
  * step that has shipped: add a version.
+ *
+ * Version 1 has not shipped yet: no database exists outside the tests. It was
+ * changed in place once, on 2026-12-01 (docs/benchmarks.md, "small creates,
+ * limits + store"): the indexes took the random job id as their tie-breaker,
+ * which cost every create a dirty page in each; they now use seq, the
+ * insertion order, and jobs_by_created is gone (prune walks jobs_by_key). A
+ * file written by the earlier draft fails at open ("no such column: seq").
+ * From the first release on, a change is a new version.
  */
 static const char *const schema_v1[] = {
     /* every job the gateway accepted: ownership, the upstream key, the ledger */
     "CREATE TABLE jobs ("
+    " seq          INTEGER PRIMARY KEY,"      /* the rowid: insertion order (max + 1; an
+                                               * alias, so VACUUM keeps it) */
     " id           TEXT    NOT NULL UNIQUE,"  /* the upstream's job id */
     " key_name     TEXT    NOT NULL,"         /* owner: the team key's name */
     " upstream_key TEXT    NOT NULL,"         /* label of the upstream key, never the secret */
@@ -58,10 +78,13 @@ static const char *const schema_v1[] = {
     " deleted_at   INTEGER NOT NULL DEFAULT 0,"
     " refunded     INTEGER NOT NULL DEFAULT 0,"
     " object       TEXT    NOT NULL)",        /* the last job object seen (JSON) */
-    "CREATE INDEX jobs_by_key ON jobs(key_name, created_at, id)",
-    "CREATE INDEX jobs_unfinished ON jobs(refreshed_at, id)"
+    /* An index entry ends with the rowid (seq), which orders equal keys: these two
+     * are (key_name, created_at, seq) and (refreshed_at, seq). The random id as the
+     * tie-breaker put each new row on another page of each; seq appends. Also the
+     * prune's: per key_name, created_at < the retention's start. */
+    "CREATE INDEX jobs_by_key ON jobs(key_name, created_at)",
+    "CREATE INDEX jobs_unfinished ON jobs(refreshed_at)"
     " WHERE status IN ('queued', 'in_progress') AND deleted_at = 0",
-    "CREATE INDEX jobs_by_created ON jobs(created_at)",
     /* totals that outlive the pruned jobs */
     "CREATE TABLE usage_daily ("
     " day              TEXT    NOT NULL,"     /* YYYY-MM-DD, UTC, of the jobs' creation */
@@ -120,6 +143,7 @@ enum stmt_id {
     ST_JOB_CLAIM,
     ST_JOB_TOUCH,
     ST_JOB_REFUND,
+    ST_PRUNE_KEY,
     ST_PRUNE_JOBS,
     ST_PRUNE_IDEM,
     ST_IDEM_GET,
@@ -151,22 +175,26 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_JOB_UPDATE] = "UPDATE jobs SET status = ?2, object = coalesce(?3, object), "
                       "updated_at = ?4, refreshed_at = max(refreshed_at, ?4) WHERE id = ?1",
     [ST_JOB_DELETE] = "UPDATE jobs SET deleted_at = ?2 WHERE id = ?1 AND deleted_at = 0",
-    [ST_JOB_CURSOR] = "SELECT created_at FROM jobs WHERE id = ?1 AND key_name = ?2",
-    /* row values: (created_at, id) is the order, and the cursor's position in it */
+    [ST_JOB_CURSOR] = "SELECT created_at, seq FROM jobs WHERE id = ?1 AND key_name = ?2",
+    /* row values: (created_at, seq) is the order (jobs_by_key's), and the cursor's
+     * position in it */
     [ST_JOB_LIST_DESC] = "SELECT " JOB_COLS " FROM jobs WHERE key_name = ?1 AND deleted_at = 0 "
-                         "AND (created_at, id) < (?2, ?3) "
-                         "ORDER BY created_at DESC, id DESC LIMIT ?4",
+                         "AND (created_at, seq) < (?2, ?3) "
+                         "ORDER BY created_at DESC, seq DESC LIMIT ?4",
     [ST_JOB_LIST_ASC] = "SELECT " JOB_COLS " FROM jobs WHERE key_name = ?1 AND deleted_at = 0 "
-                        "AND (created_at, id) > (?2, ?3) "
-                        "ORDER BY created_at ASC, id ASC LIMIT ?4",
+                        "AND (created_at, seq) > (?2, ?3) "
+                        "ORDER BY created_at ASC, seq ASC LIMIT ?4",
     [ST_JOB_CLAIM] = "SELECT " JOB_COLS " FROM jobs "
                      "WHERE status IN ('queued', 'in_progress') AND deleted_at = 0 "
-                     "AND refreshed_at <= ?1 ORDER BY refreshed_at, id LIMIT ?2",
+                     "AND refreshed_at <= ?1 ORDER BY refreshed_at, seq LIMIT ?2",
     [ST_JOB_TOUCH] = "UPDATE jobs SET refreshed_at = ?2 WHERE id = ?1",
     [ST_JOB_REFUND] = "UPDATE jobs SET refunded = 1 "
                       "WHERE id = ?1 AND status = 'failed' AND refunded = 0",
-    [ST_PRUNE_JOBS] = "DELETE FROM jobs WHERE rowid IN "
-                      "(SELECT rowid FROM jobs WHERE created_at < ?1 LIMIT ?2)",
+    /* prune: jobs_by_key, one key at a time (no index on created_at alone: one
+     * B-tree less to write per create) */
+    [ST_PRUNE_KEY] = "SELECT key_name FROM jobs WHERE key_name > ?1 ORDER BY key_name LIMIT 1",
+    [ST_PRUNE_JOBS] = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs "
+                      "WHERE key_name = ?1 AND created_at < ?2 LIMIT ?3)",
     [ST_PRUNE_IDEM] = "DELETE FROM idempotency WHERE rowid IN "
                       "(SELECT rowid FROM idempotency WHERE created_at <= ?1 LIMIT ?2)",
     [ST_IDEM_GET] = "SELECT state, status, body, created_at FROM idempotency "
@@ -188,6 +216,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 /* ------------------------------------------------------------------ engine */
 
+/* A change to the usage counters of one (day, key, model sent), made by an
+ * operation of the batch under way; written at the end (usage_flush). */
+struct usage_delta {
+    char day[11];
+    const char *key_name, *model; /* the operation's strings (or its result's) */
+    int64_t jobs, seconds, failed, refunded;
+    int merged;                   /* usage_flush: added into an earlier one */
+};
+
 struct sqlite_store {
     struct gw_store base; /* first: a struct gw_store * is one of these */
     char *path;
@@ -200,6 +237,12 @@ struct sqlite_store {
     struct gw_store_op *head, *tail;
     int closing;
     struct gw_store_stats stats;
+    /* the store thread's own (the WAL hook runs inside its COMMITs) */
+    struct usage_delta udelta[MAX_BATCH]; /* one at most per operation */
+    unsigned nudelta;
+    int wal_frames;       /* frames in the WAL after the last commit */
+    int wal_pending;      /* ... of which no checkpoint has copied yet */
+    int ckpt_failed;      /* the last checkpoint failed: logged once */
 };
 
 static const struct gw_store_engine sqlite_engine;
@@ -314,22 +357,74 @@ static int load_job(struct sqlite_store *s, struct gw_store_op *op, const char *
     return rc;
 }
 
-/* Add to the usage counters of the job's (day, key, model sent). */
+/* One upsert of a (day, key, model)'s counters. GW_OK, or GW_ERR with op
+ * failed (if op). */
+static int usage_write(struct sqlite_store *s, struct gw_store_op *op,
+                       const struct usage_delta *d)
+{
+    sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
+
+    sqlite3_bind_text(st, 1, d->day, -1, SQLITE_STATIC);
+    bind_text(st, 2, d->key_name);
+    bind_text(st, 3, d->model);
+    sqlite3_bind_int64(st, 4, d->jobs);
+    sqlite3_bind_int64(st, 5, d->seconds);
+    sqlite3_bind_int64(st, 6, d->failed);
+    sqlite3_bind_int64(st, 7, d->refunded);
+    return exec_done(s, st, op);
+}
+
+/*
+ * Add to the usage counters of the job's (day, key, model sent): noted, and
+ * written by usage_flush in the same transaction, one upsert per (day, key,
+ * model) for the whole batch instead of one per create. run_batch forgets the
+ * notes of an operation rolled back to its savepoint.
+ */
 static int usage_add(struct sqlite_store *s, struct gw_store_op *op, const struct gw_job *j,
                      int jobs, int64_t seconds, int failed, int64_t refunded)
 {
-    sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
-    char day[11];
+    struct usage_delta d = {
+        .key_name = j->key_name, .model = j->model_sent,
+        .jobs = jobs, .seconds = seconds, .failed = failed, .refunded = refunded,
+    };
 
-    gw_store_day(j->created_at, day);
-    sqlite3_bind_text(st, 1, day, -1, SQLITE_TRANSIENT);
-    bind_text(st, 2, j->key_name);
-    bind_text(st, 3, j->model_sent);
-    sqlite3_bind_int(st, 4, jobs);
-    sqlite3_bind_int64(st, 5, seconds);
-    sqlite3_bind_int(st, 6, failed);
-    sqlite3_bind_int64(st, 7, refunded);
-    return exec_done(s, st, op);
+    gw_store_day(j->created_at, d.day);
+    if (s->nudelta == GW_ARRAY_LEN(s->udelta)) /* not expected: one per operation */
+        return usage_write(s, op, &d);
+    s->udelta[s->nudelta++] = d;
+    return GW_OK;
+}
+
+/* Write the usage noted by the batch so far, outside any operation's savepoint.
+ * GW_OK, or GW_ERR with msg (the batch then fails as a whole, as at COMMIT). */
+static int usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
+{
+    struct usage_delta *u = s->udelta;
+    unsigned n = s->nudelta;
+
+    s->nudelta = 0;
+    for (unsigned i = 0; i < n; i++)
+        u[i].merged = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (u[i].merged)
+            continue;
+        for (unsigned k = i + 1; k < n; k++) {
+            if (!u[k].merged && strcmp(u[k].day, u[i].day) == 0 &&
+                strcmp(u[k].key_name, u[i].key_name) == 0 &&
+                strcmp(u[k].model, u[i].model) == 0) {
+                u[i].jobs += u[k].jobs;
+                u[i].seconds += u[k].seconds;
+                u[i].failed += u[k].failed;
+                u[i].refunded += u[k].refunded;
+                u[k].merged = 1;
+            }
+        }
+        if (usage_write(s, NULL, &u[i]) != GW_OK) {
+            snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
+            return GW_ERR;
+        }
+    }
+    return GW_OK;
 }
 
 /* -------------------------------------------------------------- operations */
@@ -473,8 +568,9 @@ static int collect_jobs(struct sqlite_store *s, struct gw_store_op *op, sqlite3_
 static int op_list(struct sqlite_store *s, struct gw_store_op *op)
 {
     const struct gw_job_list_query *q = &op->list;
+    /* no cursor: before the first row (asc) or after the last (desc) */
     int64_t c_created = q->order == GW_ORDER_ASC ? INT64_MIN : INT64_MAX;
-    const char *c_id = "";
+    int64_t c_seq = c_created;
     sqlite3_stmt *st;
     int rc;
 
@@ -491,13 +587,13 @@ static int op_list(struct sqlite_store *s, struct gw_store_op *op)
         if (rc != SQLITE_ROW)
             return exec_done(s, st, op);
         c_created = sqlite3_column_int64(st, 0);
-        c_id = q->after;
+        c_seq = sqlite3_column_int64(st, 1);
         sqlite3_reset(st);
     }
     st = stmt(s, q->order == GW_ORDER_ASC ? ST_JOB_LIST_ASC : ST_JOB_LIST_DESC);
     bind_text(st, 1, q->key_name);
     sqlite3_bind_int64(st, 2, c_created);
-    bind_text(st, 3, c_id);
+    sqlite3_bind_int64(st, 3, c_seq);
     sqlite3_bind_int(st, 4, (int)q->limit + 1);
     return collect_jobs(s, op, st, q->limit, &op->res.has_more);
 }
@@ -523,17 +619,58 @@ static int op_claim(struct sqlite_store *s, struct gw_store_op *op)
     return GW_OK;
 }
 
-/* One bounded step; GW_AGAIN when rows remain (the op is queued again). */
+enum { /* op->prune_state */
+    PRUNE_AFTER_KEY = 0, /* go on with the key after op->prune_key (the first if NULL) */
+    PRUNE_IN_KEY,        /* go on in op->prune_key: it may have more */
+    PRUNE_JOBS_DONE,     /* only idempotency records are left */
+};
+
+/*
+ * One bounded step: at most PRUNE_STEP jobs and PRUNE_STEP idempotency records
+ * deleted, PRUNE_STEP team keys visited. GW_AGAIN when rows remain (the op is
+ * queued again, behind what arrived meanwhile). Jobs go key by key through
+ * jobs_by_key (key_name, created_at): a seek per key, then its oldest rows;
+ * no index on created_at alone is kept for this (it cost every create).
+ */
 static int op_prune(struct sqlite_store *s, struct gw_store_op *op)
 {
-    sqlite3_stmt *st = stmt(s, ST_PRUNE_JOBS);
-    int jobs, idem;
+    sqlite3_stmt *st;
+    int jobs = 0, keys = 0, idem, rc;
 
-    sqlite3_bind_int64(st, 1, op->t1);
-    sqlite3_bind_int(st, 2, PRUNE_STEP);
-    if (exec_done(s, st, op) != GW_OK)
-        return GW_ERR;
-    jobs = sqlite3_changes(s->db);
+    while (op->prune_state != PRUNE_JOBS_DONE && jobs < PRUNE_STEP && keys < PRUNE_STEP) {
+        if (op->prune_state == PRUNE_AFTER_KEY) {
+            st = stmt(s, ST_PRUNE_KEY);
+            bind_text(st, 1, op->prune_key != NULL ? op->prune_key : ""); /* names are not empty */
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_DONE) {
+                sqlite3_reset(st);
+                op->prune_state = PRUNE_JOBS_DONE;
+                break;
+            }
+            if (rc != SQLITE_ROW)
+                return exec_done(s, st, op);
+            const char *key = gw_store_op_strdup(op, (const char *)sqlite3_column_text(st, 0),
+                                                 (size_t)sqlite3_column_bytes(st, 0));
+            sqlite3_reset(st);
+            if (key == NULL) {
+                gw_store_op_fail(op, "out of memory");
+                return GW_ERR;
+            }
+            op->prune_key = key;
+            op->prune_state = PRUNE_IN_KEY;
+            keys++;
+        }
+        st = stmt(s, ST_PRUNE_JOBS);
+        bind_text(st, 1, op->prune_key);
+        sqlite3_bind_int64(st, 2, op->t1);
+        sqlite3_bind_int(st, 3, PRUNE_STEP - jobs);
+        if (exec_done(s, st, op) != GW_OK)
+            return GW_ERR;
+        int n = sqlite3_changes(s->db);
+        if (n < PRUNE_STEP - jobs)
+            op->prune_state = PRUNE_AFTER_KEY; /* none left in this key */
+        jobs += n;
+    }
     st = stmt(s, ST_PRUNE_IDEM);
     sqlite3_bind_int64(st, 1, op->t2 - GW_STORE_IDEM_TTL_S);
     sqlite3_bind_int(st, 2, PRUNE_STEP);
@@ -544,7 +681,7 @@ static int op_prune(struct sqlite_store *s, struct gw_store_op *op)
     op->progress[1] += (uint64_t)idem;
     op->res.pruned_jobs = op->progress[0];
     op->res.pruned_idem = op->progress[1];
-    return jobs == PRUNE_STEP || idem == PRUNE_STEP ? GW_AGAIN : GW_OK;
+    return op->prune_state != PRUNE_JOBS_DONE || idem == PRUNE_STEP ? GW_AGAIN : GW_OK;
 }
 
 static int op_idem_begin(struct sqlite_store *s, struct gw_store_op *op)
@@ -739,12 +876,23 @@ static void fail_all(struct gw_store_op *batch, const char *msg)
     }
 }
 
+/* The batch's transaction cannot go on: roll it back (if SQLite has not) and
+ * fail every operation with msg. */
+static void abort_batch(struct sqlite_store *s, struct gw_store_op *batch, const char *msg)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        exec_simple(s, ST_ROLLBACK);
+    fail_all(batch, msg);
+}
+
 /*
  * One transaction for the whole batch. Each operation runs inside a savepoint:
  * one that fails is rolled back alone and answered GW_ERR; the others commit.
- * If SQLite itself ended the transaction (disk full, I/O error), or COMMIT
- * fails, every operation of the batch fails: none of its writes is on disk.
- * Results are delivered only after COMMIT returned.
+ * The usage counts they noted are written last, once per (day, key, model), in
+ * the same transaction. If SQLite itself ended the transaction (disk full, I/O
+ * error), the counts cannot be written, or COMMIT fails, every operation of the
+ * batch fails: none of its writes is on disk. Results are delivered only after
+ * COMMIT returned.
  */
 static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigned n)
 {
@@ -755,6 +903,7 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
     uint64_t failed = 0;
     int64_t t0 = mono_ms();
 
+    s->nudelta = 0;
     if (!sqlite3_get_autocommit(s->db)) /* never expected: a ROLLBACK that failed before */
         exec_simple(s, ST_ROLLBACK);
     if (exec_simple(s, ST_BEGIN) != GW_OK) {
@@ -766,10 +915,17 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
     for (op = batch; op != NULL && !broken; op = op->next) {
         if (op_reads_only(op->kind) && atomic_load_explicit(&op->cancelled, memory_order_relaxed))
             continue; /* nobody will read the answer */
+        /* a usage read sees the counts of the operations before it */
+        if (op->kind == GW_OP_USAGE && usage_flush(s, msg, sizeof(msg)) != GW_OK) {
+            abort_batch(s, batch, msg);
+            broken = 1;
+            break;
+        }
         if (exec_simple(s, ST_SAVEPOINT) != GW_OK) {
             gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
             continue;
         }
+        unsigned nudelta = s->nudelta;
         int rc = run_op(s, op);
         if (rc == GW_AGAIN) {
             op->res.rc = GW_AGAIN; /* after the commit: queued again */
@@ -786,13 +942,16 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
         } else {
             exec_simple(s, ST_ROLLBACK_TO);
             exec_simple(s, ST_RELEASE);
+            s->nudelta = nudelta; /* its usage goes too */
         }
+    }
+    if (!broken && usage_flush(s, msg, sizeof(msg)) != GW_OK) {
+        abort_batch(s, batch, msg);
+        broken = 1;
     }
     if (!broken && exec_simple(s, ST_COMMIT) != GW_OK) {
         snprintf(msg, sizeof(msg), "the job store cannot commit: %s", sqlite3_errmsg(s->db));
-        if (!sqlite3_get_autocommit(s->db))
-            exec_simple(s, ST_ROLLBACK);
-        fail_all(batch, msg);
+        abort_batch(s, batch, msg);
         broken = 1;
     }
     if (broken && s->base.log != NULL)
@@ -850,16 +1009,80 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
     }
 }
 
-static void *store_main(void *arg)
+/* Called by SQLite after each commit (instead of its automatic checkpoint):
+ * frames is the WAL's length. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     struct sqlite_store *s = arg;
 
+    (void)db;
+    (void)name;
+    /* shorter than before: the WAL started over (every frame had been copied). A
+     * first commit longer than the old WAL is counted short by the old length: a
+     * few pages after an idle checkpoint, never more than a batch's. */
+    s->wal_pending += frames >= s->wal_frames ? frames - s->wal_frames : frames;
+    s->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+/* Copy what the WAL holds back into the file, as far as readers allow
+ * (PASSIVE: never waits for them; one holding an older snapshot keeps the
+ * frames it may need, and the next checkpoint copies them). The next write
+ * after a complete one starts the WAL over from its beginning. */
+static void wal_checkpoint(struct sqlite_store *s)
+{
+    int frames = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
+
+    if (rc == SQLITE_OK) {
+        s->wal_frames = frames;
+        s->wal_pending = frames > copied ? frames - copied : 0;
+        s->ckpt_failed = 0;
+        return;
+    }
+    /* SQLITE_BUSY: another connection is checkpointing; an I/O error: the next
+     * commit will tell the callers. Either way, tried again later. */
+    if (!s->ckpt_failed && s->base.log != NULL)
+        s->base.log(1, "store %s: checkpoint failed: %s", s->path, sqlite3_errmsg(s->db));
+    s->ckpt_failed = 1;
+}
+
+static void *store_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    int idle_tried = 0; /* the idle checkpoint ran since the last batch */
+    int deadline_set = 0;
+    struct timespec deadline;
+
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (s->head == NULL && !s->closing)
-            pthread_cond_wait(&s->cv, &s->mu);
+        while (s->head == NULL && !s->closing) {
+            if (s->wal_pending == 0 || idle_tried) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            /* idle, the WAL holds pages to copy: checkpoint unless work comes soon */
+            if (!deadline_set) {
+                clock_gettime(CLOCK_MONOTONIC, &deadline);
+                deadline.tv_sec += CKPT_IDLE_MS / 1000;
+                deadline.tv_nsec += (long)(CKPT_IDLE_MS % 1000) * 1000000;
+                if (deadline.tv_nsec >= 1000000000) {
+                    deadline.tv_sec++;
+                    deadline.tv_nsec -= 1000000000;
+                }
+                deadline_set = 1;
+            }
+            if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT &&
+                s->head == NULL && !s->closing) {
+                idle_tried = 1;
+                pthread_mutex_unlock(&s->mu);
+                wal_checkpoint(s);
+                pthread_mutex_lock(&s->mu);
+            }
+        }
+        deadline_set = 0;
         if (s->head == NULL)
-            break; /* closing, and everything done */
+            break; /* closing, and everything done (close checkpoints) */
         struct gw_store_op *batch = s->head, *last = s->head;
         unsigned n = 1;
         while (last->next != NULL && n < MAX_BATCH) {
@@ -873,6 +1096,10 @@ static void *store_main(void *arg)
         s->stats.queued -= n;
         pthread_mutex_unlock(&s->mu);
         run_batch(s, batch, n);
+        idle_tried = 0;
+        /* its results are out: the checkpoint delays only the next batch */
+        if (s->wal_pending >= CKPT_PAGES)
+            wal_checkpoint(s);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -1073,7 +1300,11 @@ struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct g
     s->base.engine = &sqlite_engine;
     s->base.log = o->log;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    pthread_condattr_t ca; /* the idle checkpoint's timed wait: a monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
 
     /* NOMUTEX: one thread at a time uses the connection (this one, then the store thread) */
     if (sqlite3_open_v2(path, &s->db,
@@ -1113,6 +1344,8 @@ struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct g
             goto fail;
         }
     }
+    /* no automatic checkpoint inside COMMIT: the store thread runs them (wal_hook) */
+    sqlite3_wal_hook(s->db, wal_hook, s);
     if (migrate(s->db, path, err) != GW_OK)
         goto fail;
     /* in flight when the previous process ended: it will never finish them */

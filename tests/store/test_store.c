@@ -3,7 +3,7 @@
  * temporary directory: schema and migration, start-up errors, every operation
  * and its contract (callback once, on the caller's loop, never from inside the
  * call; cancel; results after COMMIT), group commit, several loops on several
- * threads, and durability across a SIGKILL.
+ * threads, the store's own checkpoints, and durability across a SIGKILL.
  *
  * Each test opens its own file. The loops are run by the test until a
  * condition holds, with a deadline (never sleeping).
@@ -677,7 +677,8 @@ static void test_list_cursor(void)
     struct capture c;
     struct jobbuf b;
     struct gw_job_list_query q = { .key_name = "alice", .limit = 2, .order = GW_ORDER_DESC };
-    /* alice's jobs in (created_at, id) order; two share a second */
+    /* alice's jobs in (created_at, insertion) order; a1 and a2 share a second, and a1
+     * is put before a2 */
     static const char *const asc[] = { "video_a1", "video_a2", "video_a3", "video_a4",
                                        "video_a5" };
     static const int64_t at[] = { T0 + 100, T0 + 100, T0 + 101, T0 + 102, T0 + 103 };
@@ -702,7 +703,7 @@ static void test_list_cursor(void)
     DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
     CHECK(c.njobs == 2 && c.has_more);
     CHECK(strcmp(c.ids[0], "video_a3") == 0 && strcmp(c.ids[1], "video_a2") == 0);
-    q.after = "video_a2"; /* the tie: a1 has the same created_at, a smaller id */
+    q.after = "video_a2"; /* the tie: a1 has the same created_at, was put earlier */
     DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
     CHECK(c.njobs == 1 && !c.has_more);
     CHECK(strcmp(c.ids[0], "video_a1") == 0);
@@ -768,6 +769,104 @@ static void test_list_cursor(void)
     get_ok(&t, &c, "video_a3"); /* get still shows it, marked */
     CHECK(c.has_job && c.job.deleted_at == T0 + 200);
 
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* Jobs created in the same second list in the order they were put, whatever
+ * their ids (random upstream ids: the order of the requests, not of the ids);
+ * the cursor pages through such a tie, and the refresh claims ties that way. */
+static void test_list_insertion_order(void)
+{
+    const char *path = new_path("list_insertion");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    /* put in this order, all at T0 + 50: the ids sort the other way round */
+    static const char *const put[] = { "video_z", "video_m", "video_b", "video_y", "video_a" };
+    enum { N = 5 };
+    struct gw_job_list_query q = { .key_name = "alice", .limit = 100, .order = GW_ORDER_ASC };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_early", "alice", T0 + 49, 8, GW_JOB_QUEUED));
+    for (int i = 0; i < N; i++) {
+        put_ok(&t, &c, mkjob(&b, put[i], "alice", T0 + 50, 8, GW_JOB_QUEUED));
+        char id[32];
+        snprintf(id, sizeof(id), "video_bob%d", i); /* another key's, in between */
+        put_ok(&t, &c, mkjob(&b, id, "bob", T0 + 50, 8, GW_JOB_QUEUED));
+    }
+    put_ok(&t, &c, mkjob(&b, "video_late", "alice", T0 + 51, 8, GW_JOB_QUEUED));
+
+    /* asc: created_at, then the order they were put */
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == N + 2 && !c.has_more);
+    CHECK(strcmp(c.ids[0], "video_early") == 0 && strcmp(c.ids[N + 1], "video_late") == 0);
+    for (int i = 0; i < N; i++)
+        CHECK(strcmp(c.ids[1 + i], put[i]) == 0);
+    /* desc: exactly the reverse */
+    q.order = GW_ORDER_DESC;
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == N + 2);
+    CHECK(strcmp(c.ids[0], "video_late") == 0 && strcmp(c.ids[N + 1], "video_early") == 0);
+    for (int i = 0; i < N; i++)
+        CHECK(strcmp(c.ids[1 + i], put[N - 1 - i]) == 0);
+
+    /* pages of one through the tie, both ways: each cursor inside it */
+    for (int asc = 0; asc < 2; asc++) {
+        q = (struct gw_job_list_query){ .key_name = "alice", .limit = 1,
+                                        .order = asc ? GW_ORDER_ASC : GW_ORDER_DESC };
+        char after[64] = "";
+        for (int i = 0; i < N + 2; i++) {
+            q.after = after;
+            DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+            CHECK(c.njobs == 1 && !c.after_unknown);
+            CHECK(c.has_more == (i < N + 1));
+            const char *want = i == 0         ? (asc ? "video_early" : "video_late")
+                               : i == N + 1   ? (asc ? "video_late" : "video_early")
+                               : asc          ? put[i - 1]
+                                              : put[N - i];
+            CHECK(strcmp(c.ids[0], want) == 0);
+            snprintf(after, sizeof(after), "%s", c.ids[0]);
+        }
+        q.after = after;
+        DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+        CHECK(c.njobs == 0 && !c.has_more && !c.after_unknown);
+    }
+
+    /* the refresh: the same refreshed_at, claimed in the order they were put */
+    DO_OK(&t, &c, gw_store_job_claim_unfinished(t.sl, T0 + 50, T0 + 60, 100, CB(&c)));
+    CHECK(c.njobs == 2 * N + 1);
+    CHECK(strcmp(c.ids[0], "video_early") == 0);
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_bob%d", i);
+        CHECK(strcmp(c.ids[1 + 2 * i], put[i]) == 0 && strcmp(c.ids[2 + 2 * i], id) == 0);
+    }
+
+    /* the most recent row pruned (its place in the order is free again), then a job of
+     * the tie's second put: it still comes after every earlier one */
+    put_ok(&t, &c, mkjob(&b, "video_old", "carol", T0 - 10 * DAY, 8, GW_JOB_QUEUED));
+    DO_OK(&t, &c, gw_store_prune(t.sl, T0 - DAY, T0 + 60, CB(&c)));
+    CHECK(c.pruned_jobs == 1);
+    put_ok(&t, &c, mkjob(&b, "video_0", "alice", T0 + 50, 8, GW_JOB_QUEUED));
+    q = (struct gw_job_list_query){ .key_name = "alice", .limit = 100, .order = GW_ORDER_ASC };
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == N + 3);
+    CHECK(strcmp(c.ids[N], put[N - 1]) == 0 && strcmp(c.ids[N + 1], "video_0") == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    /* the same order after a VACUUM (seq is the rowid's alias: it keeps its values) */
+    raw_exec(path, "VACUUM");
+    s = open_store(path, 0);
+    tl_init(&t, s);
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == N + 3);
+    for (int i = 0; i < N; i++)
+        CHECK(strcmp(c.ids[1 + i], put[i]) == 0);
+    CHECK(strcmp(c.ids[N + 1], "video_0") == 0);
     tl_free(&t);
     gw_store_close(s);
     cap_free(&c);
@@ -1161,6 +1260,59 @@ static void test_prune_keeps_totals(void)
     cap_free(&c);
 }
 
+/* More team keys than a prune step visits (it goes key by key): every old job
+ * goes, every newer one stays, whatever key it has. */
+static void test_prune_many_keys(void)
+{
+    const char *path = new_path("prune_keys");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct gw_error err;
+    struct counter k = { .thread = pthread_self() };
+    struct jobbuf b;
+    enum { KEYS = 1200 }; /* one old job each */
+    int newer = 0;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    for (int i = 0; i < KEYS; i++) {
+        char id[32], key[32];
+        snprintf(key, sizeof(key), "team%d", i);
+        snprintf(id, sizeof(id), "video_old%d", i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, key, T0 + i, 5, GW_JOB_COMPLETED), NULL,
+                               count_cb, &k, NULL, &err) == GW_AGAIN);
+        if (i % 7 == 0) { /* some keys also have a job inside the retention */
+            snprintf(id, sizeof(id), "video_new%d", i);
+            CHECK(gw_store_job_put(t.sl, mkjob(&b, id, key, T0 + 40 * DAY, 5, GW_JOB_QUEUED),
+                                   NULL, count_cb, &k, NULL, &err) == GW_AGAIN);
+            newer++;
+        }
+    }
+    /* and one key with 1100 old jobs: more than a step deletes */
+    for (int i = 0; i < 1100; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_many%d", i);
+        CHECK(gw_store_job_put(t.sl, mkjob(&b, id, "team500", T0 + i, 5, GW_JOB_COMPLETED),
+                               NULL, count_cb, &k, NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, k.done == KEYS + newer + 1100, 30000);
+    CHECK(k.failed == 0);
+    DO_OK(&t, &c, gw_store_prune(t.sl, T0 + 10 * DAY, T0 + 40 * DAY, CB(&c)));
+    CHECK(c.pruned_jobs == KEYS + 1100);
+    get_ok(&t, &c, "video_new700");
+    CHECK(c.has_job);
+    get_ok(&t, &c, "video_old700");
+    CHECK(!c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == newer);
+    /* none older than the retention's start, T0 + 10 days */
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs WHERE created_at < 1768089600") == 0);
+    CHECK(raw_int(path, "SELECT sum(jobs) FROM usage_daily") == KEYS + newer + 1100);
+    cap_free(&c);
+}
+
 static void test_usage_read(void)
 {
     const char *path = new_path("usage");
@@ -1470,6 +1622,81 @@ static void test_errors_isolated(void)
     cap_free(&c3);
 }
 
+/* The usage counts of a transaction's operations are written once per (day,
+ * key, model), at its end and before a usage read inside it: the read sees
+ * every operation before it and none after, and an operation that failed
+ * counts nothing. */
+static void test_usage_in_batch(void)
+{
+    const char *path = new_path("usage_batch");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture first, c[8];
+    struct jobbuf b[4];
+    struct gw_store_stats before, mid, after;
+    struct gw_usage_query q = { .key_name = "alice" };
+    sqlite3 *locker;
+    int64_t usage[4];
+    uint64_t t0 = now_ms();
+
+    tl_init(&t, s);
+    cap_init(&first);
+    for (int i = 0; i < 8; i++)
+        cap_init(&c[i]);
+    /* another connection holds the write lock: the store thread takes a first
+     * operation alone and waits with it; the rest queue up into one batch */
+    CHECK(sqlite3_open(path, &locker) == SQLITE_OK);
+    CHECK(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    gw_store_stats(s, &before);
+    SUBMIT(&first, gw_store_job_get(t.sl, "video_none", CB(&first)));
+    do {
+        CHECK(now_ms() - t0 < 4000); /* below the store's busy timeout */
+        usleep(1000);
+        gw_store_stats(s, &mid);
+    } while (mid.queued > 0);
+    SUBMIT(&c[0], gw_store_job_put(t.sl, mkjob(&b[0], "video_u1", "alice", T0, 8,
+                                               GW_JOB_QUEUED), NULL, CB(&c[0])));
+    SUBMIT(&c[1], gw_store_job_put(t.sl, mkjob(&b[1], "video_u1", "bob", T0, 8, /* taken */
+                                               GW_JOB_QUEUED), NULL, CB(&c[1])));
+    SUBMIT(&c[2], gw_store_job_put(t.sl, mkjob(&b[2], "video_u2", "alice", T0 + 60, 8,
+                                               GW_JOB_FAILED), NULL, CB(&c[2])));
+    SUBMIT(&c[3], gw_store_usage(t.sl, &q, CB(&c[3])));
+    SUBMIT(&c[4], gw_store_job_put(t.sl, mkjob(&b[3], "video_u3", "alice", T0 + 120, 4,
+                                               GW_JOB_QUEUED), NULL, CB(&c[4])));
+    SUBMIT(&c[5], gw_store_job_refund(t.sl, "video_u2", CB(&c[5])));
+    SUBMIT(&c[6], gw_store_usage(t.sl, &q, CB(&c[6])));
+    q.key_name = "bob";
+    SUBMIT(&c[7], gw_store_usage(t.sl, &q, CB(&c[7])));
+    gw_store_stats(s, &mid);
+    CHECK(mid.transactions == before.transactions && mid.queued == 8);
+    CHECK(sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(locker);
+    RUN_UNTIL(&t, first.calls && c[7].calls, 10000);
+    gw_store_stats(s, &after);
+    CHECK(after.transactions - before.transactions == 2); /* the first, then the eight */
+
+    CHECK(c[0].rc == GW_OK && c[2].rc == GW_OK && c[4].rc == GW_OK && c[5].rc == GW_OK);
+    CHECK(c[1].rc == GW_ERR);
+    CHECK(c[5].refunded);
+    /* the first read: u1 and u2, not u3 nor the refund; bob's failed put is nowhere */
+    CHECK(c[3].rc == GW_OK && c[3].nusage == 1);
+    CHECK(c[3].usage[0].jobs == 2 && c[3].usage[0].seconds == 16 && c[3].usage[0].failed == 1 &&
+          c[3].usage[0].refunded_seconds == 0);
+    CHECK(c[6].rc == GW_OK && c[6].nusage == 1);
+    CHECK(c[6].usage[0].jobs == 3 && c[6].usage[0].seconds == 20 && c[6].usage[0].failed == 1 &&
+          c[6].usage[0].refunded_seconds == 8);
+    CHECK(c[7].rc == GW_OK && c[7].nusage == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    /* and so in the file */
+    usage_of(path, NULL, "2026-01-01", usage);
+    CHECK(usage[0] == 3 && usage[1] == 20 && usage[2] == 1 && usage[3] == 8);
+    CHECK(raw_int(path, "SELECT count(*) FROM usage_daily") == 1);
+    cap_free(&first);
+    for (int i = 0; i < 8; i++)
+        cap_free(&c[i]);
+}
+
 /* Close finishes what is queued, including writes nobody waits for. */
 static void test_close_drains(void)
 {
@@ -1576,6 +1803,101 @@ static void test_durability_kill9(void)
     /* the usage counters went with the rows, in the same transactions */
     CHECK(raw_int(path, "SELECT jobs FROM usage_daily") == 2 + n);
     cap_free(&c);
+}
+
+static int64_t file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* Jobs in the database file alone, as a copy of it without its WAL shows them:
+ * what checkpoints have copied there. -1 if the copy has no jobs table yet. */
+static int64_t jobs_in_file(const char *path)
+{
+    char copy[600], cmd[1300];
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int64_t n = -1;
+
+    snprintf(copy, sizeof(copy), "%s.copy", path);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", path, copy);
+    CHECK(system(cmd) == 0);
+    CHECK(sqlite3_open_v2(copy, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    unlink(copy);
+    return n;
+}
+
+/* The store checkpoints by itself, never inside a COMMIT: a second after the
+ * last operation (idle), the WAL's pages are in the database file; under
+ * constant load, once 2000 pages wait (store_sqlite.c, CKPT_PAGES), so that the
+ * WAL stays about 8 MiB however much is written. */
+static void test_checkpoints(void)
+{
+    const char *path = new_path("checkpoints");
+    char wal[600];
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct counter k = { .thread = pthread_self() };
+    struct gw_error err;
+    static char big[16 * 1024]; /* 4 pages and a bit per job */
+    enum { IDLE_N = 100, LOAD_N = 3000 };
+    uint64_t t0;
+
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    memset(big, 'o', sizeof(big));
+    tl_init(&t, s);
+    /* ~450 pages: below the load threshold (and SQLite's automatic 1000), so only the
+     * idle checkpoint copies them */
+    for (int i = 0; i < IDLE_N; i++) {
+        struct jobbuf b;
+        char id[32];
+        snprintf(id, sizeof(id), "video_idle%d", i);
+        struct gw_job j = *mkjob(&b, id, "alice", T0, 8, GW_JOB_QUEUED);
+        j.object = big;
+        j.object_len = sizeof(big);
+        CHECK(gw_store_job_put(t.sl, &j, NULL, count_cb, &k, NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, k.done == IDLE_N, 30000);
+    CHECK(k.failed == 0);
+    t0 = now_ms();
+    while (jobs_in_file(path) != IDLE_N) {
+        CHECK(now_ms() - t0 < 10000);
+        usleep(100 * 1000);
+    }
+    printf("  %d puts, idle: in the database file after %llu ms\n", IDLE_N,
+           (unsigned long long)(now_ms() - t0));
+
+    /* ~13000 pages queued at once: the store is never idle meanwhile */
+    k.done = 0;
+    for (int i = 0; i < LOAD_N; i++) {
+        struct jobbuf b;
+        char id[32];
+        snprintf(id, sizeof(id), "video_load%d", i);
+        struct gw_job j = *mkjob(&b, id, "bob", T0, 8, GW_JOB_QUEUED);
+        j.object = big;
+        j.object_len = sizeof(big);
+        CHECK(gw_store_job_put(t.sl, &j, NULL, count_cb, &k, NULL, &err) == GW_AGAIN);
+    }
+    RUN_UNTIL(&t, k.done == LOAD_N, 60000);
+    CHECK(k.failed == 0);
+    /* the WAL file keeps its largest size: 2000 pages and the batch that passed them
+     * (256 jobs: ~1100 pages) at most, against ~50 MiB written */
+    int64_t wal_max = file_size(wal);
+    printf("  %d puts of 16 KiB under load: WAL at most %.1f MiB, database %.1f MiB\n", LOAD_N,
+           wal_max / 1048576.0, file_size(path) / 1048576.0);
+    CHECK(wal_max > 0 && wal_max < 16 * 1048576);
+    CHECK(file_size(path) > (int64_t)LOAD_N * 16 * 1024 / 2);
+    tl_free(&t);
+    gw_store_close(s);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == IDLE_N + LOAD_N);
 }
 
 /* The disk fills up (a file size limit, in a child): the writes of the failed
@@ -1701,18 +2023,22 @@ static const struct {
     { "order", test_order },
     { "group_commit", test_group_commit },
     { "list_cursor", test_list_cursor },
+    { "list_insertion_order", test_list_insertion_order },
     { "bad_arguments", test_bad_arguments },
     { "update_forward_only", test_update_forward_only },
     { "refund_once", test_refund_once },
     { "claim_unfinished", test_claim_unfinished },
     { "idempotency", test_idempotency },
     { "prune_keeps_totals", test_prune_keeps_totals },
+    { "prune_many_keys", test_prune_many_keys },
     { "usage_read", test_usage_read },
     { "bad_files", test_bad_files },
     { "cancel", test_cancel },
     { "loop_free_pending", test_loop_free_pending },
     { "errors_isolated", test_errors_isolated },
     { "close_drains", test_close_drains },
+    { "usage_in_batch", test_usage_in_batch },
+    { "checkpoints", test_checkpoints },
     { "durability_kill9", test_durability_kill9 },
     { "disk_full", test_disk_full },
 };
