@@ -24,10 +24,13 @@ def store_gateway(stub, **kw):
     return gwtest.Gateway(stub, extra=extra, **kw), path
 
 
-def create(gw, key, seconds="8"):
-    body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": seconds,
+def create_body(seconds="8"):
+    return json.dumps({"model": "veo3.1", "prompt": "p", "seconds": seconds,
                        "size": "16x9"}).encode()
-    st, h, b = gw.request("POST", "/v1/videos", key=key, headers=JSON, body=body)
+
+
+def create(gw, key, seconds="8"):
+    st, h, b = gw.request("POST", "/v1/videos", key=key, headers=JSON, body=create_body(seconds))
     assert st == 200, (st, b)
     return json.loads(b)
 
@@ -193,8 +196,7 @@ def test_failed_job_gives_seconds_back():
         with gw:
             a = create(gw, "alice")
             create(gw, "alice")
-            body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
-                               "size": "16x9"}).encode()
+            body = create_body()
             assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
                               body=body)[0] == 429
             # the provider fails the first job: a retrieve sees it, its 8 s come back, once
@@ -225,8 +227,7 @@ def test_refund_without_any_poll():
         with gw:
             a = create(gw, "alice")
             create(gw, "alice")
-            body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
-                               "size": "16x9"}).encode()
+            body = create_body()
             assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
                               body=body)[0] == 429
             stub.set_job(a["id"], status="failed")
