@@ -396,6 +396,13 @@ def _ini_value(v):
     return str(v)
 
 
+def gateway_bin():
+    """The gateway binary under test (env GW_BIN, or the default build), absolute."""
+    b = os.environ.get("GW_BIN") or _default_bin()
+    assert b and os.path.exists(b), "gateway binary not found (GW_BIN)"
+    return os.path.abspath(b)
+
+
 def used_keys(stub):
     """The upstream key of each request the stub received, in order (None: none)."""
     out = []

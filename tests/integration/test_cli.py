@@ -23,10 +23,7 @@ def tmpdir():
     return gwtest.shared_tmpdir(prefix="gwtest-cli-")
 
 
-def gateway_bin():
-    b = os.environ.get("GW_BIN") or gwtest._default_bin()
-    assert b and os.path.exists(b), "gateway binary not found (GW_BIN)"
-    return os.path.abspath(b)
+gateway_bin = gwtest.gateway_bin
 
 
 def run(args, env=None, timeout=20):

@@ -189,27 +189,37 @@ def test_budget_survives_restart():
             gwtest.stop_clean(gw2, secrets=list(keys.values()) + [stub.key])
 
 
+def spend_budget(gw, key="alice"):
+    """Two 8 s creates, then a third refused: a key with daily_seconds 16 is spent.
+    Returns the first job and the body a further create sends."""
+    first = create(gw, key)
+    create(gw, key)
+    body = create_body()
+    assert gw.request("POST", "/v1/videos", key=key, headers=JSON, body=body)[0] == 429
+    return first, body
+
+
+def wait_for_refund(gw, body, timeout, what, key="alice"):
+    """Poll with creates until one fits the budget again (every refusal is a 429)."""
+    def fits():
+        st = gw.request("POST", "/v1/videos", key=key, headers=JSON, body=body)[0]
+        assert st in (200, 429), st
+        return st == 200
+    gwtest.wait_for(fits, timeout=timeout, interval=0.2, what=what)
+
+
 def test_failed_job_gives_seconds_back():
     with gwtest.Stub() as stub:
         gw, _ = store_gateway(stub, keys=("alice",),
                               key_options={"alice": {"daily_seconds": 16}})
         with gw:
-            a = create(gw, "alice")
-            create(gw, "alice")
-            body = create_body()
-            assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
-                              body=body)[0] == 429
+            a, body = spend_budget(gw)
             # the provider fails the first job: a retrieve sees it, its 8 s come back, once
             stub.set_job(a["id"], status="failed")
             for _ in range(2):
                 st, _, b = gw.request("GET", "/v1/videos/" + a["id"], key="alice")
                 assert st == 200 and json.loads(b)["status"] == "failed", b
-
-            def fits():
-                st = gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)[0]
-                assert st in (200, 429), st
-                return st == 200
-            gwtest.wait_for(fits, timeout=5, what="the refund")
+            wait_for_refund(gw, body, 5, "the refund")
             assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
                               body=body)[0] == 429      # refunded once, not twice
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
@@ -225,18 +235,9 @@ def test_refund_without_any_poll():
                               key_options={"alice": {"daily_seconds": 16}},
                               extra={"jobs": {"refresh": "1s"}})
         with gw:
-            a = create(gw, "alice")
-            create(gw, "alice")
-            body = create_body()
-            assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
-                              body=body)[0] == 429
+            a, body = spend_budget(gw)
             stub.set_job(a["id"], status="failed")
-
-            def refunded():
-                st = gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)[0]
-                assert st in (200, 429), st
-                return st == 200
-            gwtest.wait_for(refunded, timeout=10, interval=0.2, what="the refund by refresh")
+            wait_for_refund(gw, body, 10, "the refund by refresh")
             # nobody asked for the job: the gateway did, with the key that created it
             gets = [r for r in stub.requests(method="GET") if a["id"] in r["path"]]
             assert gets and all(dict((k.lower(), v) for k, v in r["headers"])["x-request-id"]
