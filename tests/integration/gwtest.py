@@ -634,6 +634,15 @@ class Gateway:
                     pass
         return out
 
+    def wait_log(self, pred, n=1, timeout=10.0):
+        """The access-log lines matching pred once there are at least n: a line
+        is written when the request finishes, which may be just after the client
+        read its answer (an upload refused early finishes when its body ends)."""
+        def enough():
+            got = [line for line in self.log_json() if pred(line)]
+            return got if len(got) >= n else None
+        return wait_for(enough, timeout=timeout, what="%d access-log line(s)" % n)
+
     def vmhwm_kib(self):
         return proc_status_kib(self.proc.pid, "VmHWM")
 

@@ -61,6 +61,8 @@ def test_admin_usage():
         assert admin("/admin/usage?format=xml")[0] == 400
         # not on the public listener
         assert gw.request("GET", "/admin/usage", key="lead")[0] == 404
+        lines = gw.wait_log(lambda line: (line.get("route") or "").startswith("admin") and
+                            line["status"] == 403)
         lines = [line for line in gw.log_json() if (line.get("route") or "").startswith("admin")]
         assert any(line["key"] == "lead" and line["status"] == 200 for line in lines), lines
         assert any(line["key"] == "alice" and line["status"] == 403 for line in lines), lines

@@ -49,7 +49,7 @@ def test_model_allowlist():
                     "veo2" in json.dumps([r.get("json"), r.get("parts")])]
         # a key without an allowlist may use every model
         assert create(gw, "bob", "veo2")[0] == 200
-        lines = [line for line in gw.log_json() if line.get("status") == 403]
+        lines = gw.wait_log(lambda line: line.get("status") == 403, n=2)
         assert len(lines) == 2 and all(line["key"] == "alice" for line in lines), lines
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 

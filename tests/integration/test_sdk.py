@@ -339,7 +339,8 @@ def test_sdk_backs_off_on_429():
         r = r["rate_limited"]
         assert r["first"] != r["second"] and r["limit"] == "60", r
         assert r["second_ms"] >= 800, r      # it waited for the refill, ~1 s
-        statuses = [line["status"] for line in gw.log_json() if line.get("route") == "create"]
+        statuses = [line["status"] for line in
+                    gw.wait_log(lambda line: line.get("route") == "create", n=3)]
         assert statuses[:2] == [200, 429] and statuses[-1] == 200, statuses
         assert len(creates(stub)) == 2
         check_no_team_key(stub, gw)
