@@ -8,9 +8,10 @@ pkgs=(
     build-essential cmake pkg-config
     # libraries (see README "Dependencies" for why each is there)
     libevent-dev libevhtp-dev libonig-dev libssl-dev libhttp-parser-dev
-    libcjson-dev libinih-dev libcmocka-dev libsqlite3-dev
-    # tests: stub upstream and integration tests, certificates, SDK test
-    python3 openssl curl ca-certificates nodejs
+    libcjson-dev libinih-dev libcmocka-dev libsqlite3-dev libhiredis-dev
+    # tests: stub upstream and integration tests, certificates, SDK test; a private
+    # redis-server for the Redis store's tests (never the system's service)
+    python3 openssl curl ca-certificates nodejs redis-server
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(nginx-light wrk)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-14-dev)

@@ -122,6 +122,8 @@ static const char *const level_names[] = { "error", "warn", "info", "debug", NUL
 static const char *const unknown_names[] = { "reject", "pass", NULL }; /* = allow_unknown */
 static const char *const family_names[] = { "first", "frames", "components", NULL };
 static const char *const sync_names[] = { "normal", "full", NULL }; /* = store_sync_full */
+static const char *const backend_names[] = { "sqlite", "redis", NULL }; /* = gw_store_backend */
+static const char *const failure_names[] = { "refuse", "local", NULL }; /* = gw_store_failure */
 
 #define LIMIT_MAX 1000000 /* burst, concurrency */
 #define RPM_MAX 100000    /* = GW_GCRA_RPM_MAX: what the limiter can count */
@@ -172,6 +174,15 @@ const struct conf_directive conf_directives[] = {
 
     { SEC_STORE, "path", CONF_PATH, CFG(store_path), NULL, 0, 0, NULL, 0 },
     { SEC_STORE, "synchronous", CONF_ENUM, CFG(store_sync_full), "normal", 0, 0, sync_names,
+      0 },
+    { SEC_STORE, "backend", CONF_ENUM, CFG(store_backend), "sqlite", 0, 0, backend_names, 0 },
+    { SEC_STORE, "redis", CONF_REDIS, 0, "127.0.0.1:6379", 0, 0, NULL, 0 },
+    { SEC_STORE, "password", CONF_PASSWORD, CFG(redis_password), NULL, 0, 0, NULL, 0 },
+    { SEC_STORE, "db", CONF_INT, CFG(redis_db), "0", 0, 100000, NULL, 0 },
+    { SEC_STORE, "prefix", CONF_PREFIX, CFG(redis_prefix), "videogw:", 0, 0, NULL, 0 },
+    { SEC_STORE, "timeout", CONF_DURATION, CFG(redis_timeout_ms), "250ms", 10, 60 * SEC, NULL,
+      0 },
+    { SEC_STORE, "on_failure", CONF_ENUM, CFG(redis_on_failure), "refuse", 0, 0, failure_names,
       0 },
 
     { SEC_JOBS, "refresh", CONF_DURATION, CFG(jobs_refresh_ms), "30s", SEC, DAY, NULL, 0 },
@@ -848,6 +859,12 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->listen.host);
     free(cfg->admin.host);
     free(cfg->store_path);
+    free(cfg->redis_host);
+    free(cfg->redis_unix);
+    if (cfg->redis_password != NULL)
+        explicit_bzero(cfg->redis_password, strlen(cfg->redis_password));
+    free(cfg->redis_password);
+    free(cfg->redis_prefix);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->spool_dir);
@@ -918,6 +935,13 @@ const char *gw_config_restart_needed(const struct gw_config *o, const struct gw_
             return "upstream.key";
     }
     if (conf_str_differ(o->store_path, n->store_path) || o->store_sync_full != n->store_sync_full)
+        return "store";
+    if (o->store_backend != n->store_backend || conf_str_differ(o->redis_host, n->redis_host) ||
+        o->redis_port != n->redis_port || conf_str_differ(o->redis_unix, n->redis_unix) ||
+        conf_str_differ(o->redis_password, n->redis_password) || o->redis_db != n->redis_db ||
+        conf_str_differ(o->redis_prefix, n->redis_prefix) ||
+        o->redis_timeout_ms != n->redis_timeout_ms ||
+        o->redis_on_failure != n->redis_on_failure)
         return "store";
     if (conf_str_differ(o->admin.host, n->admin.host) || o->admin.port != n->admin.port)
         return "admin.listen";

@@ -16,6 +16,16 @@
 #include "catalog.h"
 #include "gw.h"
 
+enum gw_store_backend {
+    GW_STORE_SQLITE = 0, /* one instance: an embedded file ([store] path) */
+    GW_STORE_REDIS,      /* several instances on one shared Redis */
+};
+
+enum gw_store_failure {
+    GW_STORE_FAIL_REFUSE = 0, /* Redis unreachable: creates answered 503 */
+    GW_STORE_FAIL_LOCAL,      /* ... admitted on this instance's own limits, logged */
+};
+
 enum gw_fallback {
     GW_FALLBACK_CHUNKED = 0, /* rewritten body of unknown length goes upstream chunked */
     GW_FALLBACK_SPOOL,       /* ... or is spooled to an unlinked temp file, then sent with CL */
@@ -94,8 +104,17 @@ struct gw_config {
     unsigned nupstream_keys;
 
     /* [store] */
-    char *store_path;          /* SQLite file (resolved), NULL: no store */
-    int store_sync_full;       /* synchronous = full (1) | normal (0) */
+    enum gw_store_backend store_backend; /* backend = sqlite (default) | redis */
+    char *store_path;          /* SQLite file (resolved), NULL: no store (sqlite only) */
+    int store_sync_full;       /* synchronous = full (1) | normal (0) (sqlite only) */
+    char *redis_host;          /* redis = HOST:PORT (IPv6 without brackets); NULL when */
+    int redis_port;            /* ... it is unix:PATH */
+    char *redis_unix;          /* redis = unix:PATH: the socket's path, else NULL */
+    char *redis_password;      /* password = env:NAME | file:PATH, resolved; NULL: none */
+    int redis_db;              /* db = 0 (SELECT) */
+    char *redis_prefix;        /* prefix = "videogw:": every key the gateway writes */
+    int redis_timeout_ms;      /* timeout = 250ms: per command */
+    enum gw_store_failure redis_on_failure; /* on_failure = refuse | local */
 
     /* [jobs] */
     int jobs_refresh_ms;       /* unfinished jobs refreshed from the upstream (30000) */
@@ -126,9 +145,10 @@ struct gw_config *gw_config_load(const char *path, FILE *errs);
 
 /*
  * The same, for tools that need the configuration but not the upstream keys
- * (`gateway usage`): every env:/file: reference is checked for its shape but
- * never resolved (no environment variable read, no key file opened), and
- * upstream_keys holds placeholders, never a secret. Never serve with it.
+ * (`gateway usage`): every upstream env:/file: reference is checked for its
+ * shape but never resolved (no environment variable read, no key file opened),
+ * and upstream_keys holds placeholders, never a secret. Never serve with it.
+ * [store] password is resolved all the same: the tool talks to Redis with it.
  */
 struct gw_config *gw_config_load_refs(const char *path, FILE *errs);
 

@@ -49,6 +49,9 @@ enum conf_type {
     CONF_LONG_DURATION, /* int64_t: ms in min..max, ms/s/m/h/d suffix required */
     CONF_DATE,      /* int64_t: YYYY-MM-DD as the UTC ms of its midnight */
     CONF_NAMES,     /* struct gw_names: comma list of names */
+    CONF_REDIS,     /* HOST:PORT | unix:PATH into redis_host/port/unix (offset unused) */
+    CONF_PASSWORD,  /* char *: env:NAME | file:PATH, resolved (never echoed) */
+    CONF_PREFIX,    /* char *: 1..64 bytes of A-Za-z0-9 and :_.-{} */
 };
 
 enum conf_section {
@@ -82,7 +85,7 @@ struct conf_directive {
 
 /* The table's length: a constant, for the seen masks and set_at[] below (config.c checks
  * that it is the table's). */
-#define CONF_NDIRECTIVES 45
+#define CONF_NDIRECTIVES 52
 
 extern const struct conf_directive conf_directives[];
 

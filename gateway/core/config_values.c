@@ -25,6 +25,8 @@
 /* Enum-typed fields are written through an int. */
 _Static_assert(sizeof(enum gw_fallback) == sizeof(int), "enum gw_fallback is not int-sized");
 _Static_assert(sizeof(enum gw_family) == sizeof(int), "enum gw_family is not int-sized");
+_Static_assert(sizeof(enum gw_store_backend) == sizeof(int), "enum gw_store_backend is not int-sized");
+_Static_assert(sizeof(enum gw_store_failure) == sizeof(int), "enum gw_store_failure is not int-sized");
 
 /* ------------------------------------------------------------------------------------------ */
 /* What a value must look like: the "expected ..." of its errors                              */
@@ -115,6 +117,12 @@ const char *conf_expect(const struct conf_directive *d, char *buf, size_t cap)
         return "a comma-separated list of model names";
     case CONF_SHA256:
         return "64 hex digits (the SHA-256 of the key, never the key)";
+    case CONF_REDIS:
+        return "HOST:PORT (IPv6 as [ADDR]:PORT) or unix:PATH";
+    case CONF_PASSWORD:
+        return "env:NAME or file:PATH";
+    case CONF_PREFIX:
+        return "1..64 characters of A-Za-z0-9 and :_.-{}";
     }
     return "?";
 }
@@ -122,7 +130,7 @@ const char *conf_expect(const struct conf_directive *d, char *buf, size_t cap)
 /* A secret and a key hash are never echoed: they might be the key itself. */
 int conf_hidden(const struct conf_directive *d)
 {
-    return d->type == CONF_SECRET || d->type == CONF_SHA256;
+    return d->type == CONF_SECRET || d->type == CONF_SHA256 || d->type == CONF_PASSWORD;
 }
 
 static void conf_bad(struct conf_loader *ld, struct conf_loc at, const char *label,
@@ -553,21 +561,27 @@ out:
 }
 
 /*
- * upstream.key = env:NAME | file:PATH. The value is appended to upstream_keys.
- * Errors name the reference only. A key must be one line of visible ASCII: it
- * goes into an Authorization header, where a CR or LF would inject headers.
+ * Resolve a secret reference v (env:NAME | file:PATH) into buf (cap bytes: at
+ * least CONF_SECRET_MAX + 2), *np its length, trailing white space removed.
+ * *pathp: the resolved path of a file: reference (caller frees), else NULL.
+ * With placeholder, nothing is read: buf holds "-" (gateway usage's refs mode).
+ * Errors, reported here, name the reference only. A secret must be one line of
+ * visible ASCII: an upstream key goes into an Authorization header, where a CR
+ * or LF would inject headers, and a Redis password into a command.
  */
-static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const char *label,
-                            struct gw_config *cfg, const char *v)
+static int conf_read_secret(struct conf_loader *ld, struct conf_loc at, const char *label,
+                            const char *v, int placeholder, char *buf, size_t *np,
+                            char **pathp)
 {
     static const char shape[] = "env:NAME or file:PATH";
-    char buf[CONF_SECRET_MAX + 2];
     char q[CONF_QUOTE_BUF];
-    char *path = NULL, *secret = NULL, *labelled = NULL, **keys;
+    char *path = NULL;
     const char *ref, *env;
     FILE *fp = NULL;
     size_t n = 0;
+    int rc = GW_ERR;
 
+    *pathp = NULL;
     if (strncmp(v, "env:", 4) == 0) {
         ref = v;
         if (!conf_valid_name(v + 4, strlen(v + 4), 128, "_") || isdigit((unsigned char)v[4])) {
@@ -575,10 +589,11 @@ static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const ch
                        conf_quote(q, v));
             goto out;
         }
-        if (ld->no_secrets) {
+        if (placeholder) {
             buf[0] = '-'; /* a placeholder: the secret is never read in this mode */
             n = 1;
-            goto store;
+            rc = GW_OK;
+            goto out;
         }
         env = getenv(v + 4);
         if (env == NULL) {
@@ -600,12 +615,13 @@ static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const ch
             goto out;
         }
         /* Show the path that was tried, still only a reference. */
-        snprintf(buf, sizeof(buf), "file:%s", path);
+        snprintf(buf, CONF_SECRET_MAX + 2, "file:%s", path);
         conf_quote(q, buf);
-        if (ld->no_secrets) {
+        if (placeholder) {
             buf[0] = '-';
             n = 1;
-            goto store;
+            rc = GW_OK;
+            goto out;
         }
         if (v[5] == '\0' || (fp = fopen(path, "r")) == NULL) {
             conf_error(ld, at, label, "expected %s naming a readable file, got %s (%s)", shape,
@@ -644,7 +660,28 @@ static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const ch
             goto out;
         }
     }
-store:
+    rc = GW_OK;
+out:
+    if (fp != NULL)
+        fclose(fp);
+    if (rc == GW_OK)
+        *pathp = path;
+    else
+        free(path);
+    *np = n;
+    return rc;
+}
+
+/* upstream.key = env:NAME | file:PATH, appended to upstream_keys (with its label). */
+static void conf_set_secret(struct conf_loader *ld, struct conf_loc at, const char *label,
+                            struct gw_config *cfg, const char *v)
+{
+    char buf[CONF_SECRET_MAX + 2];
+    char *path = NULL, *secret = NULL, *labelled = NULL, **keys;
+    size_t n = 0;
+
+    if (conf_read_secret(ld, at, label, v, ld->no_secrets, buf, &n, &path) != GW_OK)
+        goto out;
     if (cfg->nupstream_keys == ld->upkeys_cap) {
         unsigned cap = ld->upkeys_cap ? ld->upkeys_cap * 2 : 4;
 
@@ -681,9 +718,77 @@ store:
     cfg->upstream_keys[cfg->nupstream_keys++] = secret;
 out:
     explicit_bzero(buf, sizeof(buf));
-    if (fp != NULL)
-        fclose(fp);
     free(path);
+}
+
+/* store.password = env:NAME | file:PATH into *field. Resolved even for gateway
+ * usage (refs mode): the tool connects to Redis with it. */
+static void conf_set_password(struct conf_loader *ld, struct conf_loc at, const char *label,
+                              char **field, const char *v)
+{
+    char buf[CONF_SECRET_MAX + 2];
+    char *path = NULL, *secret;
+    size_t n = 0;
+
+    if (conf_read_secret(ld, at, label, v, 0, buf, &n, &path) == GW_OK) {
+        if ((secret = conf_strndup(buf, n)) == NULL) {
+            conf_oom(ld, at);
+        } else {
+            if (*field != NULL)
+                explicit_bzero(*field, strlen(*field));
+            conf_replace(field, secret);
+        }
+    }
+    explicit_bzero(buf, sizeof(buf));
+    free(path);
+}
+
+/* store.redis = HOST:PORT | [IPV6]:PORT | unix:PATH (PATH relative to the file). */
+static int conf_set_redis(struct conf_loader *ld, struct conf_loc at, struct gw_config *cfg,
+                          const char *v)
+{
+    struct conf_hostport hp;
+    char *host = NULL, *sock = NULL;
+
+    if (strncmp(v, "unix:", 5) == 0) {
+        if (v[5] == '\0' || strlen(v + 5) > 100) /* sun_path holds 108 bytes */
+            return GW_ERR;
+        if ((sock = conf_path(at.file, v + 5)) == NULL) {
+            conf_oom(ld, at);
+            return GW_OK;
+        }
+        conf_replace(&cfg->redis_unix, sock);
+        conf_replace(&cfg->redis_host, NULL);
+        cfg->redis_port = 0;
+        return GW_OK;
+    }
+    if (conf_parse_hostport(v, strlen(v), &hp) != GW_OK || hp.port < 0)
+        return GW_ERR;
+    if ((host = conf_strndup(hp.host, hp.hostlen)) == NULL) {
+        conf_oom(ld, at);
+        return GW_OK;
+    }
+    conf_replace(&cfg->redis_host, host);
+    conf_replace(&cfg->redis_unix, NULL);
+    cfg->redis_port = hp.port;
+    return GW_OK;
+}
+
+/* store.prefix: what every key the gateway writes starts with; no space, no
+ * glob character (SCAN MATCH patterns are built from it). */
+static int conf_set_prefix(struct conf_loader *ld, struct conf_loc at, char **field,
+                           const char *v)
+{
+    size_t len = strlen(v);
+    char *p;
+
+    if (len < 1 || len > 64 || !conf_valid_name(v, len, 64, ":_.-{}"))
+        return GW_ERR;
+    if ((p = conf_strdup(v)) == NULL)
+        conf_oom(ld, at);
+    else
+        conf_replace(field, p);
+    return GW_OK;
 }
 
 static int conf_valid_list_item(enum conf_type type, const char *s, size_t len)
@@ -859,6 +964,17 @@ void conf_set(struct conf_loader *ld, struct conf_loc at, const char *label,
         break;
     case CONF_SHA256:
         if (conf_set_sha256((unsigned char *)field, v) == GW_OK)
+            return;
+        break;
+    case CONF_REDIS:
+        if (conf_set_redis(ld, at, base, v) == GW_OK)
+            return;
+        break;
+    case CONF_PASSWORD:
+        conf_set_password(ld, at, label, (char **)(void *)field, v);
+        return;
+    case CONF_PREFIX:
+        if (conf_set_prefix(ld, at, (char **)(void *)field, v) == GW_OK)
             return;
         break;
     }

@@ -11,6 +11,7 @@ What is here:
   make_certs(dir)            a throwaway CA, a server cert (SAN DNS+IP), a second unrelated CA
   Stub                       the stub upstream (tests/stub/stub_upstream.py) as a subprocess
   Gateway                    the gateway binary (env GW_BIN) with a generated gateway.conf
+  Redis                      a private redis-server (free loopback port, own dir, no persistence)
   request / download / open_request / raw / RawConn / parse_response / split_responses
                              HTTP clients
   multipart / multipart_stream / chunked / pattern_sha256 / content_sha256    bodies
@@ -385,6 +386,132 @@ _UPSTREAM_OPTS = ("connect_timeout", "response_timeout", "idle_timeout", "pool_s
                   "tls_verify", "ca_file")
 
 
+class Redis:
+    """A private redis-server: a free loopback port, its own temporary directory,
+    no persistence (nothing survives a stop or a kill), never the system's one.
+
+        with Redis() as r, Gateway(stub, extra={"store": r.store()}) as gw:
+            r.cmd("SCRIPT", "FLUSH")
+
+    stop() then start() brings it back on the same port (empty); kill() is a
+    SIGKILL, pause()/resume() SIGSTOP/SIGCONT (a hung Redis).
+    """
+
+    def __init__(self, password=None):
+        self.password = password
+        self.port = None
+        self.proc = None
+        self.dir = None
+
+    def start(self, timeout=10):
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server not found: run scripts/install-deps.sh")
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="gwtest-redis-")
+        if self.port is None:
+            self.port = free_port()
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited with %s" % self.proc.returncode)
+            try:
+                return self.cmd("PING") in ("PONG", b"PONG")
+            except OSError:
+                return False
+        wait_for(ready, timeout, 0.01, "redis-server PING")
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, et, ev, tb):
+        self.stop()
+        if self.dir and not os.environ.get("GW_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def store(self, prefix="videogw:", **kw):
+        """The [store] section of a gateway on this Redis (password by env reference:
+        give the gateway env={"GW_TEST_REDIS_PW": r.password})."""
+        d = {"backend": "redis", "redis": "127.0.0.1:%d" % self.port, "prefix": prefix}
+        if self.password:
+            d["password"] = "env:GW_TEST_REDIS_PW"
+        d.update(kw)
+        return d
+
+    def cmd(self, *args, timeout=5):
+        """One command (RESP over a fresh connection); the reply: str for simple
+        strings, bytes for bulk, int, list, None; an error reply raises RedisError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            cmds = ([("AUTH", self.password)] if self.password else []) + [args]
+            for c in cmds:
+                out = b"*%d\r\n" % len(c)
+                for a in c:
+                    a = a if isinstance(a, bytes) else str(a).encode()
+                    out += b"$%d\r\n%s\r\n" % (len(a), a)
+                s.sendall(out)
+                reply = _resp_read(f)
+            return reply
+
+
+class RedisError(Exception):
+    pass
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    t, rest = line[:1], line[1:-2]
+    if t == b"+":
+        return rest.decode()
+    if t == b"-":
+        raise RedisError(rest.decode())
+    if t == b":":
+        return int(rest)
+    if t == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if t == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise OSError("unexpected RESP %r" % line)
+
+
 def _key_env(i):
     """The secret reference of the i-th upstream key of a pool."""
     return "env:GW_TEST_UPSTREAM_KEY" + ("_%d" % (i + 1) if i else "")
@@ -443,7 +570,10 @@ class Gateway:
             self.upstream_key = self.upstream_keys[0]
         if self.upstream_url is None:
             raise TypeError("Gateway needs a stub or an upstream_url")
-        self.keys = {name: "sk-vgw-" + _urlsafe(32) for name in keys}
+        if isinstance(keys, dict):     # the same keys as another gateway: {name: key}
+            self.keys = dict(keys)
+        else:
+            self.keys = {name: "sk-vgw-" + _urlsafe(32) for name in keys}
         self.extra = dict(extra or {})
         self.raw_extra = raw_extra
         self.key_options = dict(key_options or {})

@@ -231,6 +231,102 @@ static void test_limits_bad_values(void **state)
                   "got \"a,,b\"\n");
 }
 
+/* [store] on Redis (issue 7)                                                                 */
+
+static void test_store_redis(void **state)
+{
+    struct gw_config *cfg;
+
+    (void)state;
+    cfg = load_ok(MIN_CONF);
+    assert_int_equal(cfg->store_backend, GW_STORE_SQLITE);
+    assert_string_equal(cfg->redis_host, "127.0.0.1");
+    assert_int_equal(cfg->redis_port, 6379);
+    assert_null(cfg->redis_unix);
+    assert_null(cfg->redis_password);
+    assert_int_equal(cfg->redis_db, 0);
+    assert_string_equal(cfg->redis_prefix, "videogw:");
+    assert_int_equal(cfg->redis_timeout_ms, 250);
+    assert_int_equal(cfg->redis_on_failure, GW_STORE_FAIL_REFUSE);
+    gw_config_free(cfg);
+
+    setenv("GW_TEST_REDIS_PW", "s3cret-pw", 1);
+    cfg = load_ok(MIN_CONF "[store]\nbackend = redis\nredis = [::1]:6380\n"
+                  "password = env:GW_TEST_REDIS_PW\ndb = 3\nprefix = team{a}:gw.\n"
+                  "timeout = 1s\non_failure = local\n");
+    assert_int_equal(cfg->store_backend, GW_STORE_REDIS);
+    assert_string_equal(cfg->redis_host, "::1");
+    assert_int_equal(cfg->redis_port, 6380);
+    assert_string_equal(cfg->redis_password, "s3cret-pw");
+    assert_int_equal(cfg->redis_db, 3);
+    assert_string_equal(cfg->redis_prefix, "team{a}:gw.");
+    assert_int_equal(cfg->redis_timeout_ms, 1000);
+    assert_int_equal(cfg->redis_on_failure, GW_STORE_FAIL_LOCAL);
+    gw_config_free(cfg);
+
+    /* a unix socket, relative to the file's directory; the password from a file */
+    write_file("pw.txt", "from-file\n");
+    cfg = load_ok(MIN_CONF "[store]\nbackend = redis\nredis = unix:run/redis.sock\n"
+                  "password = file:pw.txt\n");
+    assert_string_equal(cfg->redis_unix, "run/redis.sock");
+    assert_null(cfg->redis_host);
+    assert_string_equal(cfg->redis_password, "from-file");
+    gw_config_free(cfg);
+
+    /* gateway usage (refs mode) resolves the password: it talks to Redis with it */
+    write_file("gw.conf", "[upstream]\nurl = http://up.test\nkey = env:GW_TEST_NEVER_SET\n"
+                          "[store]\nbackend = redis\npassword = env:GW_TEST_REDIS_PW\n");
+    unsetenv("GW_TEST_NEVER_SET");
+    cfg = gw_config_load_refs("gw.conf", NULL);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->redis_password, "s3cret-pw");
+    gw_config_free(cfg);
+}
+
+static void test_store_redis_bad_values(void **state)
+{
+    (void)state;
+    setenv("GW_TEST_REDIS_PW", "has space", 1);
+    unsetenv("GW_TEST_NEVER_SET");
+    expect_errors(MIN_CONF "[store]\nbackend = postgres\nredis = localhost\n"
+                  "db = -1\nprefix = a b\ntimeout = 250\non_failure = ignore\n"
+                  "password = hunter2\n",
+                  "gw.conf:5: store.backend: expected one of sqlite|redis, got \"postgres\"\n"
+                  "gw.conf:6: store.redis: expected HOST:PORT (IPv6 as [ADDR]:PORT) or "
+                  "unix:PATH, got \"localhost\"\n"
+                  "gw.conf:7: store.db: expected integer 0..100000, got \"-1\"\n"
+                  "gw.conf:8: store.prefix: expected 1..64 characters of A-Za-z0-9 and :_.-{}, "
+                  "got \"a b\"\n"
+                  "gw.conf:9: store.timeout: expected duration 10ms..1m (with a ms/s/m/h "
+                  "suffix), got \"250\"\n"
+                  "gw.conf:10: store.on_failure: expected one of refuse|local, got \"ignore\"\n"
+                  "gw.conf:11: store.password: expected env:NAME or file:PATH (the key itself "
+                  "never goes in the config), got 7 characters of neither form (not shown)\n");
+    expect_errors(MIN_CONF "[store]\nredis = unix:\nredis = 127.0.0.1:0\ntimeout = 5ms\n"
+                  "password = env:GW_TEST_REDIS_PW\nprefix = a*\n",
+                  "gw.conf:5: store.redis: expected HOST:PORT (IPv6 as [ADDR]:PORT) or "
+                  "unix:PATH, got \"unix:\"\n"
+                  "gw.conf:6: store.redis: expected a single value (first set at gw.conf:5), "
+                  "got \"127.0.0.1:0\"\n"
+                  "gw.conf:7: store.timeout: expected duration 10ms..1m (with a ms/s/m/h "
+                  "suffix), got \"5ms\"\n"
+                  "gw.conf:8: store.password: expected env:NAME or file:PATH holding a key of "
+                  "visible ASCII on one line, got \"env:GW_TEST_REDIS_PW\" (spaces or control "
+                  "characters)\n"
+                  "gw.conf:9: store.prefix: expected 1..64 characters of A-Za-z0-9 and :_.-{}, "
+                  "got \"a*\"\n");
+    expect_errors(MIN_CONF "[store]\nredis = 127.0.0.1:0\n",
+                  "gw.conf:5: store.redis: expected HOST:PORT (IPv6 as [ADDR]:PORT) or "
+                  "unix:PATH, got \"127.0.0.1:0\"\n");
+    /* the password is never echoed */
+    write_file("gw.conf", MIN_CONF "[store]\npassword = env:GW_TEST_NEVER_SET\n");
+    char *errs = NULL;
+    assert_null(load("gw.conf", &errs));
+    assert_non_null(strstr(errs, "store.password"));
+    free(errs);
+    unsetenv("GW_TEST_REDIS_PW");
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Defaults and good values                                                                   */
 
@@ -1119,6 +1215,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_multiple_errors_reported_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_store_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_bad_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_redis, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_redis_bad_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_refs_resolves_no_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_required_without_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
