@@ -238,11 +238,19 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         goto fail;
     }
-    if (cfg->store_path != NULL) {
-        struct gw_store_options so = { cfg->store_path, cfg->store_sync_full, gw_log_write };
+    struct gw_store_options so;
+    if (gw_server_store_options(cfg, &so)) {
+        so.log = gw_log_write;
         s->store = gw_store_open(&so, err);
-        if (s->store == NULL || seed_budgets(s, &so, err) != GW_OK)
+        if (s->store == NULL)
             goto fail;
+        if (seed_budgets(s, &so, err) != GW_OK) {
+            if (cfg->store_backend != GW_STORE_REDIS)
+                goto fail;
+            /* Redis down at start: serve anyway (on_failure says how); today's
+             * spending is not known to the local limits */
+            gw_log(GW_LOG_WARN, "store: cannot read today's usage: %s", err->message);
+        }
     }
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err) != GW_OK)
@@ -253,6 +261,24 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
 fail:
     gw_server_free(s);
     return NULL;
+}
+
+int gw_server_store_options(const struct gw_config *cfg, struct gw_store_options *so)
+{
+    memset(so, 0, sizeof(*so));
+    if (cfg->store_backend == GW_STORE_REDIS) {
+        so->redis_host = cfg->redis_host;
+        so->redis_port = cfg->redis_port;
+        so->redis_unix = cfg->redis_unix;
+        so->redis_password = cfg->redis_password;
+        so->redis_db = cfg->redis_db;
+        so->redis_prefix = cfg->redis_prefix;
+        so->redis_timeout_ms = cfg->redis_timeout_ms;
+        return 1;
+    }
+    so->path = cfg->store_path;
+    so->sync_full = cfg->store_sync_full;
+    return cfg->store_path != NULL;
 }
 
 int64_t gw_worker_now_ms(void)

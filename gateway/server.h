@@ -73,4 +73,9 @@ void gw_server_free(struct gw_server *s);
  */
 int gw_server_reload(struct gw_server *s);
 
+/* The store's options from cfg's [store] (strings borrowed from cfg; log
+ * unset): 1, or 0 when cfg has no store (sqlite without a path). */
+struct gw_store_options;
+int gw_server_store_options(const struct gw_config *cfg, struct gw_store_options *so);
+
 #endif

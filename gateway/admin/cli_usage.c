@@ -26,6 +26,7 @@
 #include "cli_usage.h"
 #include "config.h"
 #include "gw.h"
+#include "server.h"
 #include "store/store.h"
 
 #define USAGE_MAX_INCLUDE 4    /* nested include levels: config.c's CONF_MAX_INCLUDE */
@@ -470,12 +471,11 @@ int gw_cli_usage(int argc, char **argv)
         fprintf(stderr, "gateway usage: configuration %s has errors\n", o.conf);
         goto out;
     }
-    if (cfg->store_path == NULL) {
+    if (!gw_server_store_options(cfg, &so)) {
         fprintf(stderr, "gateway usage: %s: usage needs [store] path (the gateway's SQLite "
-                        "file); this configuration has none\n", o.conf);
+                        "file) or backend = redis; this configuration has neither\n", o.conf);
         goto out;
     }
-    so.path = cfg->store_path;
     q = (struct gw_usage_query){ .since = o.since, .until = o.until, .key_name = o.key };
     if (gw_store_usage_read(&so, &q, &u, &err) != GW_OK) {
         fprintf(stderr, "gateway usage: %s\n", err.message);

@@ -34,6 +34,8 @@ struct gw_store_loop {
     struct gw_store_op *done_tail;
     unsigned pending;              /* operations made and not yet freed */
     int dead;                      /* gw_store_loop_free was called */
+    void *engine;                  /* the engine's part (Redis: the connection), or NULL */
+    void (*engine_detach)(void *engine);
 };
 
 /* ------------------------------------------------------------------ names */
@@ -336,13 +338,47 @@ void gw_store_cancel(struct gw_store_op *op)
 
 /* --------------------------------------------------------------- lifecycle */
 
+static int is_redis(const struct gw_store_options *o)
+{
+    return o != NULL && (o->redis_host != NULL || o->redis_unix != NULL);
+}
+
 struct gw_store *gw_store_open(const struct gw_store_options *o, struct gw_error *err)
 {
+    if (is_redis(o))
+        return gw_store_redis_open(o, err);
     if (o == NULL || o->path == NULL || o->path[0] == '\0') {
         gw_error_set(err, 0, NULL, NULL, NULL, "store: no path given");
         return NULL;
     }
     return gw_store_sqlite_open(o, err);
+}
+
+int gw_store_reachable(struct gw_store *s)
+{
+    return s->engine->reachable == NULL || s->engine->reachable(s);
+}
+
+void gw_store_loop_set_engine(struct gw_store_loop *l, void *data, void (*detach)(void *data))
+{
+    pthread_mutex_lock(&l->mu);
+    l->engine = data;
+    l->engine_detach = detach;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void *gw_store_loop_engine(struct gw_store_loop *l)
+{
+    return l->engine; /* written on this thread, or by a close that comes after the loop */
+}
+
+void *gw_store_loop_take_engine(struct gw_store_loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    void *data = l->engine;
+    l->engine = NULL;
+    pthread_mutex_unlock(&l->mu);
+    return data;
 }
 
 void gw_store_close(struct gw_store *s)
@@ -380,6 +416,8 @@ struct gw_store_loop *gw_store_loop_new(struct gw_store *s, struct event_base *b
         unavailable(err, "store: cannot watch the eventfd");
         goto fail;
     }
+    if (s->engine->loop_attach != NULL && s->engine->loop_attach(s, l, base, err) != GW_OK)
+        goto fail;
     return l;
 
 fail:
@@ -409,11 +447,18 @@ void gw_store_loop_free(struct gw_store_loop *l)
     int last = l->pending == 0;
     close(l->efd);
     l->efd = -1;
+    void *engine = l->engine;
+    void (*detach)(void *) = l->engine_detach;
+    l->engine = NULL;
     pthread_mutex_unlock(&l->mu);
     for (; done != NULL; done = next) {
         next = done->next;
         op_free(done);
     }
+    /* the engine's part: what it holds comes back to the dead loop and is freed
+     * there (the last one frees l unless it was the last already) */
+    if (engine != NULL)
+        detach(engine);
     /* otherwise the engine frees l with its last operation, or loop_wake with
      * the one whose callback is freeing it */
     if (last)
@@ -708,10 +753,12 @@ int gw_store_usage_read(const struct gw_store_options *o, const struct gw_usage_
                         struct gw_usage **out, struct gw_error *err)
 {
     *out = NULL;
-    if (o == NULL || o->path == NULL || o->path[0] == '\0')
+    if (!is_redis(o) && (o == NULL || o->path == NULL || o->path[0] == '\0'))
         return gw_error_set(err, 0, NULL, NULL, NULL, "store: no path given");
     if (check_usage_query(q, err) != GW_OK)
         return GW_ERR;
+    if (is_redis(o))
+        return gw_store_redis_usage_read(o, q, out, err);
     return gw_store_sqlite_usage_read(o, q, out, err);
 }
 

@@ -2,7 +2,7 @@
  * store.h - the store: every accepted job (its owner, the upstream key that
  * created it, the ledger of what it cost), daily usage totals and idempotency
  * records, behind one asynchronous interface. Engines: SQLite (store_sqlite.c,
- * one instance); Redis later (issue 7), behind the same calls.
+ * one instance); Redis (store_redis.c, several instances), behind the same calls.
  *
  * Threads. No event loop ever waits for the database. Every loop that uses the
  * store has its own struct gw_store_loop; a call made with it on that loop's
@@ -190,6 +190,14 @@ struct gw_store_options {
     /* where the store reports what no caller hears (a failed fire-and-forget
      * write, a failed transaction): gw_log_write, say. NULL: silent. */
     void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+    /* Redis instead of SQLite when redis_host or redis_unix is set (path unused) */
+    const char *redis_host;     /* an address (a name is resolved with a blocking call) */
+    int redis_port;
+    const char *redis_unix;     /* a unix socket's path */
+    const char *redis_password; /* AUTH; NULL: none */
+    int redis_db;               /* SELECT */
+    const char *redis_prefix;   /* of every key; NULL: "videogw:" */
+    int redis_timeout_ms;       /* per command; 0: 250 */
 };
 
 /*
@@ -245,6 +253,10 @@ struct gw_store_stats {
 
 /* Counters since open; from any thread. */
 void gw_store_stats(struct gw_store *s, struct gw_store_stats *st);
+
+/* 1 while the store can work; 0 while Redis is unreachable (some loop's
+ * connection is down: /readyz). SQLite: always 1. From any thread. */
+int gw_store_reachable(struct gw_store *s);
 
 /* ----------------------------------------------------- asynchronous calls */
 

@@ -1,7 +1,7 @@
 /*
  * store_int.h - between store.c (the engine-neutral half: arguments checked
  * and copied, operations, delivery to the loops, cancel) and an engine
- * (store_sqlite.c; store_redis.c to come). Not for the rest of the gateway.
+ * (store_sqlite.c; store_redis.c). Not for the rest of the gateway.
  */
 #ifndef GW_STORE_INT_H
 #define GW_STORE_INT_H
@@ -76,6 +76,12 @@ struct gw_store_engine {
     int (*submit)(struct gw_store *s, struct gw_store_op *op, struct gw_error *err);
     void (*close)(struct gw_store *s);
     void (*stats)(struct gw_store *s, struct gw_store_stats *st);
+    /* Optional (Redis: a connection per loop). From gw_store_loop_new: set up the
+     * engine's part of l (gw_store_loop_set_engine). GW_OK, or GW_ERR with err. */
+    int (*loop_attach)(struct gw_store *s, struct gw_store_loop *l, struct event_base *base,
+                       struct gw_error *err);
+    /* Optional: 1 while the engine can work (Redis: every loop connected). */
+    int (*reachable)(struct gw_store *s);
 };
 
 /* The head of every engine's own struct. */
@@ -99,6 +105,21 @@ char *gw_store_op_strdup(struct gw_store_op *op, const char *s, size_t len);
 void gw_store_op_fail(struct gw_store_op *op, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * The engine's part of a loop: data, and detach(data), called once, by
+ * gw_store_loop_free (on the loop's thread) unless the engine took it back
+ * first (gw_store_loop_take_engine: its close). detach must finish or fail
+ * every operation of the loop that the engine holds (gw_store_op_done), and
+ * must not touch l: the last of them may free it.
+ */
+void gw_store_loop_set_engine(struct gw_store_loop *l, void *data, void (*detach)(void *data));
+
+/* The engine's data of l (on the loop's thread), or NULL once taken. */
+void *gw_store_loop_engine(struct gw_store_loop *l);
+
+/* Take the engine's data back (NULL if gone): detach will not be called. */
+void *gw_store_loop_take_engine(struct gw_store_loop *l);
+
 /* "YYYY-MM-DD" of a unix time, UTC, into day[11]. */
 void gw_store_day(int64_t t, char day[11]);
 
@@ -109,5 +130,8 @@ int gw_store_check_day(const char *s);
 struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct gw_error *err);
 int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                                struct gw_usage **out, struct gw_error *err);
+struct gw_store *gw_store_redis_open(const struct gw_store_options *o, struct gw_error *err);
+int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
+                              struct gw_usage **out, struct gw_error *err);
 
 #endif

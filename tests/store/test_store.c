@@ -8,7 +8,13 @@
  * Each test opens its own file. The loops are run by the test until a
  * condition holds, with a deadline (never sleeping).
  *
- * Run one test: test_store NAME (see the table at the end).
+ * The same contract runs against Redis with --redis: the test starts its own
+ * redis-server (no persistence, a free loopback port, its own directory) and
+ * gives each test's "file" a key prefix of its own; the SQLite-only tests
+ * (files, WAL, group commit) are skipped there, and Redis-only ones (a hung
+ * Redis, a restart, SCRIPT FLUSH, wrong types, a wrong password) run.
+ *
+ * Run one test: test_store [--redis] NAME (see the table at the end).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,9 +30,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 #include <sqlite3.h>
 
 #include "store/store.h"
@@ -63,6 +74,32 @@ static uint64_t now_ms(void)
 static char tmpdir[256];
 static char dbpath[512];
 
+/* --redis: the engine under test is Redis (a private redis-server) */
+static int use_redis;
+static int redis_port;
+static pid_t redis_pid;
+static char redis_prefix[600];
+static const char *redis_password; /* set by the wrong-password test */
+static int redis_timeout_ms = 250;
+
+/* The store's options for the "file" path: SQLite's file, or a Redis prefix
+ * made of its name (a test that reopens the same path finds its data). */
+static void store_opts(const char *path, int sync_full, struct gw_store_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->path = path;
+    o->sync_full = sync_full;
+    if (use_redis) {
+        const char *base = strrchr(path, '/');
+        snprintf(redis_prefix, sizeof(redis_prefix), "t:%s:", base != NULL ? base + 1 : path);
+        o->redis_host = "127.0.0.1";
+        o->redis_port = redis_port;
+        o->redis_prefix = redis_prefix;
+        o->redis_password = redis_password;
+        o->redis_timeout_ms = redis_timeout_ms;
+    }
+}
+
 /* A fresh file name for the current test. */
 static const char *new_path(const char *name)
 {
@@ -84,8 +121,11 @@ static void logf_test(int level, const char *fmt, ...)
 
 static struct gw_store *open_store(const char *path, int sync_full)
 {
-    struct gw_store_options o = { .path = path, .sync_full = sync_full, .log = logf_test };
+    struct gw_store_options o;
     struct gw_error err;
+
+    store_opts(path, sync_full, &o);
+    o.log = logf_test;
     struct gw_store *s = gw_store_open(&o, &err);
 
     if (s == NULL) {
@@ -385,6 +425,40 @@ static int64_t raw_int(const char *path, const char *sql)
     sqlite3_finalize(st);
     sqlite3_close(db);
     return v;
+}
+
+/* A command to the private redis-server; the reply (free it). */
+static redisReply *redis_cmd(const char *fmt, ...)
+{
+    struct timeval tv = { 5, 0 };
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+    va_list ap;
+
+    CHECK(c != NULL && !c->err);
+    if (redis_password != NULL)
+        freeReplyObject(redisCommand(c, "AUTH %s", redis_password));
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    CHECK(r != NULL);
+    redisFree(c);
+    return r;
+}
+
+/* Jobs recorded in the store of path (rows, or job hashes under its prefix). */
+static int64_t count_jobs(const char *path)
+{
+    if (!use_redis)
+        return raw_int(path, "SELECT count(*) FROM jobs");
+    struct gw_store_options o;
+    char pattern[700];
+    store_opts(path, 0, &o);
+    snprintf(pattern, sizeof(pattern), "%sjob:*", o.redis_prefix);
+    redisReply *r = redis_cmd("KEYS %s", pattern);
+    CHECK(r->type == REDIS_REPLY_ARRAY);
+    int64_t n = (int64_t)r->elements;
+    freeReplyObject(r);
+    return n;
 }
 
 static void raw_exec(const char *path, const char *sql)
@@ -858,6 +932,10 @@ static void test_list_insertion_order(void)
     CHECK(strcmp(c.ids[N], put[N - 1]) == 0 && strcmp(c.ids[N + 1], "video_0") == 0);
     tl_free(&t);
     gw_store_close(s);
+    if (use_redis) { /* no VACUUM there */
+        cap_free(&c);
+        return;
+    }
     /* the same order after a VACUUM (seq is the rowid's alias: it keeps its values) */
     raw_exec(path, "VACUUM");
     s = open_store(path, 0);
@@ -996,11 +1074,12 @@ static void test_update_forward_only(void)
 /* A usage row's counters, read with the synchronous query. */
 static void usage_of(const char *path, const char *key, const char *day, int64_t out[4])
 {
-    struct gw_store_options o = { .path = path };
+    struct gw_store_options o;
     struct gw_usage_query q = { .since = day, .until = day, .key_name = key };
     struct gw_usage *u;
     struct gw_error err;
 
+    store_opts(path, 0, &o);
     if (gw_store_usage_read(&o, &q, &u, &err) != GW_OK) {
         fprintf(stderr, "FAIL %s: usage_read: %s\n", cur_test, err.message);
         exit(1);
@@ -1185,6 +1264,12 @@ static void test_idempotency(void)
     DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k2", T0 + 6, CB(&c)));
     CHECK(c.idem == GW_IDEM_DONE);
 
+    if (use_redis) { /* shared by instances: in flight records expire by themselves */
+        tl_free(&t);
+        gw_store_close(s);
+        cap_free(&c);
+        return;
+    }
     /* left in flight by a process that died: dropped when the store opens */
     DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "k3", T0, CB(&c)));
     CHECK(c.idem == GW_IDEM_NEW);
@@ -1256,7 +1341,7 @@ static void test_prune_keeps_totals(void)
     CHECK(c.pruned_jobs == 0 && c.pruned_idem == 0);
     tl_free(&t);
     gw_store_close(s);
-    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 1);
+    CHECK(count_jobs(path) == 1);
     cap_free(&c);
 }
 
@@ -1306,10 +1391,18 @@ static void test_prune_many_keys(void)
     CHECK(!c.has_job);
     tl_free(&t);
     gw_store_close(s);
-    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == newer);
-    /* none older than the retention's start, T0 + 10 days */
-    CHECK(raw_int(path, "SELECT count(*) FROM jobs WHERE created_at < 1768089600") == 0);
-    CHECK(raw_int(path, "SELECT sum(jobs) FROM usage_daily") == KEYS + newer + 1100);
+    CHECK(count_jobs(path) == newer);
+    if (!use_redis) {
+        /* none older than the retention's start, T0 + 10 days */
+        CHECK(raw_int(path, "SELECT count(*) FROM jobs WHERE created_at < 1768089600") == 0);
+        CHECK(raw_int(path, "SELECT sum(jobs) FROM usage_daily") == KEYS + newer + 1100);
+    } else {
+        int64_t u1[4], u2[4];
+        usage_of(path, NULL, NULL, u1);
+        CHECK(u1[0] == KEYS + newer + 1100);
+        usage_of(path, NULL, "2026-02-10", u2); /* the newer ones' day */
+        CHECK(u2[0] == newer);
+    }
     cap_free(&c);
 }
 
@@ -1317,7 +1410,7 @@ static void test_usage_read(void)
 {
     const char *path = new_path("usage");
     struct gw_store *s = open_store(path, 0);
-    struct gw_store_options o = { .path = path };
+    struct gw_store_options o;
     struct tloop t;
     struct capture c;
     struct jobbuf b;
@@ -1325,6 +1418,7 @@ static void test_usage_read(void)
     struct gw_error err;
     struct gw_usage_query q = { 0 };
 
+    store_opts(path, 0, &o);
     cap_init(&c);
     tl_init(&t, s);
     put_ok(&t, &c, mkjob(&b, "video_d1", "alice", T0, 8, GW_JOB_QUEUED));      /* 01-01 */
@@ -1373,6 +1467,10 @@ static void test_usage_read(void)
     CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
     CHECK(u->n == 4);
     gw_store_usage_free(u);
+    if (use_redis) {
+        cap_free(&c);
+        return;
+    }
     o.path = new_path("usage_absent");
     CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_ERR);
     CHECK_CONTAINS(err.message, o.path);
@@ -1518,7 +1616,11 @@ static void test_cancel(void)
     CHECK(gw_store_job_get(t.sl, "video_c", never_cb, NULL, &op, &err) == GW_AGAIN);
     struct gw_store_stats st;
     uint64_t t0 = now_ms();
-    do { /* wait, without running the loop, until the store has answered it */
+    do { /* wait, without running the loop, until the store has answered it (Redis
+          * answers on the loop: one turn at a time, which reads the reply and hands
+          * the result to the eventfd, read at a later turn) */
+        if (use_redis)
+            event_base_loop(t.base, EVLOOP_ONCE);
         gw_store_stats(s, &st);
         CHECK(now_ms() - t0 < 10000);
     } while (st.queued > 0);
@@ -1582,7 +1684,7 @@ static void test_loop_free_pending(void)
     event_free(t.tick);
     event_base_free(t.base);
     gw_store_close(s);
-    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 100);
+    CHECK(count_jobs(path) == 100);
     cap_free(&c);
 }
 
@@ -1715,7 +1817,7 @@ static void test_close_drains(void)
     }
     gw_store_close(s); /* before the loop is freed: the results wait on it */
     tl_free(&t);
-    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 500);
+    CHECK(count_jobs(path) == 500);
 }
 
 /* kill -9 from inside the first put's callback: the job it acknowledged is there. */
@@ -2011,36 +2113,373 @@ static void test_order(void)
     gw_store_close(s);
 }
 
+/* ------------------------------------------------------- Redis only */
+
+static int free_port(void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    CHECK(fd >= 0);
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int redis_pings(void)
+{
+    struct timeval tv = { 0, 200000 };
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+    int ok = 0;
+
+    if (c != NULL && !c->err) {
+        redisReply *r = redisCommand(c, "PING");
+        /* PONG, or NOAUTH: it answers either way */
+        ok = r != NULL && (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    if (c != NULL)
+        redisFree(c);
+    return ok;
+}
+
+/* A private redis-server on redis_port: no persistence, its own directory. */
+static void redis_start(void)
+{
+    char port[16];
+    uint64_t t0 = now_ms();
+
+    if (redis_port == 0)
+        redis_port = free_port();
+    snprintf(port, sizeof(port), "%d", redis_port);
+    redis_pid = fork();
+    CHECK(redis_pid >= 0);
+    if (redis_pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
+        _exit(127);
+    }
+    while (!redis_pings()) {
+        int st;
+        if (waitpid(redis_pid, &st, WNOHANG) == redis_pid) {
+            fprintf(stderr, "redis-server did not start (is it installed? "
+                            "scripts/install-deps.sh)\n");
+            exit(1);
+        }
+        CHECK(now_ms() - t0 < 10000);
+        usleep(10000);
+    }
+}
+
+static void redis_kill(void)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGCONT);
+        kill(redis_pid, SIGKILL);
+        waitpid(redis_pid, NULL, 0);
+        redis_pid = 0;
+    }
+}
+
+/* Two stores on one Redis (two gateway instances): a job put through one is
+ * read, listed and refunded through the other; the refresh hands a job to one
+ * claimer only. */
+static void test_redis_two_instances(void)
+{
+    const char *path = new_path("two_instances");
+    struct gw_store *a = open_store(path, 0), *b = open_store(path, 0);
+    struct tloop ta, tb;
+    struct capture c;
+    struct jobbuf jb;
+    struct gw_job_list_query q = { .key_name = "alice", .limit = 100, .order = GW_ORDER_ASC };
+
+    cap_init(&c);
+    tl_init(&ta, a);
+    tl_init(&tb, b);
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_ab%02d", i);
+        /* alternately through a and b, all in the same second */
+        put_ok(i % 2 ? &tb : &ta, &c, mkjob(&jb, id, "alice", T0, 4, GW_JOB_QUEUED));
+    }
+    get_ok(&tb, &c, "video_ab00");
+    CHECK(c.has_job && strcmp(c.job.key_name, "alice") == 0);
+    DO_OK(&ta, &c, gw_store_job_list(ta.sl, &q, CB(&c)));
+    CHECK(c.njobs == 20);
+    for (int i = 0; i < 20; i++) { /* in the order they were put, across both */
+        char id[32];
+        snprintf(id, sizeof(id), "video_ab%02d", i);
+        CHECK(strcmp(c.ids[i], id) == 0);
+    }
+    q.key_name = "bob";
+    DO_OK(&tb, &c, gw_store_job_list(tb.sl, &q, CB(&c)));
+    CHECK(c.njobs == 0);
+    /* claimed by both at once: each job once */
+    struct capture c2;
+    cap_init(&c2);
+    SUBMIT(&c, gw_store_job_claim_unfinished(ta.sl, T0 + 10, T0 + 100, 15, CB(&c)));
+    SUBMIT(&c2, gw_store_job_claim_unfinished(tb.sl, T0 + 10, T0 + 100, 15, CB(&c2)));
+    RUN_UNTIL(&ta, c.calls == 1, 10000);
+    RUN_UNTIL(&tb, c2.calls == 1, 10000);
+    CHECK(c.rc == GW_OK && c2.rc == GW_OK);
+    CHECK(c.njobs + c2.njobs == 20);
+    for (size_t i = 0; i < c.njobs; i++)
+        for (size_t k = 0; k < c2.njobs; k++)
+            CHECK(strcmp(c.ids[i], c2.ids[k]) != 0);
+    /* a refund through each: once */
+    struct gw_job_update u = { .id = "video_ab03", .status = GW_JOB_FAILED, .now = T0 + 5 };
+    DO_OK(&ta, &c, gw_store_job_update(ta.sl, &u, CB(&c)));
+    DO_OK(&ta, &c, gw_store_job_refund(ta.sl, "video_ab03", CB(&c)));
+    CHECK(c.refunded == 1);
+    DO_OK(&tb, &c, gw_store_job_refund(tb.sl, "video_ab03", CB(&c)));
+    CHECK(c.refunded == 0 && c.job.refunded == 1);
+    int64_t usage[4];
+    usage_of(path, "alice", "2026-01-01", usage);
+    CHECK(usage[0] == 20 && usage[1] == 80 && usage[2] == 1 && usage[3] == 4);
+    tl_free(&ta);
+    tl_free(&tb);
+    gw_store_close(a);
+    gw_store_close(b);
+    cap_free(&c);
+    cap_free(&c2);
+}
+
+/* Try a get until the store works again (Redis back, reconnected). */
+static void get_until_ok(struct tloop *t, struct capture *c, const char *id)
+{
+    uint64_t t0 = now_ms();
+
+    for (;;) {
+        DO(t, c, gw_store_job_get(t->sl, id, CB(c)));
+        if (c->rc == GW_OK)
+            return;
+        CHECK(now_ms() - t0 < 15000);
+        uint64_t until = now_ms() + 50;
+        RUN_UNTIL(t, now_ms() >= until, 1000);
+    }
+}
+
+/* Redis killed: calls fail (503) at once, the store says it is unreachable;
+ * Redis back (empty: no persistence here): the store reconnects by itself. */
+static void test_redis_restart(void)
+{
+    struct gw_store *s = open_store(new_path("restart"), 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_r1", "alice", T0, 8, GW_JOB_QUEUED));
+    CHECK(gw_store_reachable(s));
+    redis_kill();
+    uint64_t t0 = now_ms();
+    DO(&t, &c, gw_store_job_get(t.sl, "video_r1", CB(&c)));
+    CHECK(c.rc == GW_ERR && c.err_status == 503);
+    CHECK_CONTAINS(c.errmsg, "Redis");
+    CHECK(now_ms() - t0 < 2000);
+    RUN_UNTIL(&t, !gw_store_reachable(s), 5000);
+    /* while down: every call fails fast */
+    t0 = now_ms();
+    DO(&t, &c, gw_store_job_put(t.sl, mkjob(&b, "video_r2", "alice", T0, 8, GW_JOB_QUEUED),
+                                NULL, CB(&c)));
+    CHECK(c.rc == GW_ERR && now_ms() - t0 < 1000);
+    redis_start();
+    get_until_ok(&t, &c, "video_r1");
+    CHECK(!c.has_job); /* a fresh Redis */
+    RUN_UNTIL(&t, gw_store_reachable(s), 5000);
+    put_ok(&t, &c, mkjob(&b, "video_r3", "alice", T0, 8, GW_JOB_QUEUED));
+    get_ok(&t, &c, "video_r3");
+    CHECK(c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* A hung Redis (SIGSTOP): a call fails after [store] timeout, not later; the
+ * connection is made again once it answers. */
+static void test_redis_hung(void)
+{
+    struct gw_store *s = open_store(new_path("hung"), 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_h1", "alice", T0, 8, GW_JOB_QUEUED));
+    kill(redis_pid, SIGSTOP);
+    uint64_t t0 = now_ms();
+    DO(&t, &c, gw_store_job_get(t.sl, "video_h1", CB(&c)));
+    uint64_t ms = now_ms() - t0;
+    printf("  a call to a stopped Redis failed after %llu ms\n", (unsigned long long)ms);
+    CHECK(c.rc == GW_ERR && c.err_status == 503);
+    CHECK_CONTAINS(c.errmsg, "no answer within 250 ms");
+    CHECK(ms >= 200 && ms < 1500);
+    kill(redis_pid, SIGCONT);
+    get_until_ok(&t, &c, "video_h1");
+    CHECK(c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* SCRIPT FLUSH: the scripts are sent again (NOSCRIPT, then EVAL); FLUSHALL:
+ * the data is gone, the store still works. */
+static void test_redis_flush(void)
+{
+    const char *path = new_path("flush");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_job_list_query q = { .key_name = "alice", .limit = 10 };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_f1", "alice", T0, 8, GW_JOB_QUEUED));
+    freeReplyObject(redis_cmd("SCRIPT FLUSH"));
+    /* several at once, each first answered NOSCRIPT: still in order */
+    struct capture c2;
+    cap_init(&c2);
+    SUBMIT(&c, gw_store_job_put(t.sl, mkjob(&b, "video_f2", "alice", T0 + 1, 8, GW_JOB_QUEUED),
+                                NULL, CB(&c)));
+    SUBMIT(&c2, gw_store_job_list(t.sl, &q, CB(&c2)));
+    RUN_UNTIL(&t, c.calls && c2.calls, 10000);
+    CHECK(c.rc == GW_OK && c2.rc == GW_OK);
+    CHECK(c2.njobs == 2 && strcmp(c2.ids[0], "video_f2") == 0);
+    freeReplyObject(redis_cmd("FLUSHALL"));
+    get_ok(&t, &c, "video_f1");
+    CHECK(!c.has_job);
+    put_ok(&t, &c, mkjob(&b, "video_f3", "alice", T0, 8, GW_JOB_QUEUED));
+    DO_OK(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.njobs == 1);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+    cap_free(&c2);
+}
+
+/* Someone else's data under our keys (wrong types): that call fails with
+ * Redis's error (and a log line); the others go on. */
+static void test_redis_wrong_type(void)
+{
+    const char *path = new_path("wrongtype");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+    struct gw_job_list_query q = { .key_name = "mallory", .limit = 10 };
+
+    cap_init(&c);
+    tl_init(&t, s);
+    freeReplyObject(redis_cmd("SET %sjob:video_w1 not-a-hash", redis_prefix));
+    freeReplyObject(redis_cmd("SET %sjobs:mallory not-a-zset", redis_prefix));
+    DO(&t, &c, gw_store_job_get(t.sl, "video_w1", CB(&c)));
+    CHECK(c.rc == GW_ERR && c.err_status == 503);
+    CHECK_CONTAINS(c.errmsg, "WRONGTYPE");
+    DO(&t, &c, gw_store_job_put(t.sl, mkjob(&b, "video_w2", "mallory", T0, 8, GW_JOB_QUEUED),
+                                NULL, CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    CHECK_CONTAINS(c.errmsg, "(Redis) answered an error: WRONGTYPE");
+    DO(&t, &c, gw_store_job_list(t.sl, &q, CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    struct gw_job_update u = { .id = "video_w1", .status = GW_JOB_FAILED, .now = T0 };
+    DO(&t, &c, gw_store_job_update(t.sl, &u, CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    /* the rest works */
+    put_ok(&t, &c, mkjob(&b, "video_w3", "alice", T0, 8, GW_JOB_QUEUED));
+    get_ok(&t, &c, "video_w3");
+    CHECK(c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* Redis asks for a password: none, or a wrong one, fails every call with a
+ * clear message (never the password); the right one works. */
+static void test_redis_password(void)
+{
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    freeReplyObject(redis_cmd("CONFIG SET requirepass %s", "pw-right"));
+    redis_password = NULL;
+    struct gw_store *s = open_store(new_path("password"), 0);
+    tl_init(&t, s);
+    DO(&t, &c, gw_store_job_get(t.sl, "video_p", CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    CHECK_CONTAINS(c.errmsg, "NOAUTH");
+    tl_free(&t);
+    gw_store_close(s);
+
+    redis_password = "pw-wrong";
+    s = open_store(new_path("password"), 0);
+    tl_init(&t, s);
+    DO(&t, &c, gw_store_job_get(t.sl, "video_p", CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    CHECK(strstr(c.errmsg, "pw-wrong") == NULL);
+    tl_free(&t);
+    gw_store_close(s);
+
+    redis_password = "pw-right";
+    s = open_store(new_path("password"), 0);
+    tl_init(&t, s);
+    get_ok(&t, &c, "video_p");
+    CHECK(!c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    freeReplyObject(redis_cmd("CONFIG SET requirepass %s", ""));
+    redis_password = NULL;
+    cap_free(&c);
+}
+
 /* ------------------------------------------------------------------- main */
+
+enum { SQ = 1, RD = 2, BOTH = 3 }; /* the engines a test runs on */
 
 static const struct {
     const char *name;
     void (*fn)(void);
+    int engines;
 } tests[] = {
-    { "create_migrate", test_create_migrate },
-    { "reopen_keeps_data", test_reopen_keeps_data },
-    { "two_loops", test_two_loops },
-    { "order", test_order },
-    { "group_commit", test_group_commit },
-    { "list_cursor", test_list_cursor },
-    { "list_insertion_order", test_list_insertion_order },
-    { "bad_arguments", test_bad_arguments },
-    { "update_forward_only", test_update_forward_only },
-    { "refund_once", test_refund_once },
-    { "claim_unfinished", test_claim_unfinished },
-    { "idempotency", test_idempotency },
-    { "prune_keeps_totals", test_prune_keeps_totals },
-    { "prune_many_keys", test_prune_many_keys },
-    { "usage_read", test_usage_read },
-    { "bad_files", test_bad_files },
-    { "cancel", test_cancel },
-    { "loop_free_pending", test_loop_free_pending },
-    { "errors_isolated", test_errors_isolated },
-    { "close_drains", test_close_drains },
-    { "usage_in_batch", test_usage_in_batch },
-    { "checkpoints", test_checkpoints },
-    { "durability_kill9", test_durability_kill9 },
-    { "disk_full", test_disk_full },
+    { "create_migrate", test_create_migrate, SQ },
+    { "reopen_keeps_data", test_reopen_keeps_data, BOTH },
+    { "two_loops", test_two_loops, BOTH },
+    { "order", test_order, BOTH },
+    { "group_commit", test_group_commit, SQ },
+    { "list_cursor", test_list_cursor, BOTH },
+    { "list_insertion_order", test_list_insertion_order, BOTH },
+    { "bad_arguments", test_bad_arguments, BOTH },
+    { "update_forward_only", test_update_forward_only, BOTH },
+    { "refund_once", test_refund_once, BOTH },
+    { "claim_unfinished", test_claim_unfinished, BOTH },
+    { "idempotency", test_idempotency, BOTH },
+    { "prune_keeps_totals", test_prune_keeps_totals, BOTH },
+    { "prune_many_keys", test_prune_many_keys, BOTH },
+    { "usage_read", test_usage_read, BOTH },
+    { "bad_files", test_bad_files, SQ },
+    { "cancel", test_cancel, BOTH },
+    { "loop_free_pending", test_loop_free_pending, BOTH },
+    { "errors_isolated", test_errors_isolated, BOTH },
+    { "close_drains", test_close_drains, BOTH },
+    { "usage_in_batch", test_usage_in_batch, SQ },
+    { "checkpoints", test_checkpoints, SQ },
+    { "durability_kill9", test_durability_kill9, SQ },
+    { "disk_full", test_disk_full, SQ },
+    { "redis_two_instances", test_redis_two_instances, RD },
+    { "redis_flush", test_redis_flush, RD },
+    { "redis_wrong_type", test_redis_wrong_type, RD },
+    { "redis_password", test_redis_password, RD },
+    { "redis_hung", test_redis_hung, RD },
+    { "redis_restart", test_redis_restart, RD },
 };
 
 /* The temporary directory goes, also when a test fails (exit(1)); not from a
@@ -2062,6 +2501,12 @@ int main(int argc, char **argv)
 {
     int ran = 0;
 
+    if (argc > 1 && strcmp(argv[1], "--redis") == 0) {
+        use_redis = 1;
+        argc--;
+        argv++;
+    }
+
     setvbuf(stdout, NULL, _IOLBF, 0);
     snprintf(tmpdir, sizeof(tmpdir), "%s/gw-store-XXXXXX",
              getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
@@ -2069,8 +2514,14 @@ int main(int argc, char **argv)
     main_pid = getpid();
     atexit(remove_tmpdir);
     chmod(tmpdir, 0755); /* the tests that drop privileges read in here */
+    if (use_redis) {
+        redis_start();
+        atexit(redis_kill);
+    }
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         if (argc > 1 && strcmp(argv[1], tests[i].name) != 0)
+            continue;
+        if (!(tests[i].engines & (use_redis ? RD : SQ)))
             continue;
         uint64_t t0 = now_ms();
         cur_test = tests[i].name;

@@ -1,0 +1,70 @@
+/*
+ * redis_int.h - between the Redis engine's two files: store_redis.c (the
+ * connections: one hiredis context per event loop, a deadline per command,
+ * reconnect with backoff, dispatch, close) and redis_ops.c (the Lua script of
+ * each call, its arguments, its reply turned into a result; the synchronous
+ * usage read of `gateway usage`). Key layout and semantics: docs/store.md,
+ * "The Redis engine".
+ */
+#ifndef GW_REDIS_INT_H
+#define GW_REDIS_INT_H
+
+#include <hiredis/hiredis.h>
+
+#include "store_int.h"
+
+/* The scripts, each loaded once per connection and called by SHA1 (EVALSHA;
+ * re-sent with EVAL after a NOSCRIPT: a SCRIPT FLUSH or a restarted Redis). */
+enum rs_script {
+    RS_PUT = 0,
+    RS_UPDATE,
+    RS_DELETE,
+    RS_LIST,
+    RS_CLAIM,
+    RS_REFUND,
+    RS_PRUNE,
+    RS_IDEM_BEGIN,
+    RS_IDEM_FINISH,
+    RS_IDEM_ABORT,
+    RS_USAGE,
+    RS_NSCRIPTS,
+    RS_NONE = -1, /* a plain command (HMGET of a get) */
+};
+
+extern const char *const rs_script_src[RS_NSCRIPTS];
+
+#define RS_ARGV_MAX 24   /* arguments of one command, the command's name included */
+#define RS_NUM_MAX 10    /* numbers formatted per command */
+
+/* One command of an operation: what was sent (kept for a NOSCRIPT re-send),
+ * in the operation's memory. */
+struct rs_cmd {
+    int script;                    /* enum rs_script, or RS_NONE */
+    int argc;
+    const char *argv[RS_ARGV_MAX]; /* argv[0] EVALSHA, argv[1] the SHA1 (EVAL: the source) */
+    size_t argvlen[RS_ARGV_MAX];
+    char num[RS_NUM_MAX][24];      /* numbers the arguments point into */
+    unsigned nnum;
+};
+
+/* Fill cmd for op (its kind and arguments); prefix is [store] prefix. GW_OK,
+ * or GW_ERR with op failed (an unsupported kind: an operation added to the
+ * store that this engine does not know yet). */
+int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
+             struct rs_cmd *cmd);
+
+/*
+ * The reply of op's command into op->res. GW_OK (done), GW_AGAIN (a prune with
+ * more to do: send the next step, cmd rebuilt), GW_ERR (op failed with a
+ * message; *log_it set when it is worth a log line: Redis answered an error).
+ */
+int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
+             const char (*sha)[41], struct rs_cmd *cmd, int *log_it);
+
+/* SHA1 hex of each script, into sha[RS_NSCRIPTS][41]. */
+void rs_script_shas(char (*sha)[41]);
+
+#define RS_DEFAULT_PREFIX "videogw:"
+#define RS_DEFAULT_TIMEOUT_MS 250
+
+#endif

@@ -1,0 +1,651 @@
+/*
+ * redis_ops.c - the Redis engine's operations: each call of store.h as one
+ * command (a script of redis_scripts.c called by its SHA1, or a plain HMGET),
+ * and its reply turned into the call's result; the synchronous usage read of
+ * `gateway usage` (blocking hiredis: never on an event loop).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/sha.h>
+
+#include "redis_int.h"
+
+/* the fields of a job row (LUA_HEAD's F, and a get's HMGET), in this order */
+static const char *const job_fields[] = { "id", "key", "upk", "kind", "asked", "sent", "sec",
+                                          "size", "st", "cr", "up", "rf", "del", "rfd", "obj" };
+enum { F_ID = 0, F_KEY, F_UPK, F_KIND, F_ASKED, F_SENT, F_SEC, F_SIZE, F_ST, F_CR, F_UP, F_RF,
+       F_DEL, F_RFD, F_OBJ, F_N };
+
+#define CREATED_OFFSET 100000000000LL /* created_at + this: 12 digits from 1966 to 30471 */
+
+enum { /* op->prune_state */
+    PRUNE_AFTER_KEY = 0, /* go on with the key after op->prune_key (the first if NULL) */
+    PRUNE_IN_KEY,        /* go on in op->prune_key */
+    PRUNE_JOBS_DONE,     /* only idempotency records are left */
+};
+
+void rs_script_shas(char (*sha)[41])
+{
+    unsigned char md[SHA_DIGEST_LENGTH];
+
+    for (int i = 0; i < RS_NSCRIPTS; i++) {
+        SHA1((const unsigned char *)rs_script_src[i], strlen(rs_script_src[i]), md);
+        for (int k = 0; k < SHA_DIGEST_LENGTH; k++)
+            snprintf(&sha[i][2 * k], 3, "%02x", md[k]);
+    }
+}
+
+/* ------------------------------------------------------------ building */
+
+static void arg(struct rs_cmd *c, const char *s, size_t len)
+{
+    c->argv[c->argc] = s;
+    c->argvlen[c->argc] = len;
+    c->argc++;
+}
+
+static void arg_str(struct rs_cmd *c, const char *s)
+{
+    arg(c, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+}
+
+static void arg_int(struct rs_cmd *c, long long v)
+{
+    char *b = c->num[c->nnum++];
+    int n = snprintf(b, sizeof(c->num[0]), "%lld", v);
+
+    arg(c, b, (size_t)n);
+}
+
+/* created_at as the 12 digits that lead a list member */
+static void arg_created(struct rs_cmd *c, int64_t created_at)
+{
+    long long v = (long long)created_at;
+    char *b = c->num[c->nnum++];
+
+    if (v < -CREATED_OFFSET)
+        v = -CREATED_OFFSET;
+    if (v > 900000000000LL - 1)
+        v = 900000000000LL - 1;
+    snprintf(b, sizeof(c->num[0]), "%012lld", v + CREATED_OFFSET);
+    arg(c, b, 12);
+}
+
+static void script(struct rs_cmd *c, int which, const char *prefix, const char (*sha)[41])
+{
+    c->script = which;
+    c->argc = 0;
+    c->nnum = 0;
+    arg_str(c, "EVALSHA");
+    arg(c, sha[which], 40);
+    arg_str(c, "0");
+    arg_str(c, prefix);
+}
+
+static int unfinished(enum gw_job_status st)
+{
+    return st == GW_JOB_QUEUED || st == GW_JOB_IN_PROGRESS;
+}
+
+int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
+             struct rs_cmd *c)
+{
+    const struct gw_job *j = &op->job;
+    char day[11];
+
+    switch (op->kind) {
+    case GW_OP_JOB_PUT:
+        script(c, RS_PUT, prefix, sha);
+        arg_str(c, j->id);
+        arg_str(c, j->key_name);
+        arg_str(c, j->upstream_key);
+        arg_str(c, gw_job_kind_name(j->kind));
+        arg_str(c, j->model_asked);
+        arg_str(c, j->model_sent);
+        arg_int(c, j->seconds);
+        arg_str(c, j->size);
+        arg_str(c, gw_job_status_name(j->status));
+        arg_int(c, j->created_at);
+        arg_int(c, j->updated_at);
+        arg(c, j->object, j->object_len);
+        gw_store_day(j->created_at, day);
+        /* day[] dies with this frame: the op keeps a copy */
+        {
+            char *d = gw_store_op_strdup(op, day, 10);
+            if (d == NULL) {
+                gw_store_op_fail(op, "out of memory");
+                return GW_ERR;
+            }
+            arg(c, d, 10);
+        }
+        arg_str(c, op->idem_key);
+        arg_created(c, j->created_at);
+        arg_str(c, unfinished(j->status) ? "1" : "0");
+        arg_str(c, j->status == GW_JOB_FAILED ? "1" : "0");
+        return GW_OK;
+    case GW_OP_JOB_GET:
+        c->script = RS_NONE;
+        c->argc = 0;
+        c->nnum = 0;
+        arg_str(c, "HMGET");
+        {
+            size_t plen = strlen(prefix), ilen = strlen(j->id);
+            char *k = gw_store_op_alloc(op, plen + 4 + ilen + 1);
+            if (k == NULL) {
+                gw_store_op_fail(op, "out of memory");
+                return GW_ERR;
+            }
+            memcpy(k, prefix, plen);
+            memcpy(k + plen, "job:", 4);
+            memcpy(k + plen + 4, j->id, ilen + 1);
+            arg(c, k, plen + 4 + ilen);
+        }
+        for (int i = 0; i < F_N; i++)
+            arg_str(c, job_fields[i]);
+        return GW_OK;
+    case GW_OP_JOB_UPDATE:
+        script(c, RS_UPDATE, prefix, sha);
+        arg_str(c, op->upd.id);
+        arg_str(c, gw_job_status_name(op->upd.status));
+        arg_str(c, op->upd.object != NULL ? "1" : "0");
+        arg(c, op->upd.object != NULL ? op->upd.object : "", op->upd.object_len);
+        arg_int(c, op->upd.now);
+        return GW_OK;
+    case GW_OP_JOB_DELETE:
+        script(c, RS_DELETE, prefix, sha);
+        arg_str(c, j->id);
+        arg_int(c, op->t1);
+        return GW_OK;
+    case GW_OP_JOB_LIST:
+        script(c, RS_LIST, prefix, sha);
+        arg_str(c, op->list.key_name);
+        arg_str(c, op->list.after);
+        arg_str(c, op->list.order == GW_ORDER_ASC ? "1" : "0");
+        arg_int(c, op->list.limit);
+        return GW_OK;
+    case GW_OP_JOB_CLAIM:
+        script(c, RS_CLAIM, prefix, sha);
+        arg_int(c, op->t1);
+        arg_int(c, op->t2);
+        arg_int(c, op->limit);
+        return GW_OK;
+    case GW_OP_JOB_REFUND:
+        script(c, RS_REFUND, prefix, sha);
+        arg_str(c, j->id);
+        return GW_OK;
+    case GW_OP_PRUNE:
+        script(c, RS_PRUNE, prefix, sha);
+        arg_created(c, op->t1);
+        arg_int(c, op->t2 - GW_STORE_IDEM_TTL_S);
+        arg_str(c, op->prune_key);
+        arg_str(c, op->prune_state == PRUNE_IN_KEY ? "1" : "0");
+        arg_str(c, op->prune_state == PRUNE_JOBS_DONE ? "1" : "0");
+        return GW_OK;
+    case GW_OP_IDEM_BEGIN:
+        script(c, RS_IDEM_BEGIN, prefix, sha);
+        arg_str(c, op->key_name);
+        arg_str(c, op->idem_key);
+        arg_int(c, op->t1);
+        return GW_OK;
+    case GW_OP_IDEM_FINISH:
+        script(c, RS_IDEM_FINISH, prefix, sha);
+        arg_str(c, op->key_name);
+        arg_str(c, op->idem_key);
+        arg_int(c, op->status);
+        arg(c, op->body, op->body_len);
+        return GW_OK;
+    case GW_OP_IDEM_ABORT:
+        script(c, RS_IDEM_ABORT, prefix, sha);
+        arg_str(c, op->key_name);
+        arg_str(c, op->idem_key);
+        return GW_OK;
+    case GW_OP_USAGE:
+        script(c, RS_USAGE, prefix, sha);
+        arg_str(c, op->usage_q.since);
+        arg_str(c, op->usage_q.until);
+        arg_str(c, op->usage_q.key_name);
+        return GW_OK;
+    }
+    /* an operation added to the store (by another branch, say) that this
+     * engine does not implement yet: a clean failure, never a guess */
+    gw_store_op_fail(op, "this operation is not supported by the redis store yet");
+    return GW_ERR;
+}
+
+/* ------------------------------------------------------------- replies */
+
+static int malformed(struct gw_store_op *op, int *log_it)
+{
+    *log_it = 1;
+    gw_store_op_fail(op, "the job store (Redis) answered something unexpected: "
+                     "is another program writing under the gateway's prefix?");
+    return GW_ERR;
+}
+
+static int is_str(const redisReply *r)
+{
+    return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
+}
+
+static int64_t num(const redisReply *r)
+{
+    if (r == NULL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (is_str(r))
+        return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+/*
+ * A job row (the F fields' values) into j, its strings copied into op's
+ * memory. GW_OK, GW_DONE (no such job: the id is nil), GW_ERR (op failed).
+ */
+static int parse_job(struct gw_store_op *op, const redisReply *row, struct gw_job *j,
+                     int *log_it)
+{
+    static const int text[] = { F_ID, F_KEY, F_UPK, F_ASKED, F_SENT, F_SIZE, F_OBJ };
+    const char **dst[] = { &j->id, &j->key_name, &j->upstream_key, &j->model_asked,
+                           &j->model_sent, &j->size, &j->object };
+    size_t total = 0;
+
+    if (row == NULL || row->type != REDIS_REPLY_ARRAY || row->elements != F_N)
+        return malformed(op, log_it);
+    if (row->element[F_ID]->type == REDIS_REPLY_NIL)
+        return GW_DONE;
+    for (int i = 0; i < F_N; i++) {
+        if (!is_str(row->element[i]))
+            return malformed(op, log_it);
+    }
+    memset(j, 0, sizeof(*j));
+    const redisReply *st = row->element[F_ST], *kind = row->element[F_KIND];
+    if (gw_job_status_parse(st->str, st->len, &j->status) != GW_OK ||
+        gw_job_kind_parse(kind->str, kind->len, &j->kind) != GW_OK) {
+        *log_it = 1;
+        gw_store_op_fail(op, "the job store holds a job with an unknown status or kind");
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < GW_ARRAY_LEN(text); i++)
+        total += row->element[text[i]]->len + 1;
+    char *p = gw_store_op_alloc(op, total);
+    if (p == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < GW_ARRAY_LEN(text); i++) {
+        const redisReply *e = row->element[text[i]];
+        if (e->len > 0)
+            memcpy(p, e->str, e->len);
+        p[e->len] = '\0';
+        *dst[i] = p;
+        p += e->len + 1;
+    }
+    j->object_len = row->element[F_OBJ]->len;
+    j->seconds = (int)num(row->element[F_SEC]);
+    j->created_at = num(row->element[F_CR]);
+    j->updated_at = num(row->element[F_UP]);
+    j->refreshed_at = num(row->element[F_RF]);
+    j->deleted_at = num(row->element[F_DEL]);
+    j->refunded = (int)num(row->element[F_RFD]);
+    return GW_OK;
+}
+
+/* res->job from a row (none: NULL). */
+static int one_job(struct gw_store_op *op, const redisReply *row, int *log_it)
+{
+    struct gw_job *j = gw_store_op_alloc(op, sizeof(*j));
+
+    if (j == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    int rc = parse_job(op, row, j, log_it);
+    if (rc == GW_ERR)
+        return GW_ERR;
+    op->res.job = rc == GW_OK ? j : NULL;
+    return GW_OK;
+}
+
+/* res->jobs from r->element[first..]; rows of jobs gone meanwhile are skipped. */
+static int many_jobs(struct gw_store_op *op, const redisReply *r, size_t first, int *log_it)
+{
+    size_t n = r->elements > first ? r->elements - first : 0;
+    struct gw_job *jobs = gw_store_op_alloc(op, sizeof(*jobs) * (n > 0 ? n : 1));
+    size_t k = 0;
+
+    if (jobs == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    for (size_t i = first; i < r->elements; i++) {
+        int rc = parse_job(op, r->element[i], &jobs[k], log_it);
+        if (rc == GW_ERR)
+            return GW_ERR;
+        k += rc == GW_OK;
+    }
+    op->res.jobs = jobs;
+    op->res.njobs = k;
+    return GW_OK;
+}
+
+/* {aux, row} or {} (no such job): aux into *aux */
+static int aux_and_job(struct gw_store_op *op, const redisReply *r, const redisReply **aux,
+                       int *log_it)
+{
+    *aux = NULL;
+    if (r->type != REDIS_REPLY_ARRAY)
+        return malformed(op, log_it);
+    if (r->elements == 0) {
+        op->res.job = NULL;
+        return GW_OK;
+    }
+    if (r->elements != 2)
+        return malformed(op, log_it);
+    *aux = r->element[0];
+    return one_job(op, r->element[1], log_it);
+}
+
+static int cmp_rows(const void *a, const void *b)
+{
+    const struct gw_usage_row *x = a, *y = b;
+    int c = strcmp(x->key_name, y->key_name);
+
+    if (c == 0)
+        c = strcmp(x->model, y->model);
+    return c != 0 ? c : strcmp(x->day, y->day);
+}
+
+/*
+ * The usage script's reply into rows (n of them, allocated with alloc(ctx, size)),
+ * ordered by key, model, day. GW_OK, or GW_ERR (malformed or out of memory:
+ * *oom set for the latter).
+ */
+static int parse_usage(const redisReply *r, void *(*alloc)(void *ctx, size_t size), void *ctx,
+                       struct gw_usage_row **rows, size_t *n, int *oom)
+{
+    *oom = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return GW_ERR;
+    struct gw_usage_row *u = alloc(ctx, sizeof(*u) * (r->elements > 0 ? r->elements : 1));
+    if (u == NULL) {
+        *oom = 1;
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 7)
+            return GW_ERR;
+        for (int k = 0; k < 7; k++) {
+            if (!is_str(e->element[k]))
+                return GW_ERR;
+        }
+        snprintf(u[i].day, sizeof(u[i].day), "%s", e->element[0]->str);
+        char *key = alloc(ctx, e->element[1]->len + 1), *model = alloc(ctx, e->element[2]->len + 1);
+        if (key == NULL || model == NULL) {
+            *oom = 1;
+            return GW_ERR;
+        }
+        memcpy(key, e->element[1]->str, e->element[1]->len + 1);
+        memcpy(model, e->element[2]->str, e->element[2]->len + 1);
+        u[i].key_name = key;
+        u[i].model = model;
+        u[i].jobs = num(e->element[3]);
+        u[i].seconds = num(e->element[4]);
+        u[i].failed = num(e->element[5]);
+        u[i].refunded_seconds = num(e->element[6]);
+    }
+    qsort(u, r->elements, sizeof(*u), cmp_rows);
+    *rows = u;
+    *n = r->elements;
+    return GW_OK;
+}
+
+static void *op_alloc(void *ctx, size_t size)
+{
+    return gw_store_op_alloc(ctx, size);
+}
+
+int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
+             const char (*sha)[41], struct rs_cmd *c, int *log_it)
+{
+    const redisReply *aux;
+
+    *log_it = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (op->kind == GW_OP_JOB_PUT && strncmp(r->str, "EXISTS", 6) == 0) {
+            gw_store_op_fail(op, "job %s is already recorded", op->job.id);
+            return GW_ERR;
+        }
+        *log_it = 1;
+        gw_store_op_fail(op, "the job store (Redis) answered an error: %.160s", r->str);
+        return GW_ERR;
+    }
+    switch (op->kind) {
+    case GW_OP_JOB_PUT:
+    case GW_OP_IDEM_FINISH:
+    case GW_OP_IDEM_ABORT:
+        return r->type == REDIS_REPLY_INTEGER ? GW_OK : malformed(op, log_it);
+    case GW_OP_JOB_GET:
+        return one_job(op, r, log_it);
+    case GW_OP_JOB_UPDATE:
+        if (aux_and_job(op, r, &aux, log_it) != GW_OK)
+            return GW_ERR;
+        if (aux != NULL && (!is_str(aux) || gw_job_status_parse(aux->str, aux->len,
+                                                                &op->res.prev_status) != GW_OK))
+            return malformed(op, log_it);
+        return GW_OK;
+    case GW_OP_JOB_DELETE:
+        return aux_and_job(op, r, &aux, log_it);
+    case GW_OP_JOB_REFUND:
+        if (aux_and_job(op, r, &aux, log_it) != GW_OK)
+            return GW_ERR;
+        op->res.refunded = aux != NULL && num(aux) == 1;
+        return GW_OK;
+    case GW_OP_JOB_LIST:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+            r->element[0]->type != REDIS_REPLY_INTEGER)
+            return malformed(op, log_it);
+        if (r->element[0]->integer < 0) {
+            op->res.after_unknown = 1;
+            return GW_OK;
+        }
+        op->res.has_more = r->element[0]->integer == 1;
+        return many_jobs(op, r, 1, log_it);
+    case GW_OP_JOB_CLAIM:
+        if (r->type != REDIS_REPLY_ARRAY)
+            return malformed(op, log_it);
+        return many_jobs(op, r, 0, log_it);
+    case GW_OP_PRUNE:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 || !is_str(r->element[2]))
+            return malformed(op, log_it);
+        op->progress[0] += (uint64_t)num(r->element[0]);
+        op->progress[1] += (uint64_t)num(r->element[1]);
+        op->res.pruned_jobs = op->progress[0];
+        op->res.pruned_idem = op->progress[1];
+        if (num(r->element[4]) == 1) {
+            op->prune_state = PRUNE_JOBS_DONE;
+        } else {
+            op->prune_key = gw_store_op_strdup(op, r->element[2]->str, r->element[2]->len);
+            if (op->prune_key == NULL) {
+                gw_store_op_fail(op, "out of memory");
+                return GW_ERR;
+            }
+            op->prune_state = num(r->element[3]) == 1 ? PRUNE_IN_KEY : PRUNE_AFTER_KEY;
+        }
+        if (op->prune_state != PRUNE_JOBS_DONE || num(r->element[1]) >= 500) {
+            if (rs_build(op, prefix, sha, c) != GW_OK)
+                return GW_ERR;
+            return GW_AGAIN;
+        }
+        return GW_OK;
+    case GW_OP_IDEM_BEGIN:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+            return malformed(op, log_it);
+        op->res.idem = (enum gw_idem_state)num(r->element[0]);
+        if (op->res.idem == GW_IDEM_DONE) {
+            if (r->elements != 3 || !is_str(r->element[2]))
+                return malformed(op, log_it);
+            op->res.answer_status = (int)num(r->element[1]);
+            op->res.answer_len = r->element[2]->len;
+            op->res.answer_body = gw_store_op_strdup(op, r->element[2]->str, r->element[2]->len);
+            if (op->res.answer_body == NULL) {
+                gw_store_op_fail(op, "out of memory");
+                return GW_ERR;
+            }
+        } else if (op->res.idem != GW_IDEM_NEW && op->res.idem != GW_IDEM_IN_FLIGHT) {
+            return malformed(op, log_it);
+        }
+        return GW_OK;
+    case GW_OP_USAGE: {
+        struct gw_usage_row *rows = NULL;
+        size_t n = 0;
+        int oom;
+        if (parse_usage(r, op_alloc, op, &rows, &n, &oom) != GW_OK) {
+            if (oom) {
+                gw_store_op_fail(op, "out of memory");
+                return GW_ERR;
+            }
+            return malformed(op, log_it);
+        }
+        op->res.usage = rows;
+        op->res.nusage = n;
+        return GW_OK;
+    }
+    }
+    gw_store_op_fail(op, "this operation is not supported by the redis store yet");
+    return GW_ERR;
+}
+
+/* ------------------------------------------------ usage, synchronous */
+
+/* allocations of the synchronous read: a list freed on failure */
+struct blocks {
+    void **v;
+    size_t n, cap;
+};
+
+static void *blocks_alloc(void *ctx, size_t size)
+{
+    struct blocks *b = ctx;
+
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        void **v = realloc(b->v, cap * sizeof(*v));
+        if (v == NULL)
+            return NULL;
+        b->v = v;
+        b->cap = cap;
+    }
+    void *p = malloc(size > 0 ? size : 1);
+    if (p != NULL)
+        b->v[b->n++] = p;
+    return p;
+}
+
+/* A reply that is an error, or none at all: GW_ERR with err set. */
+static int sync_failed(const struct gw_store_options *o, redisContext *c, redisReply *r,
+                       const char *what, struct gw_error *err)
+{
+    char where[160];
+
+    if (o->redis_unix != NULL)
+        snprintf(where, sizeof(where), "unix:%s", o->redis_unix);
+    else
+        snprintf(where, sizeof(where), "%s:%d", o->redis_host, o->redis_port);
+    if (r == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "Redis at %s: %s: %s", where, what,
+                            c->errstr[0] ? c->errstr : "no answer");
+    if (r->type == REDIS_REPLY_ERROR)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "Redis at %s: %s: %.200s", where, what,
+                            r->str);
+    return GW_OK;
+}
+
+int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
+                              struct gw_usage **out, struct gw_error *err)
+{
+    int ms = o->redis_timeout_ms > 0 ? o->redis_timeout_ms : RS_DEFAULT_TIMEOUT_MS;
+    /* a reply holds every row: give a large read more than one command's time */
+    struct timeval tv = { (ms < 2000 ? 2000 : ms) / 1000, ((ms < 2000 ? 2000 : ms) % 1000) * 1000 };
+    const char *prefix = o->redis_prefix != NULL ? o->redis_prefix : RS_DEFAULT_PREFIX;
+    redisContext *c;
+    redisReply *r = NULL;
+    struct blocks b = { 0 };
+    struct gw_usage_row *rows = NULL;
+    size_t n = 0;
+    int oom, rc = GW_ERR;
+
+    *out = NULL;
+    c = o->redis_unix != NULL ? redisConnectUnixWithTimeout(o->redis_unix, tv)
+                              : redisConnectWithTimeout(o->redis_host, o->redis_port, tv);
+    if (c == NULL || c->err) {
+        if (c != NULL)
+            sync_failed(o, c, NULL, "cannot connect", err);
+        else
+            gw_error_set(err, 0, NULL, NULL, NULL, "Redis: out of memory");
+        goto out;
+    }
+    redisSetTimeout(c, tv);
+    if (o->redis_password != NULL) {
+        r = redisCommand(c, "AUTH %s", o->redis_password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            sync_failed(o, c, r, "AUTH failed (is [store] password right?)", err);
+            goto out;
+        }
+        freeReplyObject(r);
+    }
+    r = redisCommand(c, "SELECT %d", o->redis_db);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        sync_failed(o, c, r, "SELECT failed", err);
+        goto out;
+    }
+    freeReplyObject(r);
+    r = redisCommand(c, "EVAL %s 0 %s %s %s %s", rs_script_src[RS_USAGE], prefix,
+                     q->since != NULL ? q->since : "", q->until != NULL ? q->until : "",
+                     q->key_name != NULL ? q->key_name : "");
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        sync_failed(o, c, r, "reading usage failed", err);
+        goto out;
+    }
+    if (parse_usage(r, blocks_alloc, &b, &rows, &n, &oom) != GW_OK) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "Redis: %s", oom ? "out of memory" :
+                     "unexpected usage rows: is another program writing under the prefix?");
+        goto out;
+    }
+    /* into the shape gw_store_usage_free takes: rows, and each row's two strings */
+    struct gw_usage *u = calloc(1, sizeof(*u));
+    struct gw_usage_row *copy = malloc(sizeof(*copy) * (n > 0 ? n : 1));
+    if (u == NULL || copy == NULL) {
+        free(u);
+        free(copy);
+        gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+        goto out;
+    }
+    u->rows = copy;
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = rows[i];
+        copy[i].key_name = strdup(rows[i].key_name);
+        copy[i].model = strdup(rows[i].model);
+        u->n = i + 1;
+        if (copy[i].key_name == NULL || copy[i].model == NULL) {
+            gw_store_usage_free(u);
+            gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+            goto out;
+        }
+    }
+    *out = u;
+    rc = GW_OK;
+out:
+    if (r != NULL)
+        freeReplyObject(r);
+    for (size_t i = 0; i < b.n; i++)
+        free(b.v[i]);
+    free(b.v);
+    if (c != NULL)
+        redisFree(c);
+    return rc;
+}
