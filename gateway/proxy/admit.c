@@ -3,14 +3,24 @@
  * decide at once; a create over upstream_rpm waits for its slot towards the
  * upstream (bounded by upstream_queue, in arrival order) on a timer of its loop.
  * A shared engine (Redis) will answer later, behind the same contract.
+ *
+ * With the store on Redis, a create while Redis is unreachable is what
+ * [store] on_failure says: refused (503, before anything goes upstream: a job
+ * that could not be recorded would escape ownership and billing), or admitted
+ * on this instance's limits, logged once per outage.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include <event2/event.h>
 
 #include "admit.h"
 #include "limiter.h"
+#include "log.h"
 #include "server.h"
+#include "store/store.h"
+
+static atomic_int outage_logged; /* on_failure = local: logged for this outage */
 
 /* A create waiting for its upstream slot. */
 struct gw_admission {
@@ -44,7 +54,22 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
     struct gw_admission *a;
 
     *pending = NULL;
-    if (w->limiter == NULL || r->key == NULL || !gw_admit_counts(r->route))
+    if (r->key == NULL || !gw_admit_counts(r->route))
+        return GW_OK;
+    if (w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS) {
+        if (!gw_store_loop_reachable(w->store)) {
+            if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE)
+                return gw_error_set(err, 503, "server_error", "store_unavailable", NULL,
+                                    "The gateway's job store is unreachable; creates are "
+                                    "refused until it is back. Retry later.");
+            if (atomic_exchange(&outage_logged, 1) == 0)
+                gw_log(GW_LOG_WARN, "store unreachable: admitting creates on this "
+                       "instance's own limits (on_failure = local) until it is back");
+        } else if (atomic_load_explicit(&outage_logged, memory_order_relaxed)) {
+            atomic_store(&outage_logged, 0);
+        }
+    }
+    if (w->limiter == NULL)
         return GW_OK;
     if (gw_limiter_admit(w->limiter, r->key, now, r->rate, r->retry_after_ms, err) != GW_OK)
         return GW_ERR;

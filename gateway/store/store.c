@@ -359,6 +359,11 @@ int gw_store_reachable(struct gw_store *s)
     return s->engine->reachable == NULL || s->engine->reachable(s);
 }
 
+int gw_store_loop_reachable(struct gw_store_loop *l)
+{
+    return gw_store_reachable(l->store);
+}
+
 void gw_store_loop_set_engine(struct gw_store_loop *l, void *data, void (*detach)(void *data))
 {
     pthread_mutex_lock(&l->mu);

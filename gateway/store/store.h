@@ -258,6 +258,9 @@ void gw_store_stats(struct gw_store *s, struct gw_store_stats *st);
  * connection is down: /readyz). SQLite: always 1. From any thread. */
 int gw_store_reachable(struct gw_store *s);
 
+/* The same, from a loop (admission: [store] on_failure). */
+int gw_store_loop_reachable(struct gw_store_loop *l);
+
 /* ----------------------------------------------------- asynchronous calls */
 
 /*

@@ -1,0 +1,221 @@
+"""Several gateway instances on one Redis (issue 7): two gateways, one private
+redis-server (gwtest.Redis: no persistence, a free loopback port). A job created
+through one is readable, downloadable and listed through the other and invisible
+to other keys on both; usage is counted once; `gateway usage` reads it from
+Redis; Redis stopped mid-test gives [store] on_failure's behaviour and both
+gateways recover by themselves once it is back; Redis answering errors (a
+flushed script cache, someone else's data under our keys) gives a clear error
+and a log line, never a hang."""
+
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwtest  # noqa: E402
+
+JSON = {"Content-Type": "application/json"}
+
+
+def create_body(seconds="8"):
+    return json.dumps({"model": "veo3.1", "prompt": "p", "seconds": seconds,
+                       "size": "16x9"}).encode()
+
+
+def create(gw, key, seconds="8"):
+    st, h, b = gw.request("POST", "/v1/videos", key=key, headers=JSON, body=create_body(seconds))
+    assert st == 200, (st, b)
+    return json.loads(b)
+
+
+def pair(stub, redis, keys=("alice", "bob"), store=None, **kw):
+    """Two gateways on one Redis, with the same team keys."""
+    st = redis.store(**(store or {}))
+    a = gwtest.Gateway(stub, keys=keys, extra={"store": st}, **kw)
+    a.start()
+    try:
+        b = gwtest.Gateway(stub, keys=dict(a.keys), extra={"store": dict(st)}, **kw)
+        b.start()
+    except BaseException:
+        a.stop()
+        raise
+    return a, b
+
+
+def close(*gws):
+    for gw in gws:
+        try:
+            gw.stop()
+        finally:
+            gw.__exit__(None, None, None)
+
+
+def ids(gw, key, q="?limit=100&order=asc"):
+    st, _, b = gw.request("GET", "/v1/videos" + q, key=key)
+    assert st == 200, b
+    return [j["id"] for j in json.loads(b)["data"]]
+
+
+def usage_json(gw):
+    out = subprocess.run([gw.bin, "usage", "-c", gw.conf_path, "--json"], capture_output=True,
+                         timeout=30, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_job_made_through_one_is_everywhere():
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis)
+        try:
+            j1 = create(a, "alice")
+            j2 = create(b, "alice")
+            j3 = create(a, "alice")
+            other = create(b, "bob")
+            for gw in (a, b):
+                # readable and downloadable through either
+                st, _, body = gw.request("GET", "/v1/videos/" + j1["id"], key="alice")
+                assert st == 200 and json.loads(body)["id"] == j1["id"], body
+                st, h, size, sha = gw.download("/v1/videos/%s/content" % j2["id"], key="alice")
+                assert st == 200 and size > 0 and sha == gwtest.content_sha256(j2["id"], size)
+                # listed in the order they were made, whichever gateway made them
+                assert ids(gw, "alice") == [j1["id"], j2["id"], j3["id"]]
+                assert ids(gw, "alice", "?limit=100") == [j3["id"], j2["id"], j1["id"]]
+                # pages through both: the cursor is exact
+                st, _, body = gw.request("GET", "/v1/videos?order=asc&limit=1&after=" + j1["id"],
+                                         key="alice")
+                p = json.loads(body)
+                assert [j["id"] for j in p["data"]] == [j2["id"]] and p["has_more"], p
+                # invisible to another key, on both
+                for jid in (j1["id"], j2["id"]):
+                    st, _, body = gw.request("GET", "/v1/videos/" + jid, key="bob")
+                    assert st == 404 and gwtest.error_body(body)["code"] == "not_found", body
+                assert ids(gw, "bob") == [other["id"]]
+                st, _, body = gw.request("GET", "/v1/videos?after=" + j1["id"], key="bob")
+                assert st == 400 and gwtest.error_body(body)["param"] == "after", body
+            # deleted through one: gone from both lists
+            st, _, body = b.request("DELETE", "/v1/videos/" + j3["id"], key="alice")
+            assert st == 200, body
+            assert ids(a, "alice") == [j1["id"], j2["id"]]
+            # usage counted once, read from Redis by `gateway usage` (either config)
+            rows = {r["key"]: r for r in usage_json(a) if "key" in r}
+            assert rows["alice"]["jobs"] == 3 and rows["alice"]["seconds"] == 24, rows
+            assert rows["bob"]["jobs"] == 1, rows
+            assert usage_json(b) == usage_json(a)
+            # every key the gateways wrote starts with the prefix
+            keys = [k.decode() for k in redis.cmd("KEYS", "*")]
+            assert keys and all(k.startswith("videogw:") for k in keys), keys
+            for gw in (a, b):
+                gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+        finally:
+            close(a, b)
+
+
+def test_redis_down_then_back():
+    """on_failure = refuse: creates get 503 with an OpenAI body while Redis is down
+    (nothing goes upstream); a follow-up of a known job is answered 503 too (its
+    owner cannot be checked); once Redis is back, both gateways work again
+    without a restart of their own."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis, store={"timeout": "200ms"})
+        try:
+            create(a, "alice")
+            redis.stop()
+            before = len(stub.requests())
+            for gw in (a, b):
+                def refused():
+                    st, _, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                             body=create_body(), timeout=10)
+                    if st == 200:
+                        return False    # the loop has not seen the outage yet
+                    assert st == 503, (st, body)
+                    e = gwtest.error_body(body)
+                    assert e["code"] == "store_unavailable", e
+                    return True
+                gwtest.wait_for(refused, timeout=10, interval=0.05, what="a 503 on create")
+                st, _, body = gw.request("GET", "/v1/videos", key="alice", timeout=10)
+                assert st == 503 and gwtest.error_body(body)["type"] == "server_error", body
+            assert "unreachable" in a.log() and "unreachable" in b.log()
+            # an outage is logged once per gateway, not once per request
+            assert a.log().count("is unreachable (") == 1, a.log()
+            redis.start()               # the same port, empty (no persistence here)
+            stub_before = len(stub.requests())
+            for gw in (a, b):
+                def works():
+                    st, _, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                             body=create_body(), timeout=10)
+                    assert st in (200, 503), (st, body)
+                    return st == 200
+                gwtest.wait_for(works, timeout=15, interval=0.1, what="creates after Redis")
+            assert "reachable again" in a.log() and "reachable again" in b.log()
+            assert len(ids(a, "alice")) == 2 and ids(a, "alice") == ids(b, "alice")
+            assert len(stub.requests()) >= stub_before + 2 and before <= stub_before
+        finally:
+            close(a, b)
+
+
+def test_on_failure_local_admits():
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        gw = gwtest.Gateway(stub, keys=("alice",), extra={"store": redis.store(
+            on_failure="local", timeout="200ms")})
+        with gw:
+            create(gw, "alice")
+            redis.stop()
+
+            def admitted_after_outage_seen():
+                create(gw, "alice")     # admitted: the job is not recorded, logged
+                return "on_failure = local" in gw.log()
+            gwtest.wait_for(admitted_after_outage_seen, timeout=10, interval=0.1,
+                            what="a create admitted on local limits")
+            create(gw, "alice")
+            assert gw.log().count("on_failure = local") == 1
+
+
+def test_redis_errors_are_clear():
+    """SCRIPT FLUSH: nothing breaks (scripts are sent again). Someone else's data
+    under our keys: that request gets a 503 with an OpenAI body and a log line;
+    FLUSHALL: the data is gone (a 404 for the old job), new jobs work."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        gw = gwtest.Gateway(stub, keys=("alice",), extra={"store": redis.store()})
+        with gw:
+            j = create(gw, "alice")
+            redis.cmd("SCRIPT", "FLUSH")
+            create(gw, "alice")
+            assert len(ids(gw, "alice")) == 2
+            redis.cmd("DEL", "videogw:jobs:alice")
+            redis.cmd("SET", "videogw:jobs:alice", "someone else's")
+            st, _, body = gw.request("GET", "/v1/videos", key="alice")
+            assert st == 503, (st, body)
+            assert gwtest.error_body(body)["code"] == "store_error"
+            assert "WRONGTYPE" in gw.log()
+            redis.cmd("FLUSHALL")
+            st, _, body = gw.request("GET", "/v1/videos/" + j["id"], key="alice")
+            assert st == 404, body
+            create(gw, "alice")
+            assert len(ids(gw, "alice")) == 1
+            gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
+def test_wrong_password():
+    with gwtest.Stub() as stub, gwtest.Redis(password="right-pw") as redis:
+        gw = gwtest.Gateway(stub, keys=("alice",), extra={"store": redis.store()},
+                            env={"GW_TEST_REDIS_PW": "wrong-pw"})
+        with gw:
+            def refused():
+                st, _, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                         body=create_body())
+                assert st in (200, 503), (st, body)     # 200: before AUTH was answered
+                assert b"wrong-pw" not in body
+                return st == 503
+            gwtest.wait_for(refused, timeout=10, interval=0.05, what="a 503 on create")
+            assert "WRONGPASS" in gw.log(), gw.log()
+            assert "wrong-pw" not in gw.log()
+        gw = gwtest.Gateway(stub, keys=("alice",), extra={"store": redis.store()},
+                            env={"GW_TEST_REDIS_PW": "right-pw"})
+        with gw:
+            create(gw, "alice")
+            assert "right-pw" not in gw.log()
+
+
+if __name__ == "__main__":
+    gwtest.main(globals())
