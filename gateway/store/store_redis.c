@@ -12,9 +12,11 @@
  * What hiredis 0.14.1 (Debian) lacks, done here:
  *   - a deadline per command: commands are answered in order, so the oldest
  *     one in flight is the first to time out; one timer per connection is
- *     armed for it. Past its deadline the connection is dropped: every command
- *     in flight fails with a 503 store_error ("timed out"), and a hung Redis
- *     never holds a request for longer than [store] timeout;
+ *     armed for it. Its deadline is [store] timeout after it was sent or after
+ *     the reply before it came, whichever is later (a long pipeline to a busy
+ *     Redis that answers is not a hung one). Past it the connection is
+ *     dropped: every command in flight fails with a 503 store_error, and a
+ *     hung Redis never holds a request for much longer than the timeout;
  *   - reconnect with backoff (100 ms doubling to 5 s) after a drop, a refused
  *     connection or a failed AUTH; meanwhile calls fail at once (503), so
  *     nothing waits for a Redis that is down. An outage is logged once (the
@@ -243,6 +245,13 @@ static void inflight_pop(struct rloop *rl, struct rs_inflight *f)
     *pp = f->next;
     if (rl->tail == f)
         rl->tail = prev;
+    /* a reply is progress: the next one gets a whole timeout from now, so a
+     * long pipeline to a busy but healthy Redis is not taken for a hung one */
+    if (prev == NULL && rl->head != NULL) {
+        int64_t d = mono_ms() + rl->s->timeout_ms;
+        if (rl->head->deadline < d)
+            rl->head->deadline = d;
+    }
 }
 
 static void op_reply_cb(redisAsyncContext *ac, void *reply, void *privdata);
