@@ -1,8 +1,10 @@
 /*
  * admit.c - admission: the per-key limits of this instance (limits/limiter.c)
- * decide at once; a create over upstream_rpm waits for its slot towards the
- * upstream (bounded by upstream_queue, in arrival order) on a timer of its loop.
- * A shared engine (Redis) will answer later, behind the same contract.
+ * decide at once; with the store on Redis, rpm and concurrency are Redis's
+ * (limits/redis_limits.c: one script per decision, answered later on the loop),
+ * shared by every instance. Then a create over upstream_rpm (per instance)
+ * waits for its slot towards the upstream (bounded by upstream_queue, in
+ * arrival order) on a timer of its loop.
  *
  * With the store on Redis, a create while Redis is unreachable is what
  * [store] on_failure says: refused (503, before anything goes upstream: a job
@@ -14,21 +16,34 @@
 
 #include <event2/event.h>
 
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "admit.h"
 #include "limiter.h"
 #include "log.h"
+#include "redis_limits.h"
 #include "server.h"
 #include "store/store.h"
 
 static atomic_int outage_logged; /* on_failure = local: logged for this outage */
 
-/* A create waiting for its upstream slot. */
+/* A decision under way: Redis's answer (op), or the upstream slot (timer). */
 struct gw_admission {
     struct event *timer;
     struct gw_worker *w;
     const struct gw_team_key *key;
     gw_admit_cb cb;
     void *arg;
+    /* the limits in Redis */
+    struct gw_store_op *op;          /* Redis's decision pending */
+    int abandoned;                   /* the exchange went away meanwhile: a frees itself */
+    struct gw_gcra_result *rate;     /* the exchange's (not once abandoned) */
+    int64_t *retry_after_ms;
+    struct gw_lease **lease;         /* the exchange's: the slot it holds */
+    char key_name[65];               /* for a release once key may be gone */
+    char lease_id[48];
 };
 
 int gw_admit_counts(const struct gw_route *route)
@@ -47,11 +62,147 @@ static void slot_reached(evutil_socket_t fd, short ev, void *arg)
     cb(cbarg, NULL);
 }
 
+/* The key may go on: now the provider account's pace (upstream_rpm, per
+ * instance). GW_OK (now), GW_AGAIN (a waits for its slot; *pending = a, a
+ * taken), GW_ERR (refused, err; the caller gives back what the key took). a:
+ * the caller's admission to reuse (it stays the caller's on GW_OK and GW_ERR),
+ * or NULL to make one when needed. */
+static int upstream_slot(struct gw_worker *w, const struct gw_admit_req *r,
+                         struct gw_admission *a, gw_admit_cb cb, void *arg,
+                         struct gw_admission **pending, struct gw_error *err)
+{
+    int64_t wait;
+
+    if (gw_limiter_upstream_slot(w->limiter, gw_worker_now_ms(), &wait, err) != GW_OK) {
+        *r->retry_after_ms = wait;
+        return GW_ERR;
+    }
+    if (wait == 0)
+        return GW_OK;
+    int made = a == NULL; /* else the caller's: it frees it on GW_ERR */
+    if (made && (a = calloc(1, sizeof(*a))) == NULL)
+        return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+    if ((a->timer = evtimer_new(w->base, slot_reached, a)) == NULL) {
+        if (made)
+            free(a);
+        return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+    }
+    a->w = w;
+    a->key = r->key;
+    a->cb = cb;
+    a->arg = arg;
+    a->lease = r->lease;
+    struct timeval tv = { wait / 1000, (wait % 1000) * 1000 };
+    evtimer_add(a->timer, &tv);
+    *pending = a;
+    return GW_AGAIN;
+}
+
+/* Give back what a create took: its Redis lease, or its local slot. */
+static void give_back(struct gw_worker *w, const struct gw_team_key *k, struct gw_lease **lease)
+{
+    if (lease != NULL && *lease != NULL) {
+        gw_rlimits_release(*lease);
+        *lease = NULL;
+    } else {
+        gw_limiter_release(w->limiter, k);
+    }
+}
+
+static int refusal(const struct gw_team_key *k, const struct gw_rlimits_decision *d,
+                   struct gw_error *err)
+{
+    if (d->status == GW_RLIMITS_CONCURRENCY)
+        return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                            "Too many creates in flight for this API key: at most %d at "
+                            "once. Retry when one of them has been answered.",
+                            k->limits.concurrency);
+    return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                        "Rate limit reached for this API key: %d creates per minute. "
+                        "Please try again in %" PRId64 " ms.",
+                        k->limits.rpm, d->retry_after_ms);
+}
+
+/* Redis decided (on the loop, from the store). */
+static void decided(void *arg, const struct gw_store_res *res)
+{
+    struct gw_admission *a = arg;
+    struct gw_worker *w = a->w;
+    struct gw_rlimits_decision d;
+    struct gw_error err;
+    const struct gw_error *out = NULL;
+    int ok = res->rc == GW_OK && gw_rlimits_decode(res, &d) == GW_OK;
+
+    a->op = NULL;
+    if (a->abandoned) {
+        if (ok && d.status == GW_RLIMITS_ADMITTED && w->store != NULL)
+            gw_rlimits_release_id(w->store, a->key_name, a->lease_id);
+        free(a);
+        return;
+    }
+    gw_admit_cb cb = a->cb;
+    void *cbarg = a->arg;
+    struct gw_admit_req r = { a->key, NULL, NULL, a->rate, a->retry_after_ms, a->lease };
+    if (!ok) {
+        if (res->rc == GW_OK)
+            gw_log(GW_LOG_ERROR, "limits: Redis answered something unexpected: is another "
+                   "program writing under the gateway's prefix?");
+        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE) {
+            gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
+                         "The gateway's limits store is unreachable; creates are refused "
+                         "until it is back. Retry later.");
+            out = &err;
+            goto answer;
+        }
+        /* on_failure = local: this instance's own limits */
+        if (gw_limiter_admit(w->limiter, a->key, gw_worker_now_ms(), a->rate,
+                             a->retry_after_ms, &err) != GW_OK) {
+            out = &err;
+            goto answer;
+        }
+        r.lease = NULL;
+    } else if (d.status != GW_RLIMITS_ADMITTED) {
+        *a->rate = d.rate;
+        *a->retry_after_ms = d.retry_after_ms;
+        refusal(a->key, &d, &err);
+        out = &err;
+        goto answer;
+    } else {
+        *a->rate = d.rate;
+        /* held (renewed) until the exchange ends; a mark even without a slot, so that
+         * the release knows the decision was Redis's */
+        *a->lease = gw_rlimits_hold(w->id, w->store, w->base, a->key_name, a->lease_id);
+        if (*a->lease == NULL) /* out of memory: the slot expires by itself */
+            gw_rlimits_release_id(w->store, a->key_name, a->lease_id);
+    }
+    switch (upstream_slot(w, &r, a, cb, cbarg, &a, &err)) {
+    case GW_AGAIN:
+        return; /* a waits on its timer; the exchange's pending is still a */
+    case GW_ERR:
+        give_back(w, r.key, r.lease);
+        out = &err;
+        break;
+    default:
+        break;
+    }
+answer:
+    free(a);
+    cb(cbarg, out);
+}
+
+/* The limits are Redis's for this create: backend redis, Redis reachable, a limit
+ * that Redis keeps. */
+static int in_redis(struct gw_worker *w, const struct gw_admit_req *r)
+{
+    return w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS && r->lease != NULL &&
+           (r->key->limits.rpm > 0 || r->key->limits.concurrency > 0) &&
+           gw_store_loop_reachable(w->store);
+}
+
 int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, void *arg,
              struct gw_admission **pending, struct gw_error *err)
 {
-    int64_t now = gw_worker_now_ms(), wait;
-    struct gw_admission *a;
+    int rc;
 
     *pending = NULL;
     if (r->key == NULL || !gw_admit_counts(r->route))
@@ -71,37 +222,49 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
     }
     if (w->limiter == NULL)
         return GW_OK;
-    if (gw_limiter_admit(w->limiter, r->key, now, r->rate, r->retry_after_ms, err) != GW_OK)
-        return GW_ERR;
-    /* the key may go on; now the provider account's pace */
-    if (gw_limiter_upstream_slot(w->limiter, now, &wait, err) != GW_OK) {
-        gw_limiter_release(w->limiter, r->key);
-        *r->retry_after_ms = wait;
-        return GW_ERR;
+    if (in_redis(w, r)) {
+        struct gw_admission *a = calloc(1, sizeof(*a));
+        if (a == NULL)
+            return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        a->w = w;
+        a->key = r->key;
+        a->cb = cb;
+        a->arg = arg;
+        a->rate = r->rate;
+        a->retry_after_ms = r->retry_after_ms;
+        a->lease = r->lease;
+        snprintf(a->key_name, sizeof(a->key_name), "%s", r->key->name);
+        if (r->key->limits.concurrency > 0)
+            gw_rlimits_lease_id(a->lease_id);
+        if (gw_rlimits_admit(w->store, r->key, a->lease_id, decided, a, &a->op, err) !=
+            GW_AGAIN) {
+            free(a);
+            return GW_ERR;
+        }
+        *pending = a;
+        return GW_AGAIN;
     }
-    if (wait == 0)
-        return GW_OK;
-    a = calloc(1, sizeof(*a));
-    if (a == NULL || (a->timer = evtimer_new(w->base, slot_reached, a)) == NULL) {
-        free(a);
+    if (gw_limiter_admit(w->limiter, r->key, gw_worker_now_ms(), r->rate, r->retry_after_ms,
+                         err) != GW_OK)
+        return GW_ERR;
+    struct gw_admit_req local = *r;
+    local.lease = NULL;
+    rc = upstream_slot(w, &local, NULL, cb, arg, pending, err);
+    if (rc == GW_ERR)
         gw_limiter_release(w->limiter, r->key);
-        return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
-    }
-    a->w = w;
-    a->key = r->key;
-    a->cb = cb;
-    a->arg = arg;
-    struct timeval tv = { wait / 1000, (wait % 1000) * 1000 };
-    evtimer_add(a->timer, &tv);
-    *pending = a;
-    return GW_AGAIN;
+    return rc;
 }
 
 void gw_admit_cancel(struct gw_admission *a)
 {
-    /* the client went away while waiting: its concurrency slot is free again
-     * (the upstream slot it held passes unused) */
-    gw_limiter_release(a->w->limiter, a->key);
+    if (a->op != NULL) {
+        /* Redis is deciding: its answer frees a (and gives back a slot it took) */
+        a->abandoned = 1;
+        return;
+    }
+    /* the client went away while waiting for the upstream slot: its concurrency slot
+     * is free again (the upstream slot it held passes unused) */
+    give_back(a->w, a->key, a->lease);
     event_free(a->timer);
     free(a);
 }
@@ -109,5 +272,5 @@ void gw_admit_cancel(struct gw_admission *a)
 void gw_admit_release(struct gw_worker *w, const struct gw_admit_req *r)
 {
     if (w->limiter != NULL && r->key != NULL && gw_admit_counts(r->route))
-        gw_limiter_release(w->limiter, r->key);
+        give_back(w, r->key, r->lease);
 }

@@ -15,6 +15,7 @@
 
 struct gw_worker;
 struct gw_admission; /* a pending asynchronous decision */
+struct gw_lease;     /* a concurrency slot held in Redis (limits/redis_limits.h) */
 
 struct gw_admit_req {
     const struct gw_team_key *key;
@@ -24,6 +25,9 @@ struct gw_admit_req {
      * refusal how long to wait (Retry-After) */
     struct gw_gcra_result *rate;
     int64_t *retry_after_ms;
+    /* the exchange's: what a create admitted by the limits in Redis holds (its
+     * concurrency slot's lease), given back by gw_admit_release; NULL there: none */
+    struct gw_lease **lease;
 };
 
 /* Called exactly once for a GW_AGAIN decision, from the worker's loop, never

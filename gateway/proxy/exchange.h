@@ -67,6 +67,8 @@ struct exchange {
     struct gw_route route;
     const struct gw_team_key *key;
     struct gw_admission *admission; /* pending asynchronous admission */
+    struct gw_lease *lease;      /* a create admitted by the limits in Redis: what it holds
+                                    (given back when it ends); NULL otherwise */
     int admitted;            /* gw_admit_release() owed at the end */
     int expect_continue;     /* send 100 Continue once admitted */
     char rid[20];

@@ -218,7 +218,8 @@ static void exchange_free(struct exchange *x)
     if (x->admission != NULL)
         gw_admit_cancel(x->admission);
     if (x->admitted)
-        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL });
+        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL,
+                                                       &x->lease });
     if (x->quota_reserved)
         gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day, 0);
     if (x->up != NULL)
@@ -336,7 +337,7 @@ static void start_admission(struct exchange *x)
     struct gw_error err;
 
     switch (gw_admit(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, &x->rate,
-                                                   &x->retry_after_ms }, on_admitted, x,
+                                                   &x->retry_after_ms, &x->lease }, on_admitted, x,
                      &x->admission, &err)) {
     case GW_OK:
         on_admitted(x, NULL);

@@ -39,7 +39,7 @@ extern const char *const rs_script_src[RS_NSCRIPTS];
 /* One command of an operation: what was sent (kept for a NOSCRIPT re-send),
  * in the operation's memory. */
 struct rs_cmd {
-    int script;                    /* enum rs_script, or RS_NONE */
+    const char *src;               /* the script's source (for a NOSCRIPT), NULL: a command */
     int argc;
     const char *argv[RS_ARGV_MAX]; /* argv[0] EVALSHA, argv[1] the SHA1 (EVAL: the source) */
     size_t argvlen[RS_ARGV_MAX];

@@ -76,13 +76,23 @@ static void arg_created(struct rs_cmd *c, int64_t created_at)
 
 static void script(struct rs_cmd *c, int which, const char *prefix, const char (*sha)[41])
 {
-    c->script = which;
+    c->src = rs_script_src[which];
     c->argc = 0;
     c->nnum = 0;
     arg_str(c, "EVALSHA");
     arg(c, sha[which], 40);
     arg_str(c, "0");
     arg_str(c, prefix);
+}
+
+void gw_store_script_init(struct gw_store_script *sc, const char *src)
+{
+    unsigned char md[SHA_DIGEST_LENGTH];
+
+    sc->src = src;
+    SHA1((const unsigned char *)src, strlen(src), md);
+    for (int k = 0; k < SHA_DIGEST_LENGTH; k++)
+        snprintf(&sc->sha[2 * k], 3, "%02x", md[k]);
 }
 
 static int unfinished(enum gw_job_status st)
@@ -127,7 +137,7 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         arg_str(c, j->status == GW_JOB_FAILED ? "1" : "0");
         return GW_OK;
     case GW_OP_JOB_GET:
-        c->script = RS_NONE;
+        c->src = NULL;
         c->argc = 0;
         c->nnum = 0;
         arg_str(c, "HMGET");
@@ -207,6 +217,17 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         arg_str(c, op->usage_q.since);
         arg_str(c, op->usage_q.until);
         arg_str(c, op->usage_q.key_name);
+        return GW_OK;
+    case GW_OP_SCRIPT:
+        c->src = op->script->src;
+        c->argc = 0;
+        c->nnum = 0;
+        arg_str(c, "EVALSHA");
+        arg(c, op->script->sha, 40);
+        arg_str(c, "0");
+        arg_str(c, prefix);
+        for (unsigned i = 0; i < op->nargs && c->argc < RS_ARGV_MAX; i++)
+            arg(c, op->args[i], op->arglens[i]);
         return GW_OK;
     }
     /* an operation added to the store (by another branch, say) that this
@@ -499,6 +520,21 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
         } else if (op->res.idem != GW_IDEM_NEW && op->res.idem != GW_IDEM_IN_FLIGHT) {
             return malformed(op, log_it);
         }
+        return GW_OK;
+    case GW_OP_SCRIPT:
+        if (r->type == REDIS_REPLY_INTEGER) {
+            op->res.ints[0] = r->integer;
+            op->res.nints = 1;
+            return GW_OK;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements > GW_ARRAY_LEN(op->res.ints))
+            return malformed(op, log_it);
+        for (size_t i = 0; i < r->elements; i++) {
+            if (r->element[i]->type != REDIS_REPLY_INTEGER)
+                return malformed(op, log_it);
+            op->res.ints[i] = r->element[i]->integer;
+        }
+        op->res.nints = (unsigned)r->elements;
         return GW_OK;
     case GW_OP_USAGE: {
         struct gw_usage_row *rows = NULL;

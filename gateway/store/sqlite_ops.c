@@ -687,6 +687,8 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
         return op_idem_finish(s, op);
     case GW_OP_USAGE:
         return op_usage(s, op);
+    case GW_OP_SCRIPT:
+        break; /* refused at the call */
     }
     gw_store_op_fail(op, "unknown store operation");
     return GW_ERR;

@@ -754,6 +754,39 @@ int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_s
     return submit(l, op, cb, arg, opp, err);
 }
 
+int gw_store_script(struct gw_store_loop *l, const struct gw_store_script *sc, unsigned nargs,
+                    const char *const *args, gw_store_cb cb, void *arg,
+                    struct gw_store_op **opp, struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op;
+    size_t strings = 0;
+
+    if (opp != NULL)
+        *opp = NULL; /* until queued */
+    if (strcmp(l->store->engine->name, "redis") != 0)
+        return unavailable(err, "store: scripts need the redis store");
+    if (nargs > GW_STORE_SCRIPT_ARGS)
+        return bad_arg(err, NULL, "store: too many script arguments");
+    for (unsigned i = 0; i < nargs; i++)
+        strings += slen(args[i]);
+    strings += nargs * (sizeof(char *) + sizeof(size_t)) + sizeof(size_t);
+    op = op_new(GW_OP_SCRIPT, strings, &pk, err);
+    if (op == NULL)
+        return GW_ERR;
+    /* the two arrays first (aligned: the op's tail is), then the strings */
+    op->arglens = (size_t *)(void *)pk.p;
+    op->args = (const char **)(void *)(op->arglens + nargs + 1);
+    pk.p = (char *)(op->args + nargs);
+    for (unsigned i = 0; i < nargs; i++) {
+        op->arglens[i] = args[i] != NULL ? strlen(args[i]) : 0;
+        op->args[i] = pack(&pk, args[i] != NULL ? args[i] : "", op->arglens[i]);
+    }
+    op->nargs = nargs;
+    op->script = sc;
+    return submit(l, op, cb, arg, opp, err);
+}
+
 int gw_store_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                         struct gw_usage **out, struct gw_error *err)
 {

@@ -177,6 +177,10 @@ struct gw_store_res {
 
     /* prune */
     uint64_t pruned_jobs, pruned_idem;
+
+    /* script: the reply's integers (an integer, or an array of integers) */
+    int64_t ints[8];
+    unsigned nints;
 };
 
 typedef void (*gw_store_cb)(void *arg, const struct gw_store_res *res);
@@ -366,6 +370,27 @@ int gw_store_idem_abort(struct gw_store_loop *l, const char *key_name, const cha
  * once for a date that is not YYYY-MM-DD. */
 int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_store_cb cb,
                    void *arg, struct gw_store_op **op, struct gw_error *err);
+
+/*
+ * Redis only: a script of the caller's (the limits: limits/redis_limits.c) on
+ * this loop's connection, called by SHA1 (re-sent with its source after a
+ * NOSCRIPT). ARGV[1] is the store's prefix, then args[0..nargs) (at most
+ * GW_STORE_SCRIPT_ARGS; copied). The reply must be an integer or an array of at
+ * most 8 integers: res->ints, res->nints. sc must outlive the call (static).
+ * GW_ERR at once (503) on an engine that is not Redis.
+ */
+#define GW_STORE_SCRIPT_ARGS 20
+
+struct gw_store_script {
+    const char *src;  /* Lua */
+    char sha[41];     /* its SHA1, hex: gw_store_script_init */
+};
+
+void gw_store_script_init(struct gw_store_script *sc, const char *src);
+
+int gw_store_script(struct gw_store_loop *l, const struct gw_store_script *sc, unsigned nargs,
+                    const char *const *args, gw_store_cb cb, void *arg,
+                    struct gw_store_op **op, struct gw_error *err);
 
 /* ------------------------------------------------------ outside any loop */
 

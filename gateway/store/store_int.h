@@ -24,6 +24,7 @@ enum gw_store_op_kind {
     GW_OP_IDEM_FINISH,
     GW_OP_IDEM_ABORT,
     GW_OP_USAGE,
+    GW_OP_SCRIPT, /* Redis only: a caller's script (the limits) */
 };
 
 /* A block of result memory, owned by its operation (a list, freed with it). */
@@ -58,6 +59,10 @@ struct gw_store_op {
     int64_t t1, t2;             /* claim: due_before, now; prune: jobs_before, now;
                                  * idem_begin, delete: now in t1 */
     unsigned limit;             /* claim */
+    const struct gw_store_script *script; /* script: which (the caller's, lives on) */
+    unsigned nargs;             /* ... its arguments (after the prefix) */
+    const char **args;
+    size_t *arglens;
 
     /* the result, filled by the engine */
     struct gw_store_res res;

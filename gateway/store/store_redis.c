@@ -310,13 +310,13 @@ static void op_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
         fail_op(s, op, rl->why != NULL ? rl->why : "the connection was lost");
         return;
     }
-    if (r->type == REDIS_REPLY_ERROR && f->cmd->script != RS_NONE &&
+    if (r->type == REDIS_REPLY_ERROR && f->cmd->src != NULL &&
         strncmp(r->str, "NOSCRIPT", 8) == 0) {
         /* flushed (SCRIPT FLUSH, FLUSHALL of a restarted Redis): send the source */
         f->cmd->argv[0] = "EVAL";
         f->cmd->argvlen[0] = 4;
-        f->cmd->argv[1] = rs_script_src[f->cmd->script];
-        f->cmd->argvlen[1] = strlen(rs_script_src[f->cmd->script]);
+        f->cmd->argv[1] = f->cmd->src;
+        f->cmd->argvlen[1] = strlen(f->cmd->src);
         send_op(rl, op, f->cmd, f);
         return;
     }

@@ -9,8 +9,11 @@ and a log line, never a hang."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
@@ -215,6 +218,107 @@ def test_wrong_password():
         with gw:
             create(gw, "alice")
             assert "right-pw" not in gw.log()
+
+
+def test_rpm_shared_by_two_gateways_under_load():
+    """A key limited to N creates a minute gets N accepted in total across both
+    gateways under concurrent load (not 2N): one GCRA bucket in Redis."""
+    n = 5
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis, key_options={"alice": {"rpm": n}})
+        try:
+            results = []
+            lock = threading.Lock()
+
+            def one(gw):
+                st, h, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                         body=create_body(), timeout=30)
+                with lock:
+                    results.append((st, h, body))
+            threads = [threading.Thread(target=one, args=(a if i % 2 else b,))
+                       for i in range(4 * n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            ok = [r for r in results if r[0] == 200]
+            refused = [r for r in results if r[0] == 429]
+            assert len(ok) == n and len(refused) == 3 * n, [r[0] for r in results]
+            for st, h, body in refused:
+                e = gwtest.error_body(body)
+                assert e["code"] == "rate_limit_exceeded", e
+                assert int(h["retry-after"]) >= 1, h
+                assert h["x-ratelimit-limit-requests"] == str(n), h
+            for st, h, body in ok:
+                assert h["x-ratelimit-limit-requests"] == str(n), h
+            creates = [r for r in stub.requests(method="POST") if r["path"] == "/v1/videos"]
+            assert len(creates) == n, len(creates)
+            # another key is not affected
+            assert create(b, "bob")
+        finally:
+            close(a, b)
+
+
+def hold_slot(gw, key="alice"):
+    """A create that holds its concurrency slot: its upload is left unfinished."""
+    body, ct = gwtest.multipart([("model", "veo3.1"), ("prompt", "p"), ("seconds", "8"),
+                                 ("size", "16x9"),
+                                 ("input_reference", "f.png", b"x" * 200000, "image/png")])
+    head = ("POST /v1/videos HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: %s\r\nContent-Length: %d\r\n\r\n"
+            % (gw.keys[key], ct, len(body))).encode()
+    conn = gwtest.RawConn(gw.port)
+    conn.send(head + body[:1000])
+    return conn, body
+
+
+def test_concurrency_shared_and_freed_after_kill_9():
+    """concurrency 1 across both gateways: a slot held through A refuses a create
+    through B; released when the exchange ends; held longer than a lease it is
+    renewed; and when A is kill -9ed holding it, freed after the lease (10 s),
+    not never."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis, key_options={"alice": {"concurrency": 1}})
+        try:
+            conn, body = hold_slot(a)
+            stub.wait_bytes(500)
+            st, h, out = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                   body=create_body())
+            assert st == 429, (st, out)
+            assert "at once" in gwtest.error_body(out)["message"]
+            conn.send(body[1000:])
+            st, _, _, _ = gwtest.parse_response(conn.read_response(10))
+            conn.close()
+            assert st == 200
+            create(b, "alice")          # the slot came back at once
+            # held through A longer than a lease: renewed, so B stays refused
+            conn, body = hold_slot(a)
+            stub.wait_bytes(500)
+            held = time.monotonic()
+            while time.monotonic() - held < 12:
+                st, _, out = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                       body=create_body())
+                assert st == 429, (time.monotonic() - held, st, out)
+                time.sleep(0.5)     # the test is about time passing, not a wait for state
+            # and A dies holding it: B is refused until the lease runs out
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(10)
+            killed = time.monotonic()
+            st, _, out = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                   body=create_body())
+            assert st == 429, (st, out)
+
+            def free_again():
+                st, _, out = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                       body=create_body())
+                assert st in (200, 429), (st, out)
+                return st == 200
+            gwtest.wait_for(free_again, timeout=20, interval=0.25, what="the lease to expire")
+            waited = time.monotonic() - killed
+            assert 1 < waited < 12, waited
+            conn.close()
+        finally:
+            close(a, b)
 
 
 if __name__ == "__main__":

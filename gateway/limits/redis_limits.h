@@ -1,0 +1,80 @@
+/*
+ * redis_limits.h - per-key limits shared by every gateway instance on one Redis
+ * (issue 7): one Lua script per decision, on the loop's own Redis connection
+ * (the store's: store/store.h gw_store_script), so it answers later, like any
+ * other I/O (proxy/admit.c holds the request meanwhile).
+ *
+ *   rpm          GCRA with the theoretical arrival time stored in Redis, in
+ *                gcra.c's ticks (1/rpm ms) and on Redis's clock (TIME), so every
+ *                instance sees one bucket per key;
+ *   concurrency  a slot is a lease: a member of a sorted set scored by its expiry
+ *                (Redis's clock + GW_RLIMITS_LEASE_MS), renewed while the exchange
+ *                lives and removed when it ends; an instance that dies (kill -9)
+ *                holds a key's slots at most one lease longer.
+ *
+ * daily_seconds and upstream_rpm stay per instance for now (limiter.c).
+ */
+#ifndef GW_REDIS_LIMITS_H
+#define GW_REDIS_LIMITS_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "gcra.h"
+#include "store/store.h"
+
+struct event_base;
+
+#define GW_RLIMITS_LEASE_MS 10000 /* a concurrency slot outlives its instance this long */
+#define GW_RLIMITS_RENEW_MS 3000  /* ... and is renewed this often while it is held */
+#define GW_RLIMITS_LOOPS_MAX 64   /* = [server] threads' bound */
+
+enum gw_rlimits_status {
+    GW_RLIMITS_ADMITTED = 0,
+    GW_RLIMITS_CONCURRENCY, /* all the key's slots are held */
+    GW_RLIMITS_RATE,        /* the key's rpm is used up */
+};
+
+struct gw_rlimits_decision {
+    enum gw_rlimits_status status;
+    int64_t retry_after_ms;      /* refused: how long to wait */
+    struct gw_gcra_result rate;  /* the key's bucket after the decision (limit 0: no rpm) */
+};
+
+/* A lease id unique across instances and time, into id[48]. */
+void gw_rlimits_lease_id(char id[48]);
+
+/*
+ * One decision for a create of key k: concurrency first (a refused create must
+ * not use up a request of the minute), then rpm; admitted takes one of each
+ * (the slot under lease_id; "" when the key has no concurrency limit). The
+ * store's contract: GW_AGAIN and cb later with res (decode it), or GW_ERR with
+ * err (503).
+ */
+int gw_rlimits_admit(struct gw_store_loop *l, const struct gw_team_key *k,
+                     const char *lease_id, gw_store_cb cb, void *arg,
+                     struct gw_store_op **op, struct gw_error *err);
+
+/* res of gw_rlimits_admit into d. GW_OK, or GW_ERR (a malformed reply). */
+int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision *d);
+
+/* A held slot (or, with an empty id, only the mark of a decision made by Redis). */
+struct gw_lease;
+
+/*
+ * The exchange holds the slot lease_id of key_name: renewed every
+ * GW_RLIMITS_RENEW_MS on loop loop_id (its thread only) until released. NULL
+ * when out of memory (the slot then expires by itself).
+ */
+struct gw_lease *gw_rlimits_hold(unsigned loop_id, struct gw_store_loop *l,
+                                 struct event_base *base, const char *key_name,
+                                 const char *lease_id);
+
+/* The exchange is over: the slot is given back (fire and forget) and lease freed. */
+void gw_rlimits_release(struct gw_lease *lease);
+
+/* Give back a slot taken for an exchange that went away before the decision
+ * arrived (no gw_lease was made for it). */
+void gw_rlimits_release_id(struct gw_store_loop *l, const char *key_name, const char *lease_id);
+
+#endif
