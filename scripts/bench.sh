@@ -9,6 +9,9 @@
 #
 # Scenario 1S is scenario 1 through a third gateway with a [store] (SQLite, WAL) and every
 # per-key limit on: what limits and the job ledger cost per create (issue 6: at most 3 us).
+# Scenario 1R is 1S with the store and the limits on Redis (a private redis-server, no
+# persistence): the gateway's CPU per create next to SQLite's (issue 7: at most 5 us more),
+# and the redis-server's own CPU per create, reported apart.
 #
 # Knobs (environment): BENCH_SMALL_SECS (10) BENCH_SMALL_CONNS (32) BENCH_LOG_SECS (5)
 #   BENCH_MIB_SECS (6) BENCH_MIB_CONNS (8) BENCH_UPLOAD_MIB (200) BENCH_UPLOAD_REPS (5)
@@ -73,11 +76,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog,gwstore}
+mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog,gwstore,gwredis,redis}
 chmod 755 "$tmp" "$tmp/up" "$tmp/up/www" # nginx workers run as nobody when started by root
-read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT UPJ_PORT GWS_PORT < <(python3 -c '
+read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT UPJ_PORT GWS_PORT GWR_PORT \
+    REDIS_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(8)]
+ss = [socket.socket() for _ in range(10)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 UPKEY="sk-upstream-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -235,7 +239,11 @@ gw_conf "$GWLOG_PORT" "$tmp/gwlog/access.log" >"$tmp/gwlog/gateway.conf"
     echo "concurrency = 1000000"
     echo "daily_seconds = 100000000"
 } >"$tmp/gwstore/gateway.conf"
-for d in gw gwlog gwstore; do
+# A fourth for 1R: 1S's configuration with the store (and so rpm and concurrency) on Redis.
+sed -e "s/^listen = .*/listen = 127.0.0.1:$GWR_PORT/" \
+    -e "s|^path = .*|backend = redis\nredis = 127.0.0.1:$REDIS_PORT\nprefix = bench:|" \
+    -e '/^synchronous = /d' "$tmp/gwstore/gateway.conf" >"$tmp/gwredis/gateway.conf"
+for d in gw gwlog gwstore gwredis; do
     VIDEO_UPSTREAM_KEY=$UPKEY "$GW" -t -c "$tmp/$d/gateway.conf" >/dev/null ||
         die "gateway configuration $tmp/$d/gateway.conf has errors"
 done
@@ -257,11 +265,20 @@ start_gw() { # DIR
     VIDEO_UPSTREAM_KEY=$UPKEY "$GW" -c "$1/gateway.conf" >"$1/stdout.log" 2>"$1/stderr.log" &
     pids+=($!)
 }
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$tmp/redis" >"$tmp/redis/stdout.log" 2>&1 &
+pids+=($!); REDIS_PID=${pids[-1]}
+for _ in $(seq 100); do
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+done
+[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || die "redis-server did not start"
 start_nginx "$tmp/up";    UP_PID=${pids[-1]}
 start_nginx "$tmp/ngx";   NGX_PID=${pids[-1]}
 start_gw "$tmp/gw";       GW_PID=${pids[-1]}
 start_gw "$tmp/gwlog";    GWLOG_PID=${pids[-1]}
 start_gw "$tmp/gwstore";  GWS_PID=${pids[-1]}
+start_gw "$tmp/gwredis";  GWR_PID=${pids[-1]}
 wait_http "http://127.0.0.1:$UP_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
 wait_http "http://127.0.0.1:$UPJ_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
 for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
@@ -270,9 +287,11 @@ done
 wait_http "http://127.0.0.1:$GW_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gw/stderr.log")"
 wait_http "http://127.0.0.1:$GWLOG_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwlog/stderr.log")"
 wait_http "http://127.0.0.1:$GWS_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwstore/stderr.log")"
+wait_http "http://127.0.0.1:$GWR_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwredis/stderr.log")"
 # every listening socket on our ports must be ours (SO_REUSEPORT would share a port silently)
-ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $GWS_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
-for port in $UP_PORT $GW_PORT $GWLOG_PORT $NGX_PORT $NGXNB_PORT $NGXLOG_PORT $UPJ_PORT $GWS_PORT; do
+ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $GWS_PID $GWR_PID $REDIS_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
+for port in $UP_PORT $GW_PORT $GWLOG_PORT $NGX_PORT $NGXNB_PORT $NGXLOG_PORT $UPJ_PORT $GWS_PORT \
+    $GWR_PORT $REDIS_PORT; do
     for p in $(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
         case "$ours" in *" $p "*) ;; *) die "port $port is also held by pid $p" ;; esac
     done
@@ -316,6 +335,17 @@ grep -qF 'x0D\x0A\x0D\x0Aveo_3_1\x0D\x0A' <<<"$line" ||
     die "the gateway (limits + store) did not send model=veo_3_1 upstream: $line"
 curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GWS_PORT/v1/videos" | grep -qF "\"$gws_id\"" ||
     die "the store does not list the job $gws_id just created"
+# the gateway on Redis: the same, the job listed from Redis
+code=$(curl -sS -o "$tmp/sanity-gwr.json" -D "$tmp/sanity-gwr.head" -w '%{http_code}' -H 'Expect:' \
+    -H "Authorization: Bearer $KEY" -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 \
+    "http://127.0.0.1:$GWR_PORT/v1/videos")
+[ "$code" = 200 ] || die "the gateway (Redis) answered $code: $(cat "$tmp/sanity-gwr.json")"
+gwr_id=$(grep -o '"id":"video_[0-9a-f]\{32\}"' "$tmp/sanity-gwr.json" | cut -d'"' -f4) ||
+    die "the gateway (Redis) did not answer a fresh job id: $(cat "$tmp/sanity-gwr.json")"
+grep -qi '^x-ratelimit-limit-requests: ' "$tmp/sanity-gwr.head" ||
+    die "the gateway (Redis) sent no x-ratelimit-* headers: the key's rpm is not in force"
+curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GWR_PORT/v1/videos" | grep -qF "\"$gwr_id\"" ||
+    die "Redis does not list the job $gwr_id just created"
 video_bytes=$(stat -c %s "$tmp/up/www/video.mp4")
 for p in $GW_PORT $NGX_PORT $NGXNB_PORT; do
     got=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' -H "Authorization: Bearer $KEY" \
@@ -434,6 +464,7 @@ NGXU=http://127.0.0.1:$NGX_PORT
 NGXNBU=http://127.0.0.1:$NGXNB_PORT
 NGXLOGU=http://127.0.0.1:$NGXLOG_PORT
 GWSU=http://127.0.0.1:$GWS_PORT
+GWRU=http://127.0.0.1:$GWR_PORT
 warm() { BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d1s -s "$root/scripts/bench/create.lua" \
     "$1/v1/videos" >/dev/null; }
 
@@ -443,7 +474,7 @@ say "machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | h
 say "wrk ($WRK_THREADS threads), curl and the upstream nginx share these cores with the proxy; nothing is pinned"
 say "versions: gateway $("$GW" -v | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo '+local changes')), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 say "warm-up: 1 s of small creates through each proxy"
-warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$NGXU"; warm "$NGXLOGU"
+warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$GWRU"; warm "$NGXU"; warm "$NGXLOGU"
 
 # 1 and 1S: the two gateway runs back to back, then nginx, which has no limits or store
 # to switch on: its one run is the baseline of both rows.
@@ -469,10 +500,28 @@ run_wrk 1S "$S1S" gateway "$GWS_PID" "$GWSU" "$SMALL_CONNS" "$SMALL_SECS" 0
 st1=$(store_ticks)
 sleep 0.3 # creates cut by wrk's stop may still be committed
 jobs1=$(store_jobs)
-say "$S1 and 1S: nginx (one run for both rows)"
+S1R="1R same, limits + store on Redis (loopback, no persistence), ${SMALL_SECS}s"
+say "$S1R"
+redis_jobs() { redis-cli -p "$REDIS_PORT" eval "return #redis.call('KEYS', 'bench:job:*')" 0; }
+rj0=$(redis_jobs)
+rt0=$(cpu_ticks "$REDIS_PID")
+run_wrk 1R "$S1R" gateway "$GWR_PID" "$GWRU" "$SMALL_CONNS" "$SMALL_SECS" 0
+rt1=$(cpu_ticks "$REDIS_PID")
+sleep 0.3
+rj1=$(redis_jobs)
+n1r=$(kv requests "$(grep '^BENCH ' "$tmp/wrk-1R-gateway.txt")")
+read -r rticks _ _ < <(ticks_between "$rt0" "$rt1")
+say "redis: $((rj1 - rj0)) jobs recorded during 1R for $n1r creates answered; redis-server:" \
+    "$(awk -v t="$rticks" -v h="$CLK_TCK" -v n="$n1r" 'BEGIN{printf "%.1f", t / h * 1e6 / n}') us per create"
+[ $((rj1 - rj0)) -ge "$n1r" ] || die "Redis recorded $((rj1 - rj0)) jobs for $n1r creates"
+if grep -qE 'not recorded|store: ' "$tmp/gwredis/stderr.log"; then
+    grep -E 'not recorded|store: ' "$tmp/gwredis/stderr.log" | head -5 >&2 || true
+    die "the Redis gateway logged store errors (above)"
+fi
+say "$S1, 1S and 1R: nginx (one run for the three rows)"
 run_wrk 1 "$S1" nginx "$NGX_PID" "$NGXU" "$SMALL_CONNS" "$SMALL_SECS" 0
-awk -F'\t' -v OFS='\t' -v l="$S1S" '$1 == "1" && $3 == "nginx" {$1 = "1S"; $2 = l; print}' \
-    "$results" >>"$results"
+awk -F'\t' -v OFS='\t' -v l="$S1S" -v r="$S1R" '$1 == "1" && $3 == "nginx" {
+    $1 = "1S"; $2 = l; print; $1 = "1R"; $2 = r; print }' "$results" >>"$results"
 # every create the run counted was recorded (creates wrk cut at its stop may be too)
 n1s=$(kv requests "$(grep '^BENCH ' "$tmp/wrk-1S-gateway.txt")")
 say "store: $((jobs1 - jobs0)) jobs recorded during 1S for $n1s creates answered ($jobs1 in the" \
@@ -556,14 +605,20 @@ the nearest-rank p99 of the per-transfer times (the maximum for fewer than 100 t
 1S: the gateway instance with a [store] (SQLite in the temp dir, WAL, synchronous = normal)
 and rpm, burst, concurrency and daily_seconds on the key (none refused), run right after 1;
 its CPU includes the store thread. Its nginx column is the nginx run of 1.
+1R: 1S's configuration with backend = redis (rpm and concurrency decided in Redis), run
+right after 1S; its CPU is the gateway's only (redis-server's is printed apart above).
 4b: a second gateway run against nginx with proxy_buffering off.
 EOF
 # the cost of limits + store per create, and the goal of issue 6 (at most 3 us more)
-awk -F'\t' '$3 == "gateway" && ($1 == "1" || $1 == "1S") { c[$1] = $7; u[$1] = $11; s[$1] = $12 }
+awk -F'\t' '$3 == "gateway" && ($1 == "1" || $1 == "1S" || $1 == "1R") { c[$1] = $7; u[$1] = $11; s[$1] = $12 }
     END { d = c["1S"] - c["1"]
         printf "\nlimits + store: %.1f -> %.1f us per create, %+.1f us (user %+.1f, sys %+.1f); " \
             "goal: at most +3.0 us: %s\n", c["1"], c["1S"], d, u["1S"] - u["1"], s["1S"] - s["1"],
-            (d <= 3.0 ? "met" : "NOT met") }' "$results"
+            (d <= 3.0 ? "met" : "NOT met")
+        r = c["1R"] - c["1S"]
+        printf "store on Redis: %.1f -> %.1f us per create, %+.1f us next to SQLite (user %+.1f, " \
+            "sys %+.1f); goal: at most +5.0 us: %s\n", c["1S"], c["1R"], r, u["1R"] - u["1S"],
+            s["1R"] - s["1S"], (r <= 5.0 ? "met" : "NOT met") }' "$results"
 
 # ------------------------------------------------------------------ optional profile
 # Not part of the figures above: perf and strace slow the proxy down.

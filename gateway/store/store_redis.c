@@ -32,6 +32,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +89,8 @@ struct redis_store {
     struct rloop *loops;
     int closing;
     unsigned loops_down;          /* loops whose connection is down */
-    struct gw_store_stats stats;
+    atomic_uint_fast64_t n_sent, n_ops, n_failed; /* gw_store_stats: commands, calls */
+    atomic_int n_queued;          /* calls made and not yet answered */
 };
 
 static const struct gw_store_engine redis_engine;
@@ -101,14 +103,17 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Counters: atomics, so that the loops never wait for each other over them. */
 static void count(struct redis_store *s, int sent, int ops, int failed, int queued)
 {
-    pthread_mutex_lock(&s->mu);
-    s->stats.transactions += (uint64_t)sent;
-    s->stats.ops += (uint64_t)ops;
-    s->stats.failed += (uint64_t)failed;
-    s->stats.queued = (unsigned)((int)s->stats.queued + queued);
-    pthread_mutex_unlock(&s->mu);
+    if (sent)
+        atomic_fetch_add_explicit(&s->n_sent, (uint64_t)sent, memory_order_relaxed);
+    if (ops)
+        atomic_fetch_add_explicit(&s->n_ops, (uint64_t)ops, memory_order_relaxed);
+    if (failed)
+        atomic_fetch_add_explicit(&s->n_failed, (uint64_t)failed, memory_order_relaxed);
+    if (queued)
+        atomic_fetch_add_explicit(&s->n_queued, queued, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------ up and down */
@@ -584,10 +589,12 @@ static void redis_stats(struct gw_store *base, struct gw_store_stats *st)
 {
     struct redis_store *s = (struct redis_store *)base;
 
-    pthread_mutex_lock(&s->mu);
-    *st = s->stats;
+    st->transactions = atomic_load_explicit(&s->n_sent, memory_order_relaxed);
+    st->ops = atomic_load_explicit(&s->n_ops, memory_order_relaxed);
+    st->failed = atomic_load_explicit(&s->n_failed, memory_order_relaxed);
+    int q = atomic_load_explicit(&s->n_queued, memory_order_relaxed);
+    st->queued = q > 0 ? (unsigned)q : 0;
     st->max_batch = 1;
-    pthread_mutex_unlock(&s->mu);
 }
 
 static int redis_reachable(struct gw_store *base)
