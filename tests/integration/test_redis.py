@@ -32,13 +32,14 @@ def create(gw, key, seconds="8"):
     return json.loads(b)
 
 
-def pair(stub, redis, keys=("alice", "bob"), store=None, **kw):
-    """Two gateways on one Redis, with the same team keys."""
+def pair(stub, redis, keys=("alice", "bob"), store=None, b_extra=None, **kw):
+    """Two gateways on one Redis, with the same team keys (b_extra: more sections of B's)."""
     st = redis.store(**(store or {}))
     a = gwtest.Gateway(stub, keys=keys, extra={"store": st}, **kw)
     a.start()
     try:
-        b = gwtest.Gateway(stub, keys=dict(a.keys), extra={"store": dict(st)}, **kw)
+        b = gwtest.Gateway(stub, keys=dict(a.keys), extra=dict({"store": dict(st)},
+                                                               **(b_extra or {})), **kw)
         b.start()
     except BaseException:
         a.stop()
@@ -110,6 +111,24 @@ def test_a_job_made_through_one_is_everywhere():
             assert keys and all(k.startswith("videogw:") for k in keys), keys
             for gw in (a, b):
                 gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+        finally:
+            close(a, b)
+
+
+def test_admin_usage_from_redis():
+    """/admin/usage on one gateway counts the jobs made through the other."""
+    admin_port = gwtest.free_port()
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis, keys=("alice", "lead"), key_options={"lead": {"admin": "yes"}},
+                    b_extra={"admin": {"listen": "127.0.0.1:%d" % admin_port}})
+        try:
+            create(a, "alice", "8")
+            create(a, "alice", "4")
+            st, h, body = gwtest.request(admin_port, "GET", "/admin/usage",
+                                         headers=b.auth("lead"))
+            assert st == 200, (st, body)
+            rows = {r["key"]: r for r in json.loads(body)["data"]}
+            assert rows["alice"]["jobs"] == 2 and rows["alice"]["seconds"] == 12, rows
         finally:
             close(a, b)
 
