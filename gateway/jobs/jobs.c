@@ -362,7 +362,7 @@ static void refunded(void *arg, const struct gw_store_res *res)
     /* the key as the current config has it (a reload may have come in between) */
     if (res->rc == GW_OK && res->refunded && j != NULL &&
         (k = find_key(gw_worker_cfg(r->w), j->key_name)) != NULL)
-        gw_limiter_refund(r->w->limiter, k, (uint32_t)j->seconds, j->created_at * 1000);
+        gw_admit_quota_refund(r->w, k, (uint32_t)j->seconds, j->created_at * 1000);
     free(r);
 }
 

@@ -109,7 +109,25 @@ static const char renew_src[] =
 /* ARGV: prefix, key, lease id */
 static const char release_src[] = "return redis.call('ZREM', ARGV[1] .. 'conc:' .. ARGV[2], ARGV[3])\n";
 
-static struct gw_store_script admit_script, renew_script, release_script;
+/* ARGV: prefix, key, day, seconds, limit. {0, used} reserved, {1, used} over budget */
+static const char reserve_src[] =
+    "local k = ARGV[1] .. 'quota:' .. ARGV[3]\n"
+    "local secs, limit = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local used = tonumber(redis.call('HGET', k, ARGV[2]) or '0') or 0\n"
+    "if limit > 0 and used + secs > limit then return {1, used} end\n"
+    "redis.call('HINCRBY', k, ARGV[2], secs)\n"
+    "redis.call('EXPIRE', k, 172800)\n"
+    "return {0, used + secs}\n";
+
+/* ARGV: prefix, key, day, seconds: given back, never below 0 */
+static const char unreserve_src[] =
+    "local k = ARGV[1] .. 'quota:' .. ARGV[3]\n"
+    "local v = redis.call('HINCRBY', k, ARGV[2], -tonumber(ARGV[4]))\n"
+    "if v < 0 then redis.call('HSET', k, ARGV[2], 0) end\n"
+    "return 1\n";
+
+static struct gw_store_script admit_script, renew_script, release_script, reserve_script,
+    unreserve_script;
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
 static void scripts_init(void)
@@ -117,6 +135,8 @@ static void scripts_init(void)
     gw_store_script_init(&admit_script, admit_src);
     gw_store_script_init(&renew_script, renew_src);
     gw_store_script_init(&release_script, release_src);
+    gw_store_script_init(&reserve_script, reserve_src);
+    gw_store_script_init(&unreserve_script, unreserve_src);
 }
 
 /* ------------------------------------------------------------- leases */
@@ -267,4 +287,33 @@ int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision
     d->rate.reset_ms = res->ints[4];
     d->rate.retry_after_ms = d->status == GW_RLIMITS_RATE ? d->retry_after_ms : 0;
     return GW_OK;
+}
+
+/* ------------------------------------------------------------- quota */
+
+int gw_rlimits_reserve(struct gw_store_loop *l, const char *key_name, int64_t day,
+                       uint32_t secs, uint32_t limit, gw_store_cb cb, void *arg,
+                       struct gw_store_op **op, struct gw_error *err)
+{
+    char d[24], s[16], lim[16];
+    const char *args[] = { key_name, d, s, lim };
+
+    pthread_once(&scripts_once, scripts_init);
+    snprintf(d, sizeof(d), "%lld", (long long)day);
+    snprintf(s, sizeof(s), "%u", secs);
+    snprintf(lim, sizeof(lim), "%u", limit);
+    return gw_store_script(l, &reserve_script, GW_ARRAY_LEN(args), args, cb, arg, op, err);
+}
+
+void gw_rlimits_unreserve(struct gw_store_loop *l, const char *key_name, int64_t day,
+                          uint32_t secs)
+{
+    char d[24], s[16];
+    const char *args[] = { key_name, d, s };
+    struct gw_error err;
+
+    pthread_once(&scripts_once, scripts_init);
+    snprintf(d, sizeof(d), "%lld", (long long)day);
+    snprintf(s, sizeof(s), "%u", secs);
+    gw_store_script(l, &unreserve_script, GW_ARRAY_LEN(args), args, NULL, NULL, NULL, &err);
 }

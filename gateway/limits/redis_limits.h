@@ -12,7 +12,11 @@
  *                lives and removed when it ends; an instance that dies (kill -9)
  *                holds a key's slots at most one lease longer.
  *
- * daily_seconds and upstream_rpm stay per instance for now (limiter.c).
+ *   daily_seconds  reserved in P quota:{day} (a hash of key -> seconds) by one
+ *                script that checks and adds, given back when no job came of
+ *                it (and when a job failed: the refund, counted once by the store).
+ *
+ * upstream_rpm stays per instance (limiter.c).
  */
 #ifndef GW_REDIS_LIMITS_H
 #define GW_REDIS_LIMITS_H
@@ -57,6 +61,19 @@ int gw_rlimits_admit(struct gw_store_loop *l, const struct gw_team_key *k,
 
 /* res of gw_rlimits_admit into d. GW_OK, or GW_ERR (a malformed reply). */
 int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision *d);
+
+/*
+ * Reserve secs of key_name's daily budget (limit; 0: counted, never refused) on
+ * UTC day `day` (days since the epoch). cb's res->ints[0]: 0 reserved, 1 over
+ * the budget. The store's contract (GW_AGAIN, or GW_ERR with err).
+ */
+int gw_rlimits_reserve(struct gw_store_loop *l, const char *key_name, int64_t day,
+                       uint32_t secs, uint32_t limit, gw_store_cb cb, void *arg,
+                       struct gw_store_op **op, struct gw_error *err);
+
+/* Give secs of day back (no job came of the reservation, or a refund); fire and forget. */
+void gw_rlimits_unreserve(struct gw_store_loop *l, const char *key_name, int64_t day,
+                          uint32_t secs);
 
 /* A held slot (or, with an empty id, only the mark of a decision made by Redis). */
 struct gw_lease;

@@ -21,7 +21,9 @@
 #include <string.h>
 
 #include "admit.h"
+#include "exchange.h"
 #include "limiter.h"
+#include "quota.h"
 #include "log.h"
 #include "redis_limits.h"
 #include "server.h"
@@ -273,4 +275,159 @@ void gw_admit_release(struct gw_worker *w, const struct gw_admit_req *r)
 {
     if (w->limiter != NULL && r->key != NULL && gw_admit_counts(r->route))
         give_back(w, r->key, r->lease);
+}
+
+/* ------------------------------------------------------- daily video-seconds */
+
+struct gw_quota_wait {
+    struct gw_worker *w;
+    gw_admit_cb cb;
+    void *arg;
+    struct gw_store_op *op;
+    int abandoned;          /* the exchange went away: q frees itself, gives back */
+    const struct gw_team_key *key; /* not once abandoned */
+    uint32_t seconds, limit;
+    int64_t day;
+    int64_t *out_day, *retry_after_ms;
+    int *remote;
+    char key_name[65];
+};
+
+static int64_t until_midnight_ms(int64_t unix_ms)
+{
+    int64_t left = 86400000 - unix_ms % 86400000;
+
+    return left > 0 ? left : 1;
+}
+
+static int over_budget(const struct gw_team_key *k, uint32_t seconds, struct gw_error *err)
+{
+    uint32_t limit = (uint32_t)k->limits.daily_seconds;
+
+    return gw_error_set(err, 429, "rate_limit_error", "insufficient_quota", "seconds",
+                        seconds > limit
+                            ? "This job's %u video-seconds exceed the API key's daily budget "
+                              "of %u seconds."
+                            : "The API key's daily budget of video-seconds is used up (%u "
+                              "more would exceed %u). It renews at 00:00 UTC.",
+                        seconds, limit);
+}
+
+static int quota_local(struct gw_worker *w, const struct gw_quota_req *r, struct gw_error *err)
+{
+    *r->remote = 0;
+    return gw_limiter_reserve(w->limiter, r->key, r->seconds, gw_proxy_unix_ms(), r->day,
+                              r->retry_after_ms, err);
+}
+
+static void quota_decided(void *arg, const struct gw_store_res *res)
+{
+    struct gw_quota_wait *q = arg;
+    struct gw_worker *w = q->w;
+    struct gw_error err;
+    const struct gw_error *out = NULL;
+    int ok = res->rc == GW_OK && res->nints >= 1 && (res->ints[0] == 0 || res->ints[0] == 1);
+
+    q->op = NULL;
+    if (q->abandoned) {
+        if (ok && res->ints[0] == 0)
+            gw_rlimits_unreserve(w->store, q->key_name, q->day, q->seconds);
+        free(q);
+        return;
+    }
+    if (!ok) {
+        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE) {
+            gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
+                         "The gateway's limits store is unreachable; creates are refused "
+                         "until it is back. Retry later.");
+            out = &err;
+        } else {
+            struct gw_quota_req r = { q->key, q->seconds, q->out_day, q->retry_after_ms,
+                                      q->remote };
+            if (quota_local(w, &r, &err) != GW_OK)
+                out = &err;
+        }
+    } else if (res->ints[0] == 1) {
+        *q->retry_after_ms = until_midnight_ms(gw_proxy_unix_ms());
+        over_budget(q->key, q->seconds, &err);
+        out = &err;
+    } else {
+        *q->out_day = q->day;
+        *q->remote = 1;
+    }
+    gw_admit_cb cb = q->cb;
+    void *cbarg = q->arg;
+    free(q);
+    cb(cbarg, out);
+}
+
+int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_cb cb,
+                   void *arg, struct gw_quota_wait **pending, struct gw_error *err)
+{
+    int64_t now = gw_proxy_unix_ms();
+
+    *pending = NULL;
+    *r->remote = 0;
+    *r->retry_after_ms = 0;
+    if (w->store == NULL || w->cfg->store_backend != GW_STORE_REDIS) {
+        if (quota_local(w, r, err) != GW_OK)
+            return GW_ERR;
+        return GW_OK;
+    }
+    if (!gw_store_loop_reachable(w->store)) {
+        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE)
+            return gw_error_set(err, 503, "server_error", "store_unavailable", NULL,
+                                "The gateway's job store is unreachable; creates are "
+                                "refused until it is back. Retry later.");
+        return quota_local(w, r, err) == GW_OK ? GW_OK : GW_ERR;
+    }
+    if (r->key->limits.daily_seconds > 0 && r->seconds > (uint32_t)r->key->limits.daily_seconds) {
+        *r->retry_after_ms = until_midnight_ms(now);
+        return over_budget(r->key, r->seconds, err); /* never fits: no round trip */
+    }
+    struct gw_quota_wait *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+    q->w = w;
+    q->cb = cb;
+    q->arg = arg;
+    q->key = r->key;
+    q->seconds = r->seconds;
+    q->limit = (uint32_t)r->key->limits.daily_seconds;
+    q->day = gw_quota_day(now);
+    q->out_day = r->day;
+    q->retry_after_ms = r->retry_after_ms;
+    q->remote = r->remote;
+    snprintf(q->key_name, sizeof(q->key_name), "%s", r->key->name);
+    if (gw_rlimits_reserve(w->store, q->key_name, q->day, q->seconds, q->limit, quota_decided,
+                           q, &q->op, err) != GW_AGAIN) {
+        free(q);
+        return GW_ERR;
+    }
+    *pending = q;
+    return GW_AGAIN;
+}
+
+void gw_admit_quota_cancel(struct gw_quota_wait *q)
+{
+    q->abandoned = 1; /* Redis's answer frees q and gives back what it reserved */
+}
+
+void gw_admit_quota_settle(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
+                           int64_t day, int remote, int kept)
+{
+    if (!remote) {
+        gw_limiter_settle(w->limiter, k, seconds, day, kept);
+        return;
+    }
+    if (!kept && w->store != NULL)
+        gw_rlimits_unreserve(w->store, k->name, day, seconds);
+}
+
+void gw_admit_quota_refund(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
+                           int64_t created_unix_ms)
+{
+    gw_limiter_refund(w->limiter, k, seconds, created_unix_ms);
+    if (w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS)
+        gw_rlimits_unreserve(w->store, k->name, gw_quota_day(created_unix_ms), seconds);
 }

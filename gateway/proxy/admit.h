@@ -51,4 +51,40 @@ int gw_admit_counts(const struct gw_route *route);
  * (a concurrency slot, say). */
 void gw_admit_release(struct gw_worker *w, const struct gw_admit_req *r);
 
+/* ------------------------------------------------------- daily video-seconds */
+
+struct gw_quota_wait; /* a reservation Redis has not answered yet */
+
+struct gw_quota_req {
+    const struct gw_team_key *key;
+    uint32_t seconds;
+    /* out (the exchange's; written before cb or the return): the UTC day to settle
+     * against, Retry-After of a refusal, 1 if the reservation is Redis's */
+    int64_t *day;
+    int64_t *retry_after_ms;
+    int *remote;
+};
+
+/*
+ * Reserve the create's seconds of the key's daily budget: this instance's
+ * (limiter.c), or, with the store on Redis, every instance's (one script).
+ * GW_OK: reserved. GW_ERR: refused (429 insufficient_quota, 503 when Redis is
+ * unreachable and on_failure = refuse), err filled. GW_AGAIN: *pending set, and
+ * cb(arg, NULL: reserved | the refusal) comes later unless
+ * gw_admit_quota_cancel(*pending) first (which gives back what Redis reserves).
+ */
+int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_cb cb,
+                   void *arg, struct gw_quota_wait **pending, struct gw_error *err);
+
+void gw_admit_quota_cancel(struct gw_quota_wait *q);
+
+/* The upstream answered: kept (a job exists) or given back (none). */
+void gw_admit_quota_settle(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
+                           int64_t day, int remote, int kept);
+
+/* A job of key k made at created_unix_ms failed: its seconds come back (once: the
+ * store says which call). */
+void gw_admit_quota_refund(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
+                           int64_t created_unix_ms);
+
 #endif

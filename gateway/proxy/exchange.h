@@ -125,6 +125,9 @@ struct exchange {
     struct gw_gcra_result rate;  /* the key's rpm state: x-ratelimit-* headers (limit 0: none) */
     int64_t retry_after_ms;      /* a 429 of the gateway's own: Retry-After */
     int quota_reserved;          /* quota_seconds held for this create until settled */
+    int quota_remote;            /* ... in Redis (shared by the instances), not limiter.c */
+    struct gw_quota_wait *quota_wait; /* the reservation Redis has not answered yet: the
+                                    body's end is held back from the upstream meanwhile */
     uint32_t quota_seconds;
     int64_t quota_day;
 

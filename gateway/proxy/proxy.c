@@ -220,8 +220,10 @@ static void exchange_free(struct exchange *x)
     if (x->admitted)
         gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL,
                                                        &x->lease });
+    if (x->quota_wait != NULL)
+        gw_admit_quota_cancel(x->quota_wait);
     if (x->quota_reserved)
-        gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day, 0);
+        gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day, x->quota_remote, 0);
     if (x->up != NULL)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
@@ -710,8 +712,8 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         report_key(x, c);
         if (x->quota_reserved) {
             /* a job exists only if the upstream took the create */
-            gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day,
-                              x->up_status >= 200 && x->up_status < 300);
+            gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day,
+                                  x->quota_remote, x->up_status >= 200 && x->up_status < 300);
             x->quota_reserved = 0;
         }
         if (x->up_status == 401 || x->up_status == 407) {

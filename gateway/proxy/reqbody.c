@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "admit.h"
 #include "exchange.h"
 #include "jsonbody.h"
 #include "limiter.h"
@@ -147,6 +148,23 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
 
 #define SECONDS_MAX 3600 /* the catalog's bound on a seconds value */
 
+/* Redis answered the reservation: the held end of the body goes on, or the
+ * create is refused (the upstream never saw a complete body: no job). */
+static void quota_decided(void *arg, const struct gw_error *refusal)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+
+    x->quota_wait = NULL;
+    if (refusal != NULL) {
+        gw_proxy_fail(x, refusal);
+        return;
+    }
+    x->quota_reserved = 1;
+    if (gw_reqbody_pump(x, &err) != GW_OK)
+        gw_proxy_fail(x, &err);
+}
+
 /*
  * The create's video-seconds against the key's daily budget, reserved before the
  * upstream can see a complete body (on_end runs before the closing delimiter is
@@ -157,7 +175,6 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
 static int reserve_seconds(struct exchange *x, struct gw_error *err)
 {
     uint32_t secs = 0;
-    int64_t day, retry;
 
     if (x->have_seconds) {
         if (x->seconds_len == 0 || x->seconds_len > 6)
@@ -177,15 +194,19 @@ static int reserve_seconds(struct exchange *x, struct gw_error *err)
             secs = v > secs ? v : secs;
         }
     }
-    if (gw_limiter_reserve(x->w->limiter, x->key, secs, gw_proxy_unix_ms(), &day, &retry,
-                           err) != GW_OK) {
-        x->retry_after_ms = retry;
+    /* day and Retry-After are written into the exchange, now or when Redis answers */
+    struct gw_quota_req q = { x->key, secs, &x->quota_day, &x->retry_after_ms,
+                              &x->quota_remote };
+    x->quota_seconds = secs;
+    switch (gw_admit_quota(x->w, &q, quota_decided, x, &x->quota_wait, err)) {
+    case GW_OK:
+        x->quota_reserved = 1;
+        return GW_OK;
+    case GW_AGAIN: /* Redis decides; the body's end waits for it (gw_reqbody_pump) */
+        return GW_OK;
+    default:
         return GW_ERR;
     }
-    x->quota_reserved = 1;
-    x->quota_seconds = secs;
-    x->quota_day = day;
-    return GW_OK;
 
 bad:
     return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "seconds",
@@ -507,7 +528,7 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
     if (x->framing == FRAME_SPOOL) {
         if (spool_write(x, err) != GW_OK)
             return GW_ERR;
-        if (!input_done || !x->connected)
+        if (!input_done || !x->connected || x->quota_wait != NULL)
             return GW_OK;
         if (!x->head_sent) {
             write_head(x);
@@ -519,6 +540,10 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
         return GW_OK;
     }
     if (x->framing == FRAME_UNDECIDED || !x->connected)
+        return GW_OK;
+    /* the daily budget's answer is due: nothing more goes upstream before it, so the
+     * upstream never sees a complete body that was over budget */
+    if (x->quota_wait != NULL)
         return GW_OK;
 
     /* 3. send */

@@ -278,6 +278,54 @@ def test_rpm_shared_by_two_gateways_under_load():
             close(a, b)
 
 
+def test_daily_seconds_shared_and_refunded_once():
+    """daily_seconds 16 across both gateways: two 8 s creates (one through each) spend
+    it, a third is refused on either (before the upstream sees its body); a failed
+    job gives its 8 s back once, however many gateways see it failed."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis, key_options={"alice": {"daily_seconds": 16}})
+        try:
+            first = create(a, "alice")
+            # an upstream error makes no job: its seconds come back (in Redis, at once)
+            stub.fault("500", count=1)
+            st, _, body = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                    body=create_body())
+            assert st == 500, (st, body)
+            create(b, "alice")
+            made = len(stub.jobs())
+            for gw in (a, b):
+                st, h, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                         body=create_body())
+                assert st == 429, (st, body)
+                e = gwtest.error_body(body)
+                assert (e["code"], e["param"]) == ("insufficient_quota", "seconds"), e
+                assert 1 <= int(h["retry-after"]) <= 86400, h
+            assert len(stub.jobs()) == made
+            st, _, _ = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                 body=json.dumps({"model": "veo3.1", "prompt": "p",
+                                                  "seconds": "4", "size": "16x9"}).encode())
+            assert st == 429, st       # 16 + 4 > 16: refused before the upstream
+            # the first job fails: seen through both gateways, refunded once
+            stub.set_job(first["id"], status="failed")
+            for gw in (a, b, a):
+                st, _, body = gw.request("GET", "/v1/videos/" + first["id"], key="alice")
+                assert st == 200 and json.loads(body)["status"] == "failed", body
+
+            def refunded():
+                st = b.request("POST", "/v1/videos", key="alice", headers=JSON,
+                               body=create_body())[0]
+                assert st in (200, 429), st
+                return st == 200
+            gwtest.wait_for(refunded, timeout=5, interval=0.1, what="the refund")
+            for gw in (a, b):          # 8 back once, and used again: nothing left
+                assert gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                  body=create_body())[0] == 429
+            for gw in (a, b):
+                gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+        finally:
+            close(a, b)
+
+
 def hold_slot(gw, key="alice"):
     """A create that holds its concurrency slot: its upload is left unfinished."""
     body, ct = gwtest.multipart([("model", "veo3.1"), ("prompt", "p"), ("seconds", "8"),
