@@ -16,7 +16,8 @@
 /* The scripts, each loaded once per connection and called by SHA1 (EVALSHA;
  * re-sent with EVAL after a NOSCRIPT: a SCRIPT FLUSH or a restarted Redis). */
 enum rs_script {
-    RS_PUT = 0,
+    RS_GET = 0,
+    RS_PUT,
     RS_UPDATE,
     RS_DELETE,
     RS_LIST,
@@ -28,7 +29,6 @@ enum rs_script {
     RS_IDEM_ABORT,
     RS_USAGE,
     RS_NSCRIPTS,
-    RS_NONE = -1, /* a plain command (HMGET of a get) */
 };
 
 extern const char *const rs_script_src[RS_NSCRIPTS];
@@ -39,7 +39,7 @@ extern const char *const rs_script_src[RS_NSCRIPTS];
 /* One command of an operation: what was sent (kept for a NOSCRIPT re-send),
  * in the operation's memory. */
 struct rs_cmd {
-    const char *src;               /* the script's source (for a NOSCRIPT), NULL: a command */
+    const char *src;               /* the script's source (for a NOSCRIPT) */
     int argc;
     const char *argv[RS_ARGV_MAX]; /* argv[0] EVALSHA, argv[1] the SHA1 (EVAL: the source) */
     size_t argvlen[RS_ARGV_MAX];

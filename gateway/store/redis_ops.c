@@ -13,9 +13,8 @@
 
 #include "redis_int.h"
 
-/* the fields of a job row (LUA_HEAD's F, and a get's HMGET), in this order */
-static const char *const job_fields[] = { "id", "key", "upk", "kind", "asked", "sent", "sec",
-                                          "size", "st", "cr", "up", "rf", "del", "rfd", "obj" };
+/* the fields of a job row, in the order of LUA_HEAD's F (redis_scripts.c):
+ * id key upk kind asked sent sec size st cr up rf del rfd obj */
 enum { F_ID = 0, F_KEY, F_UPK, F_KIND, F_ASKED, F_SENT, F_SEC, F_SIZE, F_ST, F_CR, F_UP, F_RF,
        F_DEL, F_RFD, F_OBJ, F_N };
 
@@ -137,24 +136,8 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         arg_str(c, j->status == GW_JOB_FAILED ? "1" : "0");
         return GW_OK;
     case GW_OP_JOB_GET:
-        c->src = NULL;
-        c->argc = 0;
-        c->nnum = 0;
-        arg_str(c, "HMGET");
-        {
-            size_t plen = strlen(prefix), ilen = strlen(j->id);
-            char *k = gw_store_op_alloc(op, plen + 4 + ilen + 1);
-            if (k == NULL) {
-                gw_store_op_fail(op, "out of memory");
-                return GW_ERR;
-            }
-            memcpy(k, prefix, plen);
-            memcpy(k + plen, "job:", 4);
-            memcpy(k + plen + 4, j->id, ilen + 1);
-            arg(c, k, plen + 4 + ilen);
-        }
-        for (int i = 0; i < F_N; i++)
-            arg_str(c, job_fields[i]);
+        script(c, RS_GET, prefix, sha);
+        arg_str(c, j->id);
         return GW_OK;
     case GW_OP_JOB_UPDATE:
         script(c, RS_UPDATE, prefix, sha);

@@ -31,6 +31,12 @@
     "local INFLIGHT_TTL = 7200\n"                                                           \
     "local p = ARGV[1]\n"
 
+/* A script too, though one HMGET would do: after a SCRIPT FLUSH every call in
+ * flight is answered NOSCRIPT and re-sent in order; a plain command among them
+ * would overtake the re-sent ones (a get before the put it follows). */
+static const char get_src[] = LUA_HEAD
+    "return redis.call('HMGET', p .. 'job:' .. ARGV[2], unpack(F))\n";
+
 static const char put_src[] = LUA_HEAD
     "local id = ARGV[2]\n"
     "local jk = p .. 'job:' .. id\n"
@@ -259,6 +265,7 @@ static const char usage_src[] = LUA_HEAD
     "return out\n";
 
 const char *const rs_script_src[RS_NSCRIPTS] = {
+    [RS_GET] = get_src,
     [RS_PUT] = put_src,
     [RS_UPDATE] = update_src,
     [RS_DELETE] = delete_src,

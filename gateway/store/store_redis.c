@@ -25,7 +25,8 @@
  * Scripts are sent with EVALSHA; a NOSCRIPT (SCRIPT FLUSH, a restarted Redis)
  * re-sends that command with EVAL, which loads it again. Each connection
  * starts with AUTH (if a password is set), SELECT and SCRIPT LOAD of every
- * script, queued ahead of the first call.
+ * script, queued ahead of the first call; a caller's script (the limits') is
+ * loaded ahead of its first use on the connection.
  *
  * Durability is Redis's (appendonly/save: the operator's choice): a callback
  * runs once Redis has executed the command (docs/store.md).
@@ -77,6 +78,11 @@ struct rloop {
     struct event *retry;          /* reconnect after a backoff */
     int backoff_ms;
     struct rs_inflight *head, *tail;
+    const char *loaded[16];       /* callers' scripts (their sources) loaded on this
+                                     connection: SCRIPT LOAD goes ahead of a first use, so
+                                     that it is not answered NOSCRIPT and re-sent behind
+                                     the calls that followed it */
+    unsigned nloaded;
 };
 
 struct redis_store {
@@ -260,6 +266,22 @@ static void inflight_pop(struct rloop *rl, struct rs_inflight *f)
 }
 
 static void op_reply_cb(redisAsyncContext *ac, void *reply, void *privdata);
+static int send_own(struct rloop *rl, const char *what, int argc, const char **argv,
+                    const size_t *argvlen);
+
+/* A caller's script: loaded on this connection ahead of its first use. */
+static void ensure_loaded(struct rloop *rl, const char *src)
+{
+    for (unsigned i = 0; i < rl->nloaded; i++) {
+        if (rl->loaded[i] == src)
+            return;
+    }
+    const char *argv[] = { "SCRIPT", "LOAD", src };
+    size_t len[] = { 6, 4, strlen(src) };
+    if (send_own(rl, "SCRIPT LOAD", 3, argv, len) == GW_OK &&
+        rl->nloaded < GW_ARRAY_LEN(rl->loaded))
+        rl->loaded[rl->nloaded++] = src;
+}
 
 /* Finish op (res or err filled): to its loop. */
 static void finish(struct redis_store *s, struct gw_store_op *op)
@@ -292,6 +314,8 @@ static void send_op(struct rloop *rl, struct gw_store_op *op, struct rs_cmd *cmd
     f->op = op;
     f->cmd = cmd;
     f->what = NULL;
+    if (op->kind == GW_OP_SCRIPT && cmd->argv[0][0] == 'E' && cmd->argv[0][4] == 'S')
+        ensure_loaded(rl, cmd->src); /* EVALSHA of a caller's script */
     if (redisAsyncCommandArgv(rl->ac, op_reply_cb, f, cmd->argc, cmd->argv, cmd->argvlen) !=
         REDIS_OK) {
         fail_op(s, op, "the connection is closing");
@@ -424,6 +448,7 @@ static void connect_now(struct rloop *rl)
     redisAsyncContext *ac;
 
     rl->why = NULL;
+    rl->nloaded = 0; /* a new connection, maybe to a new Redis */
     ac = s->unix_path != NULL ? redisAsyncConnectUnix(s->unix_path)
                               : redisAsyncConnect(s->host, s->port);
     if (ac == NULL || ac->err) {

@@ -40,6 +40,7 @@
 #include <hiredis/hiredis.h>
 #include <sqlite3.h>
 
+#include "redis_limits.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------ assertions */
@@ -2354,6 +2355,13 @@ static void test_redis_flush(void)
     RUN_UNTIL(&t, c.calls && c2.calls, 10000);
     CHECK(c.rc == GW_OK && c2.rc == GW_OK);
     CHECK(c2.njobs == 2 && strcmp(c2.ids[0], "video_f2") == 0);
+    /* a put and a get of it, after another flush: the get still comes after the put */
+    freeReplyObject(redis_cmd("SCRIPT FLUSH"));
+    SUBMIT(&c, gw_store_job_put(t.sl, mkjob(&b, "video_f4", "alice", T0 + 2, 8, GW_JOB_QUEUED),
+                                NULL, CB(&c)));
+    SUBMIT(&c2, gw_store_job_get(t.sl, "video_f4", CB(&c2)));
+    RUN_UNTIL(&t, c.calls && c2.calls, 10000);
+    CHECK(c.rc == GW_OK && c2.rc == GW_OK && c2.has_job);
     freeReplyObject(redis_cmd("FLUSHALL"));
     get_ok(&t, &c, "video_f1");
     CHECK(!c.has_job);
@@ -2441,6 +2449,98 @@ static void test_redis_password(void)
     cap_free(&c);
 }
 
+/* The limits' scripts (limits/redis_limits.c) on this store's connection: GCRA
+ * as gcra.c counts it (burst, remaining, retry-after), concurrency leases,
+ * the daily budget's reserve and give-back. */
+struct decision_cap {
+    int calls;
+    struct gw_rlimits_decision d;
+    int rc;
+    int64_t ints[8];
+};
+
+static void decision_cb(void *arg, const struct gw_store_res *res)
+{
+    struct decision_cap *c = arg;
+
+    c->calls++;
+    c->rc = res->rc == GW_OK ? gw_rlimits_decode(res, &c->d) : GW_ERR;
+    memcpy(c->ints, res->ints, sizeof(c->ints));
+}
+
+static struct gw_rlimits_decision admit_once(struct tloop *t, const struct gw_team_key *k,
+                                             const char *lease)
+{
+    struct decision_cap c = { 0 };
+    struct gw_error err;
+
+    CHECK(gw_rlimits_admit(t->sl, k, lease, decision_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(t, c.calls == 1, 10000);
+    CHECK(c.rc == GW_OK);
+    return c.d;
+}
+
+static int reserve_once(struct tloop *t, const char *key, uint32_t secs, uint32_t limit)
+{
+    struct decision_cap c = { 0 };
+    struct gw_error err;
+
+    CHECK(gw_rlimits_reserve(t->sl, key, 20000, secs, limit, decision_cb, &c, NULL, &err) ==
+          GW_AGAIN);
+    RUN_UNTIL(t, c.calls == 1, 10000);
+    return (int)c.ints[0];
+}
+
+static void test_redis_limits(void)
+{
+    struct gw_store *s = open_store(new_path("limits"), 0);
+    struct tloop t;
+    struct gw_team_key k = { .name = "alice", .limits = { .rpm = 60, .burst = 3 } };
+    struct gw_rlimits_decision d;
+
+    tl_init(&t, s);
+    /* burst 3 at 60 a minute: three now (remaining 2, 1, 0), then one a second */
+    for (uint32_t i = 0; i < 3; i++) {
+        d = admit_once(&t, &k, "");
+        CHECK(d.status == GW_RLIMITS_ADMITTED && d.rate.limit == 60);
+        CHECK(d.rate.remaining == 2 - i);
+        CHECK(d.rate.reset_ms > 0 && d.rate.reset_ms <= 3000);
+    }
+    d = admit_once(&t, &k, "");
+    CHECK(d.status == GW_RLIMITS_RATE && d.rate.remaining == 0);
+    CHECK(d.retry_after_ms >= 900 && d.retry_after_ms <= 1000);
+    /* another key has its own bucket; rpm 0 is unlimited */
+    struct gw_team_key bob = { .name = "bob", .limits = { .rpm = 1 } };
+    CHECK(admit_once(&t, &bob, "").status == GW_RLIMITS_ADMITTED);
+    CHECK(admit_once(&t, &bob, "").status == GW_RLIMITS_RATE);
+    struct gw_team_key free_key = { .name = "carol", .limits = { .concurrency = 2 } };
+    /* concurrency 2: two leases, a third refused (and not counted), one back, one more */
+    d = admit_once(&t, &free_key, "lease-1");
+    CHECK(d.status == GW_RLIMITS_ADMITTED && d.rate.limit == 0);
+    CHECK(admit_once(&t, &free_key, "lease-2").status == GW_RLIMITS_ADMITTED);
+    d = admit_once(&t, &free_key, "lease-3");
+    CHECK(d.status == GW_RLIMITS_CONCURRENCY && d.retry_after_ms == 1000);
+    gw_rlimits_release_id(t.sl, "carol", "lease-1");
+    /* (the release script's first use on this connection: loaded ahead of it, so the
+     * release is not re-sent behind the admit that follows) */
+    CHECK(admit_once(&t, &free_key, "lease-4").status == GW_RLIMITS_ADMITTED);
+    redisReply *r = redis_cmd("ZCARD %sconc:carol", redis_prefix);
+    CHECK(r->type == REDIS_REPLY_INTEGER && r->integer == 2);
+    freeReplyObject(r);
+    /* the daily budget: 16 s, two of 8, a third refused, 8 back, fits again */
+    CHECK(reserve_once(&t, "alice", 8, 16) == 0);
+    CHECK(reserve_once(&t, "alice", 8, 16) == 0);
+    CHECK(reserve_once(&t, "alice", 8, 16) == 1);
+    gw_rlimits_unreserve(t.sl, "alice", 20000, 8);
+    CHECK(reserve_once(&t, "alice", 8, 16) == 0);
+    CHECK(reserve_once(&t, "alice", 1, 0) == 0); /* no limit: counted, never refused */
+    /* the scripts flushed: sent again */
+    freeReplyObject(redis_cmd("SCRIPT FLUSH"));
+    CHECK(admit_once(&t, &k, "").status == GW_RLIMITS_RATE);
+    tl_free(&t);
+    gw_store_close(s);
+}
+
 /* ------------------------------------------------------------------- main */
 
 enum { SQ = 1, RD = 2, BOTH = 3 }; /* the engines a test runs on */
@@ -2475,6 +2575,7 @@ static const struct {
     { "durability_kill9", test_durability_kill9, SQ },
     { "disk_full", test_disk_full, SQ },
     { "redis_two_instances", test_redis_two_instances, RD },
+    { "redis_limits", test_redis_limits, RD },
     { "redis_flush", test_redis_flush, RD },
     { "redis_wrong_type", test_redis_wrong_type, RD },
     { "redis_password", test_redis_password, RD },
