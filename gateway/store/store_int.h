@@ -100,6 +100,10 @@ struct gw_store {
 /* The engine is done with op (res and err filled): to its loop, from any thread. */
 void gw_store_op_done(struct gw_store_op *op);
 
+/* The same, on op's loop's own thread only (its event_base is not locked): no
+ * eventfd write, the loop's event is made active. */
+void gw_store_op_done_local(struct gw_store_op *op);
+
 /* size bytes owned by op (freed with it), aligned for any type; NULL if out of memory. */
 void *gw_store_op_alloc(struct gw_store_op *op, size_t size);
 

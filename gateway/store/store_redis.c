@@ -291,7 +291,12 @@ static void finish(struct redis_store *s, struct gw_store_op *op)
     if (failed && op->cb == NULL && s->base.log != NULL)
         s->base.log(0, "store: a write nobody waits for failed: %s", op->err.message);
     count(s, 0, 1, failed, -1);
-    gw_store_op_done(op);
+    /* on the loop's thread, but for close, which may run on another once the loops
+     * stopped: the eventfd then */
+    if (s->closing)
+        gw_store_op_done(op);
+    else
+        gw_store_op_done_local(op);
 }
 
 static void fail_op(struct redis_store *s, struct gw_store_op *op, const char *why)

@@ -1612,21 +1612,21 @@ static void test_cancel(void)
     get_ok(&t, &c, "video_cx199");
     CHECK(c.has_job); /* the cancelled put was written */
 
-    /* cancelled after the result reached the loop, before its callback ran */
-    struct gw_store_op *op;
-    CHECK(gw_store_job_get(t.sl, "video_c", never_cb, NULL, &op, &err) == GW_AGAIN);
-    struct gw_store_stats st;
-    uint64_t t0 = now_ms();
-    do { /* wait, without running the loop, until the store has answered it (Redis
-          * answers on the loop: one turn at a time, which reads the reply and hands
-          * the result to the eventfd, read at a later turn) */
-        if (use_redis)
-            event_base_loop(t.base, EVLOOP_ONCE);
-        gw_store_stats(s, &st);
-        CHECK(now_ms() - t0 < 10000);
-    } while (st.queued > 0);
-    usleep(20000);
-    gw_store_cancel(op);
+    /* cancelled after the result reached the loop, before its callback ran (SQLite's
+     * thread hands it over through the eventfd; Redis answers on the loop itself, and
+     * the callback comes within the same turn) */
+    if (!use_redis) {
+        struct gw_store_op *op;
+        CHECK(gw_store_job_get(t.sl, "video_c", never_cb, NULL, &op, &err) == GW_AGAIN);
+        struct gw_store_stats st;
+        uint64_t t0 = now_ms();
+        do { /* wait, without running the loop, until the store has answered it */
+            gw_store_stats(s, &st);
+            CHECK(now_ms() - t0 < 10000);
+        } while (st.queued > 0);
+        usleep(20000);
+        gw_store_cancel(op);
+    }
     get_ok(&t, &c, "video_c");
     tl_free(&t);
     gw_store_close(s);
