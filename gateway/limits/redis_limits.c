@@ -24,8 +24,11 @@
     "local t = redis.call('TIME')\n"                                                  \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
-/* ARGV: prefix, key, rpm, burst, concurrency, lease id, lease ms.
- * {status, retry_after_ms, limit, remaining, reset_ms} */
+/* ARGV: prefix, key, rpm, burst, concurrency, lease id, lease ms, upstream_rpm,
+ * upstream_queue ms. {status, retry_after_ms, limit, remaining, reset_ms, wait_ms}.
+ * Nothing is written unless the create is admitted: the key's decision, then the
+ * upstream's pace (every key, every instance: the next free instant in µs), then
+ * the writes of both. */
 static const char admit_src[] =
     "local p, key = ARGV[1], ARGV[2]\n"
     "local rpm, burst, conc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
@@ -67,9 +70,9 @@ static const char admit_src[] =
     "  if redis.call('ZCARD', ck) >= conc then\n"
     "    if R > 0 then\n"
     "      local _, rem, reset = res(used)\n"
-    "      return {1, 1000, R, rem, reset}\n"
+    "      return {1, 1000, R, rem, reset, 0}\n"
     "    end\n"
-    "    return {1, 1000, 0, 0, 0}\n"
+    "    return {1, 1000, 0, 0, 0, 0}\n"
     "  end\n"
     "end\n"
     "local lim, rem, reset = 0, 0, 0\n"
@@ -80,19 +83,38 @@ static const char admit_src[] =
     "      redis.call('HSET', rk, 'w', now, 'd', used, 'r', R)\n"
     "      redis.call('PEXPIRE', rk, math.ceil(used / R) + 60000)\n"
     "    end\n"
-    "    return {2, retry, R, 0, rs}\n"
+    "    return {2, retry, R, 0, rs, 0}\n"
     "  end\n"
-    "  used = used + T\n"
-    "  redis.call('HSET', rk, 'w', now, 'd', used, 'r', R)\n"
-    "  redis.call('PEXPIRE', rk, math.ceil(used / R) + 60000)\n"
-    "  local _, rm2, rs2 = res(used)\n"
+    "  local _, rm2, rs2 = res(used + T)\n"
     "  lim, rem, reset = R, rm2, rs2\n"
+    "end\n"
+    "local urpm, wait, unext = tonumber(ARGV[8]), 0, nil\n"
+    "local uk = p .. 'upstream_next'\n"
+    "if urpm > 0 then\n"
+    "  local now_us = now * 1000\n"
+    "  local slot = tonumber(redis.call('GET', uk) or '0') or 0\n"
+    "  if slot < now_us then slot = now_us end\n"
+    "  local queue_us = tonumber(ARGV[9]) * 1000\n"
+    "  if slot - now_us > queue_us then\n"
+    "    local retry = math.ceil((slot - now_us - queue_us) / 1000)\n"
+    "    if retry < 1 then retry = 1 end\n"
+    "    return {3, retry, lim, rem, reset, 0}\n"
+    "  end\n"
+    "  unext = slot + math.floor(60000000 / urpm)\n"
+    "  wait = math.ceil((slot - now_us) / 1000)\n"
+    "end\n"
+    "if R > 0 then\n"
+    "  redis.call('HSET', rk, 'w', now, 'd', used + T, 'r', R)\n"
+    "  redis.call('PEXPIRE', rk, math.ceil((used + T) / R) + 60000)\n"
     "end\n"
     "if conc > 0 then\n"
     "  redis.call('ZADD', ck, now + tonumber(ARGV[7]), ARGV[6])\n"
     "  redis.call('PEXPIRE', ck, tonumber(ARGV[7]) * 2)\n"
     "end\n"
-    "return {0, 0, lim, rem, reset}\n";
+    "if unext then\n"
+    "  redis.call('SET', uk, string.format('%.0f', unext), 'PX', math.ceil((unext - now * 1000) / 1000) + 60000)\n"
+    "end\n"
+    "return {0, 0, lim, rem, reset, wait}\n";
 
 /* ARGV: prefix, lease ms, then (key, lease id) pairs: the held slots live on. */
 static const char renew_src[] =
@@ -259,26 +281,28 @@ void gw_rlimits_release(struct gw_lease *le)
 /* ---------------------------------------------------------- decisions */
 
 int gw_rlimits_admit(struct gw_store_loop *l, const struct gw_team_key *k,
-                     const char *lease_id, gw_store_cb cb, void *arg,
-                     struct gw_store_op **op, struct gw_error *err)
+                     const char *lease_id, int upstream_rpm, int upstream_queue_ms,
+                     gw_store_cb cb, void *arg, struct gw_store_op **op, struct gw_error *err)
 {
-    char rpm[16], burst[16], conc[16], lease_ms[16];
-    const char *args[] = { k->name, rpm, burst, conc, lease_id, lease_ms };
+    char rpm[16], burst[16], conc[16], lease_ms[16], urpm[16], uq[16];
+    const char *args[] = { k->name, rpm, burst, conc, lease_id, lease_ms, urpm, uq };
 
     pthread_once(&scripts_once, scripts_init);
     snprintf(rpm, sizeof(rpm), "%d", k->limits.rpm);
     snprintf(burst, sizeof(burst), "%d", k->limits.burst);
     snprintf(conc, sizeof(conc), "%d", k->limits.concurrency);
     snprintf(lease_ms, sizeof(lease_ms), "%d", GW_RLIMITS_LEASE_MS);
+    snprintf(urpm, sizeof(urpm), "%d", upstream_rpm);
+    snprintf(uq, sizeof(uq), "%d", upstream_queue_ms);
     return gw_store_script(l, &admit_script, GW_ARRAY_LEN(args), args, cb, arg, op, err);
 }
 
 int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision *d)
 {
     memset(d, 0, sizeof(*d));
-    if (res->rc != GW_OK || res->nints != 5 || res->ints[0] < 0 || res->ints[0] > 2 ||
+    if (res->rc != GW_OK || res->nints != 6 || res->ints[0] < 0 || res->ints[0] > 3 ||
         res->ints[2] < 0 || res->ints[2] > GW_GCRA_RPM_MAX || res->ints[3] < 0 ||
-        res->ints[3] > UINT32_MAX || res->ints[4] < 0)
+        res->ints[3] > UINT32_MAX || res->ints[4] < 0 || res->ints[5] < 0)
         return GW_ERR;
     d->status = (enum gw_rlimits_status)res->ints[0];
     d->retry_after_ms = res->ints[1] > 0 ? res->ints[1] : (d->status ? 1 : 0);
@@ -286,6 +310,7 @@ int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision
     d->rate.remaining = (uint32_t)res->ints[3];
     d->rate.reset_ms = res->ints[4];
     d->rate.retry_after_ms = d->status == GW_RLIMITS_RATE ? d->retry_after_ms : 0;
+    d->wait_ms = res->ints[5];
     return GW_OK;
 }
 

@@ -16,7 +16,8 @@
  *                script that checks and adds, given back when no job came of
  *                it (and when a job failed: the refund, counted once by the store).
  *
- * upstream_rpm stays per instance (limiter.c).
+ *   upstream_rpm   the next free instant towards the upstream, in the same
+ *                script as the key's decision (one round trip).
  */
 #ifndef GW_REDIS_LIMITS_H
 #define GW_REDIS_LIMITS_H
@@ -37,12 +38,14 @@ enum gw_rlimits_status {
     GW_RLIMITS_ADMITTED = 0,
     GW_RLIMITS_CONCURRENCY, /* all the key's slots are held */
     GW_RLIMITS_RATE,        /* the key's rpm is used up */
+    GW_RLIMITS_UPSTREAM,    /* upstream_rpm: the wait would exceed upstream_queue */
 };
 
 struct gw_rlimits_decision {
     enum gw_rlimits_status status;
     int64_t retry_after_ms;      /* refused: how long to wait */
     struct gw_gcra_result rate;  /* the key's bucket after the decision (limit 0: no rpm) */
+    int64_t wait_ms;             /* admitted: the upstream slot is this far ahead */
 };
 
 /* A lease id unique across instances and time, into id[48]. */
@@ -50,14 +53,17 @@ void gw_rlimits_lease_id(char id[48]);
 
 /*
  * One decision for a create of key k: concurrency first (a refused create must
- * not use up a request of the minute), then rpm; admitted takes one of each
- * (the slot under lease_id; "" when the key has no concurrency limit). The
- * store's contract: GW_AGAIN and cb later with res (decode it), or GW_ERR with
- * err (503).
+ * not use up a request of the minute), then rpm, then the upstream's pace
+ * (upstream_rpm, 0: none; shared by every key and instance: creates are spaced
+ * 60/upstream_rpm s apart, a create that would wait longer than
+ * upstream_queue_ms is refused). Admitted takes one of each (the slot under
+ * lease_id; "" when the key has no concurrency limit); refused takes nothing.
+ * The store's contract: GW_AGAIN and cb later with res (decode it), or GW_ERR
+ * with err (503).
  */
 int gw_rlimits_admit(struct gw_store_loop *l, const struct gw_team_key *k,
-                     const char *lease_id, gw_store_cb cb, void *arg,
-                     struct gw_store_op **op, struct gw_error *err);
+                     const char *lease_id, int upstream_rpm, int upstream_queue_ms,
+                     gw_store_cb cb, void *arg, struct gw_store_op **op, struct gw_error *err);
 
 /* res of gw_rlimits_admit into d. GW_OK, or GW_ERR (a malformed reply). */
 int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision *d);

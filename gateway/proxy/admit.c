@@ -112,8 +112,13 @@ static void give_back(struct gw_worker *w, const struct gw_team_key *k, struct g
 }
 
 static int refusal(const struct gw_team_key *k, const struct gw_rlimits_decision *d,
-                   struct gw_error *err)
+                   int upstream_rpm, struct gw_error *err)
 {
+    if (d->status == GW_RLIMITS_UPSTREAM)
+        return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                            "The gateway's request rate towards the video service is "
+                            "saturated (%d creates per minute for all keys). Please try again "
+                            "shortly.", upstream_rpm);
     if (d->status == GW_RLIMITS_CONCURRENCY)
         return gw_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
                             "Too many creates in flight for this API key: at most %d at "
@@ -166,7 +171,7 @@ static void decided(void *arg, const struct gw_store_res *res)
     } else if (d.status != GW_RLIMITS_ADMITTED) {
         *a->rate = d.rate;
         *a->retry_after_ms = d.retry_after_ms;
-        refusal(a->key, &d, &err);
+        refusal(a->key, &d, w->cfg->upstream_rpm, &err);
         out = &err;
         goto answer;
     } else {
@@ -176,6 +181,19 @@ static void decided(void *arg, const struct gw_store_res *res)
         *a->lease = gw_rlimits_hold(w->id, w->store, w->base, a->key_name, a->lease_id);
         if (*a->lease == NULL) /* out of memory: the slot expires by itself */
             gw_rlimits_release_id(w->store, a->key_name, a->lease_id);
+        /* the upstream's pace was Redis's too: wait for the slot it gave */
+        if (d.wait_ms > 0) {
+            if ((a->timer = evtimer_new(w->base, slot_reached, a)) == NULL) {
+                give_back(w, r.key, r.lease);
+                gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+                out = &err;
+                goto answer;
+            }
+            struct timeval tv = { d.wait_ms / 1000, (d.wait_ms % 1000) * 1000 };
+            evtimer_add(a->timer, &tv);
+            return; /* a waits on its timer; the exchange's pending is still a */
+        }
+        goto answer;
     }
     switch (upstream_slot(w, &r, a, cb, cbarg, &a, &err)) {
     case GW_AGAIN:
@@ -197,7 +215,8 @@ answer:
 static int in_redis(struct gw_worker *w, const struct gw_admit_req *r)
 {
     return w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS && r->lease != NULL &&
-           (r->key->limits.rpm > 0 || r->key->limits.concurrency > 0) &&
+           (r->key->limits.rpm > 0 || r->key->limits.concurrency > 0 ||
+            w->cfg->upstream_rpm > 0) &&
            gw_store_loop_reachable(w->store);
 }
 
@@ -238,8 +257,8 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
         snprintf(a->key_name, sizeof(a->key_name), "%s", r->key->name);
         if (r->key->limits.concurrency > 0)
             gw_rlimits_lease_id(a->lease_id);
-        if (gw_rlimits_admit(w->store, r->key, a->lease_id, decided, a, &a->op, err) !=
-            GW_AGAIN) {
+        if (gw_rlimits_admit(w->store, r->key, a->lease_id, w->cfg->upstream_rpm,
+                             w->cfg->upstream_queue_ms, decided, a, &a->op, err) != GW_AGAIN) {
             free(a);
             return GW_ERR;
         }

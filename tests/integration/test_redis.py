@@ -326,6 +326,46 @@ def test_daily_seconds_shared_and_refunded_once():
             close(a, b)
 
 
+def test_upstream_rpm_shared():
+    """upstream_rpm 60, upstream_queue 2s on both gateways: four creates at once
+    through both reach the upstream one a second (not two a second); the one that
+    would wait longer than the queue is refused at once."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        st = redis.store()
+        limits = {"upstream_rpm": 60, "upstream_queue": "2s"}
+        a = gwtest.Gateway(stub, keys=("alice",), extra={"store": st, "limits": limits})
+        a.start()
+        b = gwtest.Gateway(stub, keys=dict(a.keys), extra={"store": dict(st),
+                                                           "limits": dict(limits)})
+        try:
+            b.start()
+            results = []
+            lock = threading.Lock()
+
+            def one(gw):
+                t0 = time.monotonic()
+                r = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                               body=create_body(), timeout=30)
+                with lock:
+                    results.append(r + (time.monotonic() - t0,))
+            ts = [threading.Thread(target=one, args=(a if i % 2 else b,)) for i in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+            assert sorted(r[0] for r in results) == [200, 200, 200, 429], results
+            refused = [r for r in results if r[0] == 429][0]
+            assert refused[3] < 1.0, refused
+            assert "all keys" in gwtest.error_body(refused[2])["message"]
+            starts = sorted(r["t_start"] for r in stub.requests(method="POST")
+                            if r["path"] == "/v1/videos")
+            assert len(starts) == 3
+            gaps = [y - x for x, y in zip(starts, starts[1:])]
+            assert all(g >= 0.9 for g in gaps), gaps
+        finally:
+            close(a, b)
+
+
 def hold_slot(gw, key="alice"):
     """A create that holds its concurrency slot: its upload is left unfinished."""
     body, ct = gwtest.multipart([("model", "veo3.1"), ("prompt", "p"), ("seconds", "8"),

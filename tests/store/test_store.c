@@ -2468,13 +2468,16 @@ static void decision_cb(void *arg, const struct gw_store_res *res)
     memcpy(c->ints, res->ints, sizeof(c->ints));
 }
 
+static int admit_upstream_rpm; /* what admit_once passes as upstream_rpm (queue: 2 s) */
+
 static struct gw_rlimits_decision admit_once(struct tloop *t, const struct gw_team_key *k,
                                              const char *lease)
 {
     struct decision_cap c = { 0 };
     struct gw_error err;
 
-    CHECK(gw_rlimits_admit(t->sl, k, lease, decision_cb, &c, NULL, &err) == GW_AGAIN);
+    CHECK(gw_rlimits_admit(t->sl, k, lease, admit_upstream_rpm, 2000, decision_cb, &c, NULL,
+                           &err) == GW_AGAIN);
     RUN_UNTIL(t, c.calls == 1, 10000);
     CHECK(c.rc == GW_OK);
     return c.d;
@@ -2537,6 +2540,19 @@ static void test_redis_limits(void)
     /* the scripts flushed: sent again */
     freeReplyObject(redis_cmd("SCRIPT FLUSH"));
     CHECK(admit_once(&t, &k, "").status == GW_RLIMITS_RATE);
+    /* upstream_rpm 60, queue 2 s: slots 0, 1, 2 s ahead, then refused; a key refused
+     * on its own limits takes no upstream slot */
+    struct gw_team_key dave = { .name = "dave" };
+    admit_upstream_rpm = 60;
+    CHECK(admit_once(&t, &k, "").status == GW_RLIMITS_RATE);
+    for (int i = 0; i < 3; i++) {
+        d = admit_once(&t, &dave, "");
+        CHECK(d.status == GW_RLIMITS_ADMITTED);
+        CHECK(d.wait_ms >= i * 1000 - 50 && d.wait_ms <= i * 1000);
+    }
+    d = admit_once(&t, &dave, "");
+    CHECK(d.status == GW_RLIMITS_UPSTREAM && d.retry_after_ms >= 1 && d.retry_after_ms <= 1000);
+    admit_upstream_rpm = 0;
     tl_free(&t);
     gw_store_close(s);
 }
