@@ -1,10 +1,11 @@
 /*
  * admit.c - admission: the per-key limits of this instance (limits/limiter.c)
- * decide at once; with the store on Redis, rpm and concurrency are Redis's
- * (limits/redis_limits.c: one script per decision, answered later on the loop),
- * shared by every instance. Then a create over upstream_rpm (per instance)
- * waits for its slot towards the upstream (bounded by upstream_queue, in
- * arrival order) on a timer of its loop.
+ * decide at once; with the store on Redis, rpm, concurrency and upstream_rpm
+ * are Redis's (limits/redis_limits.c: one script per decision, answered later
+ * on the loop), shared by every instance. A create over upstream_rpm waits for
+ * its slot towards the upstream (bounded by upstream_queue, in arrival order)
+ * on a timer of its loop. The daily video-seconds are reserved at the body's
+ * end (gw_admit_quota), locally or in Redis.
  *
  * With the store on Redis, a create while Redis is unreachable is what
  * [store] on_failure says: refused (503, before anything goes upstream: a job
