@@ -212,6 +212,8 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         for (unsigned i = 0; i < op->nargs && c->argc < RS_ARGV_MAX; i++)
             arg(c, op->args[i], op->arglens[i]);
         return GW_OK;
+    default: /* a kind added to the store later: below */
+        break;
     }
     /* an operation added to the store (by another branch, say) that this
      * engine does not implement yet: a clean failure, never a guess */
@@ -534,6 +536,8 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
         op->res.nusage = n;
         return GW_OK;
     }
+    default: /* never built (rs_build refused it) */
+        break;
     }
     gw_store_op_fail(op, "this operation is not supported by the redis store yet");
     return GW_ERR;
