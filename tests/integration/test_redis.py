@@ -291,6 +291,9 @@ def test_daily_seconds_shared_and_refunded_once():
             st, _, body = b.request("POST", "/v1/videos", key="alice", headers=JSON,
                                     body=create_body())
             assert st == 500, (st, body)
+            day = int(time.time()) // 86400
+            gwtest.wait_for(lambda: redis.cmd("HGET", "videogw:quota:%d" % day, "alice")
+                            == b"8", timeout=5, what="the 8 s given back")
             create(b, "alice")
             made = len(stub.jobs())
             for gw in (a, b):
@@ -397,7 +400,10 @@ def test_concurrency_shared_and_freed_after_kill_9():
             st, _, _, _ = gwtest.parse_response(conn.read_response(10))
             conn.close()
             assert st == 200
-            create(b, "alice")          # the slot came back at once
+            # the slot comes back as the exchange ends (one command after the answer)
+            gwtest.wait_for(lambda: redis.cmd("ZCARD", "videogw:conc:alice") == 0,
+                            timeout=5, what="the slot given back")
+            create(b, "alice")
             # held through A longer than a lease: renewed, so B stays refused
             conn, body = hold_slot(a)
             stub.wait_bytes(500)
