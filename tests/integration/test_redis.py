@@ -391,7 +391,8 @@ def test_concurrency_shared_and_freed_after_kill_9():
         a, b = pair(stub, redis, key_options={"alice": {"concurrency": 1}})
         try:
             conn, body = hold_slot(a)
-            stub.wait_bytes(500)
+            gwtest.wait_for(lambda: redis.cmd("ZCARD", "videogw:conc:alice") == 1,
+                            timeout=5, what="the slot taken")
             st, h, out = b.request("POST", "/v1/videos", key="alice", headers=JSON,
                                    body=create_body())
             assert st == 429, (st, out)
@@ -406,7 +407,8 @@ def test_concurrency_shared_and_freed_after_kill_9():
             create(b, "alice")
             # held through A longer than a lease: renewed, so B stays refused
             conn, body = hold_slot(a)
-            stub.wait_bytes(500)
+            gwtest.wait_for(lambda: redis.cmd("ZCARD", "videogw:conc:alice") == 1,
+                            timeout=5, what="the slot taken")
             held = time.monotonic()
             while time.monotonic() - held < 12:
                 st, _, out = b.request("POST", "/v1/videos", key="alice", headers=JSON,
