@@ -389,7 +389,9 @@ int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_c
     *pending = NULL;
     *r->remote = 0;
     *r->retry_after_ms = 0;
-    if (w->store == NULL || w->cfg->store_backend != GW_STORE_REDIS) {
+    /* no budget to share: counted here (never refused), no round trip */
+    if (w->store == NULL || w->cfg->store_backend != GW_STORE_REDIS ||
+        r->key->limits.daily_seconds <= 0) {
         if (quota_local(w, r, err) != GW_OK)
             return GW_ERR;
         return GW_OK;
@@ -448,6 +450,7 @@ void gw_admit_quota_refund(struct gw_worker *w, const struct gw_team_key *k, uin
                            int64_t created_unix_ms)
 {
     gw_limiter_refund(w->limiter, k, seconds, created_unix_ms);
-    if (w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS)
+    if (w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS &&
+        k->limits.daily_seconds > 0)
         gw_rlimits_unreserve(w->store, k->name, gw_quota_day(created_unix_ms), seconds);
 }
