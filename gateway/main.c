@@ -19,9 +19,9 @@
 #include "cli_usage.h"
 #include "config.h"
 #include "log.h"
+#include "ops.h"
 #include "server.h"
 
-#define GW_VERSION "0.1.0"
 
 static int usage(FILE *f)
 {

@@ -17,10 +17,12 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "htfix.h"
 #include "limiter.h"
 #include "log.h"
+#include "ops.h"
 #include "store/store.h"
 #include "proxy.h"
 #include "refresh.h"
@@ -166,6 +168,8 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the job refresh");
     if (w->up == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
+    if (id == 0 && gw_readyz_start(w) != GW_OK)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the store probe");
     snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen.host, ':') ? "ipv6:" : "",
              cfg->listen.host);
     if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen.port, 1024) != 0)
@@ -244,6 +248,11 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
         if (s->store == NULL || seed_budgets(s, &so, err) != GW_OK)
             goto fail;
     }
+    if (gw_metrics_init(s->workers, s->nworkers, s->store) != GW_OK) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+        goto fail;
+    }
+    gw_metrics_config(cfg);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err) != GW_OK)
             goto fail;
@@ -272,6 +281,7 @@ static void *worker_main(void *arg)
 {
     struct gw_worker *w = arg;
 
+    gw_metrics_bind_thread(w->id);
     event_base_dispatch(w->base);
     return NULL;
 }
@@ -309,6 +319,7 @@ int gw_server_run(struct gw_server *s)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     signal(SIGPIPE, SIG_IGN);
     for (unsigned i = 0; i < s->nworkers; i++)
@@ -316,15 +327,29 @@ int gw_server_run(struct gw_server *s)
     gw_log(GW_LOG_INFO, "listening on %s:%d (%s), %u event loops, upstream %s",
            s->cfg->listen.host, s->cfg->listen.port, s->cfg->tls_cert ? "https" : "http",
            s->nworkers, s->cfg->upstream_url);
+    gw_sd_ready(); /* every listener is bound (gw_server_new) and the loops run */
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            gw_server_reload(s);
+            gw_sd_reloading();
+            gw_metrics_reload(gw_server_reload(s) == GW_OK);
+            gw_sd_ready();
+            continue;
+        }
+        if (sig == SIGUSR1) {
+            /* logrotate moved the file: write to a new one at the configured path */
+            if (gw_accesslog_reopen() != GW_OK)
+                gw_log(GW_LOG_ERROR, "SIGUSR1: cannot reopen the access log %s: %s; still "
+                       "writing to the old file", s->cfg->access_log, strerror(errno));
+            else
+                gw_log(GW_LOG_INFO, "SIGUSR1: access log reopened");
             continue;
         }
         break;
     }
+    gw_readyz_draining();
+    gw_sd_stopping();
     gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            DRAIN_MAX_S);
     for (unsigned i = 0; i < s->nworkers; i++)
@@ -360,6 +385,7 @@ int gw_server_reload(struct gw_server *s)
         return GW_ERR;
     }
     gw_log_level = n->log_level;
+    gw_metrics_config(n);
     for (unsigned i = 0; i < s->nworkers; i++)
         __atomic_store_n(&s->workers[i].cfg, n, __ATOMIC_RELEASE);
     s->cur = n;

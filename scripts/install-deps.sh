@@ -11,6 +11,8 @@ pkgs=(
     libcjson-dev libinih-dev libcmocka-dev libsqlite3-dev
     # tests: stub upstream and integration tests, certificates, SDK test
     python3 openssl curl ca-certificates nodejs
+    # operations: sd_notify (systemd Type=notify); promtool and a real Prometheus for the tests
+    libsystemd-dev prometheus
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(nginx-light wrk)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-14-dev)

@@ -8,6 +8,8 @@
  *       usage per key and model (and day with group=...,day), from the store,
  *       as JSON {"object":"list","data":[...]} or CSV for finance
  *   GET /admin/healthz
+ *   GET /metrics
+ *       the Prometheus exposition (ops/metrics.c): admin keys only, like the rest
  *
  * Refusals are OpenAI error bodies: 401 without a valid key, 403 for a key that
  * is not an admin, 404/405 for other paths and methods, 503 without a store.
@@ -28,6 +30,7 @@
 #include "auth.h"
 #include "htfix.h"
 #include "log.h"
+#include "ops.h"
 #include "store/store.h"
 
 /* One admin request waiting for the store. */
@@ -67,6 +70,8 @@ static void access_log(evhtp_request_t *req, const struct gw_team_key *key, cons
     a.error = error;
     a.completed = 1;
     gw_accesslog_write(&a);
+    gw_m_request(GW_M_ROUTE_ADMIN, route, status, key ? (int64_t)key->slot : -1, 0, bytes_out,
+                 (uint64_t)(a.ms * 1000));
 }
 
 static void send_body(evhtp_request_t *req, int status, const char *ctype, struct evbuffer *b)
@@ -231,6 +236,43 @@ static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usag
     return GW_OK;
 }
 
+/* --------------------------------------------------------------- metrics */
+
+/* No longer than this: past it the scrape answers 500 rather than a cut text. */
+#define METRICS_MAX (16u << 20)
+
+static void serve_metrics(evhtp_request_t *req, const struct gw_team_key *key,
+                          const struct gw_config *cfg, const char *method,
+                          const struct timespec *t0)
+{
+    struct gw_expo e;
+    struct gw_error err;
+    struct evbuffer *b;
+
+    if (method == NULL || strcmp(method, "GET") != 0) {
+        gw_error_set(&err, 405, "invalid_request_error", "method_not_allowed", NULL,
+                     "Method not allowed; this path accepts GET");
+        send_error(req, key, "admin.metrics", &err, t0);
+        return;
+    }
+    gw_expo_init(&e, METRICS_MAX);
+    gw_config_hold(cfg); /* a reload may release it while the scrape reads its keys */
+    gw_metrics_scrape(&e, cfg);
+    gw_config_release(cfg);
+    if (e.full || (b = evbuffer_new()) == NULL) {
+        gw_expo_free(&e);
+        gw_error_set(&err, 500, "server_error", "metrics_too_large", NULL,
+                     "The metrics exposition could not be built (out of memory)");
+        send_error(req, key, "admin.metrics", &err, t0);
+        return;
+    }
+    evbuffer_add(b, e.buf, e.len);
+    send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
+    evbuffer_free(b);
+    access_log(req, key, "admin.metrics", 200, e.len, t0, NULL);
+    gw_expo_free(&e);
+}
+
 /* --------------------------------------------------------------- routing */
 
 static void admin_request(evhtp_request_t *req, void *arg)
@@ -268,9 +310,13 @@ static void admin_request(evhtp_request_t *req, void *arg)
         send_error(req, key, "admin", &err, &t0);
         return;
     }
+    if (strcmp(path, "/metrics") == 0) {
+        serve_metrics(req, key, cfg, method, &t0);
+        return;
+    }
     if (strcmp(path, "/admin/usage") != 0) {
         gw_error_set(&err, 404, "invalid_request_error", "not_found", NULL,
-                     "Unknown admin path; see GET /admin/usage");
+                     "Unknown admin path; see GET /admin/usage and GET /metrics");
         send_error(req, key, "admin", &err, &t0);
         return;
     }

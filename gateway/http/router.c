@@ -65,6 +65,8 @@ int gw_router_match(const char *method, struct gw_str path, struct gw_route *out
     int del = strcmp(method, "DELETE") == 0;
     if (gw_str_eq(path, "/healthz"))
         return get ? set(out, GW_ROUTE_HEALTHZ, "healthz", 0, 0) : not_allowed(err, "GET");
+    if (gw_str_eq(path, "/readyz"))
+        return get ? set(out, GW_ROUTE_READYZ, "readyz", 0, 0) : not_allowed(err, "GET");
     if (gw_str_eq(path, "/v1/models"))
         return get ? set(out, GW_ROUTE_MODELS, "models", 0, 0) : not_allowed(err, "GET");
     if (path.len < vlen || memcmp(path.p, videos, vlen) != 0)

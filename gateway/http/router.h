@@ -10,6 +10,7 @@
 enum gw_route_id {
     GW_ROUTE_NONE = 0,
     GW_ROUTE_HEALTHZ,   /* GET /healthz                      no auth */
+    GW_ROUTE_READYZ,    /* GET /readyz                       no auth */
     GW_ROUTE_MODELS,    /* GET /v1/models                    answered by the gateway */
     GW_ROUTE_CREATE,    /* POST /v1/videos                   multipart or JSON body */
     GW_ROUTE_LIST,      /* GET /v1/videos                    query passed on */

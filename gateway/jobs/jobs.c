@@ -30,6 +30,7 @@
 #include "exchange.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------- ownership */
@@ -361,8 +362,11 @@ static void refunded(void *arg, const struct gw_store_res *res)
 
     /* the key as the current config has it (a reload may have come in between) */
     if (res->rc == GW_OK && res->refunded && j != NULL &&
-        (k = find_key(gw_worker_cfg(r->w), j->key_name)) != NULL)
+        (k = find_key(gw_worker_cfg(r->w), j->key_name)) != NULL) {
         gw_limiter_refund(r->w->limiter, k, (uint32_t)j->seconds, j->created_at * 1000);
+        gw_m_vs(k->slot, (struct gw_str){ j->model_sent, j->model_sent ? strlen(j->model_sent) : 0 },
+                GW_M_VS_REFUNDED, (uint64_t)j->seconds);
+    }
     free(r);
 }
 

@@ -137,6 +137,10 @@ struct exchange {
     int idem_replayed;           /* the answer is a stored one: Idempotent-Replayed */
     char idem_key[256];
     const char *err_code;    /* gateway error code for the access log */
+
+    /* operations (gateway/ops/) */
+    int64_t up_wait_from_us; /* monotonic µs: request fully sent upstream (0: not yet) */
+    char traceparent[56];    /* W3C trace context sent upstream: the client's or ours */
 };
 
 /* proxy.c: the exchange's lifecycle */
@@ -144,6 +148,7 @@ void gw_proxy_set_state(struct exchange *x, enum xstate to);
 void gw_proxy_fail(struct exchange *x, const struct gw_error *err);
 int64_t gw_proxy_now_ms(void);  /* monotonic */
 int64_t gw_proxy_unix_ms(void); /* wall clock (UTC) */
+int64_t gw_proxy_now_us(void);  /* monotonic */
 struct bufferevent *gw_proxy_client_bev(struct exchange *x);
 int gw_proxy_hop_by_hop(const char *name, size_t len);
 
@@ -159,6 +164,7 @@ void gw_reply_close_after(struct exchange *x);
 void gw_reply_json(struct exchange *x, int status, struct evbuffer *buf, const char *allow);
 void gw_reply_error(struct exchange *x, const struct gw_error *err);
 void gw_reply_healthz(struct exchange *x);
+void gw_reply_readyz(struct exchange *x);
 void gw_reply_models(struct exchange *x);
 
 /* proxy.c: where jobs.c's asynchronous answers come back */

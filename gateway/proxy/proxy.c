@@ -45,6 +45,7 @@
 #include "htfix.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
 #include "multipart.h"
 #include "proxy.h"
 #include "router.h"
@@ -82,6 +83,9 @@ void gw_proxy_set_state(struct exchange *x, enum xstate to)
         abort();
     }
     gw_log(GW_LOG_DEBUG, "rid=%s %s -> %s", x->rid, xstate_names[x->state], xstate_names[to]);
+    gw_m_state((int)x->state, (int)to);
+    if (to == X_AWAIT_RESP)
+        x->up_wait_from_us = gw_proxy_now_us();
     x->state = to;
 }
 
@@ -91,6 +95,25 @@ int64_t gw_proxy_now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int64_t gw_proxy_now_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* For the metrics: the key's slot (-1: none) and the model sent ({NULL, 0}: none). */
+static int64_t key_slot(const struct exchange *x)
+{
+    return x->key != NULL ? (int64_t)x->key->slot : -1;
+}
+
+static struct gw_str model_sent(const struct exchange *x)
+{
+    return x->have_model ? x->resolved.sent : (struct gw_str){ NULL, 0 };
 }
 
 int64_t gw_proxy_unix_ms(void)
@@ -219,8 +242,11 @@ static void exchange_free(struct exchange *x)
         gw_admit_cancel(x->admission);
     if (x->admitted)
         gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL });
-    if (x->quota_reserved)
+    if (x->quota_reserved) {
         gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day, 0);
+        gw_m_vs(key_slot(x), model_sent(x), GW_M_VS_RELEASED, x->quota_seconds);
+    }
+    gw_m_state((int)x->state, -1);
     if (x->up != NULL)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
@@ -245,6 +271,7 @@ static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
     x->client_cl = 0;
     clock_gettime(CLOCK_MONOTONIC, &x->t0);
     w->inflight++;
+    gw_m_state(-1, X_HEADERS);
     new_rid(x);
     /* the request's callback argument is how every later hook finds the exchange */
     req->cbarg = x;
@@ -315,6 +342,8 @@ static void on_admitted(void *arg, const struct gw_error *refusal)
 
     x->admission = NULL;
     if (refusal != NULL) {
+        if (gw_admit_counts(&x->route))
+            gw_m_limit(key_slot(x), GW_M_RATE_LIMITED);
         gw_proxy_fail(x, refusal);
         return;
     }
@@ -339,11 +368,18 @@ static void start_admission(struct exchange *x)
                                                    &x->retry_after_ms }, on_admitted, x,
                      &x->admission, &err)) {
     case GW_OK:
+        if (gw_admit_counts(&x->route))
+            gw_m_limit(key_slot(x), GW_M_ADMITTED);
         on_admitted(x, NULL);
         return;
     case GW_AGAIN:
+        gw_m_limit(key_slot(x), GW_M_QUEUED);
         return; /* on_admitted() comes later */
     default:
+        if (err.status == 429)
+            gw_m_limit(key_slot(x), strstr(err.message, "video service") != NULL
+                                        ? GW_M_UPSTREAM_BUSY /* upstream_rpm's queue */
+                                        : GW_M_RATE_LIMITED);
         gw_proxy_fail(x, &err);
     }
 }
@@ -380,6 +416,11 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
     if (x->route.id == GW_ROUTE_HEALTHZ) {
         gw_proxy_set_state(x, X_DONE);
         gw_reply_healthz(x);
+        return EVHTP_RES_OK;
+    }
+    if (x->route.id == GW_ROUTE_READYZ) {
+        gw_proxy_set_state(x, X_DONE);
+        gw_reply_readyz(x);
         return EVHTP_RES_OK;
     }
     x->key = gw_auth_check(x->cfg, evhtp_header_find(h, "Authorization"), gw_proxy_unix_ms());
@@ -706,11 +747,18 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         break;
     case GW_UP_HEADERS:
         x->up_status = gw_upconn_status(c);
+        gw_m_up_head((int)x->route.id,
+                     (uint64_t)(gw_proxy_now_us() - (x->up_wait_from_us
+                                                         ? x->up_wait_from_us
+                                                         : (int64_t)x->t0.tv_sec * 1000000 +
+                                                               x->t0.tv_nsec / 1000)));
         report_key(x, c);
         if (x->quota_reserved) {
             /* a job exists only if the upstream took the create */
-            gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day,
-                              x->up_status >= 200 && x->up_status < 300);
+            int kept = x->up_status >= 200 && x->up_status < 300;
+            gw_limiter_settle(x->w->limiter, x->key, x->quota_seconds, x->quota_day, kept);
+            gw_m_vs(key_slot(x), model_sent(x), kept ? GW_M_VS_KEPT : GW_M_VS_RELEASED,
+                    x->quota_seconds);
             x->quota_reserved = 0;
         }
         if (x->up_status == 401 || x->up_status == 407) {
@@ -833,7 +881,10 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     a.error = x->err_code;
     /* an error after the reply started means the reply was cut (reply_error) */
     a.completed = x->replied && x->state == X_DONE && !(x->reply_started && x->err_code);
+    a.trace = x->traceparent[0] ? x->traceparent : NULL;
     gw_accesslog_write(&a);
+    gw_m_request((int)x->route.id, x->route.name, x->status, key_slot(x), x->body_in,
+                 x->bytes_out, (uint64_t)(a.ms * 1000));
     /* the next request on this connection gets the idle read timeout back */
     rtv.tv_sec = x->cfg->client_timeout_ms / 1000;
     rtv.tv_usec = (x->cfg->client_timeout_ms % 1000) * 1000;

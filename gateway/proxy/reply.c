@@ -18,6 +18,7 @@
 #include "exchange.h"
 #include "httptok.h"
 #include "log.h"
+#include "ops.h"
 
 /* ---------------------------------------------------------------- replies */
 
@@ -280,6 +281,26 @@ void gw_reply_healthz(struct exchange *x)
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, "{\"status\":\"ok\"}\n", 16);
     gw_reply_json(x, 200, b, NULL);
+    evbuffer_free(b);
+}
+
+/* 503 with the reason, as an OpenAI error body, logged at debug only: a load
+ * balancer asks every second, and the reason is already logged where it began. */
+void gw_reply_readyz(struct exchange *x)
+{
+    struct gw_error err;
+    char why[200], body[512];
+    struct evbuffer *b = evbuffer_new();
+
+    if (gw_readyz_check(why, sizeof(why)) == GW_OK) {
+        evbuffer_add(b, "{\"status\":\"ready\"}\n", 19);
+        gw_reply_json(x, 200, b, NULL);
+    } else {
+        gw_error_set(&err, 503, "server_error", "not_ready", NULL, "Not ready: %s", why);
+        x->err_code = err.code;
+        evbuffer_add(b, body, gw_error_json(&err, body, sizeof(body)));
+        gw_reply_json(x, 503, b, NULL);
+    }
     evbuffer_free(b);
 }
 

@@ -21,6 +21,7 @@
 #include "jsonbody.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
 
 static int spool_open(struct exchange *x, struct gw_error *err);
 
@@ -180,8 +181,11 @@ static int reserve_seconds(struct exchange *x, struct gw_error *err)
     if (gw_limiter_reserve(x->w->limiter, x->key, secs, gw_proxy_unix_ms(), &day, &retry,
                            err) != GW_OK) {
         x->retry_after_ms = retry;
+        gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
         return GW_ERR;
     }
+    gw_m_vs(x->key->slot, x->have_model ? x->resolved.sent : (struct gw_str){ NULL, 0 },
+            GW_M_VS_RESERVED, secs);
     x->quota_reserved = 1;
     x->quota_seconds = secs;
     x->quota_day = day;

@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "metrics.h"
 #include "store_int.h"
 
 struct gw_store_loop {
@@ -219,6 +220,14 @@ static void op_free(struct gw_store_op *op)
     free(op);
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 /* Hand op to the engine. GW_AGAIN, or GW_ERR (op freed, err set). */
 static int submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb cb, void *arg,
                   struct gw_store_op **opp, struct gw_error *err)
@@ -227,6 +236,7 @@ static int submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb c
     op->cb = cb;
     op->arg = arg;
     op->res.rc = GW_OK;
+    op->submitted_us = mono_us();
     pthread_mutex_lock(&l->mu);
     l->pending++;
     pthread_mutex_unlock(&l->mu);
@@ -311,6 +321,8 @@ static void loop_wake(evutil_socket_t fd, short what, void *arg)
             l->done_tail = NULL;
         pthread_mutex_unlock(&l->mu);
 
+        gw_m_store((unsigned)op->kind, op->res.rc == GW_OK,
+                   (uint64_t)(mono_us() - op->submitted_us));
         if (op->cb != NULL && !atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
             if (op->res.rc == GW_ERR)
                 op->res.err = &op->err;

@@ -44,6 +44,7 @@ struct gw_store_op {
     gw_store_cb cb;
     void *arg;
     atomic_int cancelled;       /* set on the loop's thread; the engine may skip a read */
+    int64_t submitted_us;       /* monotonic: when the loop handed it over (metrics) */
 
     /* arguments (strings point into the op's own allocation) */
     struct gw_job job;          /* put: all of it; get, delete, refund: id */
