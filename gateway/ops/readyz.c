@@ -7,7 +7,8 @@
  * process that answers it is alive, even when not ready.
  *
  * The store probe: every second the first loop asks the store for a no-op
- * write (an Idempotency-Key abort under a key name no team key can have), so
+ * write (an Idempotency-Key abort under " readyz", a name no team key can have:
+ * key names are [A-Za-z0-9._-]), so
  * that a store that cannot write (a lock held elsewhere, a full disk, a Redis
  * gone) shows, with the same path as the requests' own operations. A probe
  * unanswered for STALL_MS or answered with an error makes the store "down"
@@ -52,7 +53,7 @@ static void probe(evutil_socket_t fd, short what, void *arg)
         return; /* the last one is still out: its age is the news */
     __atomic_store_n(&probe_sent_ms, gw_worker_now_ms(), __ATOMIC_RELAXED);
     __atomic_store_n(&probe_pending, 1, __ATOMIC_RELEASE);
-    if (gw_store_idem_abort(w->store, "", "readyz-probe", probed, NULL, NULL, &err) !=
+    if (gw_store_idem_abort(w->store, " readyz", "probe", probed, NULL, NULL, &err) !=
         GW_AGAIN) {
         __atomic_store_n(&store_failed, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&probe_pending, 0, __ATOMIC_RELEASE);
