@@ -36,6 +36,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <openssl/rand.h>
 
 #include "accesslog.h"
 #include "admit.h"
@@ -46,6 +47,7 @@
 #include "limiter.h"
 #include "log.h"
 #include "metrics.h"
+#include "traceparent.h"
 #include "multipart.h"
 #include "proxy.h"
 #include "router.h"
@@ -135,6 +137,7 @@ static const char *hop_by_hop[] = {
     "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer",
     "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Expect", "Content-Length",
     "Host", "Authorization", "X-Request-Id",
+    "traceparent", /* the gateway sends its own: the client's if valid, else a new one */
 };
 
 int gw_proxy_hop_by_hop(const char *name, size_t len)
@@ -168,6 +171,44 @@ static void new_rid(struct exchange *x)
     uint64_t n = ++x->w->next_rid;
     snprintf(x->rid, sizeof(x->rid), "%02x%014" PRIx64, x->w->id & 0xff,
              (uint64_t)(n & 0xffffffffffffffULL));
+}
+
+/*
+ * Trace ids need to be unique, not secret: a per-thread splitmix64 seeded once
+ * from OpenSSL's generator costs a few ns per request, where RAND_bytes would
+ * take a lock of its own.
+ */
+static void trace_random(unsigned char out[24])
+{
+    static __thread uint64_t state;
+    static __thread int seeded;
+
+    if (!seeded) {
+        if (RAND_bytes((unsigned char *)&state, sizeof(state)) != 1)
+            state = (uint64_t)gw_proxy_now_us() ^ (uint64_t)(uintptr_t)&state;
+        seeded = 1;
+    }
+    for (int i = 0; i < 3; i++) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        memcpy(out + 8 * i, &z, 8);
+    }
+}
+
+/* The client's traceparent when valid (passed upstream as it came), else ours. */
+static void set_traceparent(struct exchange *x, evhtp_headers_t *h)
+{
+    const char *v = evhtp_header_find(h, "traceparent");
+    unsigned char rnd[24];
+
+    if (v != NULL && gw_traceparent_valid(v, strlen(v))) {
+        memcpy(x->traceparent, v, GW_TRACEPARENT_LEN + 1);
+        return;
+    }
+    trace_random(rnd);
+    gw_traceparent_new(x->traceparent, rnd);
 }
 
 /*
@@ -405,6 +446,7 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
     x = exchange_new(w, req);
     if (x == NULL)
         return EVHTP_RES_FATAL;
+    set_traceparent(x, h);
     /* a body (Content-Length > 0 or chunked) follows this head */
     x->body_done = !(evhtp_header_find(h, "Transfer-Encoding") != NULL ||
                      (evhtp_header_find(h, "Content-Length") != NULL &&

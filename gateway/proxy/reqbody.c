@@ -423,7 +423,7 @@ static void write_head(struct exchange *x)
         x->up, cfg, htparser_get_methodstr_m(req->method), (struct gw_str){tail, (size_t)n},
         (struct gw_str){q ? (const char *)q : "", q ? strlen((const char *)q) : 0},
         x->upstream_key);
-    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\ntraceparent: %s\r\n", x->rid, x->traceparent);
     TAILQ_FOREACH(h, req->headers_in, next)
     {
         if (gw_proxy_hop_by_hop(h->key, h->klen))

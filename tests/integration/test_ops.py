@@ -5,6 +5,7 @@ logrotate moved it, with no line lost."""
 import http.client
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -152,6 +153,34 @@ def test_sigusr1_reopens_access_log():
         gwtest.wait_for(lambda: any(line.get("route") == "models" for line in gw.log_json()),
                         what="a line on stdout")
         gwtest.stop_clean(gw)
+
+
+def test_traceparent():
+    """A client's valid traceparent goes upstream unchanged; an absent or invalid one is
+    replaced by a new valid one; the access log has the trace-id next to the request id."""
+    stub = gwtest.shared_stub()
+    gw = gwtest.shared_gateway(stub)
+    valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    shape = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-00$")
+    seen = {}
+    for name, sent in (("valid", valid), ("absent", None),
+                       ("upper", valid.upper()), ("zeros", "00-" + "0" * 32 + "-00f067aa0ba902b7-01"),
+                       ("version", "01" + valid[2:])):
+        h = {"traceparent": sent} if sent else {}
+        st, rh, _ = gw.request("GET", "/v1/videos", headers=h)
+        assert st == 200
+        rec = stub.last()
+        got = [v for k, v in rec["headers"] if k.lower() == "traceparent"]
+        assert len(got) == 1, rec["headers"]
+        if name == "valid":
+            assert got[0] == valid
+        else:
+            assert shape.match(got[0]) and got[0] != sent, (name, got)
+        seen[rh["x-request-id"]] = got[0]
+    lines = gw.wait_log(lambda line: line.get("rid") in seen, n=len(seen))
+    for line in lines:
+        assert line["trace"] == seen[line["rid"]][3:35], line
+    assert len({t[3:35] for t in seen.values()}) == len(seen)   # a new trace each time
 
 
 gwtest.main(globals())
