@@ -31,6 +31,9 @@
 
 #define DRAIN_MAX_S 30 /* SIGTERM: in-flight exchanges get this long to finish */
 #define ACCEPT_PAUSE_MS 250 /* out of descriptors: stop accepting this long */
+#define DRAIN_GRACE_MS 250 /* SIGTERM: listeners stay open this long, new connections
+                              steered to a newer process (upgrade.c), so that those
+                              already queued are accepted rather than reset */
 
 struct gw_server {
     struct gw_config *cfg;        /* the first: what the listeners, the upstream and the
@@ -295,8 +298,8 @@ static void drain_check(evutil_socket_t fd, short ev, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
-/* Runs on the worker's own loop: stop accepting, then exit once idle. */
-static void drain_start(evutil_socket_t fd, short ev, void *arg)
+/* The grace is over: close the listeners, then exit once idle. */
+static void drain_close(evutil_socket_t fd, short ev, void *arg)
 {
     struct gw_worker *w = arg;
     struct timeval tick = { 0, 100 * 1000 };
@@ -308,6 +311,18 @@ static void drain_start(evutil_socket_t fd, short ev, void *arg)
         evhtp_unbind_socket(w->admin);
     t = event_new(w->base, -1, EV_PERSIST, drain_check, w);
     event_add(t, &tick);
+}
+
+/* Runs on the worker's own loop (SIGTERM): new connections already go elsewhere
+ * when a newer process listens (gw_server_run steered them); accept what is
+ * queued for DRAIN_GRACE_MS, then close. */
+static void drain_start(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gw_worker *w = arg;
+    struct timeval grace = { 0, DRAIN_GRACE_MS * 1000 };
+
+    if (event_base_once(w->base, -1, EV_TIMEOUT, drain_close, w, &grace) != 0)
+        drain_close(-1, 0, w);
 }
 
 int gw_server_run(struct gw_server *s)
@@ -350,6 +365,11 @@ int gw_server_run(struct gw_server *s)
     }
     gw_readyz_draining();
     gw_sd_stopping();
+    /* one socket of each SO_REUSEPORT group speaks for the group */
+    if (s->workers[0].htp->server != NULL)
+        gw_upgrade_steer_away(evconnlistener_get_fd(s->workers[0].htp->server), s->nworkers);
+    if (s->workers[0].admin != NULL && s->workers[0].admin->server != NULL)
+        gw_upgrade_steer_away(evconnlistener_get_fd(s->workers[0].admin->server), 1);
     gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            DRAIN_MAX_S);
     for (unsigned i = 0; i < s->nworkers; i++)

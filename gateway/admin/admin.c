@@ -394,6 +394,8 @@ int gw_admin_start(struct gw_worker *w, struct gw_error *err)
     if (htp == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
     evhtp_disable_flag(htp, EVHTP_FLAG_ENABLE_100_CONT);
+    /* a newer gateway binds it too during an upgrade (docs/operations.md) */
+    evhtp_enable_flag(htp, EVHTP_FLAG_ENABLE_REUSEPORT);
     evhtp_set_timeouts(htp, &tv, &tv);
     evhtp_set_post_accept_cb(htp, admin_accept, w);
     evhtp_set_gencb(htp, admin_request, NULL);

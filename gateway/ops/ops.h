@@ -57,6 +57,16 @@ int gw_readyz_start(struct gw_worker *w);
  * label, never a secret) in *why. Any loop. */
 int gw_readyz_check(char *why, size_t n);
 
+/* 1 once SIGTERM was seen (answers say Connection: close from then on). */
+int gw_readyz_is_draining(void);
+
+/* --------------------------------------------------------------- upgrade */
+
+/* SIGTERM: make the SO_REUSEPORT group of listening socket fd (nown of whose
+ * sockets are this process's, the group's first) send new connections to the
+ * sockets that joined later: a newer gateway's (upgrade.c). GW_ERR: logged. */
+int gw_upgrade_steer_away(int fd, unsigned nown);
+
 /* -------------------------------------------------------------- sd_notify */
 
 /* Tell the service manager (no-op outside systemd): "READY=1", "RELOADING=1",

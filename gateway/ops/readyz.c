@@ -38,6 +38,11 @@ void gw_readyz_draining(void)
     __atomic_store_n(&draining, 1, __ATOMIC_RELAXED);
 }
 
+int gw_readyz_is_draining(void)
+{
+    return __atomic_load_n(&draining, __ATOMIC_RELAXED);
+}
+
 static void probed(void *arg, const struct gw_store_res *res)
 {
     __atomic_store_n(&store_failed, res->rc != GW_OK, __ATOMIC_RELAXED);

@@ -167,6 +167,8 @@ void gw_reply_head(struct exchange *x, int status, int upstream, const char *all
         req->flags |= EVHTP_REQ_FLAG_CHUNKED; /* evhtp_send_reply_chunk() frames */
         x->reply_chunked = 1;
     }
+    if (gw_readyz_is_draining()) /* shutting down: the client must not reuse this one */
+        req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
     if (!http10 && !(req->flags & EVHTP_REQ_FLAG_KEEPALIVE))
         evbuffer_add(o, "Connection: close\r\n", 19);
     else if (http10 && (req->flags & EVHTP_REQ_FLAG_KEEPALIVE))
