@@ -48,6 +48,19 @@ def promtool_check(text):
                                                                  p.stderr.decode())
 
 
+def check_rules(exposed):
+    """config/prometheus-rules.yml is valid for promtool and names only metrics the
+    gateway exposes (a renamed metric would silently never alert)."""
+    path = os.path.join(gwtest.SOURCE_DIR, "config", "prometheus-rules.yml")
+    p = subprocess.run([shutil.which("promtool"), "check", "rules", path],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in exposed} | exposed
+    with open(path) as f:
+        used = set(re.findall(r"\b((?:videogw|process)_[a-z_]+)", f.read()))
+    assert used and used <= families, used - families
+
+
 def start(d, **kw):
     admin_port = gwtest.free_port()
     extra = {"store": {"path": os.path.join(d, "gw.db")},
@@ -134,6 +147,7 @@ def test_metrics_after_traffic():
         assert value(m, "videogw_ready") == 1
         for secret in [gwtest.shared_stub().key] + list(gw.keys.values()):
             assert secret not in text
+        check_rules({name for name, _ in m})
         gwtest.stop_clean(gw)
 
 
