@@ -255,22 +255,22 @@ static void serve_metrics(evhtp_request_t *req, const struct gw_team_key *key,
         send_error(req, key, "admin.metrics", &err, t0);
         return;
     }
+    /* a reload may release cfg (and key, which is in it) while the scrape reads it */
+    gw_config_hold(cfg);
     gw_expo_init(&e, METRICS_MAX);
-    gw_config_hold(cfg); /* a reload may release it while the scrape reads its keys */
     gw_metrics_scrape(&e, cfg);
-    gw_config_release(cfg);
     if (e.full || (b = evbuffer_new()) == NULL) {
-        gw_expo_free(&e);
         gw_error_set(&err, 500, "server_error", "metrics_too_large", NULL,
                      "The metrics exposition could not be built (out of memory)");
         send_error(req, key, "admin.metrics", &err, t0);
-        return;
+    } else {
+        evbuffer_add(b, e.buf, e.len);
+        send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
+        evbuffer_free(b);
+        access_log(req, key, "admin.metrics", 200, e.len, t0, NULL);
     }
-    evbuffer_add(b, e.buf, e.len);
-    send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
-    evbuffer_free(b);
-    access_log(req, key, "admin.metrics", 200, e.len, t0, NULL);
     gw_expo_free(&e);
+    gw_config_release(cfg);
 }
 
 /* --------------------------------------------------------------- routing */
