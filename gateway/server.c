@@ -217,11 +217,28 @@ static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
     return GW_OK;
 }
 
+/* The signals the main thread takes with sigwait(). Blocked before any thread
+ * starts (the store's starts in gw_server_new), so that every thread inherits
+ * the mask: a signal landing on a thread that does not block it would take its
+ * default action (SIGUSR1, SIGHUP: the end of the process) while the main
+ * thread is busy, say with a reload, rather than waiting in sigwait(). */
+static void signal_set(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
 {
     struct gw_server *s = calloc(1, sizeof(*s));
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    sigset_t set;
 
+    signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (s == NULL) {
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         return NULL;
@@ -330,11 +347,7 @@ int gw_server_run(struct gw_server *s)
     sigset_t set;
     int sig = 0;
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    signal_set(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     signal(SIGPIPE, SIG_IGN);
     for (unsigned i = 0; i < s->nworkers; i++)
