@@ -9,6 +9,7 @@
 
 #include <sqlite3.h>
 
+#include "idindex.h"
 #include "store_int.h"
 
 #define MAX_BATCH 256       /* operations in one transaction at most: bounds its latency */
@@ -23,6 +24,7 @@ enum stmt_id {
     ST_JOB_INSERT,
     ST_USAGE_ADD,
     ST_JOB_GET,
+    ST_JOB_ID,
     ST_JOB_UPDATE,
     ST_JOB_DELETE,
     ST_JOB_CURSOR,
@@ -72,6 +74,10 @@ struct sqlite_store {
     int wal_frames;       /* frames in the WAL after the last commit */
     int wal_pending;      /* ... of which no checkpoint has copied yet */
     int ckpt_failed;      /* the last checkpoint failed: logged once */
+    /* where each job's row is (idindex.h): loaded at open, the store thread's */
+    struct gw_idindex ids;
+    struct { uint64_t hash; int64_t seq; } *suspect; /* entries to check after the */
+    size_t nsuspect, capsuspect;                     /* transaction (sq_ids_recheck) */
 };
 
 static const struct gw_store_engine sqlite_engine;
@@ -96,6 +102,13 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap);
 /* The rows of the ST_USAGE statement st for q, into a new *out. */
 int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query *q,
                      struct gw_usage **out, char *msg, size_t msgcap);
+
+/* Load the id index from the jobs table (open). GW_OK, or GW_ERR with msg. */
+int sq_ids_load(struct sqlite_store *s, char *msg, size_t msgcap);
+
+/* After a transaction ended (committed or not): drop the index entries that
+ * operations found pointing at no row of theirs. */
+void sq_ids_recheck(struct sqlite_store *s);
 
 /* sqlite_schema.c: at open, before the store thread starts */
 
