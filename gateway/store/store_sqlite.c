@@ -167,6 +167,7 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
         s->stats.max_batch = n;
     pthread_mutex_unlock(&s->mu);
 
+    struct gw_store_op *done = NULL, **done_tail = &done;
     for (op = batch; op != NULL; op = next) {
         next = op->next;
         op->next = NULL;
@@ -179,8 +180,10 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
             again_last = op;
             continue;
         }
-        gw_store_op_done(op);
+        *done_tail = op;
+        done_tail = &op->next;
     }
+    gw_store_ops_done(done);
     if (again != NULL) { /* behind what arrived meanwhile */
         pthread_mutex_lock(&s->mu);
         if (s->tail != NULL)
