@@ -315,8 +315,8 @@ static void drain_check(evutil_socket_t fd, short ev, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
-/* The grace is over: close the listeners, then exit once idle. */
-static void drain_close(evutil_socket_t fd, short ev, void *arg)
+/* Runs on the worker's own loop: stop accepting, then exit once idle. */
+static void drain_start(evutil_socket_t fd, short ev, void *arg)
 {
     struct gw_worker *w = arg;
     struct timeval tick = { 0, 100 * 1000 };
@@ -330,16 +330,37 @@ static void drain_close(evutil_socket_t fd, short ev, void *arg)
     event_add(t, &tick);
 }
 
-/* Runs on the worker's own loop (SIGTERM): new connections already go elsewhere
- * when a newer process listens (gw_server_run steered them); accept what is
- * queued for DRAIN_GRACE_MS, then close. */
-static void drain_start(evutil_socket_t fd, short ev, void *arg)
+/*
+ * SIGTERM, before the loops close their listeners: new connections go to a newer
+ * process's sockets if one listens (upgrade.c), and the loops keep accepting
+ * what is already queued for DRAIN_GRACE_MS; then the steering is taken off
+ * again, since it would outlive us in the group and skew the newer process's
+ * spread if it runs another number of loops. One socket of each SO_REUSEPORT
+ * group speaks for the group. The main thread may sleep: it runs no loop.
+ */
+static void drain_grace(struct gw_server *s)
 {
-    struct gw_worker *w = arg;
-    struct timeval grace = { 0, DRAIN_GRACE_MS * 1000 };
+    struct timespec grace = { 0, DRAIN_GRACE_MS * 1000000L };
+    evutil_socket_t fds[2] = { -1, -1 };
+    unsigned nown[2] = { s->nworkers, 1 };
+    int steered = 0;
 
-    if (event_base_once(w->base, -1, EV_TIMEOUT, drain_close, w, &grace) != 0)
-        drain_close(-1, 0, w);
+    if (s->workers[0].htp->server != NULL)
+        fds[0] = evconnlistener_get_fd(s->workers[0].htp->server);
+    if (s->workers[0].admin != NULL && s->workers[0].admin->server != NULL)
+        fds[1] = evconnlistener_get_fd(s->workers[0].admin->server);
+    for (int i = 0; i < 2; i++)
+        steered |= fds[i] >= 0 && gw_upgrade_steer_away(fds[i], nown[i]) == GW_OK;
+    if (!steered)
+        return;
+    gw_log(GW_LOG_INFO, "SIGTERM: new connections go to a newer gateway if one listens; "
+           "listeners close in %d ms", DRAIN_GRACE_MS);
+    while (nanosleep(&grace, &grace) != 0 && errno == EINTR)
+        ;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0)
+            gw_upgrade_steer_clear(fds[i]);
+    }
 }
 
 int gw_server_run(struct gw_server *s)
@@ -378,11 +399,7 @@ int gw_server_run(struct gw_server *s)
     }
     gw_readyz_draining();
     gw_sd_stopping();
-    /* one socket of each SO_REUSEPORT group speaks for the group */
-    if (s->workers[0].htp->server != NULL)
-        gw_upgrade_steer_away(evconnlistener_get_fd(s->workers[0].htp->server), s->nworkers);
-    if (s->workers[0].admin != NULL && s->workers[0].admin->server != NULL)
-        gw_upgrade_steer_away(evconnlistener_get_fd(s->workers[0].admin->server), 1);
+    drain_grace(s);
     gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            DRAIN_MAX_S);
     for (unsigned i = 0; i < s->nworkers; i++)

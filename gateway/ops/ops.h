@@ -67,6 +67,10 @@ int gw_readyz_is_draining(void);
  * sockets that joined later: a newer gateway's (upgrade.c). GW_ERR: logged. */
 int gw_upgrade_steer_away(int fd, unsigned nown);
 
+/* Take it off again (just before the listeners close): it would outlive this
+ * process in the group. */
+void gw_upgrade_steer_clear(int fd);
+
 /* -------------------------------------------------------------- sd_notify */
 
 /* Tell the service manager (no-op outside systemd): "READY=1", "RELOADING=1",

@@ -10,9 +10,9 @@
  * answers "index nown + cpu % nown", the newer process's sockets (the old
  * process's nown sockets hold indices 0..nown-1: the group is compacted as
  * sockets leave). Its accept queues then only empty; it keeps accepting for a
- * short grace (server.c) and closes them. With no newer process the index is
- * past the group's end and the kernel picks by hash as before: a plain stop
- * behaves as it always did.
+ * short grace (server.c), takes the program off and closes them at once. With
+ * no newer process the index is past the group's end and the kernel picks by
+ * hash as before: a plain stop behaves as it always did.
  */
 #include <errno.h>
 #include <string.h>
@@ -25,6 +25,9 @@
 
 #ifndef SO_ATTACH_REUSEPORT_CBPF
 #define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+#ifndef SO_DETACH_REUSEPORT_BPF
+#define SO_DETACH_REUSEPORT_BPF 68
 #endif
 
 int gw_upgrade_steer_away(int fd, unsigned nown)
@@ -45,4 +48,12 @@ int gw_upgrade_steer_away(int fd, unsigned nown)
         return GW_ERR;
     }
     return GW_OK;
+}
+
+void gw_upgrade_steer_clear(int fd)
+{
+    /* ENOENT: nothing attached (never steered); older kernels lack the option */
+    if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &(int){ 0 }, sizeof(int)) != 0 &&
+        errno != ENOENT)
+        gw_log(GW_LOG_DEBUG, "cannot take the steering program off: %s", strerror(errno));
 }

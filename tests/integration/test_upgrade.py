@@ -100,4 +100,37 @@ def test_upgrade_under_load():
         gwtest.assert_no_sanitizer_report(open(os.path.join(d, "new.log")).read())
 
 
+def test_sigterm_steers_new_connections():
+    """Between SIGTERM and the close of its listeners the old gateway gets no new
+    connection: the kernel hands every one to the newer gateway on the same port
+    (without the steering, about half would land on the old one's queues)."""
+    stub = gwtest.shared_stub()
+    with gwtest.Gateway(stub) as old:
+        env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
+        path = os.path.join(old.dir, "new.log")
+        with open(path, "wb") as log:
+            new = subprocess.Popen([old.bin, "-c", old.conf_path], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd=old.dir)
+        try:
+            gwtest.wait_for(lambda: b"listening on" in open(path, "rb").read(),
+                            what="the new gateway listening")
+            old.proc.send_signal(signal.SIGTERM)
+            gwtest.wait_for(lambda: "new connections go to a newer gateway" in old.log(),
+                            interval=0.002, what="the steering")
+            served_before = len([x for x in old.log_json() if x.get("route") == "models"])
+            rids, t0 = [], time.monotonic()
+            while time.monotonic() - t0 < 0.15:          # inside the 250 ms grace
+                st, h, _ = gwtest.request(old.port, "GET", "/v1/models", headers=old.auth())
+                assert st == 200
+                rids.append(h["x-request-id"])
+            assert old.proc.wait(15) == 0
+            assert len(rids) > 10, rids
+            old_rids = {x["rid"] for x in old.log_json() if x.get("route") == "models"}
+            assert len(old_rids) == served_before and not old_rids & set(rids), \
+                "the old gateway took new connections after SIGTERM"
+        finally:
+            new.send_signal(signal.SIGTERM)
+            assert new.wait(15) == 0
+
+
 gwtest.main(globals())
