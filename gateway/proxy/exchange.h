@@ -141,6 +141,7 @@ struct exchange {
     /* operations (gateway/ops/) */
     int64_t up_wait_from_us; /* monotonic µs: request fully sent upstream (0: not yet) */
     char traceparent[56];    /* W3C trace context sent upstream: the client's or ours */
+    int trace_kept;          /* it is the client's: its tracestate goes along too */
 };
 
 /* proxy.c: the exchange's lifecycle */

@@ -205,6 +205,7 @@ static void set_traceparent(struct exchange *x, evhtp_headers_t *h)
 
     if (v != NULL && gw_traceparent_valid(v, strlen(v))) {
         memcpy(x->traceparent, v, GW_TRACEPARENT_LEN + 1);
+        x->trace_kept = 1;
         return;
     }
     trace_random(rnd);

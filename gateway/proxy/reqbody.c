@@ -428,6 +428,10 @@ static void write_head(struct exchange *x)
     {
         if (gw_proxy_hop_by_hop(h->key, h->klen))
             continue;
+        /* a tracestate belongs to the traceparent it came with (W3C: discard it
+         * when that one is not used) */
+        if (!x->trace_kept && h->klen == 10 && strncasecmp(h->key, "tracestate", 10) == 0)
+            continue;
         evbuffer_add(o, h->key, h->klen);
         evbuffer_add(o, ": ", 2);
         evbuffer_add(o, h->val, h->vlen);

@@ -181,6 +181,14 @@ def test_traceparent():
     for line in lines:
         assert line["trace"] == seen[line["rid"]][3:35], line
     assert len({t[3:35] for t in seen.values()}) == len(seen)   # a new trace each time
+    # tracestate goes along with the client's traceparent, never with one made here
+    for sent, kept in ((valid, True), ("junk", False), (None, False)):
+        h = {"tracestate": "vendor=abc"}
+        if sent:
+            h["traceparent"] = sent
+        assert gw.request("GET", "/v1/videos", headers=h)[0] == 200
+        got = [v for k, v in stub.last()["headers"] if k.lower() == "tracestate"]
+        assert got == (["vendor=abc"] if kept else []), (sent, got)
 
 
 gwtest.main(globals())
