@@ -11,6 +11,7 @@
 
 #include "store_int.h"
 
+#define SQ_KEYS_STMTS 12    /* sqlite_keys.c's statements */
 #define MAX_BATCH 256       /* operations in one transaction at most: bounds its latency */
 
 enum stmt_id {
@@ -72,6 +73,7 @@ struct sqlite_store {
     int wal_frames;       /* frames in the WAL after the last commit */
     int wal_pending;      /* ... of which no checkpoint has copied yet */
     int ckpt_failed;      /* the last checkpoint failed: logged once */
+    sqlite3_stmt *keys_st[SQ_KEYS_STMTS]; /* sqlite_keys.c's, prepared on first use */
 };
 
 static const struct gw_store_engine sqlite_engine;
@@ -96,6 +98,16 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap);
 /* The rows of the ST_USAGE statement st for q, into a new *out. */
 int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query *q,
                      struct gw_usage **out, char *msg, size_t msgcap);
+
+/* The columns row_job reads (sqlite_ops.c's JOB_COLS), and the reader: a row
+ * of them into j, its strings owned by op. */
+extern const char sq_job_cols[];
+int sq_row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j);
+
+/* sqlite_keys.c: the keys operations (on the store thread, or on a connection
+ * of a _sync call) */
+int sq_keys_run(struct sqlite_store *s, struct gw_store_op *op);
+void sq_keys_finalize(struct sqlite_store *s);
 
 /* sqlite_schema.c: at open, before the store thread starts */
 
