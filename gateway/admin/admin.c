@@ -255,7 +255,11 @@ static void admin_request(evhtp_request_t *req, void *arg)
         return;
     }
     const struct gw_config *cfg = gw_worker_cfg(w);
-    key = gw_auth_check(cfg, evhtp_header_find(req->headers_in, "Authorization"), unix_ms());
+    /* the store's keys too: one of them is told 403, not 401 (it is a valid key;
+     * the API makes no admin keys). Not held: it is used only before this returns. */
+    key = gw_auth_check(cfg, gw_worker_keytab(w), evhtp_header_find(req->headers_in,
+                                                                   "Authorization"),
+                        unix_ms());
     if (key == NULL) {
         gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
                      "The admin API needs an admin key: Authorization: Bearer <key>");

@@ -227,6 +227,7 @@ static void exchange_free(struct exchange *x)
         close(x->spool_fd);
     x->w->inflight--;
     gw_config_release(x->cfg);
+    gw_keytab_release(x->keytab);
     pool_put(x->w, x);
 }
 
@@ -239,6 +240,8 @@ static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
     x->w = w;
     x->cfg = gw_worker_cfg(w); /* this request runs under it, even if a reload comes */
     gw_config_hold(x->cfg);
+    x->keytab = gw_worker_keytab(w); /* and these keys: a revoke does not pull its key away */
+    gw_keytab_hold(x->keytab);
     x->req = req;
     x->spool_fd = -1;
     x->pinned_key = -1;
@@ -382,7 +385,8 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         gw_reply_healthz(x);
         return EVHTP_RES_OK;
     }
-    x->key = gw_auth_check(x->cfg, evhtp_header_find(h, "Authorization"), gw_proxy_unix_ms());
+    x->key = gw_auth_check(x->cfg, x->keytab, evhtp_header_find(h, "Authorization"),
+                           gw_proxy_unix_ms());
     if (x->key == NULL) {
         gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
                      evhtp_header_find(h, "Authorization") == NULL
