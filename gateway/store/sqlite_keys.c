@@ -290,6 +290,14 @@ static int op_keys_list(struct sqlite_store *s, struct gw_store_op *op)
     sqlite3_reset(st);
     op->res.keys = keys;
     op->res.nkeys = n;
+    for (size_t i = 0; i < n; i++) {
+        if ((st = kstmt(s, op, K_LAST_USED)) == NULL)
+            return GW_ERR;
+        sqlite3_bind_text(st, 1, keys[i].name, -1, SQLITE_STATIC);
+        keys[i].last_used_at = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        if (kdone(s, op, st) != GW_OK)
+            return GW_ERR;
+    }
     if (op->nnames == 0)
         return GW_OK;
     int64_t *last = gw_store_op_alloc(op, op->nnames * sizeof(*last));

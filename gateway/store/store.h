@@ -168,6 +168,7 @@ struct gw_store_key {
     int64_t expires_at;       /* unix s: refused from then on; 0: never */
     int64_t created_at, updated_at; /* unix s */
     int64_t revoked_at;       /* unix s; 0: active */
+    int64_t last_used_at;     /* keys_list only: its newest job's created_at; 0: none */
 };
 
 enum gw_key_field { /* struct gw_store_key_patch.set: which fields change */

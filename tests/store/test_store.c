@@ -2024,6 +2024,7 @@ struct kcap {
     char names[16][72];
     int64_t revoked_ats[16];
     int64_t last_used[4];
+    int64_t key_last_used[16];
     uint64_t version;
     size_t njobs;
     char ids[16][32];
@@ -2060,6 +2061,7 @@ static void kcap_cb(void *arg, const struct gw_store_res *res)
     for (size_t i = 0; i < res->nkeys && i < 16; i++) {
         snprintf(c->names[i], sizeof(c->names[i]), "%s", res->keys[i].name);
         c->revoked_ats[i] = res->keys[i].revoked_at;
+        c->key_last_used[i] = res->keys[i].last_used_at;
     }
     for (size_t i = 0; res->last_used != NULL && i < 4; i++)
         c->last_used[i] = res->last_used[i];
@@ -2174,6 +2176,7 @@ static void test_keys(void)
     CHECK(c.nkeys == 2 && strcmp(c.names[0], "alice") == 0 && strcmp(c.names[1], "bob") == 0);
     CHECK(c.revoked_ats[0] == 0 && c.revoked_ats[1] == T0 + 20);
     CHECK(c.last_used[0] == T0 + 200 && c.last_used[1] == T0 + 150 && c.last_used[2] == 0);
+    CHECK(c.key_last_used[0] == T0 + 200 && c.key_last_used[1] == 0);
     CHECK(c.version == 4);
     memset(&c, 0, sizeof(c));
     CHECK(gw_store_keys_list_sync(&o, NULL, 0, kcap_cb, &c, &err) == GW_OK);
