@@ -18,7 +18,6 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,8 +173,8 @@ static int parse_body(struct admin_req *a, int post, struct key_body *kb, struct
         if (members[m].limit >= 0) {
             enum gw_key_limit which = (enum gw_key_limit)members[m].limit;
             int64_t n = -1; /* null: the [limits] default */
-            if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
-                v->valuedouble >= 0 && v->valuedouble <= 1e15)
+            if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 1e15 &&
+                v->valuedouble == (double)(int64_t)v->valuedouble) /* a whole number */
                 n = (int64_t)v->valuedouble;
             else if (!cJSON_IsNull(v))
                 n = -2; /* refused below: negative, fractional, absurd, not a number */

@@ -834,6 +834,13 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     a.model = x->model_asked[0] ? x->model_asked : NULL;
     a.model_sent = x->have_model && x->resolved.sent.p ? x->resolved.sent.p : NULL;
     a.model_sent_len = x->have_model ? x->resolved.sent.len : 0;
+    /* an unknown model let through is sent as asked, and resolved.sent points into
+     * the body, whose JSON tree is gone by now (ASan: heap-use-after-free): log
+     * our copy of it */
+    if (x->have_model && x->resolved.model == NULL) {
+        a.model_sent = x->model_asked;
+        a.model_sent_len = strlen(x->model_asked);
+    }
     a.error = x->err_code;
     /* an error after the reply started means the reply was cut (reply_error) */
     a.completed = x->replied && x->state == X_DONE && !(x->reply_started && x->err_code);

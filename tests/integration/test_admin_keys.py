@@ -37,6 +37,9 @@ def test_admin_keys_api():
     stub, gw, port = start()
     try:
         run(stub, gw, port)
+    except BaseException:
+        sys.stderr.write("---- gateway log (tail) ----\n%s\n" % gw.log()[-6000:])
+        raise
     finally:
         gw.stop()
         stub.stop()
