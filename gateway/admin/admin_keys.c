@@ -315,8 +315,12 @@ static void json_store_key(struct evbuffer *b, const struct gw_config *cfg,
     if (one != NULL && one->nkeys == 1) {
         json_common(b, &one->keys[0].limits, raw, &one->keys[0].models, t);
     } else { /* named like a config key (not in use), or out of memory */
-        struct gw_limits l = { (int)k->rpm, (int)k->burst, (int)k->concurrency,
-                               (int)k->daily_seconds };
+        struct gw_limits l = { k->rpm < 0 ? cfg->limits.rpm : (int)k->rpm,
+                               k->burst < 0 ? cfg->limits.burst : (int)k->burst,
+                               k->concurrency < 0 ? cfg->limits.concurrency
+                                                  : (int)k->concurrency,
+                               k->daily_seconds < 0 ? cfg->limits.daily_seconds
+                                                    : (int)k->daily_seconds };
         json_common(b, &l, raw, &none, t);
     }
     gw_keytab_release(one);

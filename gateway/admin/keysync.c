@@ -106,7 +106,10 @@ static void loaded(void *arg, const struct gw_store_res *res)
         finish(ks);
         return;
     }
-    t = gw_keytab_build(gw_worker_cfg(ks->w), res->keys, res->nkeys, res->keys_version);
+    const struct gw_config *cfg = gw_worker_cfg(ks->w); /* a reload may swap it meanwhile */
+    gw_config_hold(cfg);
+    t = gw_keytab_build(cfg, res->keys, res->nkeys, res->keys_version);
+    gw_config_release(cfg);
     if (t == NULL || gw_limiter_bind_keys(ks->lim, t->keys, t->nkeys) != GW_OK) {
         gw_keytab_release(t);
         failed(ks, "load the keys", "out of memory");

@@ -117,5 +117,31 @@ def test_cli_keys_live():
         assert secret not in out or out.count(secret) == 1 and "shown once" in out
 
 
+def test_reload_reaches_store_keys():
+    """A reload's [limits] defaults reach the store keys that use them; a config key
+    added with a store key's name wins (the store key is left out)."""
+    d = gwtest.shared_tmpdir("gwtest-keyscli-")
+    db = os.path.join(d, "reload.db")
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("default",), threads=2,
+            extra={"store": {"path": db}, "limits": {"daily_seconds": 100}}) as gw:
+        p = keys(gw.conf_path, "add", "fred")
+        fred = re.search(r"^(sk-vgw-\S+)$", p.stdout, re.M).group(1)
+        gwtest.wait_for(lambda: create(gw, fred, "4")[0] == 200, timeout=1.5)
+        gw.extra["limits"]["daily_seconds"] = 6          # fred has spent 4 of it
+        gw.write_config()
+        gw.hup()
+        gwtest.wait_for(lambda: create(gw, fred, "4")[0] == 429, timeout=2.0,
+                        what="the reloaded default budget on a store key")
+        # the config takes the name: fred's store key is no longer accepted
+        gw.keys["fred"] = "sk-vgw-" + "c" * 32
+        gw.write_config()
+        gw.hup()
+        gwtest.wait_for(lambda: status_everywhere(gw, fred, 2) == {401}, timeout=2.0)
+        assert gw.request("GET", "/v1/videos", key="fred")[0] == 200
+        assert "named like a config key" in gw.log()
+        gwtest.stop_clean(gw, secrets=[fred, stub.key] + list(gw.keys.values()))
+
+
 if __name__ == "__main__":
     gwtest.main(globals())
