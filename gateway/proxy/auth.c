@@ -1,6 +1,7 @@
 /*
  * auth.c - team key check. Every configured hash is compared (CRYPTO_memcmp, no
- * early exit), so the time taken does not depend on which key matched.
+ * early exit), so the time taken does not depend on which key matched; the
+ * store's keys are found by a binary search on their digests (keytab.h).
  */
 #include <pthread.h>
 #include <string.h>
@@ -48,10 +49,10 @@ const struct gw_team_key *gw_auth_check(const struct gw_config *cfg, const struc
         if (CRYPTO_memcmp(digest, cfg->keys[i].sha256, sizeof(digest)) == 0)
             found = &cfg->keys[i];
     }
-    for (unsigned i = 0; tab != NULL && i < tab->nkeys; i++) {
-        if (CRYPTO_memcmp(digest, tab->keys[i].sha256, sizeof(digest)) == 0)
-            found = &tab->keys[i];
-    }
+    /* the store's keys, possibly thousands: a search by digest (keytab.h says why
+     * that leaks nothing useful); the config's few keep the scan above */
+    if (found == NULL)
+        found = gw_keytab_lookup(tab, digest);
     OPENSSL_cleanse(digest, sizeof(digest));
     /* an expired key is refused like an unknown one: no hint that it existed */
     if (found != NULL && found->expires_ms != 0 && now_unix_ms >= found->expires_ms)

@@ -86,6 +86,30 @@ static int limit_or(int64_t v, int dflt)
     return v < 0 ? dflt : v > 100000000 ? 100000000 : (int)v;
 }
 
+static int by_sha256(const void *a, const void *b)
+{
+    return memcmp(((const struct gw_team_key *)a)->sha256, ((const struct gw_team_key *)b)->sha256,
+                  sizeof(((const struct gw_team_key *)a)->sha256));
+}
+
+const struct gw_team_key *gw_keytab_lookup(const struct gw_keytab *t,
+                                           const unsigned char sha256[32])
+{
+    size_t lo = 0, hi = t != NULL ? t->nkeys : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(sha256, t->keys[mid].sha256, 32);
+        if (c == 0)
+            return &t->keys[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
 struct gw_keytab *gw_keytab_build(const struct gw_config *cfg, const struct gw_store_key *rows,
                                   size_t n, uint64_t version)
 {
@@ -121,6 +145,7 @@ struct gw_keytab *gw_keytab_build(const struct gw_config *cfg, const struct gw_s
         k->expires_ms = r->expires_at * 1000;
         k->admin = 0;
     }
+    qsort(t->keys, t->nkeys, sizeof(t->keys[0]), by_sha256);
     return t;
 }
 
