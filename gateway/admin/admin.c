@@ -295,8 +295,12 @@ static void admin_request(evhtp_request_t *req, void *arg)
         return;
     }
     /* the console's files need no key: the page signs in from the browser */
-    if (gw_admin_console(req, method, path) == GW_OK)
+    size_t bytes;
+    int status = gw_admin_console(req, method, path, &bytes);
+    if (status != 0) {
+        access_log(req, NULL, "admin.console", status, bytes, &a->t0, NULL);
         return;
+    }
     /* held from here on: the admin key points into it */
     gw_admin_hold(a);
     /* the store's keys too: one of them is told 403, not 401 (it is a valid key;

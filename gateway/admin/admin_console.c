@@ -24,21 +24,23 @@ static void header(evhtp_request_t *req, const char *name, const char *value)
     evhtp_headers_add_header(req->headers_out, evhtp_header_new(name, value, 0, 0));
 }
 
-int gw_admin_console(evhtp_request_t *req, const char *method, const char *path)
+int gw_admin_console(evhtp_request_t *req, const char *method, const char *path,
+                     size_t *bytes)
 {
     const struct gw_console_file *f = NULL;
 
+    *bytes = 0;
     if (strcmp(path, "/admin") == 0) { /* the page's relative links need the slash */
         header(req, "Location", "/admin/");
         evhtp_send_reply(req, EVHTP_RES_MOVEDPERM);
-        return GW_OK;
+        return 301;
     }
     for (size_t i = 0; i < gw_console_nfiles; i++) {
         if (strcmp(gw_console_files[i].path, path) == 0)
             f = &gw_console_files[i];
     }
     if (f == NULL || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
-        return GW_ERR;
+        return 0;
     char ctype[64];
     snprintf(ctype, sizeof(ctype), "%s; charset=utf-8", f->ctype); /* all text */
     header(req, "Content-Type", ctype);
@@ -47,8 +49,10 @@ int gw_admin_console(evhtp_request_t *req, const char *method, const char *path)
     header(req, "X-Frame-Options", "DENY");
     header(req, "Referrer-Policy", "no-referrer");
     header(req, "Cache-Control", "no-cache");
-    if (strcmp(method, "GET") == 0)
+    if (strcmp(method, "GET") == 0) {
         evbuffer_add_reference(req->buffer_out, f->data, f->len, NULL, NULL);
+        *bytes = f->len;
+    }
     evhtp_send_reply(req, EVHTP_RES_OK);
-    return GW_OK;
+    return 200;
 }

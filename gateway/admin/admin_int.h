@@ -69,7 +69,9 @@ void gw_admin_hold(struct admin_req *a);
 void gw_admin_keys(struct admin_req *a, const char *method, const char *path);
 void gw_admin_jobs(struct admin_req *a, const char *method);
 
-/* The console's files (admin_console.c): GW_OK if path is one of them (answered). */
-int gw_admin_console(evhtp_request_t *req, const char *method, const char *path);
+/* The console's files (admin_console.c): if path is one of them, answered, and the
+ * status is returned (*bytes: the body's length); else 0. */
+int gw_admin_console(evhtp_request_t *req, const char *method, const char *path,
+                     size_t *bytes);
 
 #endif

@@ -342,8 +342,12 @@ static void listed(void *arg, const struct gw_store_res *res)
         const int64_t lim[4] = { k->limits.rpm, k->limits.burst, k->limits.concurrency,
                                  k->limits.daily_seconds };
         if (ls->json) {
-            printf("%s{\"name\":\"%s\",\"source\":\"config\",\"admin\":%s}", i ? "," : "",
-                   k->name, k->admin ? "true" : "false");
+            printf("%s{\"name\":\"%s\",\"source\":\"config\",\"admin\":%s,\"rpm\":%d,"
+                   "\"burst\":%d,\"concurrency\":%d,\"daily_seconds\":%d,"
+                   "\"expires_at\":%lld}",
+                   i ? "," : "", k->name, k->admin ? "true" : "false", k->limits.rpm,
+                   k->limits.burst, k->limits.concurrency, k->limits.daily_seconds,
+                   (long long)(k->expires_ms / 1000));
             continue;
         }
         print_row(k->name, "config", k->expires_ms && k->expires_ms / 1000 <= now ? "expired"

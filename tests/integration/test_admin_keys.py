@@ -207,6 +207,20 @@ def run(stub, gw, port):
     refused(admin("GET", "/admin/nothing"), 404)
     st, _, b = admin("GET", "/admin/keys")
     assert "quinn" not in b.decode() and st == 200
+    # the console: its files without a key, a strict CSP, nothing inline
+    st, h, b = gwtest.request(port, "GET", "/admin/")
+    assert st == 200 and h["content-type"].startswith("text/html"), (st, h)
+    csp = h["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe" not in csp and "default-src 'none'" in csp
+    assert b"<script>" not in b and b" style=" not in b and b"onclick" not in b, b[:300]
+    for f, ctype in (("app.js", "text/javascript"), ("app.css", "text/css"),
+                     ("uPlot.iife.min.js", "text/javascript"), ("uPlot.min.css", "text/css")):
+        st, h, body = gwtest.request(port, "GET", "/admin/" + f)
+        assert st == 200 and h["content-type"].startswith(ctype) and len(body) > 1000, (f, st)
+    assert gwtest.request(port, "GET", "/admin")[0] == 301
+    refused(gwtest.request(port, "POST", "/admin/app.js")[::2], 401)   # the API's, keyless
+    assert gw.request("GET", "/admin/", key=None)[0] == 404            # not on the public one
+    gw.wait_log(lambda line: line.get("route") == "admin.console" and line["status"] == 301)
     # not on the public listener
     assert gw.request("GET", "/admin/keys", key="lead")[0] == 404
     # every call in the access log, with the admin key's name
