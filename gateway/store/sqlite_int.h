@@ -9,6 +9,7 @@
 
 #include <sqlite3.h>
 
+#include "idindex.h"
 #include "store_int.h"
 
 #define SQ_KEYS_STMTS 12    /* sqlite_keys.c's statements */
@@ -24,6 +25,7 @@ enum stmt_id {
     ST_JOB_INSERT,
     ST_USAGE_ADD,
     ST_JOB_GET,
+    ST_JOB_ID,
     ST_JOB_UPDATE,
     ST_JOB_DELETE,
     ST_JOB_CURSOR,
@@ -73,6 +75,10 @@ struct sqlite_store {
     int wal_frames;       /* frames in the WAL after the last commit */
     int wal_pending;      /* ... of which no checkpoint has copied yet */
     int ckpt_failed;      /* the last checkpoint failed: logged once */
+    /* where each job's row is (idindex.h): loaded at open, the store thread's */
+    struct gw_idindex ids;
+    struct { uint64_t hash; int64_t seq; } *suspect; /* entries to check after the */
+    size_t nsuspect, capsuspect;                     /* transaction (sq_ids_recheck) */
     sqlite3_stmt *keys_st[SQ_KEYS_STMTS]; /* sqlite_keys.c's, prepared on first use */
 };
 
@@ -99,7 +105,14 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap);
 int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query *q,
                      struct gw_usage **out, char *msg, size_t msgcap);
 
-/* The columns row_job reads (sqlite_ops.c's JOB_COLS), and the reader: a row
+/* Load the id index from the jobs table (open). GW_OK, or GW_ERR with msg. */
+int sq_ids_load(struct sqlite_store *s, char *msg, size_t msgcap);
+
+/* After a transaction ended (committed or not): drop the index entries that
+ * operations found pointing at no row of theirs. */
+void sq_ids_recheck(struct sqlite_store *s);
+
+/* The columns a read of jobs selects (sqlite_ops.c's JOB_SEL), and the reader: a row
  * of them into j, its strings owned by op. */
 extern const char sq_job_cols[];
 int sq_row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j);

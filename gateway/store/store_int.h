@@ -103,6 +103,10 @@ struct gw_store {
 /* The engine is done with op (res and err filled): to its loop, from any thread. */
 void gw_store_op_done(struct gw_store_op *op);
 
+/* The same for a chain of operations linked by next (a batch): fewer locks
+ * and wake-ups than one gw_store_op_done each. */
+void gw_store_ops_done(struct gw_store_op *list);
+
 /* size bytes owned by op (freed with it), aligned for any type; NULL if out of memory. */
 void *gw_store_op_alloc(struct gw_store_op *op, size_t size);
 

@@ -483,6 +483,11 @@ static void test_reopen_keeps_data(void)
     CHECK(c.job.refreshed_at == T0 + 6);
     CHECK(c.job.deleted_at == 0 && c.job.refunded == 0);
     CHECK(c.job.object_len == biglen && memcmp(c.job.object, big, biglen) == 0);
+    /* the in-memory id index was loaded at open: the id is still taken */
+    DO(&t, &c, gw_store_job_put(t.sl, mkjob(&b, "video_keep", "bob", T0, 8, GW_JOB_QUEUED), NULL,
+                                CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    CHECK_CONTAINS(c.errmsg, "video_keep is already recorded");
     tl_free(&t);
     gw_store_close(s);
     free(big);
@@ -1249,6 +1254,10 @@ static void test_prune_keeps_totals(void)
     CHECK(!c.has_job);
     get_ok(&t, &c, "video_new");
     CHECK(c.has_job);
+    /* a pruned id is gone from the in-memory index too: it may be recorded again */
+    put_ok(&t, &c, mkjob(&b, "video_old5", "bob", T0 + 40 * DAY, 4, GW_JOB_QUEUED));
+    get_ok(&t, &c, "video_old5");
+    CHECK(c.has_job && strcmp(c.job.key_name, "bob") == 0 && c.job.seconds == 4);
     DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "new", T0 + 40 * DAY + 1, CB(&c)));
     CHECK(c.idem == GW_IDEM_IN_FLIGHT);
     /* nothing left to prune */
@@ -1256,7 +1265,7 @@ static void test_prune_keeps_totals(void)
     CHECK(c.pruned_jobs == 0 && c.pruned_idem == 0);
     tl_free(&t);
     gw_store_close(s);
-    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 1);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 2);
     cap_free(&c);
 }
 
@@ -1946,6 +1955,20 @@ static void test_disk_full(void)
         /* the store goes on (a checkpoint resets the WAL: later writes may fit again) */
         get_ok(&t, &c, "video_small4");
         CHECK(c.has_job);
+        /* the rolled-back puts left their ids in the in-memory index (idindex.h),
+         * pointing at rows that are gone or that later puts took: none is found,
+         * every acknowledged one is */
+        int found = 0;
+        for (int i = 0; i < N; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "video_full%d", i);
+            get_ok(&t, &c, id);
+            if (c.has_job) {
+                CHECK(strcmp(c.job.id, id) == 0);
+                found++;
+            }
+        }
+        CHECK(found == N - k.failed);
         tl_free(&t);
         gw_store_close(s);
         /* what was acknowledged is there, what failed is not, usage agrees */
