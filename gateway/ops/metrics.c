@@ -5,8 +5,9 @@
  * other loops' counters with relaxed atomic loads (metrics.h).
  *
  * Series of a team key exist for the keys of the configuration the scrape runs
- * under: a key removed by a reload disappears from the exposition (Prometheus
- * marks its series stale), a key that stays keeps its counters (its slot).
+ * under and the store's keys (keytab.h): a key removed by a reload or revoked
+ * disappears from the exposition (Prometheus marks its series stale), a key
+ * that stays keeps its counters (its limiter slot).
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keytab.h"
 #include "ops.h"
 #include "server.h"
 #include "store/store.h"
@@ -140,21 +142,29 @@ static const char *const state_names[] = {
 static const char *const op_names[] = {
     "job_put", "job_get", "job_update", "job_delete", "job_list", "job_claim",
     "job_refund", "prune", "idem_begin", "idem_finish", "idem_abort", "usage",
+    "key_put", "key_patch", "key_revoke", "keys_list", "keys_version", "jobs_recent",
 };
 static const char *const key_state_names[] = { "in_use", "resting", "out" };
 
 /* ------------------------------------------------------------- families */
 
-static void requests(struct gw_expo *e, const struct gw_config *cfg)
+/* The team keys a scrape reports: the config's, then the store's (keytab.h; a
+ * store key named like a config key is not in the table). */
+struct keys {
+    const struct gw_team_key *const *v;
+    unsigned n;
+};
+
+static void requests(struct gw_expo *e, const struct keys *ks)
 {
     static const char *name = "videogw_http_requests_total";
 
     gw_expo_family(e, name, "counter",
                    "Requests answered, by route, status class and team key name (key=\"\": "
                    "no valid key).");
-    for (int64_t k = -1; k < (int64_t)cfg->nkeys; k++) {
-        int64_t slot = k < 0 ? -1 : (int64_t)cfg->keys[k].slot;
-        const char *kname = k < 0 ? "" : cfg->keys[k].name;
+    for (int64_t k = -1; k < (int64_t)ks->n; k++) {
+        int64_t slot = k < 0 ? -1 : (int64_t)ks->v[k]->slot;
+        const char *kname = k < 0 ? "" : ks->v[k]->name;
         for (int r = 0; r < GW_M_ROUTES; r++) {
             const char *route = gw_m_route_name(r);
             if (route == NULL)
@@ -259,17 +269,17 @@ static void upstream(struct gw_expo *e, const struct gw_config *cfg)
     }
 }
 
-static void per_key(struct gw_expo *e, const struct gw_config *cfg)
+static void per_key(struct gw_expo *e, const struct keys *ks)
 {
     static const char *lim = "videogw_limiter_decisions_total";
     static const char *vs = "videogw_video_seconds_total";
 
     gw_expo_family(e, lim, "counter",
                    "Admission decisions on creates and remixes, by team key and outcome.");
-    for (unsigned k = 0; k < cfg->nkeys; k++) {
+    for (unsigned k = 0; k < ks->n; k++) {
         for (unsigned o = 0; o < GW_M_LIMIT_N; o++) {
-            uint64_t v = KSUM(cfg->keys[k].slot, limit[o]);
-            struct gw_label lb[] = { { "key", cfg->keys[k].name }, { "outcome", limit_names[o] } };
+            uint64_t v = KSUM(ks->v[k]->slot, limit[o]);
+            struct gw_label lb[] = { { "key", ks->v[k]->name }, { "outcome", limit_names[o] } };
             if (v > 0 || o == GW_M_ADMITTED)
                 gw_expo_sample_u64(e, lim, lb, 2, v);
         }
@@ -278,14 +288,14 @@ static void per_key(struct gw_expo *e, const struct gw_config *cfg)
                    "Video-seconds by team key, model sent and outcome: reserved before the "
                    "upstream sees a create, then kept (a job exists) or released (none); "
                    "refunded when a job fails later.");
-    for (unsigned k = 0; k < cfg->nkeys; k++) {
+    for (unsigned k = 0; k < ks->n; k++) {
         for (int m = 0; m <= GW_M_MODELS; m++) {
             const char *model = m == GW_M_MODELS ? "other" : gw_m_model_name(m);
             if (model == NULL)
                 continue;
             for (unsigned o = 0; o < GW_M_VS_N; o++) {
-                uint64_t v = KSUM(cfg->keys[k].slot, vs[m][o]);
-                struct gw_label lb[] = { { "key", cfg->keys[k].name }, { "model", model },
+                uint64_t v = KSUM(ks->v[k]->slot, vs[m][o]);
+                struct gw_label lb[] = { { "key", ks->v[k]->name }, { "model", model },
                                          { "outcome", vs_names[o] } };
                 if (v > 0)
                     gw_expo_sample_u64(e, vs, lb, 3, v);
@@ -393,16 +403,29 @@ static void process_metrics(struct gw_expo *e)
     gw_expo_sample(e, "process_start_time_seconds", NULL, 0, start_unix);
 }
 
-void gw_metrics_scrape(struct gw_expo *e, const struct gw_config *cfg)
+void gw_metrics_scrape(struct gw_expo *e, const struct gw_config *cfg,
+                       const struct gw_keytab *kt)
 {
+    unsigned n = cfg->nkeys + (kt != NULL ? kt->nkeys : 0), i = 0;
+    const struct gw_team_key **v = calloc(n ? n : 1, sizeof(*v));
+    struct keys ks = { v, n };
     char why[256];
+
+    if (v == NULL) {
+        e->full = 1; /* out of memory: the caller answers 500 */
+        return;
+    }
+    for (unsigned k = 0; k < cfg->nkeys; k++)
+        v[i++] = &cfg->keys[k];
+    for (unsigned k = 0; kt != NULL && k < kt->nkeys; k++)
+        v[i++] = &kt->keys[k];
 
     gw_expo_family(e, "videogw_build_info", "gauge", "The gateway's version (always 1).");
     gw_expo_sample(e, "videogw_build_info", (struct gw_label[]){ { "version", GW_VERSION } }, 1,
                    1);
     gw_expo_family(e, "videogw_ready", "gauge", "1 when /readyz answers 200, else 0.");
     gw_expo_sample(e, "videogw_ready", NULL, 0, gw_readyz_check(why, sizeof(why)) == GW_OK);
-    requests(e, cfg);
+    requests(e, &ks);
     histograms(e, "videogw_http_request_duration_seconds",
                "Request durations, from the request head to the end of the answer, by route.",
                0);
@@ -412,8 +435,9 @@ void gw_metrics_scrape(struct gw_expo *e, const struct gw_config *cfg)
     bytes(e);
     inflight(e);
     upstream(e, cfg);
-    per_key(e, cfg);
+    per_key(e, &ks);
     store_metrics(e);
     reload_metrics(e);
     process_metrics(e);
+    free(v);
 }

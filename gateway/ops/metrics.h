@@ -28,7 +28,7 @@
 #define GW_M_BUCKETS 18                    /* histogram bounds (metrics.c) */
 #define GW_M_STATES 8                      /* exchange states (proxy's enum xstate) */
 #define GW_M_MODELS 64                     /* models counted apart; the rest: "other" */
-#define GW_M_OPS 16                        /* store operation kinds */
+#define GW_M_OPS 24                        /* store operation kinds */
 #define GW_M_KCHUNK 16                     /* keys per lazily allocated block */
 #define GW_M_NCHUNKS 4096                  /* 65536 key slots, the limiter's maximum */
 

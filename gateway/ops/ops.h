@@ -16,6 +16,7 @@
 
 struct gw_worker;
 struct gw_store;
+struct gw_keytab;
 
 /* At start, before the loops run: one counter block per loop; the workers (for
  * their upstream key pools) and the store (NULL: none) the scrape reads.
@@ -31,8 +32,10 @@ void gw_metrics_config(const struct gw_config *cfg);
 /* A SIGHUP reload ended: applied (1) or refused (0). Main thread. */
 void gw_metrics_reload(int ok);
 
-/* The whole exposition for cfg's keys into e (e->full: cut, answer 500). */
-void gw_metrics_scrape(struct gw_expo *e, const struct gw_config *cfg);
+/* The whole exposition for the keys of cfg and of kt (the store's; may be NULL)
+ * into e (e->full: cut, answer 500). */
+void gw_metrics_scrape(struct gw_expo *e, const struct gw_config *cfg,
+                       const struct gw_keytab *kt);
 
 /* Upstream key i as the loops know it now (now_ms: monotonic). */
 enum gw_key_state {

@@ -182,6 +182,13 @@ static int row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j)
     return GW_OK;
 }
 
+const char sq_job_cols[] = JOB_SEL;
+
+int sq_row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j)
+{
+    return row_job(op, st, j);
+}
+
 /* --------------------------------------------------------------- the id index */
 
 /* Check later, after this transaction, whether (hash, seq) still points at a
@@ -820,7 +827,8 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
 
 int sq_op_reads_only(enum gw_store_op_kind k)
 {
-    return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE;
+    return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE ||
+           k == GW_OP_KEYS_LIST || k == GW_OP_KEYS_VERSION || k == GW_OP_JOBS_RECENT;
 }
 
 int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
@@ -849,6 +857,13 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
         return op_idem_finish(s, op);
     case GW_OP_USAGE:
         return op_usage(s, op);
+    case GW_OP_KEY_PUT:
+    case GW_OP_KEY_PATCH:
+    case GW_OP_KEY_REVOKE:
+    case GW_OP_KEYS_LIST:
+    case GW_OP_KEYS_VERSION:
+    case GW_OP_JOBS_RECENT:
+        return sq_keys_run(s, op);
     }
     gw_store_op_fail(op, "unknown store operation");
     return GW_ERR;

@@ -77,8 +77,32 @@ static const char *const schema_v1[] = {
     NULL,
 };
 
+/* Version 2 (issue 8): team keys kept in the store, beside the config's. */
+static const char *const schema_v2_keys[] = {
+    "CREATE TABLE keys ("
+    " name          TEXT    NOT NULL PRIMARY KEY," /* [A-Za-z0-9_.-]{1,64}; never reused */
+    " sha256        BLOB    NOT NULL UNIQUE,"      /* 32 bytes: SHA-256 of the secret */
+    " rpm           INTEGER NOT NULL DEFAULT -1,"  /* -1: the config's [limits] default */
+    " burst         INTEGER NOT NULL DEFAULT -1,"
+    " concurrency   INTEGER NOT NULL DEFAULT -1,"
+    " daily_seconds INTEGER NOT NULL DEFAULT -1,"
+    " models        TEXT    NOT NULL DEFAULT '',"  /* comma list; '': every model */
+    " expires_at    INTEGER NOT NULL DEFAULT 0,"   /* unix s; 0: never */
+    " created_at    INTEGER NOT NULL,"
+    " updated_at    INTEGER NOT NULL,"
+    " revoked_at    INTEGER NOT NULL DEFAULT 0)",  /* unix s; 0: active */
+    /* bumped by every write to keys, in the same transaction: what the gateway
+     * polls (one row read) to notice a change made by another process */
+    "CREATE TABLE keys_version ("
+    " id      INTEGER PRIMARY KEY CHECK (id = 1),"
+    " version INTEGER NOT NULL)",
+    "INSERT INTO keys_version(id, version) VALUES(1, 0)",
+    NULL,
+};
+
 static const char *const *const migrations[] = {
-    schema_v1, /* version 1 */
+    schema_v1,      /* version 1 */
+    schema_v2_keys, /* version 2 */
 };
 
 _Static_assert(GW_ARRAY_LEN(migrations) == GW_STORE_SCHEMA_VERSION,

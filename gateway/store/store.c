@@ -254,6 +254,42 @@ static int submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb c
     return GW_AGAIN;
 }
 
+struct gw_store_op *gw_store_op_new(enum gw_store_op_kind kind, size_t strings, char **strp,
+                                    struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op = op_new(kind, strings, &pk, err);
+
+    *strp = op != NULL ? pk.p : NULL;
+    return op;
+}
+
+int gw_store_op_submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb cb,
+                       void *arg, struct gw_store_op **opp, struct gw_error *err)
+{
+    return submit(l, op, cb, arg, opp, err);
+}
+
+int gw_store_op_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                         gw_store_cb cb, void *arg, struct gw_error *err)
+{
+    int rc = GW_ERR;
+
+    op->res.rc = GW_OK;
+    if (o == NULL || o->path == NULL || o->path[0] == '\0')
+        gw_error_set(err, 0, NULL, NULL, NULL, "store: no path given");
+    else if (gw_store_sqlite_run_sync(o, op, err) == GW_OK)
+        rc = GW_OK;
+    if (rc == GW_OK && op->res.rc != GW_OK) {
+        *err = op->err;
+        rc = GW_ERR;
+    }
+    if (rc == GW_OK && cb != NULL)
+        cb(arg, &op->res);
+    op_free(op);
+    return rc;
+}
+
 static void loop_release(struct gw_store_loop *l)
 {
     pthread_mutex_destroy(&l->mu);

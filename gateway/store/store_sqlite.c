@@ -330,6 +330,7 @@ static void sqlite_free(struct sqlite_store *s)
 {
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    sq_keys_finalize(s);
     if (s->db != NULL)
         sqlite3_close(s->db); /* the last connection: checkpoints, removes the WAL */
     pthread_mutex_destroy(&s->mu);

@@ -97,6 +97,13 @@ def test_metrics_after_traffic():
             assert st == 200, (st, b)
         job = json.loads(b)["id"]
         assert create(gw, "bob")[0] == 429              # over bob's daily_seconds
+        # a key kept in the store (admin API) is reported like a config key
+        st, _, b = gwtest.request(gw.admin_port, "POST", "/admin/keys",
+                                  headers=dict(JSON, Authorization="Bearer " + gw.keys["lead"]),
+                                  body=json.dumps({"name": "nina"}).encode())
+        assert st == 200, b
+        gw.keys["nina"] = json.loads(b)["secret"]
+        assert create(gw, "nina", seconds="4")[0] == 200
         assert gw.request("GET", "/v1/videos/" + job, key="bob")[0] == 200
         assert gw.request("GET", "/v1/videos", key=None)[0] == 401
         assert gw.request("GET", "/nope", key="alice")[0] == 404
@@ -122,15 +129,17 @@ def test_metrics_after_traffic():
         assert value(m, req, route="list", status="4xx", key="") == 1
         # /nope and /metrics on the public listener: refused by the router, before auth
         assert value(m, req, route="unmatched", status="4xx", key="") == 2
-        assert value(m, "videogw_http_request_duration_seconds_count", route="create") == 4
+        assert value(m, "videogw_http_request_duration_seconds_count", route="create") == 5
         assert value(m, "videogw_http_request_duration_seconds_bucket", route="create",
-                     le="+Inf") == 4
-        assert value(m, "videogw_upstream_response_head_seconds_count", route="create") == 3
+                     le="+Inf") == 5
+        assert value(m, "videogw_upstream_response_head_seconds_count", route="create") == 4
         assert value(m, "videogw_http_request_body_bytes_total", route="create") > 0
         vs = "videogw_video_seconds_total"
         assert value(m, vs, key="alice", model="veo_3_1", outcome="reserved") == 16, text
         assert value(m, vs, key="alice", model="veo_3_1", outcome="kept") == 16
         assert value(m, vs, key="bob", model="veo_3_1", outcome="kept") == 8
+        assert value(m, vs, key="nina", model="veo_3_1", outcome="kept") == 4, text
+        assert value(m, req, route="create", status="2xx", key="nina") == 1
         lim = "videogw_limiter_decisions_total"
         assert value(m, lim, key="alice", outcome="admitted") == 2
         assert value(m, lim, key="bob", outcome="quota_exceeded") == 1
@@ -143,12 +152,12 @@ def test_metrics_after_traffic():
         assert sum(v for (n, _), v in m.items() if n == "videogw_exchanges_in_flight") == 0
         assert value(m, "videogw_upstream_connections", state="busy") == 0
         assert value(m, "videogw_upstream_connections", state="idle") >= 1
-        assert value(m, "videogw_store_operations_total", op="job_put", result="ok") == 3
+        assert value(m, "videogw_store_operations_total", op="job_put", result="ok") == 4
         assert value(m, "videogw_store_operation_duration_seconds_count") >= 3
         assert value(m, "process_open_fds") > 0
         assert value(m, "process_resident_memory_bytes") > 1e6
         assert value(m, "videogw_ready") == 1
-        for secret in [gwtest.shared_stub().key] + list(gw.keys.values()):
+        for secret in [gwtest.shared_stub().key] + list(gw.keys.values()):  # nina's too
             assert secret not in text
         check_rules({name for name, _ in m})
         gwtest.stop_clean(gw)
