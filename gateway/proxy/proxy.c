@@ -115,7 +115,10 @@ static int64_t key_slot(const struct exchange *x)
 
 static struct gw_str model_sent(const struct exchange *x)
 {
-    return x->have_model ? x->resolved.sent : (struct gw_str){ NULL, 0 };
+    /* a model outside the catalog counts as "other" whatever its name; its
+     * resolved.sent points into a JSON body that may be freed by now */
+    return x->have_model && x->resolved.model != NULL ? x->resolved.sent
+                                                      : (struct gw_str){ NULL, 0 };
 }
 
 int64_t gw_proxy_unix_ms(void)

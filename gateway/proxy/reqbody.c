@@ -184,8 +184,10 @@ static int reserve_seconds(struct exchange *x, struct gw_error *err)
         gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
         return GW_ERR;
     }
-    gw_m_vs(x->key->slot, x->have_model ? x->resolved.sent : (struct gw_str){ NULL, 0 },
-            GW_M_VS_RESERVED, secs);
+    gw_m_vs(x->key->slot,
+            x->have_model && x->resolved.model != NULL ? x->resolved.sent
+                                                       : (struct gw_str){ NULL, 0 },
+            GW_M_VS_RESERVED, secs); /* a model outside the catalog: "other" */
     x->quota_reserved = 1;
     x->quota_seconds = secs;
     x->quota_day = day;

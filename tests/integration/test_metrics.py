@@ -163,6 +163,24 @@ def test_metrics_after_traffic():
         gwtest.stop_clean(gw)
 
 
+def test_unknown_model_counts_as_other():
+    """A model outside the catalog ([models] unknown = pass) is counted as "other": a
+    client cannot make series at will (and its name, in a freed JSON body by the time
+    the upstream answers, is never read)."""
+    d = gwtest.shared_tmpdir("gwtest-metrics-")
+    with start(d, models_unknown="pass") as gw:
+        for model in ("my-own-model-1", "my-own-model-2"):
+            st, _, b = create(gw, "alice", model=model, seconds="5")
+            assert st == 200, b
+        st, _, b = scrape(gw)
+        m = parse(b.decode())
+        promtool_check(b.decode())
+        vs = "videogw_video_seconds_total"
+        assert value(m, vs, key="alice", model="other", outcome="kept") == 10, b
+        assert b"my-own-model" not in b
+        gwtest.stop_clean(gw)
+
+
 def test_scrape_during_reloads():
     """Scrapes while SIGHUP reloads swap the configuration: every answer a valid
     exposition, the reload counters right, no crash."""
