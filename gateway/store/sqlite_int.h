@@ -40,6 +40,9 @@ enum stmt_id {
     ST_IDEM_PUT_DONE,
     ST_IDEM_ABORT,
     ST_USAGE,
+    /* characters (issue 9) */
+    ST_CHARACTER_INSERT,
+    ST_CHARACTER_GET,
     ST_COUNT,
 };
 

@@ -81,6 +81,11 @@ const char *const sq_stmt_sql[ST_COUNT] = {
     [ST_USAGE] = "SELECT day, key_name, model, jobs, seconds, failed, refunded_seconds "
                  "FROM usage_daily WHERE day >= ?1 AND day <= ?2 "
                  "AND (?3 IS NULL OR key_name = ?3) ORDER BY key_name, model, day",
+    /* characters (issue 9) */
+    [ST_CHARACTER_INSERT] = "INSERT INTO characters(id, key_name, upstream_key, name, "
+                            "created_at, object) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_CHARACTER_GET] = "SELECT id, key_name, upstream_key, name, created_at, object "
+                         "FROM characters WHERE id = ?1",
 };
 
 /* ------------------------------------------------------- statement helpers */
@@ -656,9 +661,79 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
     return rc;
 }
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+static int op_character_put(struct sqlite_store *s, struct gw_store_op *op)
+{
+    const struct gw_character *c = &op->character;
+    sqlite3_stmt *st = stmt(s, ST_CHARACTER_INSERT);
+
+    bind_text(st, 1, c->id);
+    bind_text(st, 2, c->key_name);
+    bind_text(st, 3, c->upstream_key);
+    bind_text(st, 4, c->name);
+    sqlite3_bind_int64(st, 5, c->created_at);
+    sqlite3_bind_text(st, 6, c->object, (int)c->object_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+        gw_store_op_fail(op, "character %s is already recorded", c->id);
+        return GW_ERR;
+    }
+    if (rc != SQLITE_DONE) {
+        gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
+        return GW_ERR;
+    }
+    return GW_OK;
+}
+
+static int op_character_get(struct sqlite_store *s, struct gw_store_op *op)
+{
+    sqlite3_stmt *st = stmt(s, ST_CHARACTER_GET);
+    const unsigned char *txt[5];
+    size_t len[5], total = 0;
+    static const int cols[5] = { 0, 1, 2, 3, 5 }; /* id, key_name, upstream_key, name, object */
+    int rc;
+
+    bind_text(st, 1, op->character.id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        op->res.character = NULL;
+        return GW_OK;
+    }
+    if (rc != SQLITE_ROW)
+        return exec_done(s, st, op);
+    struct gw_character *c = gw_store_op_alloc(op, sizeof(*c));
+    for (int i = 0; i < 5; i++) {
+        txt[i] = sqlite3_column_text(st, cols[i]); /* then bytes: the text's length */
+        len[i] = (size_t)sqlite3_column_bytes(st, cols[i]);
+        total += len[i] + 1;
+    }
+    char *p = c != NULL ? gw_store_op_alloc(op, total) : NULL;
+    if (p == NULL) {
+        sqlite3_reset(st);
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    const char **dst[5] = { &c->id, &c->key_name, &c->upstream_key, &c->name, &c->object };
+    for (int i = 0; i < 5; i++) {
+        if (len[i] > 0)
+            memcpy(p, txt[i], len[i]);
+        p[len[i]] = '\0';
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
+    c->object_len = len[4];
+    c->created_at = sqlite3_column_int64(st, 4);
+    sqlite3_reset(st);
+    op->res.character = c;
+    return GW_OK;
+}
+
 int sq_op_reads_only(enum gw_store_op_kind k)
 {
-    return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE;
+    return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE ||
+           k == GW_OP_CHARACTER_GET;
 }
 
 int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
@@ -687,6 +762,10 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
         return op_idem_finish(s, op);
     case GW_OP_USAGE:
         return op_usage(s, op);
+    case GW_OP_CHARACTER_PUT:
+        return op_character_put(s, op);
+    case GW_OP_CHARACTER_GET:
+        return op_character_get(s, op);
     }
     gw_store_op_fail(op, "unknown store operation");
     return GW_ERR;

@@ -73,8 +73,21 @@ static const char *const schema_v1[] = {
     NULL,
 };
 
+/* Version 2 (issue 9): characters, owned and pinned like jobs. */
+static const char *const schema_v2_characters[] = {
+    "CREATE TABLE characters ("
+    " id           TEXT    NOT NULL PRIMARY KEY," /* the upstream's character id */
+    " key_name     TEXT    NOT NULL,"             /* owner: the team key's name */
+    " upstream_key TEXT    NOT NULL,"             /* label of the upstream key */
+    " name         TEXT    NOT NULL,"
+    " created_at   INTEGER NOT NULL,"             /* unix s, the character object's */
+    " object       TEXT    NOT NULL)",            /* the character object (JSON) */
+    NULL,
+};
+
 static const char *const *const migrations[] = {
-    schema_v1, /* version 1 */
+    schema_v1,            /* version 1 */
+    schema_v2_characters, /* version 2 */
 };
 
 _Static_assert(GW_ARRAY_LEN(migrations) == GW_STORE_SCHEMA_VERSION,
