@@ -2013,6 +2013,103 @@ static void test_order(void)
 
 /* ------------------------------------------------------------------- main */
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+struct charcap {
+    int calls, rc, found;
+    char id[140], key_name[64], upstream_key[64], name[64], object[256];
+    int64_t created_at;
+};
+
+static void char_cb(void *arg, const struct gw_store_res *res)
+{
+    struct charcap *c = arg;
+    const struct gw_character *ch = res->character;
+
+    c->calls++;
+    c->rc = res->rc;
+    c->found = ch != NULL;
+    if (ch == NULL)
+        return;
+    snprintf(c->id, sizeof(c->id), "%s", ch->id);
+    snprintf(c->key_name, sizeof(c->key_name), "%s", ch->key_name);
+    snprintf(c->upstream_key, sizeof(c->upstream_key), "%s", ch->upstream_key);
+    snprintf(c->name, sizeof(c->name), "%s", ch->name);
+    CHECK(ch->object[ch->object_len] == '\0' && ch->object_len < sizeof(c->object));
+    memcpy(c->object, ch->object, ch->object_len + 1);
+    c->created_at = ch->created_at;
+}
+
+static void test_characters(void)
+{
+    const char *path = new_path("characters");
+    struct gw_store *s = open_store(path, 0);
+    static const char obj[] = "{\"id\":\"char_1\",\"created_at\":1767225600,\"name\":\"Moo\"}";
+    struct gw_character ch = { "char_1", "alice", "env:UP_B", "Moo", T0, obj, sizeof(obj) - 1 };
+    struct gw_error err;
+    struct charcap c;
+    struct tloop t;
+
+    tl_init(&t, s);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_get(t.sl, "char_1", char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK && c.found);
+    CHECK(strcmp(c.key_name, "alice") == 0 && strcmp(c.upstream_key, "env:UP_B") == 0);
+    CHECK(strcmp(c.name, "Moo") == 0 && strcmp(c.object, obj) == 0 && c.created_at == T0);
+    /* the same id again is an error; an unknown id is no row */
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_ERR);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_get(t.sl, "char_2", char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK && !c.found);
+    /* arguments checked before anything is queued */
+    ch.id = "";
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_ERR);
+    ch.id = "char_3";
+    ch.key_name = NULL;
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_character_get(t.sl, NULL, char_cb, &c, NULL, &err) == GW_ERR);
+    tl_free(&t);
+    gw_store_close(s);
+}
+
+/* A file of schema version 1 (issue 6) gains the characters table, its jobs kept. */
+static void test_migrate_v1(void)
+{
+    const char *path = new_path("v1");
+    struct gw_store *s = open_store(path, 0);
+    struct jobbuf b;
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_old", "alice", T0, 8, GW_JOB_QUEUED));
+    tl_free(&t);
+    gw_store_close(s);
+    /* back to what a version 1 gateway wrote */
+    raw_exec(path, "DROP TABLE characters; PRAGMA user_version = 1");
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 0);
+    s = open_store(path, 0);
+    CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 1);
+    tl_init(&t, s);
+    cap_reset(&c);
+    get_ok(&t, &c, "video_old");
+    CHECK(c.has_job && strcmp(c.job.key_name, "alice") == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -2041,6 +2138,8 @@ static const struct {
     { "checkpoints", test_checkpoints },
     { "durability_kill9", test_durability_kill9 },
     { "disk_full", test_disk_full },
+    { "characters", test_characters },
+    { "migrate_v1", test_migrate_v1 },
 };
 
 /* The temporary directory goes, also when a test fails (exit(1)); not from a
