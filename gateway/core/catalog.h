@@ -51,6 +51,7 @@ struct gw_catalog {
     struct gw_alias *aliases;
     unsigned naliases;
     int allow_unknown;      /* 1: unknown models pass through unchanged; 0: 400 */
+    int characters;         /* 1: the service offers /v1/videos/characters; 0: 404 */
 };
 
 /* The result of resolving what a client asked for. */

@@ -164,6 +164,7 @@ const struct conf_directive conf_directives[] = {
 
     { SEC_MODELS, "unknown", CONF_ENUM, CFG(catalog.allow_unknown), "reject", 0, 0,
       unknown_names, 0 },
+    { SEC_MODELS, "characters", CONF_BOOL, CFG(catalog.characters), "on", 0, 0, NULL, 0 },
 
     { SEC_MODEL, "family", CONF_ENUM, offsetof(struct gw_model, family), NULL, 0, 0,
       family_names, CONF_REQUIRED },

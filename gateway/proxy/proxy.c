@@ -401,6 +401,12 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         gw_reply_models(x);
         return EVHTP_RES_OK;
     }
+    if ((x->route.id == GW_ROUTE_CHARACTER_CREATE || x->route.id == GW_ROUTE_CHARACTER) &&
+        !x->cfg->catalog.characters) {
+        gw_error_set(&err, 404, "invalid_request_error", "unsupported_operation", NULL,
+                     "The video service behind this gateway offers no characters");
+        goto refuse;
+    }
     if (classify_body(x, h, &err) != GW_OK)
         goto refuse;
 
