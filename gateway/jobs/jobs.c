@@ -341,7 +341,7 @@ int gw_jobs_record(struct exchange *x)
     struct evbuffer *b = x->resp;
     size_t len = evbuffer_get_length(b);
     const char *body = (const char *)evbuffer_pullup(b, -1);
-    char secs[32], created[32];
+    char secs[32], created[32], idbuf[32], mbuf[32];
     struct gw_error err;
     struct gw_job j;
     cJSON *o;
@@ -349,14 +349,14 @@ int gw_jobs_record(struct exchange *x)
 
     if (x->route.id == GW_ROUTE_CHARACTER_CREATE)
         return gw_characters_record(x);
-    if (x->w->store == NULL || (x->route.id != GW_ROUTE_CREATE &&
-                                x->route.id != GW_ROUTE_REMIX &&
-                                x->route.id != GW_ROUTE_EDIT &&
-                                x->route.id != GW_ROUTE_EXTEND) ||
+    /* without a store nothing is recorded, but an edit is still metered */
+    if ((x->w->store == NULL && x->route.id != GW_ROUTE_EDIT) ||
+        (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX &&
+         x->route.id != GW_ROUTE_EDIT && x->route.id != GW_ROUTE_EXTEND) ||
         x->up_status < 200 || x->up_status > 299 || len == 0)
         return GW_OK;
     o = cJSON_ParseWithLength(body, len);
-    const char *id = str_field(o, "id", secs, sizeof(secs));
+    const char *id = str_field(o, "id", idbuf, sizeof(idbuf));
     if (o == NULL || id == NULL || !gw_router_valid_id((struct gw_str){ id, strlen(id) })) {
         gw_log(GW_LOG_WARN, "rid=%s key=%s the upstream's %d answer to a create holds no job "
                "id: not recorded", x->rid, x->key->name, x->up_status);
@@ -371,7 +371,7 @@ int gw_jobs_record(struct exchange *x)
              : x->route.id == GW_ROUTE_EXTEND ? GW_JOB_EXTEND
                                               : GW_JOB_CREATE;
     j.model_asked = x->model_asked[0] ? x->model_asked : "";
-    const char *model = str_field(o, "model", secs, sizeof(secs));
+    const char *model = str_field(o, "model", mbuf, sizeof(mbuf));
     j.model_sent = model != NULL ? model : j.model_asked[0] ? j.model_asked : "unknown";
     const char *s = str_field(o, "seconds", secs, sizeof(secs));
     j.seconds = s != NULL ? atoi(s) : (int)x->quota_seconds;
@@ -384,6 +384,8 @@ int gw_jobs_record(struct exchange *x)
     /* an edit reserves nothing: it is metered by what the upstream made */
     if (j.kind == GW_JOB_EDIT && j.seconds > 0)
         gw_limiter_charge(x->w->limiter, x->key, (uint32_t)j.seconds, gw_proxy_unix_ms());
+    if (x->w->store == NULL)
+        goto out;
     const char *size = str_field(o, "size", created, sizeof(created));
     j.size = size != NULL ? size : "";
     const char *st = str_field(o, "status", created, sizeof(created));
