@@ -86,6 +86,17 @@ const char *const sq_stmt_sql[ST_COUNT] = {
                             "created_at, object) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_CHARACTER_GET] = "SELECT id, key_name, upstream_key, name, created_at, object "
                          "FROM characters WHERE id = ?1",
+    /* usage per kind of job (issue 9): the same counters, one more key column */
+    [ST_USAGE_KIND_ADD] = "INSERT INTO usage_daily_kind(day, key_name, model, kind, jobs, "
+                          "seconds, failed, refunded_seconds) "
+                          "VALUES(?1, ?2, ?3, ?8, ?4, ?5, ?6, ?7) "
+                          "ON CONFLICT(day, key_name, model, kind) DO UPDATE SET "
+                          "jobs = jobs + excluded.jobs, seconds = seconds + excluded.seconds, "
+                          "failed = failed + excluded.failed, "
+                          "refunded_seconds = refunded_seconds + excluded.refunded_seconds",
+    [ST_USAGE_KIND] = "SELECT day, key_name, model, jobs, seconds, failed, refunded_seconds, "
+                      "kind FROM usage_daily_kind WHERE day >= ?1 AND day <= ?2 "
+                      "AND (?3 IS NULL OR key_name = ?3) ORDER BY key_name, model, kind, day",
 };
 
 /* ------------------------------------------------------- statement helpers */
@@ -201,10 +212,12 @@ static int load_job(struct sqlite_store *s, struct gw_store_op *op, const char *
 /* One upsert of a (day, key, model)'s counters. GW_OK, or GW_ERR with op
  * failed (if op). */
 static int usage_write(struct sqlite_store *s, struct gw_store_op *op,
-                       const struct usage_delta *d)
+                       const struct usage_delta *d, int by_kind)
 {
-    sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
+    sqlite3_stmt *st = stmt(s, by_kind ? ST_USAGE_KIND_ADD : ST_USAGE_ADD);
 
+    if (by_kind)
+        bind_text(st, 8, d->kind);
     sqlite3_bind_text(st, 1, d->day, -1, SQLITE_STATIC);
     bind_text(st, 2, d->key_name);
     bind_text(st, 3, d->model);
@@ -225,13 +238,13 @@ static int usage_add(struct sqlite_store *s, struct gw_store_op *op, const struc
                      int jobs, int64_t seconds, int failed, int64_t refunded)
 {
     struct usage_delta d = {
-        .key_name = j->key_name, .model = j->model_sent,
+        .key_name = j->key_name, .model = j->model_sent, .kind = gw_job_kind_name(j->kind),
         .jobs = jobs, .seconds = seconds, .failed = failed, .refunded = refunded,
     };
 
     gw_store_day(j->created_at, d.day);
     if (s->nudelta == GW_ARRAY_LEN(s->udelta)) /* not expected: one per operation */
-        return usage_write(s, op, &d);
+        return usage_write(s, op, &d, 0) == GW_OK ? usage_write(s, op, &d, 1) : GW_ERR;
     s->udelta[s->nudelta++] = d;
     return GW_OK;
 }
@@ -245,7 +258,30 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
 
     s->nudelta = 0;
     for (unsigned i = 0; i < n; i++)
-        u[i].merged = 0;
+        u[i].merged = u[i].kmerged = 0;
+    /* usage_daily_kind first, from the deltas as noted (usage_daily's merge below
+     * adds into them) */
+    for (unsigned i = 0; i < n; i++) {
+        struct usage_delta k = u[i];
+
+        if (u[i].kmerged)
+            continue;
+        for (unsigned m = i + 1; m < n; m++) {
+            if (!u[m].kmerged && strcmp(u[m].day, k.day) == 0 &&
+                strcmp(u[m].key_name, k.key_name) == 0 && strcmp(u[m].model, k.model) == 0 &&
+                strcmp(u[m].kind, k.kind) == 0) {
+                k.jobs += u[m].jobs;
+                k.seconds += u[m].seconds;
+                k.failed += u[m].failed;
+                k.refunded += u[m].refunded;
+                u[m].kmerged = 1;
+            }
+        }
+        if (usage_write(s, NULL, &k, 1) != GW_OK) {
+            snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
+            return GW_ERR;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         if (u[i].merged)
             continue;
@@ -260,7 +296,7 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
                 u[k].merged = 1;
             }
         }
-        if (usage_write(s, NULL, &u[i]) != GW_OK) {
+        if (usage_write(s, NULL, &u[i], 0) != GW_OK) {
             snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
             return GW_ERR;
         }
@@ -614,6 +650,9 @@ int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query 
         r->seconds = sqlite3_column_int64(st, 4);
         r->failed = sqlite3_column_int64(st, 5);
         r->refunded_seconds = sqlite3_column_int64(st, 6);
+        r->kind = NULL;
+        if (q->by_kind && (r->kind = strdup((const char *)sqlite3_column_text(st, 7))) == NULL)
+            goto oom;
     }
     if (rc != SQLITE_DONE) {
         snprintf(msg, msgcap, "%s", sqlite3_errmsg(db));
@@ -637,7 +676,8 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
     struct gw_usage *u;
     char msg[200];
 
-    if (sq_usage_collect(s->db, stmt(s, ST_USAGE), &op->usage_q, &u, msg, sizeof(msg)) != GW_OK) {
+    if (sq_usage_collect(s->db, stmt(s, op->usage_q.by_kind ? ST_USAGE_KIND : ST_USAGE),
+                         &op->usage_q, &u, msg, sizeof(msg)) != GW_OK) {
         gw_store_op_fail(op, "the job store failed: %s", msg);
         return GW_ERR;
     }
@@ -648,7 +688,10 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
         rows[i] = u->rows[i];
         rows[i].key_name = gw_store_op_strdup(op, u->rows[i].key_name, strlen(u->rows[i].key_name));
         rows[i].model = gw_store_op_strdup(op, u->rows[i].model, strlen(u->rows[i].model));
-        if (rows[i].key_name == NULL || rows[i].model == NULL)
+        if (u->rows[i].kind != NULL)
+            rows[i].kind = gw_store_op_strdup(op, u->rows[i].kind, strlen(u->rows[i].kind));
+        if (rows[i].key_name == NULL || rows[i].model == NULL ||
+            (u->rows[i].kind != NULL && rows[i].kind == NULL))
             rc = GW_ERR;
     }
     if (rc == GW_OK) {

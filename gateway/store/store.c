@@ -754,6 +754,7 @@ int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_s
     op->usage_q.since = pack_str(&pk, q->since);
     op->usage_q.until = pack_str(&pk, q->until);
     op->usage_q.key_name = pack_str(&pk, q->key_name);
+    op->usage_q.by_kind = q->by_kind;
     return submit(l, op, cb, arg, opp, err);
 }
 
@@ -775,6 +776,7 @@ void gw_store_usage_free(struct gw_usage *u)
     for (size_t i = 0; i < u->n; i++) {
         free((char *)u->rows[i].key_name);
         free((char *)u->rows[i].model);
+        free((char *)u->rows[i].kind);
     }
     free(u->rows);
     free(u);

@@ -52,7 +52,7 @@ struct gw_store;      /* an open store (an engine) */
 struct gw_store_loop; /* the store as seen by one event loop */
 struct gw_store_op;   /* a pending asynchronous operation */
 
-#define GW_STORE_SCHEMA_VERSION 2  /* PRAGMA user_version this binary writes */
+#define GW_STORE_SCHEMA_VERSION 3  /* PRAGMA user_version this binary writes */
 #define GW_STORE_LIST_MAX 100      /* list: limit is 1..100 (OpenAI's bounds) */
 #define GW_STORE_LIST_DEFAULT 20   /* ... and 20 when the client gives none */
 #define GW_STORE_CLAIM_MAX 1000    /* claim_unfinished: limit is 1..1000 */
@@ -135,6 +135,7 @@ struct gw_usage_query {
     const char *since;    /* "YYYY-MM-DD" (UTC, inclusive); NULL: from the first day */
     const char *until;    /* "YYYY-MM-DD" (inclusive); NULL: to the last day */
     const char *key_name; /* NULL: every key */
+    int by_kind;          /* 1: one row per kind of job too (create, remix, edit, extend) */
 };
 
 struct gw_usage_row {
@@ -145,6 +146,7 @@ struct gw_usage_row {
     int64_t seconds;      /* video seconds of those jobs */
     int64_t failed;       /* jobs seen failed */
     int64_t refunded_seconds; /* seconds given back for them (counted on the creation day) */
+    const char *kind;     /* by_kind: "create", "remix", "edit", "extend"; else NULL */
 };
 
 /* ------------------------------------------------------ characters (issue 9) */
@@ -366,8 +368,8 @@ int gw_store_idem_abort(struct gw_store_loop *l, const char *key_name, const cha
                         gw_store_cb cb, void *arg, struct gw_store_op **op,
                         struct gw_error *err);
 
-/* Usage rows (the admin API): res->usage, ordered by key, model, day. GW_ERR at
- * once for a date that is not YYYY-MM-DD. */
+/* Usage rows (the admin API): res->usage, ordered by key, model, day (by_kind: key,
+ * model, kind, day). GW_ERR at once for a date that is not YYYY-MM-DD. */
 int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_store_cb cb,
                    void *arg, struct gw_store_op **op, struct gw_error *err);
 

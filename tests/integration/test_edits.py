@@ -9,6 +9,7 @@ is a 400 that forwards nothing."""
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -100,6 +101,19 @@ def test_edit_extend_character_owned_pinned_listed():
             k = kinds(path)
             assert (k[a["id"]], k[e["id"]], k[x["id"]], k[u["id"]]) == \
                 ("create", "edit", "extend", "edit"), k
+            # the usage report, per kind: alice made 2 creates, 2 edits, 1 extension
+            p = subprocess.run([gwtest.gateway_bin(), "usage", "-c", gw.conf_path, "--by-kind",
+                                "--json", "--key", "alice"], capture_output=True, text=True,
+                               timeout=30)
+            assert p.returncode == 0, p.stderr
+            by_kind = {r["kind"]: r for r in json.loads(p.stdout)}
+            assert {kd: r["jobs"] for kd, r in by_kind.items()} == \
+                {"create": 2, "edit": 2, "extend": 1}, p.stdout
+            assert by_kind["extend"]["seconds"] == 4, by_kind     # the segment, not 12
+            p = subprocess.run([gwtest.gateway_bin(), "usage", "-c", gw.conf_path, "--by-kind"],
+                               capture_output=True, text=True, timeout=30)
+            assert p.returncode == 0 and p.stdout.split()[:4] == \
+                ["key", "model", "kind", "jobs"], p.stdout
             # a character: alice's, pinned to the key that made it
             st, c = form(gw, "/v1/videos/characters", "alice",
                          [("name", "Moo"), ("video", "cow.mp4", 100000, "video/mp4")])

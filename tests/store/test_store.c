@@ -2096,17 +2096,67 @@ static void test_migrate_v1(void)
     tl_free(&t);
     gw_store_close(s);
     /* back to what a version 1 gateway wrote */
-    raw_exec(path, "DROP TABLE characters; PRAGMA user_version = 1");
+    raw_exec(path, "DROP TABLE characters; DROP TABLE usage_daily_kind; "
+                   "PRAGMA user_version = 1");
     CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 0);
     s = open_store(path, 0);
     CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
     CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 1);
+    /* version 3's usage per kind is filled from the ledger */
+    CHECK(raw_int(path, "SELECT count(*) FROM usage_daily_kind WHERE day = '2026-01-01' AND "
+                        "key_name = 'alice' AND model = 'veo_3_1' AND kind = 'create' AND "
+                        "jobs = 1 AND seconds = 8") == 1);
     tl_init(&t, s);
     cap_reset(&c);
     get_ok(&t, &c, "video_old");
     CHECK(c.has_job && strcmp(c.job.key_name, "alice") == 0);
     tl_free(&t);
     gw_store_close(s);
+    cap_free(&c);
+}
+
+/* Usage per kind of job (issue 9): the same counters as usage_daily, split by kind,
+ * kept in the same batches; usage_daily itself unchanged. */
+static void test_usage_by_kind(void)
+{
+    const char *path = new_path("usage_kind");
+    struct gw_store *s = open_store(path, 0);
+    struct jobbuf b[4];
+    static const enum gw_job_kind kinds[4] = { GW_JOB_CREATE, GW_JOB_EDIT, GW_JOB_EDIT,
+                                               GW_JOB_EXTEND };
+    struct gw_usage_query q = { .by_kind = 1 };
+    struct gw_usage *u = NULL;
+    struct gw_error err;
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    for (int i = 0; i < 4; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_k%d", i);
+        mkjob(&b[i], id, "alice", T0, 4 + i, GW_JOB_QUEUED);
+        b[i].j.kind = kinds[i];
+        put_ok(&t, &c, &b[i].j);
+    }
+    tl_free(&t);
+    gw_store_close(s);
+    struct gw_store_options o = { .path = path };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    /* key, model, kind, day: create, edit (2 jobs, 5 + 6 s), extend */
+    CHECK(u->n == 3);
+    CHECK(strcmp(u->rows[0].kind, "create") == 0 && u->rows[0].jobs == 1 &&
+          u->rows[0].seconds == 4);
+    CHECK(strcmp(u->rows[1].kind, "edit") == 0 && u->rows[1].jobs == 2 &&
+          u->rows[1].seconds == 11);
+    CHECK(strcmp(u->rows[2].kind, "extend") == 0 && u->rows[2].jobs == 1 &&
+          u->rows[2].seconds == 7);
+    gw_store_usage_free(u);
+    q.by_kind = 0;
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 1 && u->rows[0].jobs == 4 && u->rows[0].seconds == 22 &&
+          u->rows[0].kind == NULL);
+    gw_store_usage_free(u);
     cap_free(&c);
 }
 
@@ -2140,6 +2190,7 @@ static const struct {
     { "disk_full", test_disk_full },
     { "characters", test_characters },
     { "migrate_v1", test_migrate_v1 },
+    { "usage_by_kind", test_usage_by_kind },
 };
 
 /* The temporary directory goes, also when a test fails (exit(1)); not from a
