@@ -242,7 +242,7 @@ static int ref_member(const cJSON *it, const char *v, const char *ve,
     struct gw_mp_field f;
     const cJSON *id;
 
-    if (strcmp(it->string, "characters") == 0) {
+    if (strncmp(it->string, "characters", 10) == 0) {
         f.name = (struct gw_str){ "characters", 10 };
         f.value = (struct gw_str){ v, (size_t)(ve - v) };
     } else {
@@ -328,7 +328,16 @@ int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, voi
             const char *v, *ve;
 
             p = next_member(p, end, &v, &ve, &nul);
-            if (strcmp(it->string, "video") == 0 || strcmp(it->string, "characters") == 0) {
+            if (strcmp(it->string, "video[id]") == 0) {
+                /* the form's spelling: in JSON it names nothing for the upstream, and
+                 * the gateway must not check an id the upstream does not use */
+                gw_error_set(err, 400, "invalid_request_error", "invalid_value", "video",
+                             "In a JSON body the video is \"video\": {\"id\": ...}, not "
+                             "video[id]");
+                goto out;
+            }
+            if (strcmp(it->string, "video") == 0 || strcmp(it->string, "characters") == 0 ||
+                strncmp(it->string, "characters[", 11) == 0) {
                 /* as a form sends them: video[id], characters (any shape) */
                 if (ref_member(it, v, ve, hooks, arg, err) != GW_OK)
                     goto out;

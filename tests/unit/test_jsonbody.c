@@ -361,6 +361,8 @@ static void test_references(void **state)
     CHECK_ERR("{\"video\":null}", 0, 400, "invalid_type", "video");
     CHECK_ERR("{\"video\":{\"id\":\"a\",\"file_id\":\"b\"}}", 0, 400, "invalid_type", "video");
     CHECK_ERR("{\"video\":{\"id\":\"a\"}}", 1, 400, "invalid_value", "seconds"); /* the hook's */
+    CHECK_ERR("{\"video[id]\":\"a\"}", 0, 400, "invalid_value", "video");
+    check("{\"characters[0][id]\":\"c\"}", NULL, NULL, "field(characters=\"c\"/3)\nend\n");
 }
 
 int main(void)
