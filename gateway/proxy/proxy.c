@@ -320,6 +320,12 @@ static void on_admitted(void *arg, const struct gw_error *refusal)
     struct gw_error err;
 
     x->admission = NULL;
+    if (x->state == X_DONE) {
+        /* refused while it waited for its upstream slot (its body, say, or the video it
+         * names), and the answer is out: the slot is released when the exchange ends */
+        x->admitted = refusal == NULL;
+        return;
+    }
     if (refusal != NULL) {
         gw_proxy_fail(x, refusal);
         return;

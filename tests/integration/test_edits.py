@@ -350,6 +350,29 @@ def test_video_file_streams():
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_refused_reference_while_waiting_for_upstream_slot():
+    """An edit naming another key's video, refused (404) while it waits for its
+    upstream_rpm slot and before its body is in: the slot passes harmlessly."""
+    with gwtest.Stub() as stub:
+        gw, _ = store_gateway(stub, keys=("alice", "bob"), threads=1,
+                              extra={"limits": {"upstream_rpm": 120}})
+        with gw:
+            a = create(gw, "alice")                      # takes the slot now
+            ms = gwtest.multipart_stream([("prompt", "p"), ("video[id]", a["id"]),
+                                          ("notes", "n" * (1024 * 1024))])
+            data = b"".join(bytes(c) for c in ms)
+            with gwtest.RawConn(gw.port, timeout=30) as c:
+                c.send(("POST /v1/videos/edits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                        "%s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                        % (gw.keys["bob"], ms.content_type, ms.length)).encode() + data[:4096])
+                st, _, body, _ = gwtest.parse_response(c.read_response(10))
+                assert st == 404 and gwtest.error_body(body)["param"] == "video", body
+                create(gw, "alice")                      # waits past the refused one's slot
+            assert gw.request("GET", "/healthz", key="alice")[0] == 200
+            assert not stub.requests(path="/v1/videos/edits")
+            gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 def test_models_say_what_each_model_offers():
     with gwtest.Stub() as stub:
         with gwtest.Gateway(stub) as gw:

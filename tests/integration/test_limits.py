@@ -206,5 +206,30 @@ def test_upstream_rpm_queues_in_order():
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_refused_while_waiting_for_upstream_slot():
+    """A create refused by its body (seconds the catalog does not list) while it waits for
+    its upstream_rpm slot, answered before the client finished sending: when the slot
+    comes, the exchange is over (it crashed the gateway: "bad transition DONE ->
+    CONNECT"), and the slot goes back."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, threads=1, extra={"limits": {"upstream_rpm": 120}}) as gw:
+        assert create(gw, "default", "veo3.1")[0] == 200          # takes the slot now
+        ms = gwtest.multipart_stream([("model", "veo3.1"), ("seconds", "7"), ("prompt", "p"),
+                                      ("input_reference", "a.bin", 1024 * 1024, None)])
+        data = b"".join(bytes(c) for c in ms)
+        with gwtest.RawConn(gw.port, timeout=30) as c:
+            c.send(("POST /v1/videos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                    "Content-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                    % (gw.keys["default"], ms.content_type, ms.length)).encode() + data[:4096])
+            st, _, body, _ = gwtest.parse_response(c.read_response(10))
+            assert st == 400 and gwtest.error_body(body)["param"] == "seconds", body
+            # the refused create's slot (0.5 s on) passes while its connection lingers:
+            # a create after it waits past that slot
+            assert create(gw, "default", "veo3.1")[0] == 200
+        assert gw.request("GET", "/healthz")[0] == 200
+        assert len(creates(stub)) == 2
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 if __name__ == "__main__":
     gwtest.main(globals())
