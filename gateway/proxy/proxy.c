@@ -364,6 +364,8 @@ static void start_admission(struct exchange *x)
  * key), or a refusal (404, 502). */
 void gw_proxy_owner_checked(struct exchange *x, const struct gw_error *refusal)
 {
+    if (x->state == X_DONE)
+        return; /* refused by its body meanwhile: answered already, nothing to admit */
     if (refusal != NULL) {
         gw_proxy_fail(x, refusal);
         return;
