@@ -19,6 +19,7 @@
 
 #include "admin.h"
 #include "htfix.h"
+#include "keysync.h"
 #include "limiter.h"
 #include "log.h"
 #include "store/store.h"
@@ -36,6 +37,7 @@ struct gw_server {
     struct gw_config *cur;        /* the current one (reloads replace it) */
     struct gw_limiter *limiter;
     struct gw_store *store;
+    struct gw_keytab *keytab;     /* the store's keys, as every loop has them (one ref) */
     SSL_CTX *up_ssl;
     unsigned nworkers;
     struct gw_worker *workers;
@@ -114,6 +116,42 @@ static int server_tls(struct gw_worker *w, struct gw_error *err)
     return GW_OK;
 }
 
+/* On the first loop (keysync.c): every loop starts new requests with tab; those
+ * in flight keep theirs. The old table's reference goes to the keysync, which
+ * releases it a moment later (then it is freed once its last request is done). */
+static struct gw_keytab *publish_keys(void *arg, struct gw_keytab *tab)
+{
+    struct gw_server *s = arg;
+    struct gw_keytab *old = s->keytab;
+
+    for (unsigned i = 0; i < s->nworkers; i++)
+        __atomic_store_n(&s->workers[i].keytab, tab, __ATOMIC_RELEASE);
+    s->keytab = tab;
+    return old;
+}
+
+static void keys_loaded(void *arg, const struct gw_store_res *res)
+{
+    struct gw_server *s = arg;
+
+    s->keytab = gw_keytab_build(s->cfg, res->keys, res->nkeys, res->keys_version);
+}
+
+/* The store's keys, before the loops run (a blocking read is fine here). */
+static int load_keys(struct gw_server *s, const struct gw_store_options *so,
+                     struct gw_error *err)
+{
+    if (gw_store_keys_list_sync(so, NULL, 0, keys_loaded, s, err) != GW_OK)
+        return GW_ERR;
+    if (s->keytab == NULL || gw_limiter_bind_keys(s->limiter, s->keytab->keys,
+                                                  s->keytab->nkeys) != GW_OK)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+    if (s->keytab->skipped > 0)
+        gw_log(GW_LOG_WARN, "keys: %u store key(s) named like a config key are not used "
+               "(the config's [key] wins)", s->keytab->skipped);
+    return GW_OK;
+}
+
 static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
                        struct gw_error *err)
 {
@@ -123,6 +161,7 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
 
     w->id = id;
     w->cfg = cfg;
+    w->keytab = s->keytab;
     w->limiter = s->limiter;
     gw_keypool_init(&w->keys, cfg->nupstream_keys);
     /* Each loop is touched by its own thread only: no locks. The changelist
@@ -173,6 +212,11 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
                             cfg->listen.host, cfg->listen.port, strerror(errno));
     if (id == 0 && gw_admin_start(w, err) != GW_OK)
         return GW_ERR;
+    /* the first loop keeps every loop's store keys current */
+    if (id == 0 && w->store != NULL &&
+        (w->keysync = gw_keysync_start(w, s->limiter, s->keytab->version, publish_keys, s)) ==
+            NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the keys poll");
     w->accept_timer = evtimer_new(w->base, accept_resume, w);
     if (w->accept_timer == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the accept timer");
@@ -196,8 +240,10 @@ static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
     if (gw_store_usage_read(so, &(struct gw_usage_query){ .since = today, .until = today }, &u,
                             err) != GW_OK)
         return GW_ERR;
-    for (unsigned k = 0; k < s->cfg->nkeys; k++) {
-        const struct gw_team_key *key = &s->cfg->keys[k];
+    unsigned nstore = s->keytab != NULL ? s->keytab->nkeys : 0;
+    for (unsigned k = 0; k < s->cfg->nkeys + nstore; k++) {
+        const struct gw_team_key *key = k < s->cfg->nkeys ? &s->cfg->keys[k]
+                                                          : &s->keytab->keys[k - s->cfg->nkeys];
         int64_t spent = 0;
         for (size_t i = 0; i < u->n; i++) {
             if (strcmp(u->rows[i].key_name, key->name) == 0)
@@ -241,7 +287,8 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
     if (cfg->store_path != NULL) {
         struct gw_store_options so = { cfg->store_path, cfg->store_sync_full, gw_log_write };
         s->store = gw_store_open(&so, err);
-        if (s->store == NULL || seed_budgets(s, &so, err) != GW_OK)
+        if (s->store == NULL || load_keys(s, &so, err) != GW_OK ||
+            seed_budgets(s, &so, err) != GW_OK)
             goto fail;
     }
     for (unsigned i = 0; i < s->nworkers; i++) {
@@ -364,6 +411,9 @@ int gw_server_reload(struct gw_server *s)
         __atomic_store_n(&s->workers[i].cfg, n, __ATOMIC_RELEASE);
     s->cur = n;
     gw_config_release(old); /* freed once its last request is done */
+    /* the store's keys take their defaults and model names from the config */
+    if (s->workers[0].keysync != NULL)
+        gw_keysync_force(s->workers[0].keysync);
     gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded from %s (%u team keys)", n->path,
            n->nkeys);
     return GW_OK;

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "keypool.h"
+#include "keytab.h"
 
 struct gw_worker {
     unsigned id;
@@ -23,6 +24,8 @@ struct gw_worker {
     evhtp_t *htp;
     struct gw_upstream *up;
     const struct gw_config *cfg; /* the current config: read it with gw_worker_cfg() */
+    const struct gw_keytab *keytab; /* the store's keys now: read it with gw_worker_keytab();
+                                     * NULL: no store */
     int wake_fd;            /* eventfd: the main thread asks this loop to drain */
     struct event *wake_ev;
     pthread_t thread;
@@ -36,6 +39,7 @@ struct gw_worker {
     struct gw_store_loop *store;  /* the job registry as this loop sees it; NULL: none */
     struct gw_refresher *refresher; /* first loop only: refresh of unfinished jobs */
     evhtp_t *admin;                 /* first loop only: the admin listener, or NULL */
+    struct gw_keysync *keysync;     /* first loop only: keeps keytab current (with a store) */
     struct event *accept_timer;   /* accepts paused (out of descriptors) until it fires */
     uint64_t accept_errors;       /* accept() failures since the last log line */
     int64_t accept_logged_ms;     /* when that line was written */
@@ -50,6 +54,13 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err);
 static inline const struct gw_config *gw_worker_cfg(const struct gw_worker *w)
 {
     return __atomic_load_n(&w->cfg, __ATOMIC_ACQUIRE);
+}
+
+/* The store's keys new work starts under (keysync.c replaces the table from the
+ * first loop's thread); hold it (gw_keytab_hold) for as long as a key of it is used. */
+static inline const struct gw_keytab *gw_worker_keytab(const struct gw_worker *w)
+{
+    return __atomic_load_n(&w->keytab, __ATOMIC_ACQUIRE);
 }
 
 /* A monotonic clock in ms (limits, deadlines). */

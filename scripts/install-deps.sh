@@ -9,8 +9,9 @@ pkgs=(
     # libraries (see README "Dependencies" for why each is there)
     libevent-dev libevhtp-dev libonig-dev libssl-dev libhttp-parser-dev
     libcjson-dev libinih-dev libcmocka-dev libsqlite3-dev
-    # tests: stub upstream and integration tests, certificates, SDK test
-    python3 openssl curl ca-certificates nodejs
+    # tests: stub upstream and integration tests, certificates, SDK test; the admin
+    # console's browser test (playwright-core from npm drives this chromium)
+    python3 openssl curl ca-certificates nodejs chromium
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(nginx-light wrk)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-14-dev)

@@ -417,24 +417,16 @@ struct refund_ctx {
     struct gw_worker *w;
 };
 
-static const struct gw_team_key *find_key(const struct gw_config *cfg, const char *name)
-{
-    for (unsigned i = 0; i < cfg->nkeys; i++) {
-        if (strcmp(cfg->keys[i].name, name) == 0)
-            return &cfg->keys[i];
-    }
-    return NULL;
-}
-
 static void refunded(void *arg, const struct gw_store_res *res)
 {
     struct refund_ctx *r = arg;
     const struct gw_job *j = res->job;
     const struct gw_team_key *k;
 
-    /* the key as the current config has it (a reload may have come in between) */
+    /* the key as the current config (or the store's keys) has it: a reload may
+     * have come in between */
     if (res->rc == GW_OK && res->refunded && j != NULL &&
-        (k = find_key(gw_worker_cfg(r->w), j->key_name)) != NULL)
+        (k = gw_keytab_find(gw_worker_cfg(r->w), gw_worker_keytab(r->w), j->key_name)) != NULL)
         gw_limiter_refund(r->w->limiter, k, (uint32_t)j->seconds, j->created_at * 1000);
     free(r);
 }

@@ -31,33 +31,49 @@ struct gw_limiter {
     int64_t up_next_us;           /* upstream_rpm: the next free instant, monotonic µs */
 };
 
-int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg)
+/* Each key gets the state of its name (a new one if none): bind_mu held. */
+static int bind_keys(struct gw_limiter *l, struct gw_team_key *keys, unsigned nkeys)
 {
-    int rc = GW_OK;
-
-    pthread_mutex_lock(&l->bind_mu);
-    for (unsigned i = 0; i < cfg->nkeys && rc == GW_OK; i++) {
+    for (unsigned i = 0; i < nkeys; i++) {
         unsigned n = __atomic_load_n(&l->nslots, __ATOMIC_ACQUIRE), j;
-        for (j = 0; j < n && strcmp(l->names[j], cfg->keys[i].name) != 0; j++)
+        for (j = 0; j < n && strcmp(l->names[j], keys[i].name) != 0; j++)
             ;
         if (j == n) {
             struct key_state *st = calloc(1, sizeof(*st));
-            char *name = strdup(cfg->keys[i].name);
+            char *name = strdup(keys[i].name);
             if (st == NULL || name == NULL || n == SLOTS_MAX) {
                 free(st);
                 free(name);
-                rc = GW_ERR;
-                break;
+                return GW_ERR;
             }
             pthread_mutex_init(&st->mu, NULL);
             l->slots[n] = st;
             l->names[n] = name;
             __atomic_store_n(&l->nslots, n + 1, __ATOMIC_RELEASE);
         }
-        cfg->keys[i].slot = j;
+        keys[i].slot = j;
     }
+    return GW_OK;
+}
+
+int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg)
+{
+    int rc;
+
+    pthread_mutex_lock(&l->bind_mu);
+    rc = bind_keys(l, cfg->keys, cfg->nkeys);
     if (rc == GW_OK)
         __atomic_store_n(&l->cfg, cfg, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&l->bind_mu);
+    return rc;
+}
+
+int gw_limiter_bind_keys(struct gw_limiter *l, struct gw_team_key *keys, unsigned nkeys)
+{
+    int rc;
+
+    pthread_mutex_lock(&l->bind_mu);
+    rc = bind_keys(l, keys, nkeys);
     pthread_mutex_unlock(&l->bind_mu);
     return rc;
 }

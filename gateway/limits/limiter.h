@@ -26,6 +26,10 @@ struct gw_limiter *gw_limiter_new(struct gw_config *cfg);
  * cfg is visible to any other thread. GW_ERR when out of memory.
  */
 int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg);
+
+/* The same for keys that are not the config's (the store's, keytab.h): each
+ * gets the state of its name, shared with a config key of that name. */
+int gw_limiter_bind_keys(struct gw_limiter *l, struct gw_team_key *keys, unsigned nkeys);
 void gw_limiter_free(struct gw_limiter *l);
 
 /*

@@ -63,6 +63,8 @@ struct exchange {
     enum xstate state;
     struct gw_worker *w;
     const struct gw_config *cfg;
+    const struct gw_keytab *keytab; /* the store's keys it started under (held; key may
+                                     * point into it) */
     evhtp_request_t *req;
     struct gw_route route;
     const struct gw_team_key *key;

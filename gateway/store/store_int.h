@@ -24,6 +24,13 @@ enum gw_store_op_kind {
     GW_OP_IDEM_FINISH,
     GW_OP_IDEM_ABORT,
     GW_OP_USAGE,
+    /* keys (store_keys.c, sqlite_keys.c) */
+    GW_OP_KEY_PUT,
+    GW_OP_KEY_PATCH,
+    GW_OP_KEY_REVOKE,
+    GW_OP_KEYS_LIST,
+    GW_OP_KEYS_VERSION,
+    GW_OP_JOBS_RECENT,
     /* characters (issue 9) */
     GW_OP_CHARACTER_PUT,
     GW_OP_CHARACTER_GET,
@@ -71,6 +78,13 @@ struct gw_store_op {
     const char *prune_key;      /* ... the team key it has reached (in the op's memory;
                                  * NULL: none yet) */
     int prune_state;            /* ... and what is left (the engine's enum) */
+
+    /* keys: arguments */
+    struct gw_store_key key;        /* key_put; key_revoke: name, and now in t1 */
+    struct gw_store_key_patch patch; /* key_patch */
+    const char **names;             /* keys_list: names whose last use is asked */
+    size_t nnames;
+    struct gw_jobs_recent_query recent; /* jobs_recent */
 };
 
 struct gw_store_engine {
@@ -93,6 +107,10 @@ struct gw_store {
 /* The engine is done with op (res and err filled): to its loop, from any thread. */
 void gw_store_op_done(struct gw_store_op *op);
 
+/* The same for a chain of operations linked by next (a batch): fewer locks
+ * and wake-ups than one gw_store_op_done each. */
+void gw_store_ops_done(struct gw_store_op *list);
+
 /* size bytes owned by op (freed with it), aligned for any type; NULL if out of memory. */
 void *gw_store_op_alloc(struct gw_store_op *op, size_t size);
 
@@ -109,8 +127,22 @@ void gw_store_day(int64_t t, char day[11]);
 /* GW_OK if s is NULL or a "YYYY-MM-DD" date. */
 int gw_store_check_day(const char *s);
 
+/* For the keys calls (store_keys.c): an operation with `strings` bytes for
+ * its argument strings at *strp; NULL with err (503) when out of memory. */
+struct gw_store_op *gw_store_op_new(enum gw_store_op_kind kind, size_t strings, char **strp,
+                                    struct gw_error *err);
+/* Queue op as the calls do: GW_AGAIN, or GW_ERR (op freed, err set). */
+int gw_store_op_submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb cb,
+                       void *arg, struct gw_store_op **opp, struct gw_error *err);
+/* Run op now on a connection of its own (the _sync calls), call cb, free op.
+ * GW_OK, or GW_ERR with err (cb not called). */
+int gw_store_op_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                         gw_store_cb cb, void *arg, struct gw_error *err);
+
 /* The engines */
 struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct gw_error *err);
+int gw_store_sqlite_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                             struct gw_error *err);
 int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                                struct gw_usage **out, struct gw_error *err);
 
