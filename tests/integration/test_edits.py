@@ -236,6 +236,38 @@ def test_extension_quota_reserved_and_refunded():
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_admin_usage_by_kind():
+    """/admin/usage?group=key,model,kind[,day]: the usage report per kind of job."""
+    with gwtest.Stub() as stub:
+        admin_port = gwtest.free_port()
+        gw, _ = store_gateway(stub, keys=("alice", "lead"),
+                              key_options={"lead": {"admin": "yes"}},
+                              extra={"admin": {"listen": "127.0.0.1:%d" % admin_port}})
+        with gw:
+            a = create(gw, "alice")
+            assert form(gw, "/v1/videos/edits", "alice",
+                        [("prompt", "p"), ("video[id]", a["id"])])[0] == 200
+            assert form(gw, "/v1/videos/extensions", "alice",
+                        [("prompt", "p"), ("seconds", "4"), ("video[id]", a["id"])])[0] == 200
+
+            def admin(path):
+                return gwtest.request(admin_port, "GET", path,
+                                      headers={"Authorization": "Bearer " + gw.keys["lead"]})
+            st, _, b = admin("/admin/usage?group=key,model,kind")
+            rows = {r["kind"]: (r["jobs"], r["seconds"]) for r in json.loads(b)["data"]}
+            assert st == 200 and rows == {"create": (1, 8), "edit": (1, 8), "extend": (1, 4)}, b
+            st, _, b = admin("/admin/usage?group=key,kind,model,day&format=csv")
+            head = b.decode().split("\r\n")[0]
+            assert st == 200 and head == "key,model,kind,day,jobs,seconds,failed," \
+                "refunded_seconds", b
+            st, _, b = admin("/admin/usage")               # unchanged without kind
+            assert [(r["jobs"], r["seconds"]) for r in json.loads(b)["data"]] == [(3, 20)], b
+            for bad in ("key,model,kind,kind", "key,kind", "key,model,size"):
+                st, _, b = admin("/admin/usage?group=" + bad)
+                assert st == 400 and gwtest.error_body(b)["param"] == "group", (bad, b)
+            gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 def test_edit_is_metered_by_the_job_it_made():
     with gwtest.Stub() as stub:
         gw, path = store_gateway(stub, keys=("alice",),
