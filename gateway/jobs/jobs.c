@@ -349,8 +349,8 @@ int gw_jobs_record(struct exchange *x)
 
     if (x->route.id == GW_ROUTE_CHARACTER_CREATE)
         return gw_characters_record(x);
-    /* without a store nothing is recorded, but an edit is still metered */
-    if ((x->w->store == NULL && x->route.id != GW_ROUTE_EDIT) ||
+    /* without a store nothing is recorded, but an edit or a remix is still metered */
+    if ((x->w->store == NULL && x->route.id != GW_ROUTE_EDIT && x->route.id != GW_ROUTE_REMIX) ||
         (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX &&
          x->route.id != GW_ROUTE_EDIT && x->route.id != GW_ROUTE_EXTEND) ||
         x->up_status < 200 || x->up_status > 299 || len == 0)
@@ -381,8 +381,10 @@ int gw_jobs_record(struct exchange *x)
      * failure gives back, is the segment reserved (its `seconds`) */
     if (j.kind == GW_JOB_EXTEND)
         j.seconds = (int)x->quota_seconds;
-    /* an edit reserves nothing: it is metered by what the upstream made */
-    if (j.kind == GW_JOB_EDIT && j.seconds > 0)
+    /* an edit or a remix reserves nothing: it is metered by what the upstream
+     * made, as the ledger counts it (and a restart seeds the budget from the
+     * ledger); a failed one's refund then gives back what was charged */
+    if ((j.kind == GW_JOB_EDIT || j.kind == GW_JOB_REMIX) && j.seconds > 0)
         gw_limiter_charge(x->w->limiter, x->key, (uint32_t)j.seconds, gw_proxy_unix_ms());
     if (x->w->store == NULL)
         goto out;

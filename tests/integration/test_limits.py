@@ -172,6 +172,28 @@ def test_daily_seconds():
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_remix_is_charged_its_seconds():
+    """A remix reserves nothing up front (the provider decides its length) but is
+    charged the seconds of the job it made, as the ledger counts them: with 20 a
+    day, an 8 s create and its 8 s remix leave 4, not 12."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice",), key_options={"alice": {"daily_seconds": 20}}) as gw:
+        st, _, b = create(gw, "alice", "veo3.1")                           # 8 of 20
+        assert st == 200, b
+        vid = json.loads(b)["id"]
+        st, _, b = gw.request("POST", "/v1/videos/%s/remix" % vid, key="alice", headers=JSON,
+                              body=b'{"prompt":"again"}')
+        assert st == 200 and json.loads(b)["seconds"] == "8", b           # 16 of 20
+        body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
+                           "size": "16x9"}).encode()
+        st, _, b = gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)
+        assert st == 429 and gwtest.error_body(b)["code"] == "insufficient_quota", (st, b)
+        body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "4",
+                           "size": "16x9"}).encode()
+        assert gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)[0] == 200
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 def test_upstream_rpm_queues_in_order():
     """upstream_rpm 60 with upstream_queue 2s, four creates at once from two keys: they
     reach the upstream one a second, in order; the one that would wait longer than the
