@@ -244,8 +244,8 @@ static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(today, sizeof(today), "%Y-%m-%d", &tm);
-    if (gw_store_usage_read(so, &(struct gw_usage_query){ today, today, NULL }, &u, err) !=
-        GW_OK)
+    if (gw_store_usage_read(so, &(struct gw_usage_query){ .since = today, .until = today }, &u,
+                            err) != GW_OK)
         return GW_ERR;
     unsigned nstore = s->keytab != NULL ? s->keytab->nkeys : 0;
     for (unsigned k = 0; k < s->cfg->nkeys + nstore; k++) {

@@ -4,8 +4,8 @@
  * public listener. Its requests go through the same framer (htfix.c) as the
  * public ones, so the request edge is as strict; they are small and have no body.
  *
- *   GET /admin/usage?since=&until=&key=&group=key,model,day&format=csv
- *       usage per key and model (and day with group=...,day), from the store,
+ *   GET /admin/usage?since=&until=&key=&group=key,model,kind,day&format=csv
+ *       usage per key and model (and kind of job, and day, when grouped so), from the store,
  *       as JSON {"object":"list","data":[...]} or CSV for finance
  *   GET|POST /admin/keys, PATCH|DELETE /admin/keys/{name}   (admin_keys.c)
  *   GET /admin/jobs?key=&status=&limit=                      (admin_jobs.c)
@@ -180,8 +180,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
         return;
     }
     if (a->csv)
-        evbuffer_add_printf(b, "key,model,%sjobs,seconds,failed,refunded_seconds\r\n",
-                            a->by_day ? "day," : "");
+        evbuffer_add_printf(b, "key,model,%s%sjobs,seconds,failed,refunded_seconds\r\n",
+                            a->by_kind ? "kind," : "", a->by_day ? "day," : "");
     else
         evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
     for (size_t i = 0; i < res->nusage; n++) {
@@ -189,7 +189,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
         struct gw_usage_row sum = *r;
         for (i++; !a->by_day && i < res->nusage && strcmp(res->usage[i].key_name,
                                                             r->key_name) == 0 &&
-                  strcmp(res->usage[i].model, r->model) == 0;
+                  strcmp(res->usage[i].model, r->model) == 0 &&
+                  (!a->by_kind || strcmp(res->usage[i].kind, r->kind) == 0);
              i++) {
             sum.jobs += res->usage[i].jobs;
             sum.seconds += res->usage[i].seconds;
@@ -200,6 +201,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
             csv_field(b, sum.key_name);
             evbuffer_add(b, ",", 1);
             csv_field(b, sum.model);
+            if (a->by_kind)
+                evbuffer_add_printf(b, ",%s", sum.kind);
             if (a->by_day)
                 evbuffer_add_printf(b, ",%s", sum.day);
             evbuffer_add_printf(b, ",%lld,%lld,%lld,%lld\r\n", (long long)sum.jobs,
@@ -211,6 +214,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
         gw_admin_json_str(b, sum.key_name);
         evbuffer_add(b, ",\"model\":", 9);
         gw_admin_json_str(b, sum.model);
+        if (a->by_kind)
+            evbuffer_add_printf(b, ",\"kind\":\"%s\"", sum.kind);
         if (a->by_day)
             evbuffer_add_printf(b, ",\"day\":\"%s\"", sum.day);
         evbuffer_add_printf(b, ",\"jobs\":%lld,\"seconds\":%lld,\"failed\":%lld,"
@@ -238,12 +243,27 @@ static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usag
     if (q->key_name != NULL && *q->key_name == '\0')
         q->key_name = NULL;
     if (group != NULL) {
-        /* key and model always; day on request */
-        if (strcmp(group, "key,model") != 0 && strcmp(group, "key,model,day") != 0 &&
-            strcmp(group, "key,day,model") != 0)
-            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "group",
-                                "Invalid 'group': expected key,model or key,model,day");
-        a->by_day = strstr(group, "day") != NULL;
+        /* key and model always; day and kind (of job) on request, in any order */
+        static const char *const words[] = { "key", "model", "day", "kind" };
+        int seen[4] = { 0 };
+        const char *p = group;
+
+        for (;;) {
+            size_t n = strcspn(p, ",");
+            unsigned w = 0;
+
+            while (w < 4 && !(strlen(words[w]) == n && strncmp(p, words[w], n) == 0))
+                w++;
+            if (w == 4 || seen[w]++)
+                goto bad_group;
+            if (p[n] == '\0')
+                break;
+            p += n + 1;
+        }
+        if (!seen[0] || !seen[1])
+            goto bad_group;
+        a->by_day = seen[2];
+        a->by_kind = q->by_kind = seen[3];
     }
     if (format != NULL) {
         if (strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
@@ -252,6 +272,11 @@ static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usag
         a->csv = strcmp(format, "csv") == 0;
     }
     return GW_OK;
+
+bad_group:
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "group",
+                        "Invalid 'group': expected key,model and optionally day and kind, "
+                        "e.g. key,model,kind,day");
 }
 
 static void usage_route(struct admin_req *a, const char *method)

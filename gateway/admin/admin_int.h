@@ -35,7 +35,7 @@ struct admin_req {
     struct gw_keysync_wait *wait;  /* pending keysync wait, or NULL */
     struct evbuffer *answer;       /* an answer held until the keys are published */
     int answer_status;
-    int csv, by_day;               /* usage */
+    int csv, by_day, by_kind;      /* usage */
     char name[GW_STORE_KEY_NAME_MAX + 1]; /* keys: the key of the path or body */
     char secret[48];               /* POST /admin/keys: shown once, wiped at fini */
     void *data;                    /* a route's own (malloc'd; freed at fini) */

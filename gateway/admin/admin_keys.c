@@ -415,8 +415,8 @@ static void list_keys(struct admin_req *a)
 
     gmtime_r(&now, &tm);
     strftime(today, sizeof(today), "%Y-%m-%d", &tm);
-    if (gw_store_usage(a->w->store, &(struct gw_usage_query){ today, today, NULL }, got_today,
-                       a, &a->op, &err) != GW_AGAIN)
+    if (gw_store_usage(a->w->store, &(struct gw_usage_query){ .since = today, .until = today },
+                       got_today, a, &a->op, &err) != GW_AGAIN)
         gw_admin_error(a, &err);
 }
 

@@ -82,7 +82,7 @@ struct conf_directive {
 
 /* The table's length: a constant, for the seen masks and set_at[] below (config.c checks
  * that it is the table's). */
-#define CONF_NDIRECTIVES 45
+#define CONF_NDIRECTIVES 49
 
 extern const struct conf_directive conf_directives[];
 

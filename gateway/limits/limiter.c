@@ -195,6 +195,20 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
                         seconds, limit);
 }
 
+void gw_limiter_charge(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t unix_ms)
+{
+    struct key_state *s = state_of(l, k);
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    /* no limit for this reservation: the job exists; it counts from now on */
+    if (gw_quota_reserve(&s->quota, 0, seconds, unix_ms, NULL) == GW_OK)
+        gw_quota_settle(&s->quota, seconds, s->quota.day, 1);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
                        int64_t day, int kept)
 {

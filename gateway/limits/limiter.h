@@ -72,6 +72,12 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
 void gw_limiter_seed(struct gw_limiter *l, const struct gw_team_key *k, int64_t day,
                      uint64_t seconds);
 
+/* A job that reserved nothing (an edit, metered by the seconds of the job the
+ * upstream made) counts `seconds` of key k's day at unix_ms, whatever the limit:
+ * the job exists; later creates see it. */
+void gw_limiter_charge(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t unix_ms);
+
 /* The upstream answered: kept (a job exists) or released (no job). */
 void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
                        int64_t day, int kept);

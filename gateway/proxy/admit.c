@@ -23,7 +23,9 @@ struct gw_admission {
 
 int gw_admit_counts(const struct gw_route *route)
 {
-    return route->id == GW_ROUTE_CREATE || route->id == GW_ROUTE_REMIX;
+    /* every request that makes a job; a character is not one */
+    return route->id == GW_ROUTE_CREATE || route->id == GW_ROUTE_REMIX ||
+           route->id == GW_ROUTE_EDIT || route->id == GW_ROUTE_EXTEND;
 }
 
 static void slot_reached(evutil_socket_t fd, short ev, void *arg)

@@ -344,14 +344,18 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
         return gw_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                             "Request body of %" PRId64 " bytes exceeds the limit of %zu bytes",
                             x->client_cl, x->cfg->max_body);
+    int followup = gw_followup_route(x); /* edit, extend, character create */
     x->body = BODY_RAW;
-    if (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX)
+    if (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX && !followup)
         return GW_OK;
     if (x->client_cl == 0)
         return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
-                            x->route.id == GW_ROUTE_CREATE ? "model" : "prompt",
+                            x->route.id == GW_ROUTE_CREATE             ? "model"
+                            : x->route.id == GW_ROUTE_CHARACTER_CREATE ? "name"
+                                                                       : "prompt",
                             "The request has no body");
-    if (ct != NULL && x->route.id == GW_ROUTE_CREATE &&
+    gw_followup_begin(x);
+    if (ct != NULL && (x->route.id == GW_ROUTE_CREATE || followup) &&
         strncasecmp(ct, "multipart/form-data", 19) == 0) {
         struct gw_str boundary;
         if (gw_mp_boundary((struct gw_str){ ct, strlen(ct) }, &boundary, err) != GW_OK)
@@ -367,7 +371,8 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
         x->body = BODY_MULTIPART;
         return GW_OK;
     }
-    if (ct != NULL && strncasecmp(ct, "application/json", 16) == 0) {
+    if (ct != NULL && strncasecmp(ct, "application/json", 16) == 0 &&
+        x->route.id != GW_ROUTE_CHARACTER_CREATE) {
         if (x->client_cl > 0 && (uint64_t)x->client_cl > x->cfg->max_json_body)
             return gw_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                                 "JSON body exceeds the limit of %zu bytes",
@@ -377,9 +382,10 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
     }
     return gw_error_set(err, 415, "invalid_request_error", "unsupported_media_type", NULL,
                         "Content-Type must be %s",
-                        x->route.id == GW_ROUTE_CREATE
-                            ? "multipart/form-data or application/json"
-                            : "application/json");
+                        x->route.id == GW_ROUTE_CHARACTER_CREATE ? "multipart/form-data"
+                        : x->route.id == GW_ROUTE_REMIX
+                            ? "application/json"
+                            : "multipart/form-data or application/json");
 }
 
 /* Admission decided: set up the upstream connection while the body is read. */
@@ -389,6 +395,12 @@ static void on_admitted(void *arg, const struct gw_error *refusal)
     struct gw_error err;
 
     x->admission = NULL;
+    if (x->state == X_DONE) {
+        /* refused while it waited for its upstream slot (its body, say, or the video it
+         * names), and the answer is out: the slot is released when the exchange ends */
+        x->admitted = refusal == NULL;
+        return;
+    }
     if (refusal != NULL) {
         if (gw_admit_counts(&x->route))
             gw_m_limit(key_slot(x), GW_M_RATE_LIMITED);
@@ -436,6 +448,8 @@ static void start_admission(struct exchange *x)
  * key), or a refusal (404, 502). */
 void gw_proxy_owner_checked(struct exchange *x, const struct gw_error *refusal)
 {
+    if (x->state == X_DONE)
+        return; /* refused by its body meanwhile: answered already, nothing to admit */
     if (refusal != NULL) {
         gw_proxy_fail(x, refusal);
         return;
@@ -486,6 +500,12 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         gw_reply_models(x);
         return EVHTP_RES_OK;
     }
+    if ((x->route.id == GW_ROUTE_CHARACTER_CREATE || x->route.id == GW_ROUTE_CHARACTER) &&
+        !x->cfg->catalog.characters) {
+        gw_error_set(&err, 404, "invalid_request_error", "unsupported_operation", NULL,
+                     "The video service behind this gateway offers no characters");
+        goto refuse;
+    }
     if (classify_body(x, h, &err) != GW_OK)
         goto refuse;
 
@@ -525,6 +545,8 @@ static int should_pause(struct exchange *x)
 {
     size_t queued;
 
+    if (x->key_state == KEY_LOOKUP)
+        return 1; /* until the store says which upstream key the video needs */
     if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL)
         return 0; /* bounded by max_json_body / lookahead; spool goes to disk */
     queued = evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
@@ -578,6 +600,19 @@ static evhtp_res on_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
         return EVHTP_RES_PAUSE;
     }
     return EVHTP_RES_OK;
+}
+
+/* followup.c let a held upstream head go (its upstream key is known): send what
+ * waited, and read the client again. */
+void gw_proxy_head_ready(struct exchange *x)
+{
+    struct gw_error err;
+
+    if (gw_reqbody_pump(x, &err) != GW_OK) {
+        gw_proxy_fail(x, &err);
+        return;
+    }
+    maybe_resume_client(x);
 }
 
 /* The request has been read completely (libevhtp's request callback). */

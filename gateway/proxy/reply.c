@@ -306,28 +306,44 @@ void gw_reply_readyz(struct exchange *x)
     evbuffer_free(b);
 }
 
+/* What a client may do with a model's videos besides creating them (issue 9): the
+ * catalog's edits, extensions and extension seconds, then the entry's closing brace. */
+static void models_caps(struct evbuffer *b, const struct gw_model *m)
+{
+    evbuffer_add_printf(b, ",\"edits\":%s,\"extensions\":%s", m->edits ? "true" : "false",
+                        m->extensions ? "true" : "false");
+    if (m->extensions) {
+        evbuffer_add_printf(b, ",\"extend_seconds\":[");
+        for (unsigned i = 0; i < m->nextend_seconds; i++)
+            evbuffer_add_printf(b, "%s\"%s\"", i ? "," : "", m->extend_seconds[i]);
+        evbuffer_add_printf(b, "]");
+    }
+    evbuffer_add_printf(b, "}");
+}
+
 void gw_reply_models(struct exchange *x)
 {
     const struct gw_catalog *cat = &x->cfg->catalog;
     struct evbuffer *b = evbuffer_new();
     int first = 1;
 
-#define MODEL_ENTRY(nm)                                                                   \
+#define MODEL_ENTRY(nm, m)                                                                \
     do {                                                                                  \
         evbuffer_add_printf(b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":0,"     \
-                               "\"owned_by\":\"videogw\"}", first ? "" : ",", (nm));       \
+                               "\"owned_by\":\"videogw\"", first ? "" : ",", (nm));          \
+        models_caps(b, (m));                                                              \
         first = 0;                                                                        \
     } while (0)
 
     evbuffer_add_printf(b, "{\"object\":\"list\",\"data\":[");
     for (unsigned i = 0; i < cat->naliases; i++)
-        MODEL_ENTRY(cat->aliases[i].from);
+        MODEL_ENTRY(cat->aliases[i].from, cat->aliases[i].to);
     for (unsigned i = 0; i < cat->nmodels; i++) {
         int shadowed = 0;
         for (unsigned j = 0; j < cat->naliases; j++)
             shadowed |= strcmp(cat->aliases[j].from, cat->models[i].name) == 0;
         if (!shadowed)
-            MODEL_ENTRY(cat->models[i].name);
+            MODEL_ENTRY(cat->models[i].name, &cat->models[i]);
     }
 #undef MODEL_ENTRY
     evbuffer_add_printf(b, "]}\n");

@@ -45,6 +45,15 @@ static int file_like(const struct gw_mp_part *part)
            (ct.len == n || ct.p[n] == ';' || ct.p[n] == ' ' || ct.p[n] == '\t');
 }
 
+/* A create naming characters (characters[][id], or a JSON `characters`): the video
+ * service behind this gateway takes none in a create (docs/decisions.md), so none
+ * goes through unchecked. */
+static int no_characters(struct gw_error *err)
+{
+    return gw_error_set(err, 400, "invalid_request_error", "unsupported_parameter", "characters",
+                        "This gateway's video service does not take characters in a create");
+}
+
 static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *err)
 {
     /* the fields the gateway reads as text; a file part of that name would escape the
@@ -58,6 +67,12 @@ static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *er
                                 text_fields[i], "The %s field must be a text field, not a file",
                                 text_fields[i]);
     }
+    if (gw_followup_route(x))
+        return gw_followup_part(x, part, file_like(part), err);
+    if (gw_str_eq(part->name, "characters") ||
+        (part->name.len > 10 && memcmp(part->name.p, "characters", 10) == 0 &&
+         part->name.p[10] == '['))
+        return no_characters(err);
     if (gw_str_eq(part->name, "input_reference") || gw_str_eq(part->name, "input_reference[]")) {
         x->nimages++;
         if (x->have_model)
@@ -100,7 +115,11 @@ static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err
         x->size_len = copy_field(x->size, sizeof(x->size), f->value);
         if (x->have_model)
             return gw_catalog_check_size(x->resolved.model, f->value, err);
+    } else if (gw_str_eq(f->name, "characters") && x->route.id == GW_ROUTE_CREATE) {
+        return no_characters(err);
     }
+    if (gw_followup_route(x))
+        return gw_followup_field(x, f, err);
     return GW_OK;
 }
 
@@ -120,6 +139,10 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
 {
     struct exchange *x = arg;
 
+    if (gw_followup_route(x))
+        return gw_error_set(err, 400, "invalid_request_error", "unsupported_parameter", "model",
+                            "This request takes no model: an edit or an extension keeps the "
+                            "model of its video");
     if (x->have_model)
         return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
                             "The model field appears more than once");
@@ -155,7 +178,7 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
  * Absent, `seconds` counts as the largest value the model's catalog lists (8
  * when it lists none): the budget is never under-counted.
  */
-static int reserve_seconds(struct exchange *x, struct gw_error *err)
+int gw_reqbody_reserve(struct exchange *x, struct gw_error *err)
 {
     uint32_t secs = 0;
     int64_t day, retry;
@@ -203,6 +226,8 @@ static int on_end(void *arg, struct gw_error *err)
 {
     struct exchange *x = arg;
 
+    if (gw_followup_route(x))
+        return gw_followup_end(x, err);
     if (x->route.id == GW_ROUTE_REMIX) {
         if (!x->have_prompt)
             return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
@@ -215,7 +240,7 @@ static int on_end(void *arg, struct gw_error *err)
     if (!x->have_prompt)
         return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
                             "prompt", "Missing required parameter: 'prompt'");
-    return reserve_seconds(x, err);
+    return gw_reqbody_reserve(x, err);
 }
 
 /*
@@ -228,7 +253,12 @@ static int decide_framing(struct exchange *x, int input_done, struct gw_error *e
 {
     if (x->framing != FRAME_UNDECIDED)
         return GW_OK;
-    if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
+    if (x->body == BODY_MULTIPART && gw_followup_route(x) && x->client_cl >= 0) {
+        /* nothing of an edit's, extension's or character's body is rewritten (a
+         * model part is refused): its length is the client's */
+        x->framing = FRAME_LENGTH;
+        x->up_cl = (uint64_t)x->client_cl;
+    } else if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
         x->framing = FRAME_LENGTH;
         x->up_cl = (uint64_t)(x->client_cl + x->mp->delta);
     } else if (input_done) {
@@ -412,8 +442,14 @@ static void write_head(struct exchange *x)
 
     /* The upstream path is rebuilt from the route, not copied: it is canonical
      * (no trailing slash, an id already validated); the query is passed on. */
-    n = snprintf(tail, sizeof(tail), "%s%.*s%s", x->route.video_id.len > 0 ? "/" : "",
-                 (int)x->route.video_id.len, x->route.video_id.p,
+    n = snprintf(tail, sizeof(tail), "%s%s%.*s%s",
+                 x->route.id == GW_ROUTE_EDIT                 ? "/edits"
+                 : x->route.id == GW_ROUTE_EXTEND             ? "/extensions"
+                 : x->route.id == GW_ROUTE_CHARACTER_CREATE ||
+                         x->route.id == GW_ROUTE_CHARACTER    ? "/characters"
+                                                              : "",
+                 x->route.video_id.len > 0 ? "/" : "", (int)x->route.video_id.len,
+                 x->route.video_id.p,
                  x->route.id == GW_ROUTE_CONTENT ? "/content"
                  : x->route.id == GW_ROUTE_REMIX ? "/remix"
                                                  : "");
@@ -517,7 +553,7 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
     if (x->framing == FRAME_SPOOL) {
         if (spool_write(x, err) != GW_OK)
             return GW_ERR;
-        if (!input_done || !x->connected)
+        if (!input_done || !x->connected || gw_followup_hold(x))
             return GW_OK;
         if (!x->head_sent) {
             write_head(x);
@@ -528,7 +564,8 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
             gw_reqbody_written(x);
         return GW_OK;
     }
-    if (x->framing == FRAME_UNDECIDED || !x->connected)
+    /* an edit's or extension's head waits for its `video` part (followup.c) */
+    if (x->framing == FRAME_UNDECIDED || gw_followup_hold(x) || !x->connected)
         return GW_OK;
 
     /* 3. send */

@@ -43,6 +43,12 @@ enum stmt_id {
     ST_IDEM_PUT_DONE,
     ST_IDEM_ABORT,
     ST_USAGE,
+    /* characters (issue 9) */
+    ST_CHARACTER_INSERT,
+    ST_CHARACTER_GET,
+    /* usage per kind of job (issue 9) */
+    ST_USAGE_KIND_ADD,
+    ST_USAGE_KIND,
     ST_COUNT,
 };
 
@@ -53,8 +59,10 @@ extern const char *const sq_stmt_sql[ST_COUNT];
 struct usage_delta {
     char day[11];
     const char *key_name, *model; /* the operation's strings (or its result's) */
+    const char *kind;             /* the job's kind: usage_daily_kind's rows */
     int64_t jobs, seconds, failed, refunded;
     int merged;                   /* usage_flush: added into an earlier one */
+    int kmerged;                  /* ... and for usage_daily_kind */
 };
 
 struct sqlite_store {

@@ -86,6 +86,22 @@ const char *const sq_stmt_sql[ST_COUNT] = {
     [ST_USAGE] = "SELECT day, key_name, model, jobs, seconds, failed, refunded_seconds "
                  "FROM usage_daily WHERE day >= ?1 AND day <= ?2 "
                  "AND (?3 IS NULL OR key_name = ?3) ORDER BY key_name, model, day",
+    /* characters (issue 9) */
+    [ST_CHARACTER_INSERT] = "INSERT INTO characters(id, key_name, upstream_key, name, "
+                            "created_at, object) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_CHARACTER_GET] = "SELECT id, key_name, upstream_key, name, created_at, object "
+                         "FROM characters WHERE id = ?1",
+    /* usage per kind of job (issue 9): the same counters, one more key column */
+    [ST_USAGE_KIND_ADD] = "INSERT INTO usage_daily_kind(day, key_name, model, kind, jobs, "
+                          "seconds, failed, refunded_seconds) "
+                          "VALUES(?1, ?2, ?3, ?8, ?4, ?5, ?6, ?7) "
+                          "ON CONFLICT(day, key_name, model, kind) DO UPDATE SET "
+                          "jobs = jobs + excluded.jobs, seconds = seconds + excluded.seconds, "
+                          "failed = failed + excluded.failed, "
+                          "refunded_seconds = refunded_seconds + excluded.refunded_seconds",
+    [ST_USAGE_KIND] = "SELECT day, key_name, model, jobs, seconds, failed, refunded_seconds, "
+                      "kind FROM usage_daily_kind WHERE day >= ?1 AND day <= ?2 "
+                      "AND (?3 IS NULL OR key_name = ?3) ORDER BY key_name, model, kind, day",
 };
 
 /* ------------------------------------------------------- statement helpers */
@@ -315,10 +331,12 @@ static int load_job(struct sqlite_store *s, struct gw_store_op *op, int64_t seq)
 /* One upsert of a (day, key, model)'s counters. GW_OK, or GW_ERR with op
  * failed (if op). */
 static int usage_write(struct sqlite_store *s, struct gw_store_op *op,
-                       const struct usage_delta *d)
+                       const struct usage_delta *d, int by_kind)
 {
-    sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
+    sqlite3_stmt *st = stmt(s, by_kind ? ST_USAGE_KIND_ADD : ST_USAGE_ADD);
 
+    if (by_kind)
+        bind_text(st, 8, d->kind);
     sqlite3_bind_text(st, 1, d->day, -1, SQLITE_STATIC);
     bind_text(st, 2, d->key_name);
     bind_text(st, 3, d->model);
@@ -339,13 +357,13 @@ static int usage_add(struct sqlite_store *s, struct gw_store_op *op, const struc
                      int jobs, int64_t seconds, int failed, int64_t refunded)
 {
     struct usage_delta d = {
-        .key_name = j->key_name, .model = j->model_sent,
+        .key_name = j->key_name, .model = j->model_sent, .kind = gw_job_kind_name(j->kind),
         .jobs = jobs, .seconds = seconds, .failed = failed, .refunded = refunded,
     };
 
     gw_store_day(j->created_at, d.day);
     if (s->nudelta == GW_ARRAY_LEN(s->udelta)) /* not expected: one per operation */
-        return usage_write(s, op, &d);
+        return usage_write(s, op, &d, 0) == GW_OK ? usage_write(s, op, &d, 1) : GW_ERR;
     s->udelta[s->nudelta++] = d;
     return GW_OK;
 }
@@ -359,7 +377,30 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
 
     s->nudelta = 0;
     for (unsigned i = 0; i < n; i++)
-        u[i].merged = 0;
+        u[i].merged = u[i].kmerged = 0;
+    /* usage_daily_kind first, from the deltas as noted (usage_daily's merge below
+     * adds into them) */
+    for (unsigned i = 0; i < n; i++) {
+        struct usage_delta k = u[i];
+
+        if (u[i].kmerged)
+            continue;
+        for (unsigned m = i + 1; m < n; m++) {
+            if (!u[m].kmerged && strcmp(u[m].day, k.day) == 0 &&
+                strcmp(u[m].key_name, k.key_name) == 0 && strcmp(u[m].model, k.model) == 0 &&
+                strcmp(u[m].kind, k.kind) == 0) {
+                k.jobs += u[m].jobs;
+                k.seconds += u[m].seconds;
+                k.failed += u[m].failed;
+                k.refunded += u[m].refunded;
+                u[m].kmerged = 1;
+            }
+        }
+        if (usage_write(s, NULL, &k, 1) != GW_OK) {
+            snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
+            return GW_ERR;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         if (u[i].merged)
             continue;
@@ -374,7 +415,7 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
                 u[k].merged = 1;
             }
         }
-        if (usage_write(s, NULL, &u[i]) != GW_OK) {
+        if (usage_write(s, NULL, &u[i], 0) != GW_OK) {
             snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
             return GW_ERR;
         }
@@ -778,6 +819,9 @@ int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query 
         r->seconds = sqlite3_column_int64(st, 4);
         r->failed = sqlite3_column_int64(st, 5);
         r->refunded_seconds = sqlite3_column_int64(st, 6);
+        r->kind = NULL;
+        if (q->by_kind && (r->kind = strdup((const char *)sqlite3_column_text(st, 7))) == NULL)
+            goto oom;
     }
     if (rc != SQLITE_DONE) {
         snprintf(msg, msgcap, "%s", sqlite3_errmsg(db));
@@ -801,7 +845,8 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
     struct gw_usage *u;
     char msg[200];
 
-    if (sq_usage_collect(s->db, stmt(s, ST_USAGE), &op->usage_q, &u, msg, sizeof(msg)) != GW_OK) {
+    if (sq_usage_collect(s->db, stmt(s, op->usage_q.by_kind ? ST_USAGE_KIND : ST_USAGE),
+                         &op->usage_q, &u, msg, sizeof(msg)) != GW_OK) {
         gw_store_op_fail(op, "the job store failed: %s", msg);
         return GW_ERR;
     }
@@ -812,7 +857,10 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
         rows[i] = u->rows[i];
         rows[i].key_name = gw_store_op_strdup(op, u->rows[i].key_name, strlen(u->rows[i].key_name));
         rows[i].model = gw_store_op_strdup(op, u->rows[i].model, strlen(u->rows[i].model));
-        if (rows[i].key_name == NULL || rows[i].model == NULL)
+        if (u->rows[i].kind != NULL)
+            rows[i].kind = gw_store_op_strdup(op, u->rows[i].kind, strlen(u->rows[i].kind));
+        if (rows[i].key_name == NULL || rows[i].model == NULL ||
+            (u->rows[i].kind != NULL && rows[i].kind == NULL))
             rc = GW_ERR;
     }
     if (rc == GW_OK) {
@@ -825,10 +873,80 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
     return rc;
 }
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+static int op_character_put(struct sqlite_store *s, struct gw_store_op *op)
+{
+    const struct gw_character *c = &op->character;
+    sqlite3_stmt *st = stmt(s, ST_CHARACTER_INSERT);
+
+    bind_text(st, 1, c->id);
+    bind_text(st, 2, c->key_name);
+    bind_text(st, 3, c->upstream_key);
+    bind_text(st, 4, c->name);
+    sqlite3_bind_int64(st, 5, c->created_at);
+    sqlite3_bind_text(st, 6, c->object, (int)c->object_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+        gw_store_op_fail(op, "character %s is already recorded", c->id);
+        return GW_ERR;
+    }
+    if (rc != SQLITE_DONE) {
+        gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
+        return GW_ERR;
+    }
+    return GW_OK;
+}
+
+static int op_character_get(struct sqlite_store *s, struct gw_store_op *op)
+{
+    sqlite3_stmt *st = stmt(s, ST_CHARACTER_GET);
+    const unsigned char *txt[5];
+    size_t len[5], total = 0;
+    static const int cols[5] = { 0, 1, 2, 3, 5 }; /* id, key_name, upstream_key, name, object */
+    int rc;
+
+    bind_text(st, 1, op->character.id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        op->res.character = NULL;
+        return GW_OK;
+    }
+    if (rc != SQLITE_ROW)
+        return exec_done(s, st, op);
+    struct gw_character *c = gw_store_op_alloc(op, sizeof(*c));
+    for (int i = 0; i < 5; i++) {
+        txt[i] = sqlite3_column_text(st, cols[i]); /* then bytes: the text's length */
+        len[i] = (size_t)sqlite3_column_bytes(st, cols[i]);
+        total += len[i] + 1;
+    }
+    char *p = c != NULL ? gw_store_op_alloc(op, total) : NULL;
+    if (p == NULL) {
+        sqlite3_reset(st);
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    const char **dst[5] = { &c->id, &c->key_name, &c->upstream_key, &c->name, &c->object };
+    for (int i = 0; i < 5; i++) {
+        if (len[i] > 0)
+            memcpy(p, txt[i], len[i]);
+        p[len[i]] = '\0';
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
+    c->object_len = len[4];
+    c->created_at = sqlite3_column_int64(st, 4);
+    sqlite3_reset(st);
+    op->res.character = c;
+    return GW_OK;
+}
+
 int sq_op_reads_only(enum gw_store_op_kind k)
 {
     return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE ||
-           k == GW_OP_KEYS_LIST || k == GW_OP_KEYS_VERSION || k == GW_OP_JOBS_RECENT;
+           k == GW_OP_KEYS_LIST || k == GW_OP_KEYS_VERSION || k == GW_OP_JOBS_RECENT ||
+           k == GW_OP_CHARACTER_GET;
 }
 
 int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
@@ -864,6 +982,10 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
     case GW_OP_KEYS_VERSION:
     case GW_OP_JOBS_RECENT:
         return sq_keys_run(s, op);
+    case GW_OP_CHARACTER_PUT:
+        return op_character_put(s, op);
+    case GW_OP_CHARACTER_GET:
+        return op_character_get(s, op);
     }
     gw_store_op_fail(op, "unknown store operation");
     return GW_ERR;

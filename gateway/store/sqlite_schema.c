@@ -100,9 +100,44 @@ static const char *const schema_v2_keys[] = {
     NULL,
 };
 
+/* Version 3 (issue 9): characters, owned and pinned like jobs. */
+static const char *const schema_v3_characters[] = {
+    "CREATE TABLE characters ("
+    " id           TEXT    NOT NULL PRIMARY KEY," /* the upstream's character id */
+    " key_name     TEXT    NOT NULL,"             /* owner: the team key's name */
+    " upstream_key TEXT    NOT NULL,"             /* label of the upstream key */
+    " name         TEXT    NOT NULL,"
+    " created_at   INTEGER NOT NULL,"             /* unix s, the character object's */
+    " object       TEXT    NOT NULL)",            /* the character object (JSON) */
+    NULL,
+};
+
+/* Version 4 (issue 9): usage per kind of job (create, remix, edit, extend), beside
+ * usage_daily, which stays as it is. Filled from the jobs still in the ledger: older
+ * days that retention pruned have no breakdown. */
+static const char *const schema_v4_usage_kinds[] = {
+    "CREATE TABLE usage_daily_kind ("
+    " day              TEXT    NOT NULL,"
+    " key_name         TEXT    NOT NULL,"
+    " model            TEXT    NOT NULL,"     /* model sent */
+    " kind             TEXT    NOT NULL,"     /* create | remix | edit | extend */
+    " jobs             INTEGER NOT NULL DEFAULT 0,"
+    " seconds          INTEGER NOT NULL DEFAULT 0,"
+    " failed           INTEGER NOT NULL DEFAULT 0,"
+    " refunded_seconds INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (day, key_name, model, kind)) WITHOUT ROWID",
+    "INSERT INTO usage_daily_kind(day, key_name, model, kind, jobs, seconds, failed, "
+    "refunded_seconds) SELECT strftime('%Y-%m-%d', created_at, 'unixepoch'), key_name, "
+    "model_sent, kind, count(*), sum(seconds), sum(status = 'failed'), "
+    "sum(CASE WHEN refunded THEN seconds ELSE 0 END) FROM jobs GROUP BY 1, 2, 3, 4",
+    NULL,
+};
+
 static const char *const *const migrations[] = {
-    schema_v1,      /* version 1 */
-    schema_v2_keys, /* version 2 */
+    schema_v1,             /* version 1 */
+    schema_v2_keys,        /* version 2 */
+    schema_v3_characters,  /* version 3 */
+    schema_v4_usage_kinds, /* version 4 */
 };
 
 _Static_assert(GW_ARRAY_LEN(migrations) == GW_STORE_SCHEMA_VERSION,

@@ -631,6 +631,59 @@ int gw_store_job_refund(struct gw_store_loop *l, const char *id, gw_store_cb cb,
     return id_op(GW_OP_JOB_REFUND, l, id, 0, cb, arg, op, err);
 }
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+int gw_store_character_put(struct gw_store_loop *l, const struct gw_character *c,
+                           gw_store_cb cb, void *arg, struct gw_store_op **opp,
+                           struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op;
+    size_t olen = c->object != NULL ? c->object_len : 0;
+
+    if (opp != NULL)
+        *opp = NULL; /* until queued */
+    if (check_id(c->id, "id", err) != GW_OK ||
+        check_name(c->key_name, "the character's team key name", err) != GW_OK ||
+        check_name(c->upstream_key, "the character's upstream key label", err) != GW_OK)
+        return GW_ERR;
+    if (c->name != NULL && strlen(c->name) > GW_STORE_CHARACTER_NAME_MAX)
+        return bad_arg(err, "name", "a character name is at most 1024 bytes");
+    if (olen > GW_STORE_OBJECT_MAX)
+        return bad_arg(err, NULL, "store: a character object is at most 1 MiB");
+    op = op_new(GW_OP_CHARACTER_PUT,
+                slen(c->id) + slen(c->key_name) + slen(c->upstream_key) + slen(c->name) +
+                    olen + 1,
+                &pk, err);
+    if (op == NULL)
+        return GW_ERR;
+    op->character = *c;
+    op->character.id = pack_str(&pk, c->id);
+    op->character.key_name = pack_str(&pk, c->key_name);
+    op->character.upstream_key = pack_str(&pk, c->upstream_key);
+    op->character.name = c->name != NULL ? pack_str(&pk, c->name) : "";
+    op->character.object = pack(&pk, c->object != NULL ? c->object : "", olen);
+    op->character.object_len = olen;
+    return submit(l, op, cb, arg, opp, err);
+}
+
+int gw_store_character_get(struct gw_store_loop *l, const char *id, gw_store_cb cb, void *arg,
+                           struct gw_store_op **opp, struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op;
+
+    if (opp != NULL)
+        *opp = NULL; /* until queued */
+    if (check_id(id, "id", err) != GW_OK)
+        return GW_ERR;
+    op = op_new(GW_OP_CHARACTER_GET, slen(id), &pk, err);
+    if (op == NULL)
+        return GW_ERR;
+    op->character.id = pack_str(&pk, id);
+    return submit(l, op, cb, arg, opp, err);
+}
+
 int gw_store_job_update(struct gw_store_loop *l, const struct gw_job_update *u, gw_store_cb cb,
                         void *arg, struct gw_store_op **opp, struct gw_error *err)
 {
@@ -800,6 +853,7 @@ int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_s
     op->usage_q.since = pack_str(&pk, q->since);
     op->usage_q.until = pack_str(&pk, q->until);
     op->usage_q.key_name = pack_str(&pk, q->key_name);
+    op->usage_q.by_kind = q->by_kind;
     return submit(l, op, cb, arg, opp, err);
 }
 
@@ -821,6 +875,7 @@ void gw_store_usage_free(struct gw_usage *u)
     for (size_t i = 0; i < u->n; i++) {
         free((char *)u->rows[i].key_name);
         free((char *)u->rows[i].model);
+        free((char *)u->rows[i].kind);
     }
     free(u->rows);
     free(u);

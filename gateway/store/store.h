@@ -52,7 +52,7 @@ struct gw_store;      /* an open store (an engine) */
 struct gw_store_loop; /* the store as seen by one event loop */
 struct gw_store_op;   /* a pending asynchronous operation */
 
-#define GW_STORE_SCHEMA_VERSION 2  /* PRAGMA user_version this binary writes */
+#define GW_STORE_SCHEMA_VERSION 4  /* PRAGMA user_version this binary writes */
 #define GW_STORE_LIST_MAX 100      /* list: limit is 1..100 (OpenAI's bounds) */
 #define GW_STORE_LIST_DEFAULT 20   /* ... and 20 when the client gives none */
 #define GW_STORE_CLAIM_MAX 1000    /* claim_unfinished: limit is 1..1000 */
@@ -135,6 +135,7 @@ struct gw_usage_query {
     const char *since;    /* "YYYY-MM-DD" (UTC, inclusive); NULL: from the first day */
     const char *until;    /* "YYYY-MM-DD" (inclusive); NULL: to the last day */
     const char *key_name; /* NULL: every key */
+    int by_kind;          /* 1: one row per kind of job too (create, remix, edit, extend) */
 };
 
 struct gw_usage_row {
@@ -145,6 +146,23 @@ struct gw_usage_row {
     int64_t seconds;      /* video seconds of those jobs */
     int64_t failed;       /* jobs seen failed */
     int64_t refunded_seconds; /* seconds given back for them (counted on the creation day) */
+    const char *kind;     /* by_kind: "create", "remix", "edit", "extend"; else NULL */
+};
+
+/* ------------------------------------------------------ characters (issue 9) */
+
+#define GW_STORE_CHARACTER_NAME_MAX 1024 /* bytes of a character's name */
+
+/* A character made through POST /v1/videos/characters: like a job, it belongs to
+ * the team key that made it and is pinned to its upstream key. */
+struct gw_character {
+    const char *id;           /* the upstream's character id, 1..128 bytes */
+    const char *key_name;     /* the team key that created it: its owner */
+    const char *upstream_key; /* label of the upstream key it was created with */
+    const char *name;         /* its display name ("" if the upstream gave none) */
+    int64_t created_at;       /* unix s: the character object's */
+    const char *object;       /* the character object as created (JSON), object_len */
+    size_t object_len;        /* bytes; in results also NUL-terminated */
 };
 
 /* ------------------------------------------------------------------ keys */
@@ -236,6 +254,9 @@ struct gw_store_res {
     const int64_t *last_used;   /* keys_list: per name asked, its last job's created_at
                                  * (unix s, 0: none) */
     uint64_t keys_version;      /* keys_version, keys_list: bumped by every key write */
+
+    /* character_get: the row, or NULL: no such character */
+    const struct gw_character *character;
 };
 
 typedef void (*gw_store_cb)(void *arg, const struct gw_store_res *res);
@@ -406,10 +427,22 @@ int gw_store_idem_abort(struct gw_store_loop *l, const char *key_name, const cha
                         gw_store_cb cb, void *arg, struct gw_store_op **op,
                         struct gw_error *err);
 
-/* Usage rows (the admin API): res->usage, ordered by key, model, day. GW_ERR at
- * once for a date that is not YYYY-MM-DD. */
+/* Usage rows (the admin API): res->usage, ordered by key, model, day (by_kind: key,
+ * model, kind, day). GW_ERR at once for a date that is not YYYY-MM-DD. */
 int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_store_cb cb,
                    void *arg, struct gw_store_op **op, struct gw_error *err);
+
+/* ------------------------------------------------------ characters (issue 9) */
+
+/* Record a new character (an id already recorded is rc GW_ERR). When the
+ * callback runs, the row is committed. */
+int gw_store_character_put(struct gw_store_loop *l, const struct gw_character *c,
+                           gw_store_cb cb, void *arg, struct gw_store_op **op,
+                           struct gw_error *err);
+
+/* res->character: the character, or NULL. Ownership is the caller's check. */
+int gw_store_character_get(struct gw_store_loop *l, const char *id, gw_store_cb cb, void *arg,
+                           struct gw_store_op **op, struct gw_error *err);
 
 /* ------------------------------------------------------ outside any loop */
 

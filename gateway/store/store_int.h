@@ -31,6 +31,9 @@ enum gw_store_op_kind {
     GW_OP_KEYS_LIST,
     GW_OP_KEYS_VERSION,
     GW_OP_JOBS_RECENT,
+    /* characters (issue 9) */
+    GW_OP_CHARACTER_PUT,
+    GW_OP_CHARACTER_GET,
 };
 
 /* A block of result memory, owned by its operation (a list, freed with it). */
@@ -66,6 +69,7 @@ struct gw_store_op {
     int64_t t1, t2;             /* claim: due_before, now; prune: jobs_before, now;
                                  * idem_begin, delete: now in t1 */
     unsigned limit;             /* claim */
+    struct gw_character character; /* character_put: all of it; character_get: id */
 
     /* the result, filled by the engine */
     struct gw_store_res res;

@@ -486,7 +486,8 @@ int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw
                      o->path);
         goto out;
     }
-    if (sqlite3_prepare_v2(db, sq_stmt_sql[ST_USAGE], -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, sq_stmt_sql[q->by_kind ? ST_USAGE_KIND : ST_USAGE], -1, &st,
+                           NULL) != SQLITE_OK) {
         sq_open_error(err, o->path, db, "read it");
         goto out;
     }

@@ -2280,6 +2280,153 @@ static void test_keys_migrate_v1(void)
 
 /* ------------------------------------------------------------------- main */
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+struct charcap {
+    int calls, rc, found;
+    char id[140], key_name[64], upstream_key[64], name[64], object[256];
+    int64_t created_at;
+};
+
+static void char_cb(void *arg, const struct gw_store_res *res)
+{
+    struct charcap *c = arg;
+    const struct gw_character *ch = res->character;
+
+    c->calls++;
+    c->rc = res->rc;
+    c->found = ch != NULL;
+    if (ch == NULL)
+        return;
+    snprintf(c->id, sizeof(c->id), "%s", ch->id);
+    snprintf(c->key_name, sizeof(c->key_name), "%s", ch->key_name);
+    snprintf(c->upstream_key, sizeof(c->upstream_key), "%s", ch->upstream_key);
+    snprintf(c->name, sizeof(c->name), "%s", ch->name);
+    CHECK(ch->object[ch->object_len] == '\0' && ch->object_len < sizeof(c->object));
+    memcpy(c->object, ch->object, ch->object_len + 1);
+    c->created_at = ch->created_at;
+}
+
+static void test_characters(void)
+{
+    const char *path = new_path("characters");
+    struct gw_store *s = open_store(path, 0);
+    static const char obj[] = "{\"id\":\"char_1\",\"created_at\":1767225600,\"name\":\"Moo\"}";
+    struct gw_character ch = { "char_1", "alice", "env:UP_B", "Moo", T0, obj, sizeof(obj) - 1 };
+    struct gw_error err;
+    struct charcap c;
+    struct tloop t;
+
+    tl_init(&t, s);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_get(t.sl, "char_1", char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK && c.found);
+    CHECK(strcmp(c.key_name, "alice") == 0 && strcmp(c.upstream_key, "env:UP_B") == 0);
+    CHECK(strcmp(c.name, "Moo") == 0 && strcmp(c.object, obj) == 0 && c.created_at == T0);
+    /* the same id again is an error; an unknown id is no row */
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_ERR);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_get(t.sl, "char_2", char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK && !c.found);
+    /* arguments checked before anything is queued */
+    ch.id = "";
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_ERR);
+    ch.id = "char_3";
+    ch.key_name = NULL;
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_character_get(t.sl, NULL, char_cb, &c, NULL, &err) == GW_ERR);
+    tl_free(&t);
+    gw_store_close(s);
+}
+
+/* A file of schema version 1 (issue 6) gains the later tables, its jobs kept. */
+static void test_migrate_v1(void)
+{
+    const char *path = new_path("v1");
+    struct gw_store *s = open_store(path, 0);
+    struct jobbuf b;
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_old", "alice", T0, 8, GW_JOB_QUEUED));
+    tl_free(&t);
+    gw_store_close(s);
+    /* back to what a version 1 gateway wrote */
+    raw_exec(path, "DROP TABLE characters; DROP TABLE usage_daily_kind; DROP TABLE keys; "
+                   "DROP TABLE keys_version; PRAGMA user_version = 1");
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 0);
+    s = open_store(path, 0);
+    CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 1);
+    /* version 3's usage per kind is filled from the ledger */
+    CHECK(raw_int(path, "SELECT count(*) FROM usage_daily_kind WHERE day = '2026-01-01' AND "
+                        "key_name = 'alice' AND model = 'veo_3_1' AND kind = 'create' AND "
+                        "jobs = 1 AND seconds = 8") == 1);
+    tl_init(&t, s);
+    cap_reset(&c);
+    get_ok(&t, &c, "video_old");
+    CHECK(c.has_job && strcmp(c.job.key_name, "alice") == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* Usage per kind of job (issue 9): the same counters as usage_daily, split by kind,
+ * kept in the same batches; usage_daily itself unchanged. */
+static void test_usage_by_kind(void)
+{
+    const char *path = new_path("usage_kind");
+    struct gw_store *s = open_store(path, 0);
+    struct jobbuf b[4];
+    static const enum gw_job_kind kinds[4] = { GW_JOB_CREATE, GW_JOB_EDIT, GW_JOB_EDIT,
+                                               GW_JOB_EXTEND };
+    struct gw_usage_query q = { .by_kind = 1 };
+    struct gw_usage *u = NULL;
+    struct gw_error err;
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    for (int i = 0; i < 4; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_k%d", i);
+        mkjob(&b[i], id, "alice", T0, 4 + i, GW_JOB_QUEUED);
+        b[i].j.kind = kinds[i];
+        put_ok(&t, &c, &b[i].j);
+    }
+    tl_free(&t);
+    gw_store_close(s);
+    struct gw_store_options o = { .path = path };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    /* key, model, kind, day: create, edit (2 jobs, 5 + 6 s), extend */
+    CHECK(u->n == 3);
+    CHECK(strcmp(u->rows[0].kind, "create") == 0 && u->rows[0].jobs == 1 &&
+          u->rows[0].seconds == 4);
+    CHECK(strcmp(u->rows[1].kind, "edit") == 0 && u->rows[1].jobs == 2 &&
+          u->rows[1].seconds == 11);
+    CHECK(strcmp(u->rows[2].kind, "extend") == 0 && u->rows[2].jobs == 1 &&
+          u->rows[2].seconds == 7);
+    gw_store_usage_free(u);
+    q.by_kind = 0;
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 1 && u->rows[0].jobs == 4 && u->rows[0].seconds == 22 &&
+          u->rows[0].kind == NULL);
+    gw_store_usage_free(u);
+    cap_free(&c);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -2310,6 +2457,9 @@ static const struct {
     { "disk_full", test_disk_full },
     { "keys", test_keys },
     { "keys_migrate_v1", test_keys_migrate_v1 },
+    { "characters", test_characters },
+    { "migrate_v1", test_migrate_v1 },
+    { "usage_by_kind", test_usage_by_kind },
 };
 
 /* The temporary directory goes, also when a test fails (exit(1)); not from a
