@@ -166,6 +166,7 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
 
     w->id = id;
     w->cfg = cfg;
+    gw_config_hold(cfg); /* the loop's own reference (gw_worker_take_cfg) */
     w->keytab = s->keytab;
     w->limiter = s->limiter;
     gw_keypool_init(&w->keys, cfg->nupstream_keys);
@@ -460,6 +461,18 @@ int gw_server_run(struct gw_server *s)
     return 0;
 }
 
+const struct gw_config *gw_worker_take_cfg(struct gw_worker *w)
+{
+    const struct gw_config *n = __atomic_exchange_n(&w->next_cfg, NULL, __ATOMIC_ACQUIRE);
+
+    if (n != NULL) {
+        const struct gw_config *old = w->cfg;
+        w->cfg = n; /* the slot's reference is now the loop's */
+        gw_config_release(old);
+    }
+    return w->cfg;
+}
+
 int gw_server_reload(struct gw_server *s)
 {
     struct gw_config *n = gw_config_load(s->cur->path, stderr), *old = s->cur;
@@ -483,10 +496,14 @@ int gw_server_reload(struct gw_server *s)
     }
     gw_log_level = n->log_level;
     gw_metrics_config(n);
-    for (unsigned i = 0; i < s->nworkers; i++)
-        __atomic_store_n(&s->workers[i].cfg, n, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        gw_config_hold(n); /* the slot's reference, the loop's once it takes it */
+        const struct gw_config *untaken =
+            __atomic_exchange_n(&s->workers[i].next_cfg, n, __ATOMIC_ACQ_REL);
+        gw_config_release(untaken); /* a previous reload's, never seen by the loop */
+    }
     s->cur = n;
-    gw_config_release(old); /* freed once its last request is done */
+    gw_config_release(old); /* the loops hold it until they take the new one */
     /* the store's keys take their defaults and model names from the config */
     if (s->workers[0].keysync != NULL)
         gw_keysync_force(s->workers[0].keysync);
