@@ -4,6 +4,7 @@
  *   gateway -t [-c FILE]       check the configuration and exit
  *   gateway mint-key NAME      print a new team key once, and its config stanza
  *   gateway usage [...]        usage per key and model (cli_usage.c)
+ *   gateway keys ...           keys kept in the store (cli_keys.c)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,17 +12,17 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <openssl/ssl.h>
 
 #include "accesslog.h"
+#include "auth.h"
+#include "cli_keys.h"
 #include "cli_usage.h"
 #include "config.h"
 #include "log.h"
+#include "ops.h"
 #include "server.h"
 
-#define GW_VERSION "0.1.0"
 
 static int usage(FILE *f)
 {
@@ -31,33 +32,26 @@ static int usage(FILE *f)
                "       gateway usage [-c FILE] [--since DATE] [--until DATE] [--key NAME]\n"
                "                     [--by-day] [--json]\n"
                "                                video-seconds per key and model (usage -h)\n"
+               "       gateway keys add|list|set|revoke ...\n"
+               "                                keys kept in the store (keys -h)\n"
                "       gateway -v               print the version\n");
     return f == stderr ? 2 : 0;
 }
 
 static int mint_key(const char *name)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char rnd[32], digest[SHA256_DIGEST_LENGTH];
-    char key[64] = "sk-vgw-";
-    size_t off = strlen(key);
+    unsigned char digest[32];
+    char key[GW_AUTH_SECRET_LEN + 1];
 
     /* (an empty name made a "[key ]" stanza that the config then refuses) */
-    if (name[0] == '\0' || strlen(name) > 64 ||
-        strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
-            strlen(name)) {
+    if (gw_store_key_name_ok(name) != GW_OK) {
         fprintf(stderr, "gateway: key names are 1-64 characters of [A-Za-z0-9_.-]\n");
         return 2;
     }
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+    if (gw_auth_new_secret(key, digest) != GW_OK) {
         fprintf(stderr, "gateway: no randomness available\n");
         return 1;
     }
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        key[off++] = alphabet[rnd[i] & 63];
-    key[off] = '\0';
-    SHA256((const unsigned char *)key, off, digest);
     printf("# Team key for \"%s\" (shown once; give it to its owner, it is not stored):\n"
            "#   %s\n"
            "# Paste into gateway.conf:\n[key %s]\nsha256 = ",
@@ -105,6 +99,8 @@ int main(int argc, char **argv)
         return argc == 3 ? mint_key(argv[2]) : usage(stderr);
     if (argc >= 2 && strcmp(argv[1], "usage") == 0)
         return gw_cli_usage(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "keys") == 0)
+        return gw_cli_keys(argc - 1, argv + 1);
     while ((opt = getopt(argc, argv, "c:thv")) != -1) {
         switch (opt) {
         case 'c':

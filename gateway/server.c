@@ -17,10 +17,13 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "htfix.h"
+#include "keysync.h"
 #include "limiter.h"
 #include "log.h"
+#include "ops.h"
 #include "store/store.h"
 #include "proxy.h"
 #include "refresh.h"
@@ -29,6 +32,9 @@
 
 #define DRAIN_MAX_S 30 /* SIGTERM: in-flight exchanges get this long to finish */
 #define ACCEPT_PAUSE_MS 250 /* out of descriptors: stop accepting this long */
+#define DRAIN_GRACE_MS 250 /* SIGTERM: listeners stay open this long, new connections
+                              steered to a newer process (upgrade.c), so that those
+                              already queued are accepted rather than reset */
 
 struct gw_server {
     struct gw_config *cfg;        /* the first: what the listeners, the upstream and the
@@ -36,6 +42,7 @@ struct gw_server {
     struct gw_config *cur;        /* the current one (reloads replace it) */
     struct gw_limiter *limiter;
     struct gw_store *store;
+    struct gw_keytab *keytab;     /* the store's keys, as every loop has them (one ref) */
     SSL_CTX *up_ssl;
     unsigned nworkers;
     struct gw_worker *workers;
@@ -114,6 +121,49 @@ static int server_tls(struct gw_worker *w, struct gw_error *err)
     return GW_OK;
 }
 
+/* On the first loop (keysync.c): every loop starts new requests with tab; those
+ * in flight keep theirs. The old table's reference goes to the keysync, which
+ * releases it a moment later (then it is freed once its last request is done). */
+static struct gw_keytab *publish_keys(void *arg, struct gw_keytab *tab)
+{
+    struct gw_server *s = arg;
+    struct gw_keytab *old = s->keytab;
+
+    for (unsigned i = 0; i < s->nworkers; i++)
+        __atomic_store_n(&s->workers[i].keytab, tab, __ATOMIC_RELEASE);
+    s->keytab = tab;
+    return old;
+}
+
+static void keys_loaded(void *arg, const struct gw_store_res *res)
+{
+    struct gw_server *s = arg;
+
+    s->keytab = gw_keytab_build(s->cfg, res->keys, res->nkeys, res->keys_version);
+}
+
+/* The store's keys, before the loops run (a blocking read is fine here). */
+static int load_keys(struct gw_server *s, const struct gw_store_options *so,
+                     struct gw_error *err)
+{
+    if (s->cfg->store_backend == GW_STORE_REDIS) {
+        /* keys kept in the store are not on the Redis engine yet: the config's only
+         * (the keys poll says so once in the log) */
+        s->keytab = gw_keytab_build(s->cfg, NULL, 0, 0);
+        gw_log(GW_LOG_WARN, "keys: the redis store does not keep keys yet: only the "
+               "configuration's [key] sections are in force");
+    } else if (gw_store_keys_list_sync(so, NULL, 0, keys_loaded, s, err) != GW_OK) {
+        return GW_ERR;
+    }
+    if (s->keytab == NULL || gw_limiter_bind_keys(s->limiter, s->keytab->keys,
+                                                  s->keytab->nkeys) != GW_OK)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+    if (s->keytab->skipped > 0)
+        gw_log(GW_LOG_WARN, "keys: %u store key(s) named like a config key are not used "
+               "(the config's [key] wins)", s->keytab->skipped);
+    return GW_OK;
+}
+
 static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
                        struct gw_error *err)
 {
@@ -123,6 +173,8 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
 
     w->id = id;
     w->cfg = cfg;
+    gw_config_hold(cfg); /* the loop's own reference (gw_worker_take_cfg) */
+    w->keytab = s->keytab;
     w->limiter = s->limiter;
     gw_keypool_init(&w->keys, cfg->nupstream_keys);
     /* Each loop is touched by its own thread only: no locks. The changelist
@@ -166,6 +218,8 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the job refresh");
     if (w->up == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
+    if (id == 0 && gw_readyz_start(w) != GW_OK)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the store probe");
     snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen.host, ':') ? "ipv6:" : "",
              cfg->listen.host);
     if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen.port, 1024) != 0)
@@ -173,6 +227,11 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
                             cfg->listen.host, cfg->listen.port, strerror(errno));
     if (id == 0 && gw_admin_start(w, err) != GW_OK)
         return GW_ERR;
+    /* the first loop keeps every loop's store keys current */
+    if (id == 0 && w->store != NULL &&
+        (w->keysync = gw_keysync_start(w, s->limiter, s->keytab->version, publish_keys, s)) ==
+            NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the keys poll");
     w->accept_timer = evtimer_new(w->base, accept_resume, w);
     if (w->accept_timer == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the accept timer");
@@ -193,11 +252,13 @@ static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(today, sizeof(today), "%Y-%m-%d", &tm);
-    if (gw_store_usage_read(so, &(struct gw_usage_query){ today, today, NULL }, &u, err) !=
-        GW_OK)
+    if (gw_store_usage_read(so, &(struct gw_usage_query){ .since = today, .until = today }, &u,
+                            err) != GW_OK)
         return GW_ERR;
-    for (unsigned k = 0; k < s->cfg->nkeys; k++) {
-        const struct gw_team_key *key = &s->cfg->keys[k];
+    unsigned nstore = s->keytab != NULL ? s->keytab->nkeys : 0;
+    for (unsigned k = 0; k < s->cfg->nkeys + nstore; k++) {
+        const struct gw_team_key *key = k < s->cfg->nkeys ? &s->cfg->keys[k]
+                                                          : &s->keytab->keys[k - s->cfg->nkeys];
         int64_t spent = 0;
         for (size_t i = 0; i < u->n; i++) {
             if (strcmp(u->rows[i].key_name, key->name) == 0)
@@ -210,11 +271,28 @@ static int seed_budgets(struct gw_server *s, const struct gw_store_options *so,
     return GW_OK;
 }
 
+/* The signals the main thread takes with sigwait(). Blocked before any thread
+ * starts (the store's starts in gw_server_new), so that every thread inherits
+ * the mask: a signal landing on a thread that does not block it would take its
+ * default action (SIGUSR1, SIGHUP: the end of the process) while the main
+ * thread is busy, say with a reload, rather than waiting in sigwait(). */
+static void signal_set(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
 {
     struct gw_server *s = calloc(1, sizeof(*s));
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    sigset_t set;
 
+    signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (s == NULL) {
         gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
         return NULL;
@@ -242,7 +320,7 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
     if (gw_server_store_options(cfg, &so)) {
         so.log = gw_log_write;
         s->store = gw_store_open(&so, err);
-        if (s->store == NULL)
+        if (s->store == NULL || load_keys(s, &so, err) != GW_OK)
             goto fail;
         if (seed_budgets(s, &so, err) != GW_OK) {
             if (cfg->store_backend != GW_STORE_REDIS)
@@ -252,6 +330,11 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
             gw_log(GW_LOG_WARN, "store: cannot read today's usage: %s", err->message);
         }
     }
+    if (gw_metrics_init(s->workers, s->nworkers, s->store) != GW_OK) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+        goto fail;
+    }
+    gw_metrics_config(cfg);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err) != GW_OK)
             goto fail;
@@ -298,6 +381,7 @@ static void *worker_main(void *arg)
 {
     struct gw_worker *w = arg;
 
+    gw_metrics_bind_thread(w->id);
     event_base_dispatch(w->base);
     return NULL;
 }
@@ -326,15 +410,45 @@ static void drain_start(evutil_socket_t fd, short ev, void *arg)
     event_add(t, &tick);
 }
 
+/*
+ * SIGTERM, before the loops close their listeners: new connections go to a newer
+ * process's sockets if one listens (upgrade.c), and the loops keep accepting
+ * what is already queued for DRAIN_GRACE_MS; then the steering is taken off
+ * again, since it would outlive us in the group and skew the newer process's
+ * spread if it runs another number of loops. One socket of each SO_REUSEPORT
+ * group speaks for the group. The main thread may sleep: it runs no loop.
+ */
+static void drain_grace(struct gw_server *s)
+{
+    struct timespec grace = { 0, DRAIN_GRACE_MS * 1000000L };
+    evutil_socket_t fds[2] = { -1, -1 };
+    unsigned nown[2] = { s->nworkers, 1 };
+    int steered = 0;
+
+    if (s->workers[0].htp->server != NULL)
+        fds[0] = evconnlistener_get_fd(s->workers[0].htp->server);
+    if (s->workers[0].admin != NULL && s->workers[0].admin->server != NULL)
+        fds[1] = evconnlistener_get_fd(s->workers[0].admin->server);
+    for (int i = 0; i < 2; i++)
+        steered |= fds[i] >= 0 && gw_upgrade_steer_away(fds[i], nown[i]) == GW_OK;
+    if (!steered)
+        return;
+    gw_log(GW_LOG_INFO, "SIGTERM: new connections go to a newer gateway if one listens; "
+           "listeners close in %d ms", DRAIN_GRACE_MS);
+    while (nanosleep(&grace, &grace) != 0 && errno == EINTR)
+        ;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0)
+            gw_upgrade_steer_clear(fds[i]);
+    }
+}
+
 int gw_server_run(struct gw_server *s)
 {
     sigset_t set;
     int sig = 0;
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    signal_set(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     signal(SIGPIPE, SIG_IGN);
     for (unsigned i = 0; i < s->nworkers; i++)
@@ -342,15 +456,30 @@ int gw_server_run(struct gw_server *s)
     gw_log(GW_LOG_INFO, "listening on %s:%d (%s), %u event loops, upstream %s",
            s->cfg->listen.host, s->cfg->listen.port, s->cfg->tls_cert ? "https" : "http",
            s->nworkers, s->cfg->upstream_url);
+    gw_sd_ready(); /* every listener is bound (gw_server_new) and the loops run */
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            gw_server_reload(s);
+            gw_sd_reloading();
+            gw_metrics_reload(gw_server_reload(s) == GW_OK);
+            gw_sd_ready();
+            continue;
+        }
+        if (sig == SIGUSR1) {
+            /* logrotate moved the file: write to a new one at the configured path */
+            if (gw_accesslog_reopen() != GW_OK)
+                gw_log(GW_LOG_ERROR, "SIGUSR1: cannot reopen the access log %s: %s; still "
+                       "writing to the old file", s->cfg->access_log, strerror(errno));
+            else
+                gw_log(GW_LOG_INFO, "SIGUSR1: access log reopened");
             continue;
         }
         break;
     }
+    gw_readyz_draining();
+    gw_sd_stopping();
+    drain_grace(s);
     gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            DRAIN_MAX_S);
     for (unsigned i = 0; i < s->nworkers; i++)
@@ -362,6 +491,18 @@ int gw_server_run(struct gw_server *s)
         gw_store_close(s->store);
     gw_log(GW_LOG_INFO, "stopped");
     return 0;
+}
+
+const struct gw_config *gw_worker_take_cfg(struct gw_worker *w)
+{
+    const struct gw_config *n = __atomic_exchange_n(&w->next_cfg, NULL, __ATOMIC_ACQUIRE);
+
+    if (n != NULL) {
+        const struct gw_config *old = w->cfg;
+        w->cfg = n; /* the slot's reference is now the loop's */
+        gw_config_release(old);
+    }
+    return w->cfg;
 }
 
 int gw_server_reload(struct gw_server *s)
@@ -386,10 +527,18 @@ int gw_server_reload(struct gw_server *s)
         return GW_ERR;
     }
     gw_log_level = n->log_level;
-    for (unsigned i = 0; i < s->nworkers; i++)
-        __atomic_store_n(&s->workers[i].cfg, n, __ATOMIC_RELEASE);
+    gw_metrics_config(n);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        gw_config_hold(n); /* the slot's reference, the loop's once it takes it */
+        const struct gw_config *untaken =
+            __atomic_exchange_n(&s->workers[i].next_cfg, n, __ATOMIC_ACQ_REL);
+        gw_config_release(untaken); /* a previous reload's, never seen by the loop */
+    }
     s->cur = n;
-    gw_config_release(old); /* freed once its last request is done */
+    gw_config_release(old); /* the loops hold it until they take the new one */
+    /* the store's keys take their defaults and model names from the config */
+    if (s->workers[0].keysync != NULL)
+        gw_keysync_force(s->workers[0].keysync);
     gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded from %s (%u team keys)", n->path,
            n->nkeys);
     return GW_OK;

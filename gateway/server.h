@@ -16,13 +16,19 @@
 
 #include "config.h"
 #include "keypool.h"
+#include "keytab.h"
 
 struct gw_worker {
     unsigned id;
     struct event_base *base;
     evhtp_t *htp;
     struct gw_upstream *up;
-    const struct gw_config *cfg; /* the current config: read it with gw_worker_cfg() */
+    const struct gw_config *cfg;      /* the config new work starts under, held by this
+                                       * loop and swapped on its thread: gw_worker_cfg() */
+    const struct gw_config *next_cfg; /* a reload's config waiting for the loop to take it
+                                       * (atomic; the slot holds a reference), or NULL */
+    const struct gw_keytab *keytab; /* the store's keys now: read it with gw_worker_keytab();
+                                     * NULL: no store */
     int wake_fd;            /* eventfd: the main thread asks this loop to drain */
     struct event *wake_ev;
     pthread_t thread;
@@ -36,6 +42,7 @@ struct gw_worker {
     struct gw_store_loop *store;  /* the job registry as this loop sees it; NULL: none */
     struct gw_refresher *refresher; /* first loop only: refresh of unfinished jobs */
     evhtp_t *admin;                 /* first loop only: the admin listener, or NULL */
+    struct gw_keysync *keysync;     /* first loop only: keeps keytab current (with a store) */
     struct event *accept_timer;   /* accepts paused (out of descriptors) until it fires */
     uint64_t accept_errors;       /* accept() failures since the last log line */
     int64_t accept_logged_ms;     /* when that line was written */
@@ -46,10 +53,29 @@ struct gw_server;
 /* Build every worker (listeners bound, TLS loaded). GW_ERR with a message in err. */
 struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err);
 
-/* The config new work starts under (a reload replaces it from another thread). */
-static inline const struct gw_config *gw_worker_cfg(const struct gw_worker *w)
+/* The loop takes a reload's config (gw_worker_cfg's slow path). */
+const struct gw_config *gw_worker_take_cfg(struct gw_worker *w);
+
+/*
+ * The config new work starts under; on the loop's own thread only. A reload
+ * does not swap it from the main thread (the loop could be between reading the
+ * old pointer and holding it while the main thread drops the last reference):
+ * it leaves the new one in next_cfg, which the loop takes here, dropping its
+ * own reference to the old one. Valid until the loop's next call; hold it
+ * (gw_config_hold) to keep it longer.
+ */
+static inline const struct gw_config *gw_worker_cfg(struct gw_worker *w)
 {
-    return __atomic_load_n(&w->cfg, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&w->next_cfg, __ATOMIC_RELAXED) != NULL)
+        return gw_worker_take_cfg(w);
+    return w->cfg;
+}
+
+/* The store's keys new work starts under (keysync.c replaces the table from the
+ * first loop's thread); hold it (gw_keytab_hold) for as long as a key of it is used. */
+static inline const struct gw_keytab *gw_worker_keytab(const struct gw_worker *w)
+{
+    return __atomic_load_n(&w->keytab, __ATOMIC_ACQUIRE);
 }
 
 /* A monotonic clock in ms (limits, deadlines). */

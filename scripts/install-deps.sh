@@ -9,9 +9,12 @@ pkgs=(
     # libraries (see README "Dependencies" for why each is there)
     libevent-dev libevhtp-dev libonig-dev libssl-dev libhttp-parser-dev
     libcjson-dev libinih-dev libcmocka-dev libsqlite3-dev libhiredis-dev
-    # tests: stub upstream and integration tests, certificates, SDK test; a private
+    # tests: stub upstream and integration tests, certificates, SDK test; the admin
+    # console's browser test (playwright-core from npm drives this chromium); a private
     # redis-server for the Redis store's tests (never the system's service)
-    python3 openssl curl ca-certificates nodejs redis-server
+    python3 openssl curl ca-certificates nodejs chromium redis-server
+    # operations: sd_notify (systemd Type=notify); promtool and a real Prometheus for the tests
+    libsystemd-dev prometheus
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(nginx-light wrk)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-14-dev)

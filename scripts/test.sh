@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-if [ ! -d tests/sdk/node_modules ]; then
-    (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# JS dependencies, pinned in each package-lock.json: the SDK test's, the console's
+# (uPlot, embedded into the binary at build time) and the browser test's
+for d in tests/sdk gateway/admin/console tests/browser; do
+    if [ ! -d "$d/node_modules" ]; then
+        (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+done
 dir=build
 opts=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DGW_WERROR=ON)
 if [ "${1:-}" = "--sanitize" ]; then

@@ -4,16 +4,21 @@
  * public listener. Its requests go through the same framer (htfix.c) as the
  * public ones, so the request edge is as strict; they are small and have no body.
  *
- *   GET /admin/usage?since=&until=&key=&group=key,model,day&format=csv
- *       usage per key and model (and day with group=...,day), from the store,
+ *   GET /admin/usage?since=&until=&key=&group=key,model,kind,day&format=csv
+ *       usage per key and model (and kind of job, and day, when grouped so), from the store,
  *       as JSON {"object":"list","data":[...]} or CSV for finance
+ *   GET|POST /admin/keys, PATCH|DELETE /admin/keys/{name}   (admin_keys.c)
+ *   GET /admin/jobs?key=&status=&limit=                      (admin_jobs.c)
+ *   GET /admin/ and its files: the console                   (admin_console.c)
  *   GET /admin/healthz
+ *   GET /metrics                      the Prometheus exposition (ops/metrics.c)
  *
  * Refusals are OpenAI error bodies: 401 without a valid key, 403 for a key that
  * is not an admin, 404/405 for other paths and methods, 503 without a store.
  * Every call is in the access log with the admin key's name.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,26 +27,18 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <evhtp/evhtp.h>
+#include <openssl/crypto.h>
 
 #include "accesslog.h"
 #include "admin.h"
+#include "admin_int.h"
 #include "auth.h"
 #include "htfix.h"
 #include "log.h"
+#include "ops.h"
 #include "store/store.h"
 
-/* One admin request waiting for the store. */
-struct admin_req {
-    evhtp_request_t *req;
-    struct gw_worker *w;
-    const struct gw_config *cfg;   /* held: key points into it */
-    const struct gw_team_key *key;
-    struct gw_store_op *op;
-    int csv, by_day;
-    struct timespec t0;
-};
-
-static int64_t unix_ms(void)
+int64_t gw_admin_unix_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
@@ -67,6 +64,8 @@ static void access_log(evhtp_request_t *req, const struct gw_team_key *key, cons
     a.error = error;
     a.completed = 1;
     gw_accesslog_write(&a);
+    gw_m_request(GW_M_ROUTE_ADMIN, route, status, key ? (int64_t)key->slot : -1, 0, bytes_out,
+                 (uint64_t)(a.ms * 1000));
 }
 
 static void send_body(evhtp_request_t *req, int status, const char *ctype, struct evbuffer *b)
@@ -74,33 +73,74 @@ static void send_body(evhtp_request_t *req, int status, const char *ctype, struc
     evhtp_headers_add_header(req->headers_out, evhtp_header_new("Content-Type", ctype, 0, 0));
     evhtp_headers_add_header(req->headers_out,
                              evhtp_header_new("Cache-Control", "no-store", 0, 0));
+    evhtp_headers_add_header(req->headers_out,
+                             evhtp_header_new("X-Content-Type-Options", "nosniff", 0, 0));
     evbuffer_add_buffer(req->buffer_out, b);
     evhtp_send_reply(req, (evhtp_res)status);
 }
 
-static void send_error(evhtp_request_t *req, const struct gw_team_key *key, const char *route,
-                       const struct gw_error *err, const struct timespec *t0)
+void gw_admin_send(struct admin_req *a, int status, const char *ctype, struct evbuffer *b)
+{
+    size_t len = evbuffer_get_length(b);
+
+    send_body(a->req, status, ctype, b);
+    access_log(a->req, a->key, a->route, status, len, &a->t0, NULL);
+}
+
+void gw_admin_error(struct admin_req *a, const struct gw_error *err)
 {
     char body[512];
     size_t n = gw_error_json(err, body, sizeof(body));
     struct evbuffer *b = evbuffer_new();
 
     if (b == NULL) {
-        evhtp_send_reply(req, EVHTP_RES_SERVERR);
+        evhtp_send_reply(a->req, EVHTP_RES_SERVERR);
         return;
     }
     evbuffer_add(b, body, n);
-    send_body(req, err->status, "application/json", b);
+    send_body(a->req, err->status, "application/json", b);
     evbuffer_free(b);
-    access_log(req, key, route, err->status, n, t0, err->code);
+    access_log(a->req, a->key, a->route, err->status, n, &a->t0, err->code);
+}
+
+void gw_admin_fail(struct admin_req *a, int status, const char *code, const char *param,
+                   const char *fmt, ...)
+{
+    struct gw_error err = { status, status >= 500 ? "server_error" : "invalid_request_error",
+                            code, param, "" };
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err.message, sizeof(err.message), fmt, ap);
+    va_end(ap);
+    gw_admin_error(a, &err);
+}
+
+const char *gw_admin_query(struct admin_req *a, const char *name)
+{
+    evhtp_kvs_t *kv = a->req->uri ? a->req->uri->query : NULL;
+
+    return kv != NULL ? evhtp_kv_find(kv, name) : NULL;
+}
+
+void gw_admin_hold(struct admin_req *a)
+{
+    if (a->cfg == NULL) {
+        a->cfg = gw_worker_cfg(a->w);
+        gw_config_hold(a->cfg);
+    }
 }
 
 /* ----------------------------------------------------------------- usage */
 
-/* A CSV field: quoted, quotes doubled (model names come from clients). */
+/* A CSV field: quoted, quotes doubled (model names come from clients), and one
+ * that a spreadsheet would take for a formula (= + - @, tab, CR at its start)
+ * gets a leading ' (OWASP's "CSV injection" advice): finance opens these. */
 static void csv_field(struct evbuffer *b, const char *s)
 {
     evbuffer_add(b, "\"", 1);
+    if (*s != '\0' && strchr("=+-@\t\r", *s) != NULL)
+        evbuffer_add(b, "'", 1);
     for (; *s; s++) {
         if (*s == '"')
             evbuffer_add(b, "\"", 1);
@@ -109,8 +149,7 @@ static void csv_field(struct evbuffer *b, const char *s)
     evbuffer_add(b, "\"", 1);
 }
 
-/* A JSON string: escaped, control bytes as \u00XX. */
-static void json_str(struct evbuffer *b, const char *s)
+void gw_admin_json_str(struct evbuffer *b, const char *s)
 {
     evbuffer_add(b, "\"", 1);
     for (; *s; s++) {
@@ -137,12 +176,12 @@ static void usage_done(void *arg, const struct gw_store_res *res)
     if (res->rc != GW_OK || b == NULL) {
         if (b != NULL)
             evbuffer_free(b);
-        send_error(a->req, a->key, "admin.usage", res->err, &a->t0);
+        gw_admin_error(a, res->err);
         return;
     }
     if (a->csv)
-        evbuffer_add_printf(b, "key,model,%sjobs,seconds,failed,refunded_seconds\r\n",
-                            a->by_day ? "day," : "");
+        evbuffer_add_printf(b, "key,model,%s%sjobs,seconds,failed,refunded_seconds\r\n",
+                            a->by_kind ? "kind," : "", a->by_day ? "day," : "");
     else
         evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
     for (size_t i = 0; i < res->nusage; n++) {
@@ -150,7 +189,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
         struct gw_usage_row sum = *r;
         for (i++; !a->by_day && i < res->nusage && strcmp(res->usage[i].key_name,
                                                             r->key_name) == 0 &&
-                  strcmp(res->usage[i].model, r->model) == 0;
+                  strcmp(res->usage[i].model, r->model) == 0 &&
+                  (!a->by_kind || strcmp(res->usage[i].kind, r->kind) == 0);
              i++) {
             sum.jobs += res->usage[i].jobs;
             sum.seconds += res->usage[i].seconds;
@@ -161,6 +201,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
             csv_field(b, sum.key_name);
             evbuffer_add(b, ",", 1);
             csv_field(b, sum.model);
+            if (a->by_kind)
+                evbuffer_add_printf(b, ",%s", sum.kind);
             if (a->by_day)
                 evbuffer_add_printf(b, ",%s", sum.day);
             evbuffer_add_printf(b, ",%lld,%lld,%lld,%lld\r\n", (long long)sum.jobs,
@@ -169,9 +211,11 @@ static void usage_done(void *arg, const struct gw_store_res *res)
             continue;
         }
         evbuffer_add(b, n ? ",{\"key\":" : "{\"key\":", n ? 8 : 7);
-        json_str(b, sum.key_name);
+        gw_admin_json_str(b, sum.key_name);
         evbuffer_add(b, ",\"model\":", 9);
-        json_str(b, sum.model);
+        gw_admin_json_str(b, sum.model);
+        if (a->by_kind)
+            evbuffer_add_printf(b, ",\"kind\":\"%s\"", sum.kind);
         if (a->by_day)
             evbuffer_add_printf(b, ",\"day\":\"%s\"", sum.day);
         evbuffer_add_printf(b, ",\"jobs\":%lld,\"seconds\":%lld,\"failed\":%lld,"
@@ -181,24 +225,8 @@ static void usage_done(void *arg, const struct gw_store_res *res)
     }
     if (!a->csv)
         evbuffer_add(b, "]}", 2);
-    size_t len = evbuffer_get_length(b);
-    send_body(a->req, 200, a->csv ? "text/csv; charset=utf-8" : "application/json", b);
-    access_log(a->req, a->key, "admin.usage", 200, len, &a->t0, NULL);
+    gw_admin_send(a, 200, a->csv ? "text/csv; charset=utf-8" : "application/json", b);
     evbuffer_free(b);
-}
-
-/* The request is freed (answered, or its client gone): a store answer still to come
- * must not find it. */
-static evhtp_res pending_fini(evhtp_request_t *req, void *arg)
-{
-    struct admin_req *a = arg;
-
-    if (a->op != NULL)
-        gw_store_cancel(a->op);
-    gw_config_release(a->cfg);
-    free(a);
-    gw_htfix_request_done(evhtp_request_get_connection(req));
-    return EVHTP_RES_OK;
 }
 
 static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usage_query *q,
@@ -215,12 +243,27 @@ static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usag
     if (q->key_name != NULL && *q->key_name == '\0')
         q->key_name = NULL;
     if (group != NULL) {
-        /* key and model always; day on request */
-        if (strcmp(group, "key,model") != 0 && strcmp(group, "key,model,day") != 0 &&
-            strcmp(group, "key,day,model") != 0)
-            return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "group",
-                                "Invalid 'group': expected key,model or key,model,day");
-        a->by_day = strstr(group, "day") != NULL;
+        /* key and model always; day and kind (of job) on request, in any order */
+        static const char *const words[] = { "key", "model", "day", "kind" };
+        int seen[4] = { 0 };
+        const char *p = group;
+
+        for (;;) {
+            size_t n = strcspn(p, ",");
+            unsigned w = 0;
+
+            while (w < 4 && !(strlen(words[w]) == n && strncmp(p, words[w], n) == 0))
+                w++;
+            if (w == 4 || seen[w]++)
+                goto bad_group;
+            if (p[n] == '\0')
+                break;
+            p += n + 1;
+        }
+        if (!seen[0] || !seen[1])
+            goto bad_group;
+        a->by_day = seen[2];
+        a->by_kind = q->by_kind = seen[3];
     }
     if (format != NULL) {
         if (strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
@@ -229,6 +272,64 @@ static int usage_query(evhtp_request_t *req, struct admin_req *a, struct gw_usag
         a->csv = strcmp(format, "csv") == 0;
     }
     return GW_OK;
+
+bad_group:
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "group",
+                        "Invalid 'group': expected key,model and optionally day and kind, "
+                        "e.g. key,model,kind,day");
+}
+
+static void usage_route(struct admin_req *a, const char *method)
+{
+    struct gw_usage_query q;
+    struct gw_error err;
+
+    a->route = "admin.usage";
+    if (strcmp(method, "GET") != 0) {
+        gw_admin_fail(a, 405, "method_not_allowed", NULL,
+                      "Method not allowed; this path accepts GET");
+        return;
+    }
+    gw_admin_hold(a);
+    if (usage_query(a->req, a, &q, &err) != GW_OK ||
+        gw_store_usage(a->w->store, &q, usage_done, a, &a->op, &err) != GW_AGAIN)
+        gw_admin_error(a, &err);
+    /* else answered from usage_done() */
+}
+
+/* --------------------------------------------------------------- metrics */
+
+/* No longer than this: past it the scrape answers 500 rather than a cut text. */
+#define METRICS_MAX (16u << 20)
+
+/* GET /metrics (ops/metrics.c): the config is held (gw_admin_hold), the store's
+ * keys are held for the scrape. */
+static void metrics_route(struct admin_req *a, const char *method)
+{
+    const struct gw_keytab *kt;
+    struct gw_expo e;
+    struct evbuffer *b;
+
+    a->route = "admin.metrics";
+    if (strcmp(method, "GET") != 0) {
+        gw_admin_fail(a, 405, "method_not_allowed", NULL,
+                      "Method not allowed; this path accepts GET");
+        return;
+    }
+    kt = gw_worker_keytab(a->w);
+    gw_keytab_hold(kt);
+    gw_expo_init(&e, METRICS_MAX);
+    gw_metrics_scrape(&e, a->cfg, kt);
+    gw_keytab_release(kt);
+    if (e.full || (b = evbuffer_new()) == NULL)
+        gw_admin_fail(a, 500, "metrics_too_large", NULL,
+                      "The metrics exposition could not be built (out of memory)");
+    else {
+        evbuffer_add(b, e.buf, e.len);
+        gw_admin_send(a, 200, "text/plain; version=0.0.4; charset=utf-8", b);
+        evbuffer_free(b);
+    }
+    gw_expo_free(&e);
 }
 
 /* --------------------------------------------------------------- routing */
@@ -242,11 +343,14 @@ static void admin_request(evhtp_request_t *req, void *arg)
     const char *path = req->uri && req->uri->path && req->uri->path->full ?
                            req->uri->path->full : "/";
     const char *method = htparser_get_methodstr_m(req->method);
-    struct gw_error err;
-    struct timespec t0;
-    const struct gw_team_key *key;
+    struct admin_req *a = req->hooks != NULL ? req->hooks->on_read_arg : NULL;
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (method == NULL)
+        method = "?";
+    if (a == NULL) { /* admin_headers could not allocate */
+        evhtp_send_reply(req, EVHTP_RES_SERVERR);
+        return;
+    }
     if (strcmp(path, "/admin/healthz") == 0) {
         struct evbuffer *b = evbuffer_new();
         evbuffer_add(b, "{\"status\":\"ok\"}\n", 16);
@@ -254,65 +358,123 @@ static void admin_request(evhtp_request_t *req, void *arg)
         evbuffer_free(b);
         return;
     }
-    const struct gw_config *cfg = gw_worker_cfg(w);
-    key = gw_auth_check(cfg, evhtp_header_find(req->headers_in, "Authorization"), unix_ms());
+    /* the console's files need no key: the page signs in from the browser */
+    size_t bytes;
+    int status = gw_admin_console(req, method, path, &bytes);
+    if (status != 0) {
+        access_log(req, NULL, "admin.console", status, bytes, &a->t0, NULL);
+        return;
+    }
+    /* held from here on: the admin key points into it */
+    gw_admin_hold(a);
+    /* the store's keys too: one of them is told 403, not 401 (it is a valid key;
+     * the API makes no admin keys). Not held: used only before this returns. */
+    const struct gw_team_key *key =
+        gw_auth_check(a->cfg, gw_worker_keytab(w), evhtp_header_find(req->headers_in,
+                                                                    "Authorization"),
+                      gw_admin_unix_ms());
     if (key == NULL) {
-        gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
-                     "The admin API needs an admin key: Authorization: Bearer <key>");
-        send_error(req, NULL, "admin", &err, &t0);
+        gw_admin_fail(a, 401, "invalid_api_key", NULL,
+                      "The admin API needs an admin key: Authorization: Bearer <key>");
         return;
     }
+    a->key = key;
     if (!key->admin) {
-        gw_error_set(&err, 403, "invalid_request_error", "permission_denied", NULL,
-                     "This API key is not an admin key (admin = yes)");
-        send_error(req, key, "admin", &err, &t0);
+        gw_admin_fail(a, 403, "permission_denied", NULL,
+                      "This API key is not an admin key (admin = yes)");
+        a->key = NULL; /* a store key: its table is not held */
         return;
     }
-    if (strcmp(path, "/admin/usage") != 0) {
-        gw_error_set(&err, 404, "invalid_request_error", "not_found", NULL,
-                     "Unknown admin path; see GET /admin/usage");
-        send_error(req, key, "admin", &err, &t0);
+    if (a->body_too_big) {
+        gw_admin_fail(a, 413, "request_too_large", NULL,
+                      "An admin request body is at most %d bytes", GW_ADMIN_BODY_MAX);
         return;
     }
-    if (method == NULL || strcmp(method, "GET") != 0) {
-        gw_error_set(&err, 405, "invalid_request_error", "method_not_allowed", NULL,
-                     "Method not allowed; this path accepts GET");
-        send_error(req, key, "admin.usage", &err, &t0);
+    if (strcmp(path, "/metrics") == 0) {
+        metrics_route(a, method);
+        return;
+    }
+    int keys = strcmp(path, "/admin/keys") == 0 || strncmp(path, "/admin/keys/", 12) == 0;
+    int usage = strcmp(path, "/admin/usage") == 0, jobs = strcmp(path, "/admin/jobs") == 0;
+    if (!keys && !usage && !jobs) {
+        gw_admin_fail(a, 404, "not_found", NULL,
+                      "Unknown admin path; see /admin/keys, /admin/usage, /admin/jobs, "
+                      "/metrics");
         return;
     }
     if (w->store == NULL) {
-        gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
-                     "Usage needs a store: set [store] path");
-        send_error(req, key, "admin.usage", &err, &t0);
+        a->route = keys ? "admin.keys" : usage ? "admin.usage" : "admin.jobs";
+        gw_admin_fail(a, 503, "store_unavailable", NULL,
+                      "This needs a store: set [store] path");
         return;
     }
-    struct admin_req *a = calloc(1, sizeof(*a));
-    struct gw_usage_query q;
-    if (a == NULL) {
-        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
-        send_error(req, key, "admin.usage", &err, &t0);
-        return;
-    }
-    a->req = req;
-    a->w = w;
-    a->cfg = cfg;
-    gw_config_hold(cfg);
-    a->key = key;
-    a->t0 = t0;
-    if (usage_query(req, a, &q, &err) != GW_OK ||
-        gw_store_usage(w->store, &q, usage_done, a, &a->op, &err) != GW_AGAIN) {
-        send_error(req, key, "admin.usage", &err, &t0);
-        gw_config_release(a->cfg);
-        free(a);
-        return;
-    }
-    /* answered from usage_done(); libevhtp keeps the request until then, and tells
-     * pending_fini() if it goes first */
-    evhtp_request_set_hook(req, evhtp_hook_on_request_fini, (evhtp_hook)pending_fini, a);
+    if (keys)
+        gw_admin_keys(a, method, path);
+    else if (usage)
+        usage_route(a, method);
+    else
+        gw_admin_jobs(a, method);
 }
 
-/* Admin requests have no body: anything sent is read and dropped (an undrained
- * body is parsed by libevhtp as a query, libevhtp-notes trap 4). */
+/* The body, kept up to GW_ADMIN_BODY_MAX; past that it is read and dropped (and
+ * the request answered 413). Never left in libevhtp's buffer: an undrained body
+ * is parsed by libevhtp as a query (libevhtp-notes trap 4). */
+static evhtp_res admin_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
+{
+    struct admin_req *a = arg;
+    size_t len = evbuffer_get_length(buf);
+
+    if (!a->body_too_big && evbuffer_get_length(a->body) + len <= GW_ADMIN_BODY_MAX) {
+        evbuffer_remove_buffer(buf, a->body, len);
+        return EVHTP_RES_OK;
+    }
+    a->body_too_big = 1;
+    evbuffer_drain(a->body, evbuffer_get_length(a->body));
+    evbuffer_drain(buf, len);
+    return EVHTP_RES_OK;
+}
+
+/* The request is over (answered, or its client gone): whatever it still waits
+ * for must not find it. */
+static evhtp_res admin_req_fini(evhtp_request_t *req, void *arg)
+{
+    struct admin_req *a = arg;
+
+    if (a->op != NULL)
+        gw_store_cancel(a->op);
+    gw_keysync_cancel(a->wait);
+    if (a->cfg != NULL)
+        gw_config_release(a->cfg);
+    if (a->body != NULL)
+        evbuffer_free(a->body);
+    if (a->answer != NULL)
+        evbuffer_free(a->answer);
+    OPENSSL_cleanse(a->secret, sizeof(a->secret));
+    free(a->data);
+    free(a);
+    gw_htfix_request_done(evhtp_request_get_connection(req));
+    return EVHTP_RES_OK;
+}
+
+/* Every admin request gets its state here, with its own read and fini hooks. */
+static evhtp_res admin_headers(evhtp_request_t *req, evhtp_headers_t *hdr, void *arg)
+{
+    struct admin_req *a = calloc(1, sizeof(*a));
+
+    if (a == NULL || (a->body = evbuffer_new()) == NULL) {
+        free(a);
+        return EVHTP_RES_OK; /* admin_drain, admin_fini, and a 500 from admin_request */
+    }
+    a->req = req;
+    a->w = arg;
+    a->route = "admin";
+    clock_gettime(CLOCK_MONOTONIC, &a->t0);
+    evhtp_request_set_hook(req, evhtp_hook_on_read, (evhtp_hook)admin_read, a);
+    evhtp_request_set_hook(req, evhtp_hook_on_request_fini, (evhtp_hook)admin_req_fini, a);
+    return EVHTP_RES_OK;
+}
+
+/* Without a request's own state (out of memory): the body is dropped. */
 static evhtp_res admin_drain(evhtp_request_t *req, struct evbuffer *buf, void *arg)
 {
     evbuffer_drain(buf, evbuffer_get_length(buf));
@@ -329,6 +491,7 @@ static evhtp_res admin_accept(evhtp_connection_t *conn, void *arg)
 {
     if (gw_htfix_attach(conn) != GW_OK)
         return EVHTP_RES_ERROR;
+    evhtp_connection_set_hook(conn, evhtp_hook_on_headers, (evhtp_hook)admin_headers, arg);
     evhtp_connection_set_hook(conn, evhtp_hook_on_read, (evhtp_hook)admin_drain, arg);
     evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini, (evhtp_hook)admin_fini, arg);
     return EVHTP_RES_OK;
@@ -348,6 +511,8 @@ int gw_admin_start(struct gw_worker *w, struct gw_error *err)
     if (htp == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
     evhtp_disable_flag(htp, EVHTP_FLAG_ENABLE_100_CONT);
+    /* a newer gateway binds it too during an upgrade (docs/operations.md) */
+    evhtp_enable_flag(htp, EVHTP_FLAG_ENABLE_REUSEPORT);
     evhtp_set_timeouts(htp, &tv, &tv);
     evhtp_set_post_accept_cb(htp, admin_accept, w);
     evhtp_set_gencb(htp, admin_request, NULL);

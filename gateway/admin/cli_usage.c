@@ -37,7 +37,7 @@
 
 static const char synopsis[] =
     "usage: gateway usage [-c FILE] [--since DATE] [--until DATE] [--key NAME] [--by-day] "
-    "[--json]\n";
+    "[--by-kind] [--json]\n";
 
 static const char help[] =
     "Video-seconds spent per team key and model, from the store named by [store] path.\n"
@@ -48,6 +48,9 @@ static const char help[] =
     "  --until DATE   up to this UTC day (inclusive; default: the last)\n"
     "  --key NAME     this team key only\n"
     "  --by-day       one row per UTC day too (JSON: a \"day\" member)\n"
+    "  --by-kind      one row per kind of job too: create, remix, edit, extend (JSON: a\n"
+    "                 \"kind\" member); days before the store knew kinds, pruned from\n"
+    "                 its ledger by then, are not split\n"
     "  --json         a JSON array of {key, model, jobs, seconds, failed,\n"
     "                 refunded_seconds}, no totals\n"
     "\n"
@@ -58,7 +61,7 @@ static const char help[] =
 struct usage_opts {
     const char *conf;
     const char *since, *until, *key;
-    int json, by_day;
+    int json, by_day, by_kind;
 };
 
 /* ------------------------------------------------------------------ messages */
@@ -178,6 +181,8 @@ static int parse_args(int argc, char **argv, struct usage_opts *o)
             flag = &o->json;
         else if (strcmp(name, "--by-day") == 0)
             flag = &o->by_day;
+        else if (strcmp(name, "--by-kind") == 0)
+            flag = &o->by_kind;
         else
             return bad_usage("unknown option %s", quote(q, sizeof(q), name));
 
@@ -220,6 +225,7 @@ struct line {
     const char *day;       /* NULL: summed over days */
     const char *key;
     const char *model;
+    const char *kind;      /* NULL: all kinds */
     int64_t jobs, seconds, failed, refunded_seconds;
 };
 
@@ -252,9 +258,11 @@ static struct line *summarise(const struct gw_usage *u, int by_day, size_t *nrow
         const struct gw_usage_row *r = &u->rows[i];
 
         if (by_day || n == 0 || strcmp(lines[n - 1].key, r->key_name) != 0 ||
-            strcmp(lines[n - 1].model, r->model) != 0) {
+            strcmp(lines[n - 1].model, r->model) != 0 ||
+            (r->kind != NULL && strcmp(lines[n - 1].kind, r->kind) != 0)) {
             lines[n].key = r->key_name;
             lines[n].model = r->model;
+            lines[n].kind = r->kind;
             lines[n].day = by_day ? r->day : NULL;
             n++;
         }
@@ -286,27 +294,29 @@ static char *cell(const char *s)
     return r;
 }
 
-#define NCOLS 7 /* key model day jobs seconds failed refunded_seconds */
+#define NCOLS 8 /* key model kind day jobs seconds failed refunded_seconds */
+#define NTEXT 4 /* the text columns, left-aligned */
 
 /* One line of the table: its text cells, then x's numbers. */
-static void fill(char *row[NCOLS], const char *key, const char *model, const char *day,
-                 const struct line *x)
+static void fill(char *row[NCOLS], const char *key, const char *model, const char *kind,
+                 const char *day, const struct line *x)
 {
     const int64_t v[4] = { x->jobs, x->seconds, x->failed, x->refunded_seconds };
     char num[24];
 
     row[0] = cell(key);
     row[1] = cell(model);
-    row[2] = cell(day != NULL ? day : "");
+    row[2] = cell(kind != NULL ? kind : "");
+    row[3] = cell(day != NULL ? day : "");
     for (int c = 0; c < 4; c++) {
         snprintf(num, sizeof(num), "%" PRId64, v[c]);
-        row[3 + c] = strdup(num);
+        row[NTEXT + c] = strdup(num);
     }
 }
 
-static int print_table(const struct line *rows, size_t nrows, int by_day)
+static int print_table(const struct line *rows, size_t nrows, int by_day, int by_kind)
 {
-    static const char *const head[NCOLS] = { "key",  "model",   "day",   "jobs",
+    static const char *const head[NCOLS] = { "key",  "model",   "kind",   "day",   "jobs",
                                              "seconds", "failed", "refunded_seconds" };
     size_t nkeys = 0, nlines, li = 0;
     char *(*cells)[NCOLS];
@@ -326,16 +336,16 @@ static int print_table(const struct line *rows, size_t nrows, int by_day)
         cells[li][c] = strdup(head[c]);
     li++;
     for (size_t i = 0; i < nrows; i++) {
-        fill(cells[li++], rows[i].key, rows[i].model, rows[i].day, &rows[i]);
+        fill(cells[li++], rows[i].key, rows[i].model, rows[i].kind, rows[i].day, &rows[i]);
         sum(&key_total, &rows[i]);
         if (i + 1 == nrows || strcmp(rows[i + 1].key, rows[i].key) != 0) {
-            fill(cells[li++], rows[i].key, USAGE_TOTAL, NULL, &key_total);
+            fill(cells[li++], rows[i].key, USAGE_TOTAL, NULL, NULL, &key_total);
             sum(&grand, &key_total);
             memset(&key_total, 0, sizeof(key_total));
         }
     }
     if (nrows > 0)
-        fill(cells[li++], USAGE_TOTAL, "", NULL, &grand);
+        fill(cells[li++], USAGE_TOTAL, "", NULL, NULL, &grand);
 
     for (size_t i = 0; i < li; i++) {
         for (int c = 0; c < NCOLS; c++) {
@@ -349,9 +359,9 @@ static int print_table(const struct line *rows, size_t nrows, int by_day)
         const char *sep = "";
 
         for (int c = 0; c < NCOLS; c++) {
-            if (c == 2 && !by_day)
+            if ((c == 2 && !by_kind) || (c == 3 && !by_day))
                 continue;
-            if (c < 3) /* text: left-aligned */
+            if (c < NTEXT) /* text: left-aligned */
                 printf("%s%-*s", sep, (int)width[c], cells[i][c]);
             else       /* numbers: right-aligned */
                 printf("%s%*s", sep, (int)width[c], cells[i][c]);
@@ -419,7 +429,7 @@ static void json_str(const char *s)
     putchar('"');
 }
 
-static void print_json(const struct line *rows, size_t nrows, int by_day)
+static void print_json(const struct line *rows, size_t nrows, int by_day, int by_kind)
 {
     if (nrows == 0) {
         printf("[]\n");
@@ -437,6 +447,10 @@ static void print_json(const struct line *rows, size_t nrows, int by_day)
         json_str(rows[i].key);
         printf(", \"model\": ");
         json_str(rows[i].model);
+        if (by_kind) {
+            printf(", \"kind\": ");
+            json_str(rows[i].kind);
+        }
         printf(", \"jobs\": %" PRId64 ", \"seconds\": %" PRId64 ", \"failed\": %" PRId64
                ", \"refunded_seconds\": %" PRId64 "}%s\n",
                rows[i].jobs, rows[i].seconds, rows[i].failed, rows[i].refunded_seconds,
@@ -476,7 +490,8 @@ int gw_cli_usage(int argc, char **argv)
                         "file) or backend = redis; this configuration has neither\n", o.conf);
         goto out;
     }
-    q = (struct gw_usage_query){ .since = o.since, .until = o.until, .key_name = o.key };
+    q = (struct gw_usage_query){ .since = o.since, .until = o.until, .key_name = o.key,
+                                 .by_kind = o.by_kind };
     if (gw_store_usage_read(&so, &q, &u, &err) != GW_OK) {
         fprintf(stderr, "gateway usage: %s\n", err.message);
         goto out;
@@ -487,8 +502,8 @@ int gw_cli_usage(int argc, char **argv)
         goto out;
     }
     if (o.json)
-        print_json(rows, nrows, o.by_day);
-    else if (print_table(rows, nrows, o.by_day) != GW_OK) {
+        print_json(rows, nrows, o.by_day, o.by_kind);
+    else if (print_table(rows, nrows, o.by_day, o.by_kind) != GW_OK) {
         fprintf(stderr, "gateway usage: out of memory\n");
         goto out;
     }

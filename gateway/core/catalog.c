@@ -147,6 +147,64 @@ int gw_catalog_check_size(const struct gw_model *m, struct gw_str size, struct g
     return catalog_check_list(m, m->sizes, m->nsizes, size, "size", err);
 }
 
+static const char *const op_names[] = { [GW_VIDEO_OP_EDIT] = "edits", [GW_VIDEO_OP_EXTEND] = "extensions" };
+
+static int offers(const struct gw_model *m, enum gw_video_op op)
+{
+    return op == GW_VIDEO_OP_EDIT ? m->edits : m->extensions;
+}
+
+int gw_catalog_check_op(const struct gw_catalog *c, const struct gw_model *m, int any,
+                        enum gw_video_op op, struct gw_error *err)
+{
+    if (m != NULL) {
+        if (offers(m, op))
+            return GW_OK;
+        return gw_error_set(err, 400, "invalid_request_error", "unsupported_operation",
+                            "video", "Model '%s' does not offer %s: this video cannot be %s.",
+                            m->name, op_names[op], op == GW_VIDEO_OP_EDIT ? "edited" : "extended");
+    }
+    if (c->allow_unknown)
+        return GW_OK;
+    for (unsigned i = 0; any && i < c->nmodels; i++) {
+        if (offers(&c->models[i], op))
+            return GW_OK;
+    }
+    return gw_error_set(err, 400, "invalid_request_error", "unsupported_operation", "video",
+                        any ? "The video service behind this gateway offers no %s."
+                            : "The model of this video is not in the gateway's catalog, which "
+                              "cannot tell whether it offers %s.",
+                        op_names[op]);
+}
+
+int gw_catalog_check_extend_seconds(const struct gw_catalog *c, const struct gw_model *m,
+                                    int any, struct gw_str seconds, struct gw_error *err)
+{
+    char echo[CATALOG_ECHO_MAX + 4];
+
+    if (m != NULL)
+        return catalog_check_list(m, m->extend_seconds, m->nextend_seconds, seconds, "seconds",
+                                  err);
+    if (!any || c->allow_unknown)
+        return GW_OK;
+    for (unsigned i = 0; i < c->nmodels; i++) {
+        const struct gw_model *o = &c->models[i];
+
+        if (!o->extensions)
+            continue;
+        if (o->nextend_seconds == 0)
+            return GW_OK;
+        for (unsigned j = 0; j < o->nextend_seconds; j++) {
+            if (gw_str_eq(seconds, o->extend_seconds[j]))
+                return GW_OK;
+        }
+    }
+    return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "seconds",
+                        "Invalid 'seconds' value '%s' for an extension: no model of this "
+                        "gateway extends by that many seconds.",
+                        catalog_echo(seconds, echo, sizeof(echo)));
+}
+
 void gw_catalog_free(struct gw_catalog *c)
 {
     for (unsigned i = 0; i < c->nmodels; i++) {
@@ -157,6 +215,8 @@ void gw_catalog_free(struct gw_catalog *c)
             free(m->seconds[j]);
         for (unsigned j = 0; j < m->nsizes; j++)
             free(m->sizes[j]);
+        for (unsigned j = 0; j < m->nextend_seconds; j++)
+            free(m->extend_seconds[j]);
     }
     free(c->models);
     for (unsigned i = 0; i < c->naliases; i++)

@@ -27,6 +27,17 @@ struct gw_model {
     unsigned nseconds;
     char *sizes[GW_CATALOG_MAX_LIST];
     unsigned nsizes;
+    /* issue 9: the follow-up operations the service offers for this model's videos */
+    int edits;              /* POST /v1/videos/edits on its videos: 1 yes, 0 no */
+    int extensions;         /* POST /v1/videos/extensions: 1 yes, 0 no */
+    char *extend_seconds[GW_CATALOG_MAX_LIST]; /* an extension's `seconds`; n == 0: any */
+    unsigned nextend_seconds;
+};
+
+/* The operations on an existing video the catalog knows per model. */
+enum gw_video_op {
+    GW_VIDEO_OP_EDIT = 0,
+    GW_VIDEO_OP_EXTEND,
 };
 
 struct gw_alias {
@@ -40,6 +51,7 @@ struct gw_catalog {
     struct gw_alias *aliases;
     unsigned naliases;
     int allow_unknown;      /* 1: unknown models pass through unchanged; 0: 400 */
+    int characters;         /* 1: the service offers /v1/videos/characters; 0: 404 */
 };
 
 /* The result of resolving what a client asked for. */
@@ -69,6 +81,22 @@ int gw_catalog_check_images(const struct gw_model *m, unsigned nimages, struct g
  * model unknown): GW_ERR 400 invalid_request_error / invalid_value, param "seconds" / "size". */
 int gw_catalog_check_seconds(const struct gw_model *m, struct gw_str seconds, struct gw_error *err);
 int gw_catalog_check_size(const struct gw_model *m, struct gw_str size, struct gw_error *err);
+
+/*
+ * May op be applied to a video made by model m? m NULL: the model is not known -
+ * an uploaded video (any = 1: fine if some model of the catalog offers op, or
+ * unknown models pass), or a source job whose model the catalog does not hold
+ * (any = 0: fine only when unknown models pass). GW_ERR: 400 invalid_request_error /
+ * unsupported_operation, param "video".
+ */
+int gw_catalog_check_op(const struct gw_catalog *c, const struct gw_model *m, int any,
+                        enum gw_video_op op, struct gw_error *err);
+
+/* An extension's seconds: listed in m's extend_seconds (m NULL, any = 1: in the list
+ * of some model that offers extensions; any = 0: not checked). GW_ERR: 400
+ * invalid_value, param "seconds". */
+int gw_catalog_check_extend_seconds(const struct gw_catalog *c, const struct gw_model *m,
+                                    int any, struct gw_str seconds, struct gw_error *err);
 
 void gw_catalog_free(struct gw_catalog *c);
 

@@ -166,11 +166,17 @@ const struct conf_directive conf_directives[] = {
 
     { SEC_MODELS, "unknown", CONF_ENUM, CFG(catalog.allow_unknown), "reject", 0, 0,
       unknown_names, 0 },
+    { SEC_MODELS, "characters", CONF_BOOL, CFG(catalog.characters), "on", 0, 0, NULL, 0 },
 
     { SEC_MODEL, "family", CONF_ENUM, offsetof(struct gw_model, family), NULL, 0, 0,
       family_names, CONF_REQUIRED },
     { SEC_MODEL, "seconds", CONF_SECONDS, 0, NULL, 1, CONF_SECONDS_MAX, NULL, 0 },
     { SEC_MODEL, "sizes", CONF_SIZES, 0, NULL, 0, 0, NULL, 0 },
+    { SEC_MODEL, "edits", CONF_BOOL, offsetof(struct gw_model, edits), NULL, 0, 0, NULL, 0 },
+    { SEC_MODEL, "extensions", CONF_BOOL, offsetof(struct gw_model, extensions), NULL, 0, 0,
+      NULL, 0 },
+    { SEC_MODEL, "extend_seconds", CONF_SECONDS, offsetof(struct gw_model, extend_seconds),
+      NULL, 1, CONF_SECONDS_MAX, NULL, 0 },
 
     { SEC_STORE, "path", CONF_PATH, CFG(store_path), NULL, 0, 0, NULL, 0 },
     { SEC_STORE, "synchronous", CONF_ENUM, CFG(store_sync_full), "normal", 0, 0, sync_names,

@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -824,12 +825,15 @@ static int conf_valid_list_item(enum conf_type type, const char *s, size_t len)
 }
 
 /* seconds / sizes: a comma list, spaces around items allowed. GW_ERR when invalid. */
-static int conf_set_list(struct conf_loader *ld, struct conf_loc at, enum conf_type type,
-                         struct gw_model *m, const char *v)
+static int conf_set_list(struct conf_loader *ld, struct conf_loc at,
+                         const struct conf_directive *d, struct gw_model *m, const char *v)
 {
+    enum conf_type type = d->type;
+    int ext = d->offset == offsetof(struct gw_model, extend_seconds) && type == CONF_SECONDS;
     char *tmp[GW_CATALOG_MAX_LIST];
-    char **list = type == CONF_SECONDS ? m->seconds : m->sizes;
-    unsigned *count = type == CONF_SECONDS ? &m->nseconds : &m->nsizes;
+    char **list = ext ? m->extend_seconds : type == CONF_SECONDS ? m->seconds : m->sizes;
+    unsigned *count = ext ? &m->nextend_seconds
+                      : type == CONF_SECONDS ? &m->nseconds : &m->nsizes;
     unsigned n = 0;
     int rc = GW_ERR;
 
@@ -959,7 +963,7 @@ void conf_set(struct conf_loader *ld, struct conf_loc at, const char *label,
         return;
     case CONF_SECONDS:
     case CONF_SIZES:
-        if (conf_set_list(ld, at, d->type, base, v) == GW_OK)
+        if (conf_set_list(ld, at, d, base, v) == GW_OK)
             return;
         break;
     case CONF_SHA256:

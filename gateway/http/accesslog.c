@@ -13,9 +13,11 @@
 #include "gw.h"
 
 static int log_fd = STDOUT_FILENO;
+static char log_path[4096]; /* "" for stdout or off: nothing to reopen */
 
 int gw_accesslog_open(const char *spec)
 {
+    log_path[0] = '\0';
     if (spec == NULL || strcmp(spec, "-") == 0) {
         log_fd = STDOUT_FILENO;
         return GW_OK;
@@ -25,7 +27,32 @@ int gw_accesslog_open(const char *spec)
         return GW_OK;
     }
     log_fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (log_fd >= 0 && strlen(spec) < sizeof(log_path))
+        memcpy(log_path, spec, strlen(spec) + 1);
     return log_fd < 0 ? GW_ERR : GW_OK;
+}
+
+/*
+ * The new file takes the old one's descriptor number with dup2(), which swaps
+ * it in one step: a loop writing a line at that moment writes it whole to the
+ * old file or the new one, never to a closed descriptor, so no line is lost.
+ */
+int gw_accesslog_reopen(void)
+{
+    int fd;
+
+    if (log_path[0] == '\0')
+        return GW_OK;
+    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return GW_ERR;
+    if (dup2(fd, log_fd) < 0) {
+        close(fd);
+        return GW_ERR;
+    }
+    close(fd);
+    fcntl(log_fd, F_SETFD, FD_CLOEXEC);
+    return GW_OK;
 }
 
 struct line {
@@ -85,6 +112,8 @@ void gw_accesslog_write(const struct gw_access *a)
     n += snprintf(num + n, sizeof(num) - (size_t)n, ".%03dZ\"", (int)(tv.tv_usec / 1000));
     put(&l, num, (size_t)n);
     put_str(&l, "rid", a->rid, strlen(a->rid));
+    /* the trace-id part of a traceparent ("00-<trace-id>-<parent-id>-<flags>") */
+    put_str(&l, "trace", a->trace ? a->trace + 3 : NULL, a->trace ? 32 : 0);
     put_str(&l, "key", a->key, a->key ? strlen(a->key) : 0);
     put_str(&l, "method", a->method, a->method ? strlen(a->method) : 0);
     put_str(&l, "route", a->route, a->route ? strlen(a->route) : 0);

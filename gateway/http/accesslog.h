@@ -10,6 +10,7 @@
 
 struct gw_access {
     const char *rid;
+    const char *trace;        /* W3C traceparent's trace-id (32 hex digits), or NULL */
     const char *key;          /* key name or NULL */
     const char *method;
     const char *route;        /* router name or NULL */
@@ -28,6 +29,10 @@ struct gw_access {
 /* "-" = stdout, "off" = nothing, else a file opened for append. GW_ERR if it
  * cannot be opened. */
 int gw_accesslog_open(const char *spec);
+
+/* SIGUSR1 (log rotation): open the configured file again, by its path, in place
+ * of the old one. No-op for "-" and "off". GW_ERR (errno set): the old file stays. */
+int gw_accesslog_reopen(void);
 
 void gw_accesslog_write(const struct gw_access *a);
 

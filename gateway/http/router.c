@@ -48,6 +48,12 @@ static int known_method(const char *m)
     return 0;
 }
 
+static int starts_with(struct gw_str s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return s.len >= n && memcmp(s.p, prefix, n) == 0;
+}
+
 int gw_router_match(const char *method, struct gw_str path, struct gw_route *out,
                     struct gw_error *err)
 {
@@ -65,6 +71,8 @@ int gw_router_match(const char *method, struct gw_str path, struct gw_route *out
     int del = strcmp(method, "DELETE") == 0;
     if (gw_str_eq(path, "/healthz"))
         return get ? set(out, GW_ROUTE_HEALTHZ, "healthz", 0, 0) : not_allowed(err, "GET");
+    if (gw_str_eq(path, "/readyz"))
+        return get ? set(out, GW_ROUTE_READYZ, "readyz", 0, 0) : not_allowed(err, "GET");
     if (gw_str_eq(path, "/v1/models"))
         return get ? set(out, GW_ROUTE_MODELS, "models", 0, 0) : not_allowed(err, "GET");
     if (path.len < vlen || memcmp(path.p, videos, vlen) != 0)
@@ -79,8 +87,28 @@ int gw_router_match(const char *method, struct gw_str path, struct gw_route *out
     if (path.p[vlen] != '/')
         goto not_found;
 
-    /* /v1/videos/{id}[/content|/remix] */
+    /* the route words come before any id: a video id can never be one of them */
     struct gw_str rest = { path.p + vlen + 1, path.len - vlen - 1 };
+    if (gw_str_eq(rest, "edits"))
+        return post ? set(out, GW_ROUTE_EDIT, "edit", 1, 1) : not_allowed(err, "POST");
+    if (gw_str_eq(rest, "extensions"))
+        return post ? set(out, GW_ROUTE_EXTEND, "extend", 1, 1) : not_allowed(err, "POST");
+    if (gw_str_eq(rest, "characters"))
+        return post ? set(out, GW_ROUTE_CHARACTER_CREATE, "character_create", 1, 1)
+                    : not_allowed(err, "POST");
+    if (starts_with(rest, "edits/") || starts_with(rest, "extensions/"))
+        goto not_found;
+    if (starts_with(rest, "characters/")) {
+        struct gw_str cid = { rest.p + 11, rest.len - 11 };
+        if (!gw_router_valid_id(cid))
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_id", "id",
+                                "Invalid character id: expected 1 to 128 characters of "
+                                "[A-Za-z0-9_-]");
+        out->video_id = cid;
+        return get ? set(out, GW_ROUTE_CHARACTER, "character", 1, 0) : not_allowed(err, "GET");
+    }
+
+    /* /v1/videos/{id}[/content|/remix] */
     const char *slash = memchr(rest.p, '/', rest.len);
     struct gw_str id = { rest.p, slash ? (size_t)(slash - rest.p) : rest.len };
     struct gw_str tail = { slash ? slash : rest.p + rest.len,

@@ -10,6 +10,7 @@
 enum gw_route_id {
     GW_ROUTE_NONE = 0,
     GW_ROUTE_HEALTHZ,   /* GET /healthz                      no auth */
+    GW_ROUTE_READYZ,    /* GET /readyz                       no auth */
     GW_ROUTE_MODELS,    /* GET /v1/models                    answered by the gateway */
     GW_ROUTE_CREATE,    /* POST /v1/videos                   multipart or JSON body */
     GW_ROUTE_LIST,      /* GET /v1/videos                    query passed on */
@@ -17,6 +18,10 @@ enum gw_route_id {
     GW_ROUTE_DELETE,    /* DELETE /v1/videos/{id} */
     GW_ROUTE_CONTENT,   /* GET /v1/videos/{id}/content       large, streamed */
     GW_ROUTE_REMIX,     /* POST /v1/videos/{id}/remix        JSON body */
+    GW_ROUTE_EDIT,      /* POST /v1/videos/edits             multipart or JSON body */
+    GW_ROUTE_EXTEND,    /* POST /v1/videos/extensions        multipart or JSON body */
+    GW_ROUTE_CHARACTER_CREATE, /* POST /v1/videos/characters multipart: name + video file */
+    GW_ROUTE_CHARACTER, /* GET /v1/videos/characters/{id}    video_id holds the character id */
 };
 
 #define GW_ID_MAX 128
@@ -36,7 +41,9 @@ struct gw_route {
  * the path), 404 not_found (unknown path), 405 method_not_allowed (known path, other
  * method; err->param NULL, message names the allowed methods), 400 invalid_id
  * (param "id") when a /v1/videos/... path has an id outside [A-Za-z0-9_-]{1,128}
- * or extra segments.
+ * or extra segments. `edits`, `extensions` and `characters` are route words, never
+ * video ids: anything under /v1/videos/edits/ or /extensions/ is 404, and under
+ * /v1/videos/characters/ only a valid character id.
  */
 int gw_router_match(const char *method, struct gw_str path, struct gw_route *out,
                     struct gw_error *err);

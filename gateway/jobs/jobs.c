@@ -30,9 +30,37 @@
 #include "exchange.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------- ownership */
+
+/*
+ * Pin the exchange to the upstream key recorded (by label) with a job or a
+ * character. GW_ERR with err (502 upstream_key_unavailable) when that key is no
+ * longer configured or the provider refused it.
+ */
+int gw_jobs_pin(struct exchange *x, const char *label, const char *what, struct gw_error *err)
+{
+    x->pinned_key = gw_config_upstream_key(x->cfg, label);
+    if (x->pinned_key < 0)
+        return gw_error_set(err, 502, "upstream_error", "upstream_key_unavailable", NULL,
+                            "The upstream key that created this %s is no longer configured "
+                            "on the gateway; its operator must restore it", what);
+    if (gw_keypool_is_out(&x->w->keys, (unsigned)x->pinned_key, gw_proxy_now_ms()))
+        return gw_error_set(err, 502, "upstream_error", "upstream_key_unavailable", NULL,
+                            "The upstream key that created this %s was refused by the "
+                            "provider; the gateway's operator must fix it", what);
+    return GW_OK;
+}
+
+/* Whether the caller may use job j (never 403: whether another key's job exists
+ * is not the caller's business). */
+static int owns(const struct exchange *x, const struct gw_job *j)
+{
+    return j != NULL && j->deleted_at == 0 &&
+           (strcmp(j->key_name, x->key->name) == 0 || x->key->admin);
+}
 
 static void owner_checked(void *arg, const struct gw_store_res *res)
 {
@@ -45,27 +73,14 @@ static void owner_checked(void *arg, const struct gw_store_res *res)
         gw_proxy_owner_checked(x, res->err);
         return;
     }
-    /* never 403: whether another key's job exists is not the caller's business */
-    if (j == NULL || j->deleted_at != 0 ||
-        (strcmp(j->key_name, x->key->name) != 0 && !x->key->admin)) {
+    if (!owns(x, j)) {
         gw_error_set(&err, 404, "invalid_request_error", "not_found", "id",
                      "No video found with id '%.*s'", (int)x->route.video_id.len,
                      x->route.video_id.p);
         gw_proxy_owner_checked(x, &err);
         return;
     }
-    x->pinned_key = gw_config_upstream_key(x->cfg, j->upstream_key);
-    if (x->pinned_key < 0) {
-        gw_error_set(&err, 502, "upstream_error", "upstream_key_unavailable", NULL,
-                     "The upstream key that created this video is no longer configured on "
-                     "the gateway; its operator must restore it");
-        gw_proxy_owner_checked(x, &err);
-        return;
-    }
-    if (gw_keypool_is_out(&x->w->keys, (unsigned)x->pinned_key, gw_proxy_now_ms())) {
-        gw_error_set(&err, 502, "upstream_error", "upstream_key_unavailable", NULL,
-                     "The upstream key that created this video was refused by the provider; "
-                     "the gateway's operator must fix it");
+    if (gw_jobs_pin(x, j->upstream_key, "video", &err) != GW_OK) {
         gw_proxy_owner_checked(x, &err);
         return;
     }
@@ -78,11 +93,54 @@ int gw_jobs_check_owner(struct exchange *x, struct gw_error *err)
 {
     char id[GW_ID_MAX + 1];
 
+    if (x->route.id == GW_ROUTE_CHARACTER)
+        return gw_characters_check_owner(x, err);
     if (x->w->store == NULL || x->route.video_id.len == 0)
         return GW_OK;
     memcpy(id, x->route.video_id.p, x->route.video_id.len);
     id[x->route.video_id.len] = '\0';
     if (gw_store_job_get(x->w->store, id, owner_checked, x, &x->store_op, err) != GW_AGAIN)
+        return GW_ERR;
+    return GW_AGAIN;
+}
+
+/* An edit's or extension's video[id]: the caller's video, with its upstream key
+ * and its model (the catalog's entry, NULL if it has none). */
+static void ref_checked(void *arg, const struct gw_store_res *res)
+{
+    struct exchange *x = arg;
+    struct gw_error err;
+    const struct gw_job *j = res->job;
+
+    x->store_op = NULL;
+    if (res->rc != GW_OK) {
+        gw_followup_ref_checked(x, NULL, res->err);
+        return;
+    }
+    if (!owns(x, j)) {
+        gw_error_set(&err, 404, "invalid_request_error", "not_found", "video",
+                     "No video found with id '%s'", x->video_ref);
+        gw_followup_ref_checked(x, NULL, &err);
+        return;
+    }
+    if (gw_jobs_pin(x, j->upstream_key, "video", &err) != GW_OK) {
+        gw_followup_ref_checked(x, NULL, &err);
+        return;
+    }
+    x->job_seconds = j->seconds;
+    snprintf(x->model_asked, sizeof(x->model_asked), "%s", j->model_sent);
+    gw_followup_ref_checked(
+        x, gw_catalog_find(&x->cfg->catalog, (struct gw_str){ j->model_sent,
+                                                              strlen(j->model_sent) }),
+        NULL);
+}
+
+int gw_jobs_ref_lookup(struct exchange *x, struct gw_error *err)
+{
+    if (x->w->store == NULL)
+        return GW_OK;
+    if (gw_store_job_get(x->w->store, x->video_ref, ref_checked, x, &x->store_op, err) !=
+        GW_AGAIN)
         return GW_ERR;
     return GW_AGAIN;
 }
@@ -284,18 +342,22 @@ int gw_jobs_record(struct exchange *x)
     struct evbuffer *b = x->resp;
     size_t len = evbuffer_get_length(b);
     const char *body = (const char *)evbuffer_pullup(b, -1);
-    char secs[32], created[32];
+    char secs[32], created[32], idbuf[32], mbuf[32];
     struct gw_error err;
     struct gw_job j;
     cJSON *o;
     int rc = GW_OK;
 
-    if (x->w->store == NULL || (x->route.id != GW_ROUTE_CREATE &&
-                                x->route.id != GW_ROUTE_REMIX) ||
+    if (x->route.id == GW_ROUTE_CHARACTER_CREATE)
+        return gw_characters_record(x);
+    /* without a store nothing is recorded, but an edit or a remix is still metered */
+    if ((x->w->store == NULL && x->route.id != GW_ROUTE_EDIT && x->route.id != GW_ROUTE_REMIX) ||
+        (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX &&
+         x->route.id != GW_ROUTE_EDIT && x->route.id != GW_ROUTE_EXTEND) ||
         x->up_status < 200 || x->up_status > 299 || len == 0)
         return GW_OK;
     o = cJSON_ParseWithLength(body, len);
-    const char *id = str_field(o, "id", secs, sizeof(secs));
+    const char *id = str_field(o, "id", idbuf, sizeof(idbuf));
     if (o == NULL || id == NULL || !gw_router_valid_id((struct gw_str){ id, strlen(id) })) {
         gw_log(GW_LOG_WARN, "rid=%s key=%s the upstream's %d answer to a create holds no job "
                "id: not recorded", x->rid, x->key->name, x->up_status);
@@ -305,14 +367,31 @@ int gw_jobs_record(struct exchange *x)
     j.id = id;
     j.key_name = x->key->name;
     j.upstream_key = x->cfg->upstream_key_labels[x->upstream_key];
-    j.kind = x->route.id == GW_ROUTE_REMIX ? GW_JOB_REMIX : GW_JOB_CREATE;
+    j.kind = x->route.id == GW_ROUTE_REMIX    ? GW_JOB_REMIX
+             : x->route.id == GW_ROUTE_EDIT   ? GW_JOB_EDIT
+             : x->route.id == GW_ROUTE_EXTEND ? GW_JOB_EXTEND
+                                              : GW_JOB_CREATE;
     j.model_asked = x->model_asked[0] ? x->model_asked : "";
-    const char *model = str_field(o, "model", secs, sizeof(secs));
-    j.model_sent = model != NULL ? model : j.model_asked;
+    const char *model = str_field(o, "model", mbuf, sizeof(mbuf));
+    j.model_sent = model != NULL ? model : j.model_asked[0] ? j.model_asked : "unknown";
     const char *s = str_field(o, "seconds", secs, sizeof(secs));
     j.seconds = s != NULL ? atoi(s) : (int)x->quota_seconds;
-    if (j.kind == GW_JOB_REMIX && s == NULL)
+    if ((j.kind == GW_JOB_REMIX || j.kind == GW_JOB_EDIT) && s == NULL)
         j.seconds = x->job_seconds;
+    /* an extension's object says the stitched total; what it costs, and what a
+     * failure gives back, is the segment reserved (its `seconds`) */
+    if (j.kind == GW_JOB_EXTEND)
+        j.seconds = (int)x->quota_seconds;
+    /* an edit or a remix reserves nothing: it is metered by what the upstream
+     * made, as the ledger counts it (and a restart seeds the budget from the
+     * ledger); a failed one's refund then gives back what was charged */
+    if ((j.kind == GW_JOB_EDIT || j.kind == GW_JOB_REMIX) && j.seconds > 0) {
+        gw_admit_quota_charge(x->w, x->key, (uint32_t)j.seconds, gw_proxy_unix_ms());
+        gw_m_vs(x->key->slot, (struct gw_str){ j.model_sent, strlen(j.model_sent) },
+                GW_M_VS_KEPT, (uint64_t)j.seconds); /* charged, never reserved */
+    }
+    if (x->w->store == NULL)
+        goto out;
     const char *size = str_field(o, "size", created, sizeof(created));
     j.size = size != NULL ? size : "";
     const char *st = str_field(o, "status", created, sizeof(created));
@@ -344,25 +423,20 @@ struct refund_ctx {
     struct gw_worker *w;
 };
 
-static const struct gw_team_key *find_key(const struct gw_config *cfg, const char *name)
-{
-    for (unsigned i = 0; i < cfg->nkeys; i++) {
-        if (strcmp(cfg->keys[i].name, name) == 0)
-            return &cfg->keys[i];
-    }
-    return NULL;
-}
-
 static void refunded(void *arg, const struct gw_store_res *res)
 {
     struct refund_ctx *r = arg;
     const struct gw_job *j = res->job;
     const struct gw_team_key *k;
 
-    /* the key as the current config has it (a reload may have come in between) */
+    /* the key as the current config (or the store's keys) has it: a reload may
+     * have come in between */
     if (res->rc == GW_OK && res->refunded && j != NULL &&
-        (k = find_key(gw_worker_cfg(r->w), j->key_name)) != NULL)
+        (k = gw_keytab_find(gw_worker_cfg(r->w), gw_worker_keytab(r->w), j->key_name)) != NULL) {
         gw_admit_quota_refund(r->w, k, (uint32_t)j->seconds, j->created_at * 1000);
+        gw_m_vs(k->slot, (struct gw_str){ j->model_sent, j->model_sent ? strlen(j->model_sent) : 0 },
+                GW_M_VS_REFUNDED, (uint64_t)j->seconds);
+    }
     free(r);
 }
 

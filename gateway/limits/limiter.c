@@ -31,33 +31,49 @@ struct gw_limiter {
     int64_t up_next_us;           /* upstream_rpm: the next free instant, monotonic µs */
 };
 
-int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg)
+/* Each key gets the state of its name (a new one if none): bind_mu held. */
+static int bind_keys(struct gw_limiter *l, struct gw_team_key *keys, unsigned nkeys)
 {
-    int rc = GW_OK;
-
-    pthread_mutex_lock(&l->bind_mu);
-    for (unsigned i = 0; i < cfg->nkeys && rc == GW_OK; i++) {
+    for (unsigned i = 0; i < nkeys; i++) {
         unsigned n = __atomic_load_n(&l->nslots, __ATOMIC_ACQUIRE), j;
-        for (j = 0; j < n && strcmp(l->names[j], cfg->keys[i].name) != 0; j++)
+        for (j = 0; j < n && strcmp(l->names[j], keys[i].name) != 0; j++)
             ;
         if (j == n) {
             struct key_state *st = calloc(1, sizeof(*st));
-            char *name = strdup(cfg->keys[i].name);
+            char *name = strdup(keys[i].name);
             if (st == NULL || name == NULL || n == SLOTS_MAX) {
                 free(st);
                 free(name);
-                rc = GW_ERR;
-                break;
+                return GW_ERR;
             }
             pthread_mutex_init(&st->mu, NULL);
             l->slots[n] = st;
             l->names[n] = name;
             __atomic_store_n(&l->nslots, n + 1, __ATOMIC_RELEASE);
         }
-        cfg->keys[i].slot = j;
+        keys[i].slot = j;
     }
+    return GW_OK;
+}
+
+int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg)
+{
+    int rc;
+
+    pthread_mutex_lock(&l->bind_mu);
+    rc = bind_keys(l, cfg->keys, cfg->nkeys);
     if (rc == GW_OK)
         __atomic_store_n(&l->cfg, cfg, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&l->bind_mu);
+    return rc;
+}
+
+int gw_limiter_bind_keys(struct gw_limiter *l, struct gw_team_key *keys, unsigned nkeys)
+{
+    int rc;
+
+    pthread_mutex_lock(&l->bind_mu);
+    rc = bind_keys(l, keys, nkeys);
     pthread_mutex_unlock(&l->bind_mu);
     return rc;
 }
@@ -177,6 +193,20 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
                             : "The API key's daily budget of video-seconds is used up (%u "
                               "more would exceed %u). It renews at 00:00 UTC.",
                         seconds, limit);
+}
+
+void gw_limiter_charge(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t unix_ms)
+{
+    struct key_state *s = state_of(l, k);
+
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    /* no limit for this reservation: the job exists; it counts from now on */
+    if (gw_quota_reserve(&s->quota, 0, seconds, unix_ms, NULL) == GW_OK)
+        gw_quota_settle(&s->quota, seconds, s->quota.day, 1);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,

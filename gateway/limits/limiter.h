@@ -26,6 +26,10 @@ struct gw_limiter *gw_limiter_new(struct gw_config *cfg);
  * cfg is visible to any other thread. GW_ERR when out of memory.
  */
 int gw_limiter_bind(struct gw_limiter *l, struct gw_config *cfg);
+
+/* The same for keys that are not the config's (the store's, keytab.h): each
+ * gets the state of its name, shared with a config key of that name. */
+int gw_limiter_bind_keys(struct gw_limiter *l, struct gw_team_key *keys, unsigned nkeys);
 void gw_limiter_free(struct gw_limiter *l);
 
 /*
@@ -67,6 +71,12 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
  * the store recorded them, so a restart does not hand out a day's budget twice. */
 void gw_limiter_seed(struct gw_limiter *l, const struct gw_team_key *k, int64_t day,
                      uint64_t seconds);
+
+/* A job that reserved nothing (an edit, metered by the seconds of the job the
+ * upstream made) counts `seconds` of key k's day at unix_ms, whatever the limit:
+ * the job exists; later creates see it. */
+void gw_limiter_charge(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,
+                       int64_t unix_ms);
 
 /* The upstream answered: kept (a job exists) or released (no job). */
 void gw_limiter_settle(struct gw_limiter *l, const struct gw_team_key *k, uint32_t seconds,

@@ -51,7 +51,9 @@ struct gw_admission {
 
 int gw_admit_counts(const struct gw_route *route)
 {
-    return route->id == GW_ROUTE_CREATE || route->id == GW_ROUTE_REMIX;
+    /* every request that makes a job; a character is not one */
+    return route->id == GW_ROUTE_CREATE || route->id == GW_ROUTE_REMIX ||
+           route->id == GW_ROUTE_EDIT || route->id == GW_ROUTE_EXTEND;
 }
 
 static void slot_reached(evutil_socket_t fd, short ev, void *arg)
@@ -453,4 +455,16 @@ void gw_admit_quota_refund(struct gw_worker *w, const struct gw_team_key *k, uin
     if (w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS &&
         k->limits.daily_seconds > 0)
         gw_rlimits_unreserve(w->store, k->name, gw_quota_day(created_unix_ms), seconds);
+}
+
+void gw_admit_quota_charge(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
+                           int64_t unix_ms)
+{
+    struct gw_error err;
+
+    gw_limiter_charge(w->limiter, k, seconds, unix_ms);
+    if (w->store != NULL && w->cfg->store_backend == GW_STORE_REDIS &&
+        k->limits.daily_seconds > 0) /* limit 0: counted, never refused */
+        gw_rlimits_reserve(w->store, k->name, gw_quota_day(unix_ms), seconds, 0, NULL, NULL,
+                           NULL, &err);
 }

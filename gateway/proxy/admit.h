@@ -82,6 +82,11 @@ void gw_admit_quota_cancel(struct gw_quota_wait *q);
 void gw_admit_quota_settle(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
                            int64_t day, int remote, int kept);
 
+/* A job that reserved nothing (an edit, a remix) counts `seconds` of key k's day
+ * at unix_ms, whatever the limit (limiter.h gw_limiter_charge; in Redis too). */
+void gw_admit_quota_charge(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,
+                           int64_t unix_ms);
+
 /* A job of key k made at created_unix_ms failed: its seconds come back (once: the
  * store says which call). */
 void gw_admit_quota_refund(struct gw_worker *w, const struct gw_team_key *k, uint32_t seconds,

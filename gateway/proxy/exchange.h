@@ -63,6 +63,8 @@ struct exchange {
     enum xstate state;
     struct gw_worker *w;
     const struct gw_config *cfg;
+    const struct gw_keytab *keytab; /* the store's keys it started under (held; key may
+                                     * point into it) */
     evhtp_request_t *req;
     struct gw_route route;
     const struct gw_team_key *key;
@@ -142,6 +144,24 @@ struct exchange {
     int idem_replayed;           /* the answer is a stored one: Idempotent-Replayed */
     char idem_key[256];
     const char *err_code;    /* gateway error code for the access log */
+
+    /* edits, extensions, characters (followup.c): the `video` they take, and when
+     * the upstream head may go (it names the upstream key, which a referenced video
+     * decides) */
+    enum { KEY_OPEN = 0, KEY_HOLD, KEY_LOOKUP } key_state;
+    int video_given;         /* a `video` file part or a video[id] field was seen */
+    int video_file;          /* ... and it was a file */
+    int head_blind;          /* the head went before any `video`: a later id is refused */
+    int end_deferred;        /* the body ended while the referenced video was looked up */
+    int have_name;           /* characters: the `name` field */
+    const struct gw_model *op_model; /* the source video's model (NULL: not known) */
+    int op_any;              /* an uploaded video: the catalog checks any model */
+    char video_ref[GW_ID_MAX + 1];
+
+    /* operations (gateway/ops/) */
+    int64_t up_wait_from_us; /* monotonic µs: request fully sent upstream (0: not yet) */
+    char traceparent[56];    /* W3C trace context sent upstream: the client's or ours */
+    int trace_kept;          /* it is the client's: its tracestate goes along too */
 };
 
 /* proxy.c: the exchange's lifecycle */
@@ -149,6 +169,7 @@ void gw_proxy_set_state(struct exchange *x, enum xstate to);
 void gw_proxy_fail(struct exchange *x, const struct gw_error *err);
 int64_t gw_proxy_now_ms(void);  /* monotonic */
 int64_t gw_proxy_unix_ms(void); /* wall clock (UTC) */
+int64_t gw_proxy_now_us(void);  /* monotonic */
 struct bufferevent *gw_proxy_client_bev(struct exchange *x);
 int gw_proxy_hop_by_hop(const char *name, size_t len);
 
@@ -164,6 +185,7 @@ void gw_reply_close_after(struct exchange *x);
 void gw_reply_json(struct exchange *x, int status, struct evbuffer *buf, const char *allow);
 void gw_reply_error(struct exchange *x, const struct gw_error *err);
 void gw_reply_healthz(struct exchange *x);
+void gw_reply_readyz(struct exchange *x);
 void gw_reply_models(struct exchange *x);
 
 /* proxy.c: where jobs.c's asynchronous answers come back */
@@ -181,7 +203,32 @@ void gw_jobs_seen(struct exchange *x);
 /* a job object seen (a retrieve, the refresh): stored; a first failure refunds */
 void gw_jobs_store_seen(struct gw_worker *w, const char *id, const char *body, size_t len);
 
+/* proxy.c: a held upstream head may go now (followup.c decided its key) */
+void gw_proxy_head_ready(struct exchange *x);
+
+/* followup.c: the bodies of edits, extensions and character creates */
+int gw_followup_route(const struct exchange *x); /* 1 for those three routes */
+void gw_followup_begin(struct exchange *x);
+int gw_followup_part(struct exchange *x, const struct gw_mp_part *part, int file,
+                     struct gw_error *err);
+int gw_followup_field(struct exchange *x, const struct gw_mp_field *f, struct gw_error *err);
+int gw_followup_end(struct exchange *x, struct gw_error *err);
+int gw_followup_hold(struct exchange *x); /* 1: the upstream head must wait */
+/* the referenced video, looked up (jobs.c): its model, or a refusal */
+void gw_followup_ref_checked(struct exchange *x, const struct gw_model *m,
+                             const struct gw_error *refusal);
+
+/* jobs.c: pin the exchange to the upstream key of this label (a job's, a character's) */
+int gw_jobs_pin(struct exchange *x, const char *label, const char *what, struct gw_error *err);
+/* jobs.c: look a body's video[id] up (GW_AGAIN: gw_followup_ref_checked comes later) */
+int gw_jobs_ref_lookup(struct exchange *x, struct gw_error *err);
+
+/* characters.c: the character registry */
+int gw_characters_check_owner(struct exchange *x, struct gw_error *err);
+int gw_characters_record(struct exchange *x);
+
 /* reqbody.c: the request body pipeline */
+int gw_reqbody_reserve(struct exchange *x, struct gw_error *err);
 extern const struct gw_mp_hooks gw_reqbody_hooks;
 int gw_reqbody_pump(struct exchange *x, struct gw_error *err);
 void gw_reqbody_spool_feed(struct exchange *x);

@@ -229,6 +229,37 @@ static int hook_result(int rc, struct gw_error *err)
     return GW_ERR;
 }
 
+/*
+ * The members that name other objects (issue 9). `video` must be {"id": string}, and
+ * is observed as the form field video[id] (how the SDKs send it in a form), so one
+ * set of checks serves both bodies; any other shape is refused here (a JSON body
+ * cannot carry a file). `characters`, of any type, is observed as a field of that
+ * name with its JSON text as the value: the hooks decide what a create may name.
+ */
+static int ref_member(const cJSON *it, const char *v, const char *ve,
+                      const struct gw_mp_hooks *hooks, void *arg, struct gw_error *err)
+{
+    struct gw_mp_field f;
+    const cJSON *id;
+
+    if (strncmp(it->string, "characters", 10) == 0) {
+        f.name = (struct gw_str){ "characters", 10 };
+        f.value = (struct gw_str){ v, (size_t)(ve - v) };
+    } else {
+        id = cJSON_IsObject(it) ? cJSON_GetObjectItemCaseSensitive(it, "id") : NULL;
+        if (!cJSON_IsString(id) || cJSON_GetArraySize(it) != 1)
+            return gw_error_set(err, 400, "invalid_request_error", "invalid_type", "video",
+                                "The video field must be an object {\"id\": \"video_...\"} "
+                                "naming one of your videos");
+        f.name = (struct gw_str){ "video[id]", 9 };
+        f.value = (struct gw_str){ id->valuestring, strlen(id->valuestring) };
+    }
+    f.total_len = f.value.len;
+    if (f.value.len > GW_MP_VALUE_MAX)
+        f.value.len = GW_MP_VALUE_MAX;
+    return hook_result(hooks->on_field(arg, &f, err), err);
+}
+
 int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, void *arg,
                         char **out, size_t *out_len, struct gw_error *err)
 {
@@ -297,6 +328,21 @@ int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, voi
             const char *v, *ve;
 
             p = next_member(p, end, &v, &ve, &nul);
+            if (strcmp(it->string, "video[id]") == 0) {
+                /* the form's spelling: in JSON it names nothing for the upstream, and
+                 * the gateway must not check an id the upstream does not use */
+                gw_error_set(err, 400, "invalid_request_error", "invalid_value", "video",
+                             "In a JSON body the video is \"video\": {\"id\": ...}, not "
+                             "video[id]");
+                goto out;
+            }
+            if (strcmp(it->string, "video") == 0 || strcmp(it->string, "characters") == 0 ||
+                strncmp(it->string, "characters[", 11) == 0) {
+                /* as a form sends them: video[id], characters (any shape) */
+                if (ref_member(it, v, ve, hooks, arg, err) != GW_OK)
+                    goto out;
+                continue;
+            }
             if (cJSON_IsString(it)) {
                 f.value = (struct gw_str){ it->valuestring, strlen(it->valuestring) };
             } else if (cJSON_IsNumber(it) && strcmp(it->string, "seconds") == 0) {

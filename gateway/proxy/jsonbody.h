@@ -34,6 +34,13 @@
  * "8s") -> invalid_value, param "seconds"; "model" twice, or longer than
  * GW_MP_VALUE_MAX -> invalid_value, param "model". A hook's error is returned as
  * the hook set it.
+ *
+ * Members that name other objects (edits, extensions, creates): `video` must be
+ * {"id": string} (else 400 invalid_type, param "video") and is observed as the
+ * field "video[id]", as the SDKs send it in a form (a member named "video[id]" is
+ * refused: 400 invalid_value, param "video"); `characters` (or a member named
+ * characters[...]), of any type, is observed as the field "characters" with its JSON
+ * text as the value.
  */
 int gw_jsonbody_rewrite(struct gw_str body, const struct gw_mp_hooks *hooks, void *arg,
                         char **out, size_t *out_len, struct gw_error *err);

@@ -208,12 +208,14 @@ static int str_ieq_str(struct gw_str a, struct gw_str b)
 static const char *part_param(struct gw_str name)
 {
     static const char *const fields[] = { "model", "prompt", "seconds", "size",
-                                          "input_reference" };
+                                          "input_reference", "video", "name" };
 
     for (size_t i = 0; i < GW_ARRAY_LEN(fields); i++) {
         if (gw_str_eq(name, fields[i]))
             return fields[i];
     }
+    if (gw_str_eq(name, "video[id]"))
+        return "video";
     return gw_str_eq(name, "input_reference[]") ? "input_reference" : NULL;
 }
 

@@ -46,7 +46,8 @@
  * only). Errors set err->status 400, type "invalid_request_error", code
  * "invalid_multipart" (or what a hook set), param the part's name when the error is
  * in a part and that name is a field of the Videos API ("model", "prompt",
- * "seconds", "size", "input_reference"), else NULL.
+ * "seconds", "size", "input_reference"; "video" and "name" of edits, extensions and
+ * characters, video[id] as "video"), else NULL.
  *
  * Refused although some servers accept them, because a gateway that reads a body
  * differently from the upstream can be bypassed (multipart.c says which parser reads

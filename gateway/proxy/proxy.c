@@ -36,6 +36,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <openssl/rand.h>
 
 #include "accesslog.h"
 #include "admit.h"
@@ -45,6 +46,8 @@
 #include "htfix.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
+#include "traceparent.h"
 #include "multipart.h"
 #include "proxy.h"
 #include "router.h"
@@ -82,6 +85,9 @@ void gw_proxy_set_state(struct exchange *x, enum xstate to)
         abort();
     }
     gw_log(GW_LOG_DEBUG, "rid=%s %s -> %s", x->rid, xstate_names[x->state], xstate_names[to]);
+    gw_m_state((int)x->state, (int)to);
+    if (to == X_AWAIT_RESP)
+        x->up_wait_from_us = gw_proxy_now_us();
     x->state = to;
 }
 
@@ -91,6 +97,28 @@ int64_t gw_proxy_now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int64_t gw_proxy_now_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* For the metrics: the key's slot (-1: none) and the model sent ({NULL, 0}: none). */
+static int64_t key_slot(const struct exchange *x)
+{
+    return x->key != NULL ? (int64_t)x->key->slot : -1;
+}
+
+static struct gw_str model_sent(const struct exchange *x)
+{
+    /* a model outside the catalog counts as "other" whatever its name; its
+     * resolved.sent points into a JSON body that may be freed by now */
+    return x->have_model && x->resolved.model != NULL ? x->resolved.sent
+                                                      : (struct gw_str){ NULL, 0 };
 }
 
 int64_t gw_proxy_unix_ms(void)
@@ -112,6 +140,7 @@ static const char *hop_by_hop[] = {
     "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer",
     "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Expect", "Content-Length",
     "Host", "Authorization", "X-Request-Id",
+    "traceparent", /* the gateway sends its own: the client's if valid, else a new one */
 };
 
 int gw_proxy_hop_by_hop(const char *name, size_t len)
@@ -145,6 +174,45 @@ static void new_rid(struct exchange *x)
     uint64_t n = ++x->w->next_rid;
     snprintf(x->rid, sizeof(x->rid), "%02x%014" PRIx64, x->w->id & 0xff,
              (uint64_t)(n & 0xffffffffffffffULL));
+}
+
+/*
+ * Trace ids need to be unique, not secret: a per-thread splitmix64 seeded once
+ * from OpenSSL's generator costs a few ns per request, where RAND_bytes would
+ * take a lock of its own.
+ */
+static void trace_random(unsigned char out[24])
+{
+    static __thread uint64_t state;
+    static __thread int seeded;
+
+    if (!seeded) {
+        if (RAND_bytes((unsigned char *)&state, sizeof(state)) != 1)
+            state = (uint64_t)gw_proxy_now_us() ^ (uint64_t)(uintptr_t)&state;
+        seeded = 1;
+    }
+    for (int i = 0; i < 3; i++) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        memcpy(out + 8 * i, &z, 8);
+    }
+}
+
+/* The client's traceparent when valid (passed upstream as it came), else ours. */
+static void set_traceparent(struct exchange *x, evhtp_headers_t *h)
+{
+    const char *v = evhtp_header_find(h, "traceparent");
+    unsigned char rnd[24];
+
+    if (v != NULL && gw_traceparent_valid(v, strlen(v))) {
+        memcpy(x->traceparent, v, GW_TRACEPARENT_LEN + 1);
+        x->trace_kept = 1;
+        return;
+    }
+    trace_random(rnd);
+    gw_traceparent_new(x->traceparent, rnd);
 }
 
 /*
@@ -222,14 +290,18 @@ static void exchange_free(struct exchange *x)
                                                        &x->lease });
     if (x->quota_wait != NULL)
         gw_admit_quota_cancel(x->quota_wait);
-    if (x->quota_reserved)
+    if (x->quota_reserved) {
         gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day, x->quota_remote, 0);
+        gw_m_vs(key_slot(x), model_sent(x), GW_M_VS_RELEASED, x->quota_seconds);
+    }
+    gw_m_state((int)x->state, -1);
     if (x->up != NULL)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
         close(x->spool_fd);
     x->w->inflight--;
     gw_config_release(x->cfg);
+    gw_keytab_release(x->keytab);
     pool_put(x->w, x);
 }
 
@@ -242,12 +314,15 @@ static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
     x->w = w;
     x->cfg = gw_worker_cfg(w); /* this request runs under it, even if a reload comes */
     gw_config_hold(x->cfg);
+    x->keytab = gw_worker_keytab(w); /* and these keys: a revoke does not pull its key away */
+    gw_keytab_hold(x->keytab);
     x->req = req;
     x->spool_fd = -1;
     x->pinned_key = -1;
     x->client_cl = 0;
     clock_gettime(CLOCK_MONOTONIC, &x->t0);
     w->inflight++;
+    gw_m_state(-1, X_HEADERS);
     new_rid(x);
     /* the request's callback argument is how every later hook finds the exchange */
     req->cbarg = x;
@@ -272,14 +347,18 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
         return gw_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                             "Request body of %" PRId64 " bytes exceeds the limit of %zu bytes",
                             x->client_cl, x->cfg->max_body);
+    int followup = gw_followup_route(x); /* edit, extend, character create */
     x->body = BODY_RAW;
-    if (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX)
+    if (x->route.id != GW_ROUTE_CREATE && x->route.id != GW_ROUTE_REMIX && !followup)
         return GW_OK;
     if (x->client_cl == 0)
         return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
-                            x->route.id == GW_ROUTE_CREATE ? "model" : "prompt",
+                            x->route.id == GW_ROUTE_CREATE             ? "model"
+                            : x->route.id == GW_ROUTE_CHARACTER_CREATE ? "name"
+                                                                       : "prompt",
                             "The request has no body");
-    if (ct != NULL && x->route.id == GW_ROUTE_CREATE &&
+    gw_followup_begin(x);
+    if (ct != NULL && (x->route.id == GW_ROUTE_CREATE || followup) &&
         strncasecmp(ct, "multipart/form-data", 19) == 0) {
         struct gw_str boundary;
         if (gw_mp_boundary((struct gw_str){ ct, strlen(ct) }, &boundary, err) != GW_OK)
@@ -295,7 +374,8 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
         x->body = BODY_MULTIPART;
         return GW_OK;
     }
-    if (ct != NULL && strncasecmp(ct, "application/json", 16) == 0) {
+    if (ct != NULL && strncasecmp(ct, "application/json", 16) == 0 &&
+        x->route.id != GW_ROUTE_CHARACTER_CREATE) {
         if (x->client_cl > 0 && (uint64_t)x->client_cl > x->cfg->max_json_body)
             return gw_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                                 "JSON body exceeds the limit of %zu bytes",
@@ -305,9 +385,10 @@ static int classify_body(struct exchange *x, evhtp_headers_t *h, struct gw_error
     }
     return gw_error_set(err, 415, "invalid_request_error", "unsupported_media_type", NULL,
                         "Content-Type must be %s",
-                        x->route.id == GW_ROUTE_CREATE
-                            ? "multipart/form-data or application/json"
-                            : "application/json");
+                        x->route.id == GW_ROUTE_CHARACTER_CREATE ? "multipart/form-data"
+                        : x->route.id == GW_ROUTE_REMIX
+                            ? "application/json"
+                            : "multipart/form-data or application/json");
 }
 
 /* Admission decided: set up the upstream connection while the body is read. */
@@ -317,7 +398,15 @@ static void on_admitted(void *arg, const struct gw_error *refusal)
     struct gw_error err;
 
     x->admission = NULL;
+    if (x->state == X_DONE) {
+        /* refused while it waited for its upstream slot (its body, say, or the video it
+         * names), and the answer is out: the slot is released when the exchange ends */
+        x->admitted = refusal == NULL;
+        return;
+    }
     if (refusal != NULL) {
+        if (gw_admit_counts(&x->route))
+            gw_m_limit(key_slot(x), GW_M_RATE_LIMITED);
         gw_proxy_fail(x, refusal);
         return;
     }
@@ -342,11 +431,18 @@ static void start_admission(struct exchange *x)
                                                    &x->retry_after_ms, &x->lease }, on_admitted, x,
                      &x->admission, &err)) {
     case GW_OK:
+        if (gw_admit_counts(&x->route))
+            gw_m_limit(key_slot(x), GW_M_ADMITTED);
         on_admitted(x, NULL);
         return;
     case GW_AGAIN:
+        gw_m_limit(key_slot(x), GW_M_QUEUED);
         return; /* on_admitted() comes later */
     default:
+        if (err.status == 429)
+            gw_m_limit(key_slot(x), strstr(err.message, "video service") != NULL
+                                        ? GW_M_UPSTREAM_BUSY /* upstream_rpm's queue */
+                                        : GW_M_RATE_LIMITED);
         gw_proxy_fail(x, &err);
     }
 }
@@ -355,6 +451,8 @@ static void start_admission(struct exchange *x)
  * key), or a refusal (404, 502). */
 void gw_proxy_owner_checked(struct exchange *x, const struct gw_error *refusal)
 {
+    if (x->state == X_DONE)
+        return; /* refused by its body meanwhile: answered already, nothing to admit */
     if (refusal != NULL) {
         gw_proxy_fail(x, refusal);
         return;
@@ -372,6 +470,7 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
     x = exchange_new(w, req);
     if (x == NULL)
         return EVHTP_RES_FATAL;
+    set_traceparent(x, h);
     /* a body (Content-Length > 0 or chunked) follows this head */
     x->body_done = !(evhtp_header_find(h, "Transfer-Encoding") != NULL ||
                      (evhtp_header_find(h, "Content-Length") != NULL &&
@@ -385,7 +484,13 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         gw_reply_healthz(x);
         return EVHTP_RES_OK;
     }
-    x->key = gw_auth_check(x->cfg, evhtp_header_find(h, "Authorization"), gw_proxy_unix_ms());
+    if (x->route.id == GW_ROUTE_READYZ) {
+        gw_proxy_set_state(x, X_DONE);
+        gw_reply_readyz(x);
+        return EVHTP_RES_OK;
+    }
+    x->key = gw_auth_check(x->cfg, x->keytab, evhtp_header_find(h, "Authorization"),
+                           gw_proxy_unix_ms());
     if (x->key == NULL) {
         gw_error_set(&err, 401, "invalid_request_error", "invalid_api_key", NULL,
                      evhtp_header_find(h, "Authorization") == NULL
@@ -397,6 +502,12 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
         gw_proxy_set_state(x, X_DONE);
         gw_reply_models(x);
         return EVHTP_RES_OK;
+    }
+    if ((x->route.id == GW_ROUTE_CHARACTER_CREATE || x->route.id == GW_ROUTE_CHARACTER) &&
+        !x->cfg->catalog.characters) {
+        gw_error_set(&err, 404, "invalid_request_error", "unsupported_operation", NULL,
+                     "The video service behind this gateway offers no characters");
+        goto refuse;
     }
     if (classify_body(x, h, &err) != GW_OK)
         goto refuse;
@@ -437,6 +548,8 @@ static int should_pause(struct exchange *x)
 {
     size_t queued;
 
+    if (x->key_state == KEY_LOOKUP)
+        return 1; /* until the store says which upstream key the video needs */
     if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL)
         return 0; /* bounded by max_json_body / lookahead; spool goes to disk */
     queued = evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
@@ -490,6 +603,19 @@ static evhtp_res on_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
         return EVHTP_RES_PAUSE;
     }
     return EVHTP_RES_OK;
+}
+
+/* followup.c let a held upstream head go (its upstream key is known): send what
+ * waited, and read the client again. */
+void gw_proxy_head_ready(struct exchange *x)
+{
+    struct gw_error err;
+
+    if (gw_reqbody_pump(x, &err) != GW_OK) {
+        gw_proxy_fail(x, &err);
+        return;
+    }
+    maybe_resume_client(x);
 }
 
 /* The request has been read completely (libevhtp's request callback). */
@@ -709,11 +835,19 @@ static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
         break;
     case GW_UP_HEADERS:
         x->up_status = gw_upconn_status(c);
+        gw_m_up_head((int)x->route.id,
+                     (uint64_t)(gw_proxy_now_us() - (x->up_wait_from_us
+                                                         ? x->up_wait_from_us
+                                                         : (int64_t)x->t0.tv_sec * 1000000 +
+                                                               x->t0.tv_nsec / 1000)));
         report_key(x, c);
         if (x->quota_reserved) {
             /* a job exists only if the upstream took the create */
-            gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day,
-                                  x->quota_remote, x->up_status >= 200 && x->up_status < 300);
+            int kept = x->up_status >= 200 && x->up_status < 300;
+            gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day, x->quota_remote,
+                                  kept);
+            gw_m_vs(key_slot(x), model_sent(x), kept ? GW_M_VS_KEPT : GW_M_VS_RELEASED,
+                    x->quota_seconds);
             x->quota_reserved = 0;
         }
         if (x->up_status == 401 || x->up_status == 407) {
@@ -833,10 +967,20 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     a.model = x->model_asked[0] ? x->model_asked : NULL;
     a.model_sent = x->have_model && x->resolved.sent.p ? x->resolved.sent.p : NULL;
     a.model_sent_len = x->have_model ? x->resolved.sent.len : 0;
+    /* an unknown model let through is sent as asked, and resolved.sent points into
+     * the body, whose JSON tree is gone by now (ASan: heap-use-after-free): log
+     * our copy of it */
+    if (x->have_model && x->resolved.model == NULL) {
+        a.model_sent = x->model_asked;
+        a.model_sent_len = strlen(x->model_asked);
+    }
     a.error = x->err_code;
     /* an error after the reply started means the reply was cut (reply_error) */
     a.completed = x->replied && x->state == X_DONE && !(x->reply_started && x->err_code);
+    a.trace = x->traceparent[0] ? x->traceparent : NULL;
     gw_accesslog_write(&a);
+    gw_m_request((int)x->route.id, x->route.name, x->status, key_slot(x), x->body_in,
+                 x->bytes_out, (uint64_t)(a.ms * 1000));
     /* the next request on this connection gets the idle read timeout back */
     rtv.tv_sec = x->cfg->client_timeout_ms / 1000;
     rtv.tv_usec = (x->cfg->client_timeout_ms % 1000) * 1000;

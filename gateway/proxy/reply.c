@@ -18,6 +18,7 @@
 #include "exchange.h"
 #include "httptok.h"
 #include "log.h"
+#include "ops.h"
 
 /* ---------------------------------------------------------------- replies */
 
@@ -166,6 +167,8 @@ void gw_reply_head(struct exchange *x, int status, int upstream, const char *all
         req->flags |= EVHTP_REQ_FLAG_CHUNKED; /* evhtp_send_reply_chunk() frames */
         x->reply_chunked = 1;
     }
+    if (gw_readyz_is_draining()) /* shutting down: the client must not reuse this one */
+        req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
     if (!http10 && !(req->flags & EVHTP_REQ_FLAG_KEEPALIVE))
         evbuffer_add(o, "Connection: close\r\n", 19);
     else if (http10 && (req->flags & EVHTP_REQ_FLAG_KEEPALIVE))
@@ -283,28 +286,64 @@ void gw_reply_healthz(struct exchange *x)
     evbuffer_free(b);
 }
 
+/* 503 with the reason, as an OpenAI error body, logged at debug only: a load
+ * balancer asks every second, and the reason is already logged where it began. */
+void gw_reply_readyz(struct exchange *x)
+{
+    struct gw_error err;
+    char why[200], body[512];
+    struct evbuffer *b = evbuffer_new();
+
+    if (gw_readyz_check(why, sizeof(why)) == GW_OK) {
+        evbuffer_add(b, "{\"status\":\"ready\"}\n", 19);
+        gw_reply_json(x, 200, b, NULL);
+    } else {
+        gw_error_set(&err, 503, "server_error", "not_ready", NULL, "Not ready: %s", why);
+        x->err_code = err.code;
+        evbuffer_add(b, body, gw_error_json(&err, body, sizeof(body)));
+        gw_reply_json(x, 503, b, NULL);
+    }
+    evbuffer_free(b);
+}
+
+/* What a client may do with a model's videos besides creating them (issue 9): the
+ * catalog's edits, extensions and extension seconds, then the entry's closing brace. */
+static void models_caps(struct evbuffer *b, const struct gw_model *m)
+{
+    evbuffer_add_printf(b, ",\"edits\":%s,\"extensions\":%s", m->edits ? "true" : "false",
+                        m->extensions ? "true" : "false");
+    if (m->extensions) {
+        evbuffer_add_printf(b, ",\"extend_seconds\":[");
+        for (unsigned i = 0; i < m->nextend_seconds; i++)
+            evbuffer_add_printf(b, "%s\"%s\"", i ? "," : "", m->extend_seconds[i]);
+        evbuffer_add_printf(b, "]");
+    }
+    evbuffer_add_printf(b, "}");
+}
+
 void gw_reply_models(struct exchange *x)
 {
     const struct gw_catalog *cat = &x->cfg->catalog;
     struct evbuffer *b = evbuffer_new();
     int first = 1;
 
-#define MODEL_ENTRY(nm)                                                                   \
+#define MODEL_ENTRY(nm, m)                                                                \
     do {                                                                                  \
         evbuffer_add_printf(b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":0,"     \
-                               "\"owned_by\":\"videogw\"}", first ? "" : ",", (nm));       \
+                               "\"owned_by\":\"videogw\"", first ? "" : ",", (nm));          \
+        models_caps(b, (m));                                                              \
         first = 0;                                                                        \
     } while (0)
 
     evbuffer_add_printf(b, "{\"object\":\"list\",\"data\":[");
     for (unsigned i = 0; i < cat->naliases; i++)
-        MODEL_ENTRY(cat->aliases[i].from);
+        MODEL_ENTRY(cat->aliases[i].from, cat->aliases[i].to);
     for (unsigned i = 0; i < cat->nmodels; i++) {
         int shadowed = 0;
         for (unsigned j = 0; j < cat->naliases; j++)
             shadowed |= strcmp(cat->aliases[j].from, cat->models[i].name) == 0;
         if (!shadowed)
-            MODEL_ENTRY(cat->models[i].name);
+            MODEL_ENTRY(cat->models[i].name, &cat->models[i]);
     }
 #undef MODEL_ENTRY
     evbuffer_add_printf(b, "]}\n");

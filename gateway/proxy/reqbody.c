@@ -22,6 +22,7 @@
 #include "jsonbody.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
 
 static int spool_open(struct exchange *x, struct gw_error *err);
 
@@ -45,6 +46,15 @@ static int file_like(const struct gw_mp_part *part)
            (ct.len == n || ct.p[n] == ';' || ct.p[n] == ' ' || ct.p[n] == '\t');
 }
 
+/* A create naming characters (characters[][id], or a JSON `characters`): the video
+ * service behind this gateway takes none in a create (docs/decisions.md), so none
+ * goes through unchecked. */
+static int no_characters(struct gw_error *err)
+{
+    return gw_error_set(err, 400, "invalid_request_error", "unsupported_parameter", "characters",
+                        "This gateway's video service does not take characters in a create");
+}
+
 static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *err)
 {
     /* the fields the gateway reads as text; a file part of that name would escape the
@@ -58,6 +68,12 @@ static int on_part(void *arg, const struct gw_mp_part *part, struct gw_error *er
                                 text_fields[i], "The %s field must be a text field, not a file",
                                 text_fields[i]);
     }
+    if (gw_followup_route(x))
+        return gw_followup_part(x, part, file_like(part), err);
+    if (gw_str_eq(part->name, "characters") ||
+        (part->name.len > 10 && memcmp(part->name.p, "characters", 10) == 0 &&
+         part->name.p[10] == '['))
+        return no_characters(err);
     if (gw_str_eq(part->name, "input_reference") || gw_str_eq(part->name, "input_reference[]")) {
         x->nimages++;
         if (x->have_model)
@@ -100,7 +116,11 @@ static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err
         x->size_len = copy_field(x->size, sizeof(x->size), f->value);
         if (x->have_model)
             return gw_catalog_check_size(x->resolved.model, f->value, err);
+    } else if (gw_str_eq(f->name, "characters") && x->route.id == GW_ROUTE_CREATE) {
+        return no_characters(err);
     }
+    if (gw_followup_route(x))
+        return gw_followup_field(x, f, err);
     return GW_OK;
 }
 
@@ -120,6 +140,10 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
 {
     struct exchange *x = arg;
 
+    if (gw_followup_route(x))
+        return gw_error_set(err, 400, "invalid_request_error", "unsupported_parameter", "model",
+                            "This request takes no model: an edit or an extension keeps the "
+                            "model of its video");
     if (x->have_model)
         return gw_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
                             "The model field appears more than once");
@@ -148,6 +172,15 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
 
 #define SECONDS_MAX 3600 /* the catalog's bound on a seconds value */
 
+static void reserved(struct exchange *x)
+{
+    gw_m_vs(x->key->slot,
+            x->have_model && x->resolved.model != NULL ? x->resolved.sent
+                                                       : (struct gw_str){ NULL, 0 },
+            GW_M_VS_RESERVED, x->quota_seconds); /* a model outside the catalog: "other" */
+    x->quota_reserved = 1;
+}
+
 /* Redis answered the reservation: the held end of the body goes on, or the
  * create is refused (the upstream never saw a complete body: no job). */
 static void quota_decided(void *arg, const struct gw_error *refusal)
@@ -157,10 +190,12 @@ static void quota_decided(void *arg, const struct gw_error *refusal)
 
     x->quota_wait = NULL;
     if (refusal != NULL) {
+        if (refusal->status == 429)
+            gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
         gw_proxy_fail(x, refusal);
         return;
     }
-    x->quota_reserved = 1;
+    reserved(x);
     if (gw_reqbody_pump(x, &err) != GW_OK)
         gw_proxy_fail(x, &err);
 }
@@ -172,7 +207,7 @@ static void quota_decided(void *arg, const struct gw_error *refusal)
  * Absent, `seconds` counts as the largest value the model's catalog lists (8
  * when it lists none): the budget is never under-counted.
  */
-static int reserve_seconds(struct exchange *x, struct gw_error *err)
+int gw_reqbody_reserve(struct exchange *x, struct gw_error *err)
 {
     uint32_t secs = 0;
 
@@ -200,11 +235,13 @@ static int reserve_seconds(struct exchange *x, struct gw_error *err)
     x->quota_seconds = secs;
     switch (gw_admit_quota(x->w, &q, quota_decided, x, &x->quota_wait, err)) {
     case GW_OK:
-        x->quota_reserved = 1;
+        reserved(x);
         return GW_OK;
     case GW_AGAIN: /* Redis decides; the body's end waits for it (gw_reqbody_pump) */
         return GW_OK;
     default:
+        if (err->status == 429)
+            gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
         return GW_ERR;
     }
 
@@ -218,6 +255,8 @@ static int on_end(void *arg, struct gw_error *err)
 {
     struct exchange *x = arg;
 
+    if (gw_followup_route(x))
+        return gw_followup_end(x, err);
     if (x->route.id == GW_ROUTE_REMIX) {
         if (!x->have_prompt)
             return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
@@ -230,7 +269,7 @@ static int on_end(void *arg, struct gw_error *err)
     if (!x->have_prompt)
         return gw_error_set(err, 400, "invalid_request_error", "missing_required_parameter",
                             "prompt", "Missing required parameter: 'prompt'");
-    return reserve_seconds(x, err);
+    return gw_reqbody_reserve(x, err);
 }
 
 /*
@@ -243,7 +282,12 @@ static int decide_framing(struct exchange *x, int input_done, struct gw_error *e
 {
     if (x->framing != FRAME_UNDECIDED)
         return GW_OK;
-    if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
+    if (x->body == BODY_MULTIPART && gw_followup_route(x) && x->client_cl >= 0) {
+        /* nothing of an edit's, extension's or character's body is rewritten (a
+         * model part is refused): its length is the client's */
+        x->framing = FRAME_LENGTH;
+        x->up_cl = (uint64_t)x->client_cl;
+    } else if (x->body == BODY_MULTIPART && x->mp->seen_model && x->client_cl >= 0) {
         x->framing = FRAME_LENGTH;
         x->up_cl = (uint64_t)(x->client_cl + x->mp->delta);
     } else if (input_done) {
@@ -427,8 +471,14 @@ static void write_head(struct exchange *x)
 
     /* The upstream path is rebuilt from the route, not copied: it is canonical
      * (no trailing slash, an id already validated); the query is passed on. */
-    n = snprintf(tail, sizeof(tail), "%s%.*s%s", x->route.video_id.len > 0 ? "/" : "",
-                 (int)x->route.video_id.len, x->route.video_id.p,
+    n = snprintf(tail, sizeof(tail), "%s%s%.*s%s",
+                 x->route.id == GW_ROUTE_EDIT                 ? "/edits"
+                 : x->route.id == GW_ROUTE_EXTEND             ? "/extensions"
+                 : x->route.id == GW_ROUTE_CHARACTER_CREATE ||
+                         x->route.id == GW_ROUTE_CHARACTER    ? "/characters"
+                                                              : "",
+                 x->route.video_id.len > 0 ? "/" : "", (int)x->route.video_id.len,
+                 x->route.video_id.p,
                  x->route.id == GW_ROUTE_CONTENT ? "/content"
                  : x->route.id == GW_ROUTE_REMIX ? "/remix"
                                                  : "");
@@ -440,10 +490,14 @@ static void write_head(struct exchange *x)
         x->up, cfg, htparser_get_methodstr_m(req->method), (struct gw_str){tail, (size_t)n},
         (struct gw_str){q ? (const char *)q : "", q ? strlen((const char *)q) : 0},
         x->upstream_key);
-    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", x->rid);
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\ntraceparent: %s\r\n", x->rid, x->traceparent);
     TAILQ_FOREACH(h, req->headers_in, next)
     {
         if (gw_proxy_hop_by_hop(h->key, h->klen))
+            continue;
+        /* a tracestate belongs to the traceparent it came with (W3C: discard it
+         * when that one is not used) */
+        if (!x->trace_kept && h->klen == 10 && strncasecmp(h->key, "tracestate", 10) == 0)
             continue;
         evbuffer_add(o, h->key, h->klen);
         evbuffer_add(o, ": ", 2);
@@ -528,7 +582,7 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
     if (x->framing == FRAME_SPOOL) {
         if (spool_write(x, err) != GW_OK)
             return GW_ERR;
-        if (!input_done || !x->connected || x->quota_wait != NULL)
+        if (!input_done || !x->connected || gw_followup_hold(x) || x->quota_wait != NULL)
             return GW_OK;
         if (!x->head_sent) {
             write_head(x);
@@ -539,7 +593,8 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
             gw_reqbody_written(x);
         return GW_OK;
     }
-    if (x->framing == FRAME_UNDECIDED || !x->connected)
+    /* an edit's or extension's head waits for its `video` part (followup.c) */
+    if (x->framing == FRAME_UNDECIDED || gw_followup_hold(x) || !x->connected)
         return GW_OK;
     /* the daily budget's answer is due: nothing more goes upstream before it, so the
      * upstream never sees a complete body that was over budget */

@@ -196,6 +196,11 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         arg_str(c, op->idem_key);
         return GW_OK;
     case GW_OP_USAGE:
+        if (op->usage_q.by_kind) {
+            gw_store_op_fail(op, "usage per kind of job is not supported by the redis store "
+                             "yet");
+            return GW_ERR;
+        }
         script(c, RS_USAGE, prefix, sha);
         arg_str(c, op->usage_q.since);
         arg_str(c, op->usage_q.until);
@@ -389,6 +394,7 @@ static int parse_usage(const redisReply *r, void *(*alloc)(void *ctx, size_t siz
             if (!is_str(e->element[k]))
                 return GW_ERR;
         }
+        memset(&u[i], 0, sizeof(u[i])); /* kind NULL: usage per kind is not kept here */
         snprintf(u[i].day, sizeof(u[i].day), "%s", e->element[0]->str);
         char *key = alloc(ctx, e->element[1]->len + 1), *model = alloc(ctx, e->element[2]->len + 1);
         if (key == NULL || model == NULL) {
@@ -603,6 +609,9 @@ int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_
     int oom, rc = GW_ERR;
 
     *out = NULL;
+    if (q->by_kind)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "usage per kind of job is not supported "
+                            "by the redis store yet");
     c = o->redis_unix != NULL ? redisConnectUnixWithTimeout(o->redis_unix, tv)
                               : redisConnectWithTimeout(o->redis_host, o->redis_port, tv);
     if (c == NULL || c->err) {

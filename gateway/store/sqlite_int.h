@@ -9,8 +9,10 @@
 
 #include <sqlite3.h>
 
+#include "idindex.h"
 #include "store_int.h"
 
+#define SQ_KEYS_STMTS 12    /* sqlite_keys.c's statements */
 #define MAX_BATCH 256       /* operations in one transaction at most: bounds its latency */
 
 enum stmt_id {
@@ -23,6 +25,7 @@ enum stmt_id {
     ST_JOB_INSERT,
     ST_USAGE_ADD,
     ST_JOB_GET,
+    ST_JOB_ID,
     ST_JOB_UPDATE,
     ST_JOB_DELETE,
     ST_JOB_CURSOR,
@@ -40,6 +43,12 @@ enum stmt_id {
     ST_IDEM_PUT_DONE,
     ST_IDEM_ABORT,
     ST_USAGE,
+    /* characters (issue 9) */
+    ST_CHARACTER_INSERT,
+    ST_CHARACTER_GET,
+    /* usage per kind of job (issue 9) */
+    ST_USAGE_KIND_ADD,
+    ST_USAGE_KIND,
     ST_COUNT,
 };
 
@@ -50,8 +59,10 @@ extern const char *const sq_stmt_sql[ST_COUNT];
 struct usage_delta {
     char day[11];
     const char *key_name, *model; /* the operation's strings (or its result's) */
+    const char *kind;             /* the job's kind: usage_daily_kind's rows */
     int64_t jobs, seconds, failed, refunded;
     int merged;                   /* usage_flush: added into an earlier one */
+    int kmerged;                  /* ... and for usage_daily_kind */
 };
 
 struct sqlite_store {
@@ -72,6 +83,11 @@ struct sqlite_store {
     int wal_frames;       /* frames in the WAL after the last commit */
     int wal_pending;      /* ... of which no checkpoint has copied yet */
     int ckpt_failed;      /* the last checkpoint failed: logged once */
+    /* where each job's row is (idindex.h): loaded at open, the store thread's */
+    struct gw_idindex ids;
+    struct { uint64_t hash; int64_t seq; } *suspect; /* entries to check after the */
+    size_t nsuspect, capsuspect;                     /* transaction (sq_ids_recheck) */
+    sqlite3_stmt *keys_st[SQ_KEYS_STMTS]; /* sqlite_keys.c's, prepared on first use */
 };
 
 static const struct gw_store_engine sqlite_engine;
@@ -96,6 +112,23 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap);
 /* The rows of the ST_USAGE statement st for q, into a new *out. */
 int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query *q,
                      struct gw_usage **out, char *msg, size_t msgcap);
+
+/* Load the id index from the jobs table (open). GW_OK, or GW_ERR with msg. */
+int sq_ids_load(struct sqlite_store *s, char *msg, size_t msgcap);
+
+/* After a transaction ended (committed or not): drop the index entries that
+ * operations found pointing at no row of theirs. */
+void sq_ids_recheck(struct sqlite_store *s);
+
+/* The columns a read of jobs selects (sqlite_ops.c's JOB_SEL), and the reader: a row
+ * of them into j, its strings owned by op. */
+extern const char sq_job_cols[];
+int sq_row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j);
+
+/* sqlite_keys.c: the keys operations (on the store thread, or on a connection
+ * of a _sync call) */
+int sq_keys_run(struct sqlite_store *s, struct gw_store_op *op);
+void sq_keys_finalize(struct sqlite_store *s);
 
 /* sqlite_schema.c: at open, before the store thread starts */
 

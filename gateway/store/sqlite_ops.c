@@ -19,9 +19,12 @@
     "id, key_name, upstream_key, kind, model_asked, model_sent, seconds, size, status, "   \
     "created_at, updated_at, refreshed_at, deleted_at, refunded, object"
 
-enum { /* the columns of JOB_COLS */
+/* what a read selects: the row and where it is (seq) */
+#define JOB_SEL JOB_COLS ", seq"
+
+enum { /* the columns of JOB_SEL */
     C_ID = 0, C_KEY, C_UPKEY, C_KIND, C_ASKED, C_SENT, C_SECONDS, C_SIZE, C_STATUS,
-    C_CREATED, C_UPDATED, C_REFRESHED, C_DELETED, C_REFUNDED, C_OBJECT,
+    C_CREATED, C_UPDATED, C_REFRESHED, C_DELETED, C_REFUNDED, C_OBJECT, C_SEQ,
 };
 
 const char *const sq_stmt_sql[ST_COUNT] = {
@@ -40,30 +43,32 @@ const char *const sq_stmt_sql[ST_COUNT] = {
                      "jobs = jobs + excluded.jobs, seconds = seconds + excluded.seconds, "
                      "failed = failed + excluded.failed, "
                      "refunded_seconds = refunded_seconds + excluded.refunded_seconds",
-    [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+    /* a job is found by its seq, which the id index (idindex.h) gives */
+    [ST_JOB_GET] = "SELECT " JOB_SEL " FROM jobs WHERE seq = ?1",
+    [ST_JOB_ID] = "SELECT id FROM jobs WHERE seq = ?1",
     [ST_JOB_UPDATE] = "UPDATE jobs SET status = ?2, object = coalesce(?3, object), "
-                      "updated_at = ?4, refreshed_at = max(refreshed_at, ?4) WHERE id = ?1",
-    [ST_JOB_DELETE] = "UPDATE jobs SET deleted_at = ?2 WHERE id = ?1 AND deleted_at = 0",
-    [ST_JOB_CURSOR] = "SELECT created_at, seq FROM jobs WHERE id = ?1 AND key_name = ?2",
+                      "updated_at = ?4, refreshed_at = max(refreshed_at, ?4) WHERE seq = ?1",
+    [ST_JOB_DELETE] = "UPDATE jobs SET deleted_at = ?2 WHERE seq = ?1 AND deleted_at = 0",
+    [ST_JOB_CURSOR] = "SELECT created_at, seq FROM jobs WHERE seq = ?1 AND key_name = ?2",
     /* row values: (created_at, seq) is the order (jobs_by_key's), and the cursor's
      * position in it */
-    [ST_JOB_LIST_DESC] = "SELECT " JOB_COLS " FROM jobs WHERE key_name = ?1 AND deleted_at = 0 "
+    [ST_JOB_LIST_DESC] = "SELECT " JOB_SEL " FROM jobs WHERE key_name = ?1 AND deleted_at = 0 "
                          "AND (created_at, seq) < (?2, ?3) "
                          "ORDER BY created_at DESC, seq DESC LIMIT ?4",
-    [ST_JOB_LIST_ASC] = "SELECT " JOB_COLS " FROM jobs WHERE key_name = ?1 AND deleted_at = 0 "
+    [ST_JOB_LIST_ASC] = "SELECT " JOB_SEL " FROM jobs WHERE key_name = ?1 AND deleted_at = 0 "
                         "AND (created_at, seq) > (?2, ?3) "
                         "ORDER BY created_at ASC, seq ASC LIMIT ?4",
-    [ST_JOB_CLAIM] = "SELECT " JOB_COLS " FROM jobs "
+    [ST_JOB_CLAIM] = "SELECT " JOB_SEL " FROM jobs "
                      "WHERE status IN ('queued', 'in_progress') AND deleted_at = 0 "
                      "AND refreshed_at <= ?1 ORDER BY refreshed_at, seq LIMIT ?2",
-    [ST_JOB_TOUCH] = "UPDATE jobs SET refreshed_at = ?2 WHERE id = ?1",
+    [ST_JOB_TOUCH] = "UPDATE jobs SET refreshed_at = ?2 WHERE seq = ?1",
     [ST_JOB_REFUND] = "UPDATE jobs SET refunded = 1 "
-                      "WHERE id = ?1 AND status = 'failed' AND refunded = 0",
+                      "WHERE seq = ?1 AND status = 'failed' AND refunded = 0",
     /* prune: jobs_by_key, one key at a time (no index on created_at alone: one
      * B-tree less to write per create) */
     [ST_PRUNE_KEY] = "SELECT key_name FROM jobs WHERE key_name > ?1 ORDER BY key_name LIMIT 1",
     [ST_PRUNE_JOBS] = "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs "
-                      "WHERE key_name = ?1 AND created_at < ?2 LIMIT ?3)",
+                      "WHERE key_name = ?1 AND created_at < ?2 LIMIT ?3) RETURNING seq, id",
     [ST_PRUNE_IDEM] = "DELETE FROM idempotency WHERE rowid IN "
                       "(SELECT rowid FROM idempotency WHERE created_at <= ?1 LIMIT ?2)",
     [ST_IDEM_GET] = "SELECT state, status, body, created_at FROM idempotency "
@@ -81,6 +86,22 @@ const char *const sq_stmt_sql[ST_COUNT] = {
     [ST_USAGE] = "SELECT day, key_name, model, jobs, seconds, failed, refunded_seconds "
                  "FROM usage_daily WHERE day >= ?1 AND day <= ?2 "
                  "AND (?3 IS NULL OR key_name = ?3) ORDER BY key_name, model, day",
+    /* characters (issue 9) */
+    [ST_CHARACTER_INSERT] = "INSERT INTO characters(id, key_name, upstream_key, name, "
+                            "created_at, object) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_CHARACTER_GET] = "SELECT id, key_name, upstream_key, name, created_at, object "
+                         "FROM characters WHERE id = ?1",
+    /* usage per kind of job (issue 9): the same counters, one more key column */
+    [ST_USAGE_KIND_ADD] = "INSERT INTO usage_daily_kind(day, key_name, model, kind, jobs, "
+                          "seconds, failed, refunded_seconds) "
+                          "VALUES(?1, ?2, ?3, ?8, ?4, ?5, ?6, ?7) "
+                          "ON CONFLICT(day, key_name, model, kind) DO UPDATE SET "
+                          "jobs = jobs + excluded.jobs, seconds = seconds + excluded.seconds, "
+                          "failed = failed + excluded.failed, "
+                          "refunded_seconds = refunded_seconds + excluded.refunded_seconds",
+    [ST_USAGE_KIND] = "SELECT day, key_name, model, jobs, seconds, failed, refunded_seconds, "
+                      "kind FROM usage_daily_kind WHERE day >= ?1 AND day <= ?2 "
+                      "AND (?3 IS NULL OR key_name = ?3) ORDER BY key_name, model, kind, day",
 };
 
 /* ------------------------------------------------------- statement helpers */
@@ -117,12 +138,21 @@ static int exec_done(struct sqlite_store *s, sqlite3_stmt *st, struct gw_store_o
     return GW_ERR;
 }
 
+/* A step of st failed: reset it (not stepped again: that would run it again)
+ * and fail op. GW_ERR. */
+static int step_failed(struct sqlite_store *s, sqlite3_stmt *st, struct gw_store_op *op)
+{
+    gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
+    sqlite3_reset(st);
+    return GW_ERR;
+}
+
 int sq_exec_simple(struct sqlite_store *s, enum stmt_id id)
 {
     return exec_done(s, stmt(s, id), NULL);
 }
 
-/* A row of JOB_COLS into j, its strings in one block owned by op. */
+/* A row of JOB_SEL into j, its strings in one block owned by op. */
 static int row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j)
 {
     static const int text_cols[] = { C_ID, C_KEY, C_UPKEY, C_ASKED, C_SENT, C_SIZE, C_OBJECT };
@@ -168,20 +198,125 @@ static int row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j)
     return GW_OK;
 }
 
-/* res->job = the row of id (NULL if none). */
-static int load_job(struct sqlite_store *s, struct gw_store_op *op, const char *id)
+const char sq_job_cols[] = JOB_SEL;
+
+int sq_row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j)
 {
-    sqlite3_stmt *st = stmt(s, ST_JOB_GET);
+    return row_job(op, st, j);
+}
+
+/* --------------------------------------------------------------- the id index */
+
+/* Check later, after this transaction, whether (hash, seq) still points at a
+ * row with an id of that hash; remove it if not (sq_ids_recheck). Not now: the
+ * transaction may yet be rolled back and the row come back. */
+static void ids_suspect(struct sqlite_store *s, uint64_t hash, int64_t seq)
+{
+    if (s->nsuspect == s->capsuspect) {
+        size_t cap = s->capsuspect ? s->capsuspect * 2 : 64;
+        void *p = realloc(s->suspect, cap * sizeof(*s->suspect));
+        if (p == NULL)
+            return; /* a stale hint stays: harmless, found again later */
+        s->suspect = p;
+        s->capsuspect = cap;
+    }
+    s->suspect[s->nsuspect].hash = hash;
+    s->suspect[s->nsuspect].seq = seq;
+    s->nsuspect++;
+}
+
+void sq_ids_recheck(struct sqlite_store *s)
+{
+    for (size_t i = 0; i < s->nsuspect; i++) {
+        sqlite3_stmt *st = stmt(s, ST_JOB_ID);
+        sqlite3_bind_int64(st, 1, s->suspect[i].seq);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE ||
+            (rc == SQLITE_ROW &&
+             gw_idindex_hash((const char *)sqlite3_column_text(st, 0),
+                             (size_t)sqlite3_column_bytes(st, 0)) != s->suspect[i].hash))
+            gw_idindex_remove(&s->ids, s->suspect[i].hash, s->suspect[i].seq);
+        sqlite3_reset(st);
+    }
+    s->nsuspect = 0;
+    if (s->capsuspect > 4096) { /* after a large prune: give the memory back */
+        free(s->suspect);
+        s->suspect = NULL;
+        s->capsuspect = 0;
+    }
+}
+
+int sq_ids_load(struct sqlite_store *s, char *msg, size_t msgcap)
+{
+    sqlite3_stmt *st;
     int rc;
 
-    bind_text(st, 1, id);
+    if (sqlite3_prepare_v2(s->db, "SELECT seq, id FROM jobs", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(msg, msgcap, "cannot read its jobs: %s", sqlite3_errmsg(s->db));
+        return GW_ERR;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (gw_idindex_add(&s->ids,
+                           gw_idindex_hash((const char *)sqlite3_column_text(st, 1),
+                                           (size_t)sqlite3_column_bytes(st, 1)),
+                           sqlite3_column_int64(st, 0)) != GW_OK) {
+            snprintf(msg, msgcap, "out of memory indexing its jobs");
+            break;
+        }
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        snprintf(msg, msgcap, "cannot read its jobs: %s", sqlite3_errmsg(s->db));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? GW_OK : GW_ERR;
+}
+
+/* *seq = the row holding id, 0 if none: the index's candidates, each checked
+ * against the row's id. GW_ERR: the database failed (op failed). */
+static int find_job(struct sqlite_store *s, struct gw_store_op *op, const char *id,
+                    int64_t *seq)
+{
+    size_t len = strlen(id), pos = 0;
+    uint64_t hash = gw_idindex_hash(id, len);
+    int64_t cand;
+
+    *seq = 0;
+    while ((cand = gw_idindex_next(&s->ids, hash, &pos)) != 0) {
+        sqlite3_stmt *st = stmt(s, ST_JOB_ID);
+        sqlite3_bind_int64(st, 1, cand);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return step_failed(s, st, op);
+        int same = rc == SQLITE_ROW && (size_t)sqlite3_column_bytes(st, 0) == len &&
+                   memcmp(sqlite3_column_text(st, 0), id, len) == 0;
+        sqlite3_reset(st);
+        if (same) {
+            *seq = cand;
+            return GW_OK;
+        }
+        ids_suspect(s, hash, cand);
+    }
+    return GW_OK;
+}
+
+/* res->job = the row at seq (NULL if seq is 0: no such job). */
+static int load_job(struct sqlite_store *s, struct gw_store_op *op, int64_t seq)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (seq == 0) {
+        op->res.job = NULL;
+        return GW_OK;
+    }
+    st = stmt(s, ST_JOB_GET);
+    sqlite3_bind_int64(st, 1, seq);
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         op->res.job = NULL;
         return GW_OK;
     }
     if (rc != SQLITE_ROW)
-        return exec_done(s, st, op);
+        return step_failed(s, st, op);
     struct gw_job *j = gw_store_op_alloc(op, sizeof(*j));
     if (j == NULL) {
         gw_store_op_fail(op, "out of memory");
@@ -196,10 +331,12 @@ static int load_job(struct sqlite_store *s, struct gw_store_op *op, const char *
 /* One upsert of a (day, key, model)'s counters. GW_OK, or GW_ERR with op
  * failed (if op). */
 static int usage_write(struct sqlite_store *s, struct gw_store_op *op,
-                       const struct usage_delta *d)
+                       const struct usage_delta *d, int by_kind)
 {
-    sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
+    sqlite3_stmt *st = stmt(s, by_kind ? ST_USAGE_KIND_ADD : ST_USAGE_ADD);
 
+    if (by_kind)
+        bind_text(st, 8, d->kind);
     sqlite3_bind_text(st, 1, d->day, -1, SQLITE_STATIC);
     bind_text(st, 2, d->key_name);
     bind_text(st, 3, d->model);
@@ -220,13 +357,13 @@ static int usage_add(struct sqlite_store *s, struct gw_store_op *op, const struc
                      int jobs, int64_t seconds, int failed, int64_t refunded)
 {
     struct usage_delta d = {
-        .key_name = j->key_name, .model = j->model_sent,
+        .key_name = j->key_name, .model = j->model_sent, .kind = gw_job_kind_name(j->kind),
         .jobs = jobs, .seconds = seconds, .failed = failed, .refunded = refunded,
     };
 
     gw_store_day(j->created_at, d.day);
     if (s->nudelta == GW_ARRAY_LEN(s->udelta)) /* not expected: one per operation */
-        return usage_write(s, op, &d);
+        return usage_write(s, op, &d, 0) == GW_OK ? usage_write(s, op, &d, 1) : GW_ERR;
     s->udelta[s->nudelta++] = d;
     return GW_OK;
 }
@@ -240,7 +377,30 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
 
     s->nudelta = 0;
     for (unsigned i = 0; i < n; i++)
-        u[i].merged = 0;
+        u[i].merged = u[i].kmerged = 0;
+    /* usage_daily_kind first, from the deltas as noted (usage_daily's merge below
+     * adds into them) */
+    for (unsigned i = 0; i < n; i++) {
+        struct usage_delta k = u[i];
+
+        if (u[i].kmerged)
+            continue;
+        for (unsigned m = i + 1; m < n; m++) {
+            if (!u[m].kmerged && strcmp(u[m].day, k.day) == 0 &&
+                strcmp(u[m].key_name, k.key_name) == 0 && strcmp(u[m].model, k.model) == 0 &&
+                strcmp(u[m].kind, k.kind) == 0) {
+                k.jobs += u[m].jobs;
+                k.seconds += u[m].seconds;
+                k.failed += u[m].failed;
+                k.refunded += u[m].refunded;
+                u[m].kmerged = 1;
+            }
+        }
+        if (usage_write(s, NULL, &k, 1) != GW_OK) {
+            snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
+            return GW_ERR;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         if (u[i].merged)
             continue;
@@ -255,7 +415,7 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
                 u[k].merged = 1;
             }
         }
-        if (usage_write(s, NULL, &u[i]) != GW_OK) {
+        if (usage_write(s, NULL, &u[i], 0) != GW_OK) {
             snprintf(msg, msgcap, "the job store cannot count usage: %s", sqlite3_errmsg(s->db));
             return GW_ERR;
         }
@@ -268,8 +428,16 @@ int sq_usage_flush(struct sqlite_store *s, char *msg, size_t msgcap)
 static int op_put(struct sqlite_store *s, struct gw_store_op *op)
 {
     const struct gw_job *j = &op->job;
-    sqlite3_stmt *st = stmt(s, ST_JOB_INSERT);
+    sqlite3_stmt *st;
+    int64_t seq;
 
+    if (find_job(s, op, j->id, &seq) != GW_OK)
+        return GW_ERR;
+    if (seq != 0) {
+        gw_store_op_fail(op, "job %s is already recorded", j->id);
+        return GW_ERR;
+    }
+    st = stmt(s, ST_JOB_INSERT);
     bind_text(st, 1, j->id);
     bind_text(st, 2, j->key_name);
     bind_text(st, 3, j->upstream_key);
@@ -285,12 +453,15 @@ static int op_put(struct sqlite_store *s, struct gw_store_op *op)
     sqlite3_bind_text(st, 13, j->object, (int)j->object_len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        gw_store_op_fail(op, "job %s is already recorded", j->id);
-        return GW_ERR;
-    }
     if (rc != SQLITE_DONE) {
         gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
+        return GW_ERR;
+    }
+    /* before COMMIT: a committed row always has its entry (if the savepoint or
+     * the batch is rolled back, the entry is a stale hint) */
+    if (gw_idindex_add(&s->ids, gw_idindex_hash(j->id, strlen(j->id)),
+                       sqlite3_last_insert_rowid(s->db)) != GW_OK) {
+        gw_store_op_fail(op, "out of memory");
         return GW_ERR;
     }
     if (usage_add(s, op, j, 1, j->seconds, j->status == GW_JOB_FAILED, 0) != GW_OK)
@@ -307,6 +478,15 @@ static int op_put(struct sqlite_store *s, struct gw_store_op *op)
     return GW_OK;
 }
 
+static int op_get(struct sqlite_store *s, struct gw_store_op *op)
+{
+    int64_t seq;
+
+    if (find_job(s, op, op->job.id, &seq) != GW_OK)
+        return GW_ERR;
+    return load_job(s, op, seq);
+}
+
 /* queued 0 < in_progress 1 < completed = failed 2: a status only moves forward */
 static int status_rank(enum gw_job_status st)
 {
@@ -316,8 +496,9 @@ static int status_rank(enum gw_job_status st)
 static int op_update(struct sqlite_store *s, struct gw_store_op *op)
 {
     const struct gw_job_update *u = &op->upd;
+    int64_t seq;
 
-    if (load_job(s, op, u->id) != GW_OK)
+    if (find_job(s, op, u->id, &seq) != GW_OK || load_job(s, op, seq) != GW_OK)
         return GW_ERR;
     if (op->res.job == NULL)
         return GW_OK;
@@ -327,7 +508,7 @@ static int op_update(struct sqlite_store *s, struct gw_store_op *op)
         return GW_OK; /* stale, or a terminal state changing: keep the row */
 
     sqlite3_stmt *st = stmt(s, ST_JOB_UPDATE);
-    bind_text(st, 1, u->id);
+    sqlite3_bind_int64(st, 1, seq);
     bind_text(st, 2, gw_job_status_name(u->status));
     if (u->object != NULL)
         sqlite3_bind_text(st, 3, u->object, (int)u->object_len, SQLITE_STATIC);
@@ -337,29 +518,41 @@ static int op_update(struct sqlite_store *s, struct gw_store_op *op)
     if (u->status == GW_JOB_FAILED && prev != GW_JOB_FAILED &&
         usage_add(s, op, op->res.job, 0, 0, 1, 0) != GW_OK)
         return GW_ERR;
-    return load_job(s, op, u->id);
+    return load_job(s, op, seq);
 }
 
 static int op_delete(struct sqlite_store *s, struct gw_store_op *op)
 {
-    sqlite3_stmt *st = stmt(s, ST_JOB_DELETE);
+    sqlite3_stmt *st;
+    int64_t seq;
 
-    bind_text(st, 1, op->job.id);
+    if (find_job(s, op, op->job.id, &seq) != GW_OK)
+        return GW_ERR;
+    if (seq == 0)
+        return load_job(s, op, 0);
+    st = stmt(s, ST_JOB_DELETE);
+    sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_int64(st, 2, op->t1);
     if (exec_done(s, st, op) != GW_OK)
         return GW_ERR;
-    return load_job(s, op, op->job.id);
+    return load_job(s, op, seq);
 }
 
 static int op_refund(struct sqlite_store *s, struct gw_store_op *op)
 {
-    sqlite3_stmt *st = stmt(s, ST_JOB_REFUND);
+    sqlite3_stmt *st;
+    int64_t seq;
 
-    bind_text(st, 1, op->job.id);
+    if (find_job(s, op, op->job.id, &seq) != GW_OK)
+        return GW_ERR;
+    if (seq == 0)
+        return load_job(s, op, 0);
+    st = stmt(s, ST_JOB_REFUND);
+    sqlite3_bind_int64(st, 1, seq);
     if (exec_done(s, st, op) != GW_OK)
         return GW_ERR;
     op->res.refunded = sqlite3_changes(s->db) == 1;
-    if (load_job(s, op, op->job.id) != GW_OK)
+    if (load_job(s, op, seq) != GW_OK)
         return GW_ERR;
     if (op->res.refunded && op->res.job != NULL &&
         usage_add(s, op, op->res.job, 0, 0, 0, op->res.job->seconds) != GW_OK)
@@ -367,10 +560,10 @@ static int op_refund(struct sqlite_store *s, struct gw_store_op *op)
     return GW_OK;
 }
 
-/* Run a SELECT of JOB_COLS (bound) into res->jobs; at most max rows kept,
- * *more set if another one followed. */
+/* Run a SELECT of JOB_SEL (bound) into res->jobs; at most max rows kept,
+ * *more set if another one followed; their seqs into seqs (if not NULL). */
 static int collect_jobs(struct sqlite_store *s, struct gw_store_op *op, sqlite3_stmt *st,
-                        unsigned max, int *more)
+                        unsigned max, int *more, int64_t *seqs)
 {
     struct gw_job *jobs = gw_store_op_alloc(op, sizeof(*jobs) * (max > 0 ? max : 1));
     size_t n = 0;
@@ -391,10 +584,12 @@ static int collect_jobs(struct sqlite_store *s, struct gw_store_op *op, sqlite3_
             sqlite3_reset(st);
             return GW_ERR;
         }
+        if (seqs != NULL)
+            seqs[n] = sqlite3_column_int64(st, C_SEQ);
         n++;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return exec_done(s, st, op);
+        return step_failed(s, st, op);
     sqlite3_reset(st);
     op->res.jobs = jobs;
     op->res.njobs = n;
@@ -411,8 +606,11 @@ static int op_list(struct sqlite_store *s, struct gw_store_op *op)
     int rc;
 
     if (q->after != NULL) {
+        int64_t seq;
+        if (find_job(s, op, q->after, &seq) != GW_OK)
+            return GW_ERR;
         st = stmt(s, ST_JOB_CURSOR);
-        bind_text(st, 1, q->after);
+        sqlite3_bind_int64(st, 1, seq); /* 0: no row */
         bind_text(st, 2, q->key_name);
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE) { /* none, or another key's: the same answer */
@@ -421,7 +619,7 @@ static int op_list(struct sqlite_store *s, struct gw_store_op *op)
             return GW_OK;
         }
         if (rc != SQLITE_ROW)
-            return exec_done(s, st, op);
+            return step_failed(s, st, op);
         c_created = sqlite3_column_int64(st, 0);
         c_seq = sqlite3_column_int64(st, 1);
         sqlite3_reset(st);
@@ -431,22 +629,27 @@ static int op_list(struct sqlite_store *s, struct gw_store_op *op)
     sqlite3_bind_int64(st, 2, c_created);
     sqlite3_bind_int64(st, 3, c_seq);
     sqlite3_bind_int(st, 4, (int)q->limit + 1);
-    return collect_jobs(s, op, st, q->limit, &op->res.has_more);
+    return collect_jobs(s, op, st, q->limit, &op->res.has_more, NULL);
 }
 
 static int op_claim(struct sqlite_store *s, struct gw_store_op *op)
 {
     sqlite3_stmt *st = stmt(s, ST_JOB_CLAIM);
+    int64_t *seqs = gw_store_op_alloc(op, sizeof(*seqs) * (op->limit > 0 ? op->limit : 1));
     int more;
 
+    if (seqs == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
     sqlite3_bind_int64(st, 1, op->t1);
     sqlite3_bind_int(st, 2, (int)op->limit);
-    if (collect_jobs(s, op, st, op->limit, &more) != GW_OK)
+    if (collect_jobs(s, op, st, op->limit, &more, seqs) != GW_OK)
         return GW_ERR;
     for (size_t i = 0; i < op->res.njobs; i++) {
         struct gw_job *j = (struct gw_job *)&op->res.jobs[i];
         st = stmt(s, ST_JOB_TOUCH);
-        bind_text(st, 1, j->id);
+        sqlite3_bind_int64(st, 1, seqs[i]);
         sqlite3_bind_int64(st, 2, op->t2);
         if (exec_done(s, st, op) != GW_OK)
             return GW_ERR;
@@ -484,7 +687,7 @@ static int op_prune(struct sqlite_store *s, struct gw_store_op *op)
                 break;
             }
             if (rc != SQLITE_ROW)
-                return exec_done(s, st, op);
+                return step_failed(s, st, op);
             const char *key = gw_store_op_strdup(op, (const char *)sqlite3_column_text(st, 0),
                                                  (size_t)sqlite3_column_bytes(st, 0));
             sqlite3_reset(st);
@@ -500,9 +703,16 @@ static int op_prune(struct sqlite_store *s, struct gw_store_op *op)
         bind_text(st, 1, op->prune_key);
         sqlite3_bind_int64(st, 2, op->t1);
         sqlite3_bind_int(st, 3, PRUNE_STEP - jobs);
-        if (exec_done(s, st, op) != GW_OK)
-            return GW_ERR;
-        int n = sqlite3_changes(s->db);
+        int n = 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) { /* their ids leave the index */
+            ids_suspect(s, gw_idindex_hash((const char *)sqlite3_column_text(st, 1),
+                                           (size_t)sqlite3_column_bytes(st, 1)),
+                        sqlite3_column_int64(st, 0));
+            n++;
+        }
+        if (rc != SQLITE_DONE)
+            return step_failed(s, st, op);
+        sqlite3_reset(st);
         if (n < PRUNE_STEP - jobs)
             op->prune_state = PRUNE_AFTER_KEY; /* none left in this key */
         jobs += n;
@@ -549,7 +759,7 @@ static int op_idem_begin(struct sqlite_store *s, struct gw_store_op *op)
         return GW_OK;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return exec_done(s, st, op);
+        return step_failed(s, st, op);
     sqlite3_reset(st);
     /* none, or expired: this request owns the key now */
     st = stmt(s, ST_IDEM_NEW);
@@ -609,6 +819,9 @@ int sq_usage_collect(sqlite3 *db, sqlite3_stmt *st, const struct gw_usage_query 
         r->seconds = sqlite3_column_int64(st, 4);
         r->failed = sqlite3_column_int64(st, 5);
         r->refunded_seconds = sqlite3_column_int64(st, 6);
+        r->kind = NULL;
+        if (q->by_kind && (r->kind = strdup((const char *)sqlite3_column_text(st, 7))) == NULL)
+            goto oom;
     }
     if (rc != SQLITE_DONE) {
         snprintf(msg, msgcap, "%s", sqlite3_errmsg(db));
@@ -632,7 +845,8 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
     struct gw_usage *u;
     char msg[200];
 
-    if (sq_usage_collect(s->db, stmt(s, ST_USAGE), &op->usage_q, &u, msg, sizeof(msg)) != GW_OK) {
+    if (sq_usage_collect(s->db, stmt(s, op->usage_q.by_kind ? ST_USAGE_KIND : ST_USAGE),
+                         &op->usage_q, &u, msg, sizeof(msg)) != GW_OK) {
         gw_store_op_fail(op, "the job store failed: %s", msg);
         return GW_ERR;
     }
@@ -643,7 +857,10 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
         rows[i] = u->rows[i];
         rows[i].key_name = gw_store_op_strdup(op, u->rows[i].key_name, strlen(u->rows[i].key_name));
         rows[i].model = gw_store_op_strdup(op, u->rows[i].model, strlen(u->rows[i].model));
-        if (rows[i].key_name == NULL || rows[i].model == NULL)
+        if (u->rows[i].kind != NULL)
+            rows[i].kind = gw_store_op_strdup(op, u->rows[i].kind, strlen(u->rows[i].kind));
+        if (rows[i].key_name == NULL || rows[i].model == NULL ||
+            (u->rows[i].kind != NULL && rows[i].kind == NULL))
             rc = GW_ERR;
     }
     if (rc == GW_OK) {
@@ -656,9 +873,80 @@ static int op_usage(struct sqlite_store *s, struct gw_store_op *op)
     return rc;
 }
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+static int op_character_put(struct sqlite_store *s, struct gw_store_op *op)
+{
+    const struct gw_character *c = &op->character;
+    sqlite3_stmt *st = stmt(s, ST_CHARACTER_INSERT);
+
+    bind_text(st, 1, c->id);
+    bind_text(st, 2, c->key_name);
+    bind_text(st, 3, c->upstream_key);
+    bind_text(st, 4, c->name);
+    sqlite3_bind_int64(st, 5, c->created_at);
+    sqlite3_bind_text(st, 6, c->object, (int)c->object_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+        gw_store_op_fail(op, "character %s is already recorded", c->id);
+        return GW_ERR;
+    }
+    if (rc != SQLITE_DONE) {
+        gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
+        return GW_ERR;
+    }
+    return GW_OK;
+}
+
+static int op_character_get(struct sqlite_store *s, struct gw_store_op *op)
+{
+    sqlite3_stmt *st = stmt(s, ST_CHARACTER_GET);
+    const unsigned char *txt[5];
+    size_t len[5], total = 0;
+    static const int cols[5] = { 0, 1, 2, 3, 5 }; /* id, key_name, upstream_key, name, object */
+    int rc;
+
+    bind_text(st, 1, op->character.id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        op->res.character = NULL;
+        return GW_OK;
+    }
+    if (rc != SQLITE_ROW)
+        return exec_done(s, st, op);
+    struct gw_character *c = gw_store_op_alloc(op, sizeof(*c));
+    for (int i = 0; i < 5; i++) {
+        txt[i] = sqlite3_column_text(st, cols[i]); /* then bytes: the text's length */
+        len[i] = (size_t)sqlite3_column_bytes(st, cols[i]);
+        total += len[i] + 1;
+    }
+    char *p = c != NULL ? gw_store_op_alloc(op, total) : NULL;
+    if (p == NULL) {
+        sqlite3_reset(st);
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    const char **dst[5] = { &c->id, &c->key_name, &c->upstream_key, &c->name, &c->object };
+    for (int i = 0; i < 5; i++) {
+        if (len[i] > 0)
+            memcpy(p, txt[i], len[i]);
+        p[len[i]] = '\0';
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
+    c->object_len = len[4];
+    c->created_at = sqlite3_column_int64(st, 4);
+    sqlite3_reset(st);
+    op->res.character = c;
+    return GW_OK;
+}
+
 int sq_op_reads_only(enum gw_store_op_kind k)
 {
-    return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE;
+    return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE ||
+           k == GW_OP_KEYS_LIST || k == GW_OP_KEYS_VERSION || k == GW_OP_JOBS_RECENT ||
+           k == GW_OP_CHARACTER_GET;
 }
 
 int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
@@ -667,7 +955,7 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
     case GW_OP_JOB_PUT:
         return op_put(s, op);
     case GW_OP_JOB_GET:
-        return load_job(s, op, op->job.id);
+        return op_get(s, op);
     case GW_OP_JOB_UPDATE:
         return op_update(s, op);
     case GW_OP_JOB_DELETE:
@@ -687,8 +975,19 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)
         return op_idem_finish(s, op);
     case GW_OP_USAGE:
         return op_usage(s, op);
+    case GW_OP_KEY_PUT:
+    case GW_OP_KEY_PATCH:
+    case GW_OP_KEY_REVOKE:
+    case GW_OP_KEYS_LIST:
+    case GW_OP_KEYS_VERSION:
+    case GW_OP_JOBS_RECENT:
+        return sq_keys_run(s, op);
+    case GW_OP_CHARACTER_PUT:
+        return op_character_put(s, op);
+    case GW_OP_CHARACTER_GET:
+        return op_character_get(s, op);
     case GW_OP_SCRIPT:
-        break; /* refused at the call */
+        break; /* Redis only: refused at the call */
     }
     gw_store_op_fail(op, "unknown store operation");
     return GW_ERR;

@@ -22,6 +22,9 @@
  * which cost every create a dirty page in each; they now use seq, the
  * insertion order, and jobs_by_created is gone (prune walks jobs_by_key). A
  * file written by the earlier draft fails at open ("no such column: seq").
+ * And once more the same day: `id` lost its UNIQUE index (a random leaf per
+ * create; the store finds ids in memory now, idindex.h). A file written with
+ * that index works as it is (the index is only kept up to date, unused).
  * From the first release on, a change is a new version.
  */
 static const char *const schema_v1[] = {
@@ -29,7 +32,8 @@ static const char *const schema_v1[] = {
     "CREATE TABLE jobs ("
     " seq          INTEGER PRIMARY KEY,"      /* the rowid: insertion order (max + 1; an
                                                * alias, so VACUUM keeps it) */
-    " id           TEXT    NOT NULL UNIQUE,"  /* the upstream's job id */
+    " id           TEXT    NOT NULL,"         /* the upstream's job id: unique, but not
+                                               * indexed here (idindex.h says why) */
     " key_name     TEXT    NOT NULL,"         /* owner: the team key's name */
     " upstream_key TEXT    NOT NULL,"         /* label of the upstream key, never the secret */
     " kind         TEXT    NOT NULL,"         /* create | remix | edit | extend */
@@ -73,8 +77,67 @@ static const char *const schema_v1[] = {
     NULL,
 };
 
+/* Version 2 (issue 8): team keys kept in the store, beside the config's. */
+static const char *const schema_v2_keys[] = {
+    "CREATE TABLE keys ("
+    " name          TEXT    NOT NULL PRIMARY KEY," /* [A-Za-z0-9_.-]{1,64}; never reused */
+    " sha256        BLOB    NOT NULL UNIQUE,"      /* 32 bytes: SHA-256 of the secret */
+    " rpm           INTEGER NOT NULL DEFAULT -1,"  /* -1: the config's [limits] default */
+    " burst         INTEGER NOT NULL DEFAULT -1,"
+    " concurrency   INTEGER NOT NULL DEFAULT -1,"
+    " daily_seconds INTEGER NOT NULL DEFAULT -1,"
+    " models        TEXT    NOT NULL DEFAULT '',"  /* comma list; '': every model */
+    " expires_at    INTEGER NOT NULL DEFAULT 0,"   /* unix s; 0: never */
+    " created_at    INTEGER NOT NULL,"
+    " updated_at    INTEGER NOT NULL,"
+    " revoked_at    INTEGER NOT NULL DEFAULT 0)",  /* unix s; 0: active */
+    /* bumped by every write to keys, in the same transaction: what the gateway
+     * polls (one row read) to notice a change made by another process */
+    "CREATE TABLE keys_version ("
+    " id      INTEGER PRIMARY KEY CHECK (id = 1),"
+    " version INTEGER NOT NULL)",
+    "INSERT INTO keys_version(id, version) VALUES(1, 0)",
+    NULL,
+};
+
+/* Version 3 (issue 9): characters, owned and pinned like jobs. */
+static const char *const schema_v3_characters[] = {
+    "CREATE TABLE characters ("
+    " id           TEXT    NOT NULL PRIMARY KEY," /* the upstream's character id */
+    " key_name     TEXT    NOT NULL,"             /* owner: the team key's name */
+    " upstream_key TEXT    NOT NULL,"             /* label of the upstream key */
+    " name         TEXT    NOT NULL,"
+    " created_at   INTEGER NOT NULL,"             /* unix s, the character object's */
+    " object       TEXT    NOT NULL)",            /* the character object (JSON) */
+    NULL,
+};
+
+/* Version 4 (issue 9): usage per kind of job (create, remix, edit, extend), beside
+ * usage_daily, which stays as it is. Filled from the jobs still in the ledger: older
+ * days that retention pruned have no breakdown. */
+static const char *const schema_v4_usage_kinds[] = {
+    "CREATE TABLE usage_daily_kind ("
+    " day              TEXT    NOT NULL,"
+    " key_name         TEXT    NOT NULL,"
+    " model            TEXT    NOT NULL,"     /* model sent */
+    " kind             TEXT    NOT NULL,"     /* create | remix | edit | extend */
+    " jobs             INTEGER NOT NULL DEFAULT 0,"
+    " seconds          INTEGER NOT NULL DEFAULT 0,"
+    " failed           INTEGER NOT NULL DEFAULT 0,"
+    " refunded_seconds INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (day, key_name, model, kind)) WITHOUT ROWID",
+    "INSERT INTO usage_daily_kind(day, key_name, model, kind, jobs, seconds, failed, "
+    "refunded_seconds) SELECT strftime('%Y-%m-%d', created_at, 'unixepoch'), key_name, "
+    "model_sent, kind, count(*), sum(seconds), sum(status = 'failed'), "
+    "sum(CASE WHEN refunded THEN seconds ELSE 0 END) FROM jobs GROUP BY 1, 2, 3, 4",
+    NULL,
+};
+
 static const char *const *const migrations[] = {
-    schema_v1, /* version 1 */
+    schema_v1,             /* version 1 */
+    schema_v2_keys,        /* version 2 */
+    schema_v3_characters,  /* version 3 */
+    schema_v4_usage_kinds, /* version 4 */
 };
 
 _Static_assert(GW_ARRAY_LEN(migrations) == GW_STORE_SCHEMA_VERSION,

@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "metrics.h"
 #include "store_int.h"
 
 struct gw_store_loop {
@@ -221,6 +222,14 @@ static void op_free(struct gw_store_op *op)
     free(op);
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 /* Hand op to the engine. GW_AGAIN, or GW_ERR (op freed, err set). */
 static int submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb cb, void *arg,
                   struct gw_store_op **opp, struct gw_error *err)
@@ -229,6 +238,7 @@ static int submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb c
     op->cb = cb;
     op->arg = arg;
     op->res.rc = GW_OK;
+    op->submitted_us = mono_us();
     pthread_mutex_lock(&l->mu);
     l->pending++;
     pthread_mutex_unlock(&l->mu);
@@ -246,39 +256,94 @@ static int submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb c
     return GW_AGAIN;
 }
 
+struct gw_store_op *gw_store_op_new(enum gw_store_op_kind kind, size_t strings, char **strp,
+                                    struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op = op_new(kind, strings, &pk, err);
+
+    *strp = op != NULL ? pk.p : NULL;
+    return op;
+}
+
+int gw_store_op_submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb cb,
+                       void *arg, struct gw_store_op **opp, struct gw_error *err)
+{
+    return submit(l, op, cb, arg, opp, err);
+}
+
+static int is_redis(const struct gw_store_options *o)
+{
+    return o != NULL && (o->redis_host != NULL || o->redis_unix != NULL);
+}
+
+int gw_store_op_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                         gw_store_cb cb, void *arg, struct gw_error *err)
+{
+    int rc = GW_ERR;
+
+    op->res.rc = GW_OK;
+    if (is_redis(o))
+        gw_error_set(err, 0, NULL, NULL, NULL, "store: this operation is not supported by "
+                     "the redis store yet");
+    else if (o == NULL || o->path == NULL || o->path[0] == '\0')
+        gw_error_set(err, 0, NULL, NULL, NULL, "store: no path given");
+    else if (gw_store_sqlite_run_sync(o, op, err) == GW_OK)
+        rc = GW_OK;
+    if (rc == GW_OK && op->res.rc != GW_OK) {
+        *err = op->err;
+        rc = GW_ERR;
+    }
+    if (rc == GW_OK && cb != NULL)
+        cb(arg, &op->res);
+    op_free(op);
+    return rc;
+}
+
 static void loop_release(struct gw_store_loop *l)
 {
     pthread_mutex_destroy(&l->mu);
     free(l);
 }
 
-/* From the engine's thread (or any): deliver op to its loop. */
-void gw_store_op_done(struct gw_store_op *op)
+/* Append the chain first..last (n operations of loop l) to l's done list and
+ * wake the loop if the list was empty. */
+static void deliver(struct gw_store_loop *l, struct gw_store_op *first, struct gw_store_op *last,
+                    unsigned n)
 {
-    struct gw_store_loop *l = op->loop;
-    int last = 0;
+    int release = 0;
 
+    last->next = NULL;
     pthread_mutex_lock(&l->mu);
     if (l->dead) {
-        last = --l->pending == 0;
+        l->pending -= n;
+        release = l->pending == 0;
         pthread_mutex_unlock(&l->mu);
-        op_free(op);
-        if (last)
+        for (struct gw_store_op *op = first, *next; op != NULL; op = next) {
+            next = op->next;
+            op_free(op);
+        }
+        if (release)
             loop_release(l);
         return;
     }
-    op->next = NULL;
     if (l->done_tail != NULL) {
-        l->done_tail->next = op;
+        l->done_tail->next = first;
     } else {
         uint64_t one = 1;
-        l->done_head = op;
+        l->done_head = first;
         /* under the lock: gw_store_loop_free closes the eventfd under it too */
         if (write(l->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
             abort(); /* an eventfd write fails only when the counter would overflow */
     }
-    l->done_tail = op;
+    l->done_tail = last;
     pthread_mutex_unlock(&l->mu);
+}
+
+/* From the engine's thread (or any): deliver op to its loop. */
+void gw_store_op_done(struct gw_store_op *op)
+{
+    deliver(op->loop, op, op, 1);
 }
 
 /* The same, from the loop's own thread (the Redis engine's replies): the loop's
@@ -307,53 +372,95 @@ void gw_store_op_done_local(struct gw_store_op *op)
         event_active(l->ev, EV_READ, 1);
 }
 
-/* On the loop's thread: run the callbacks of what is done, one at a time, so
- * that a callback may free the loop (the op being delivered keeps it alive);
- * at most DELIVER_MAX per wake-up, so that a busy store does not starve the
- * loop's other events (the rest come at the next turn of the loop). */
+/* The same for a chain (linked by next): each loop's operations, in their
+ * order, go in with one lock and at most one wake-up, not one per operation.
+ * A batch mixes a few loops: one pass per loop. */
+void gw_store_ops_done(struct gw_store_op *list)
+{
+    while (list != NULL) {
+        struct gw_store_loop *l = list->loop;
+        struct gw_store_op *mine = NULL, **mine_tail = &mine, *rest = NULL, **rest_tail = &rest;
+        struct gw_store_op *last = NULL;
+        unsigned n = 0;
+
+        for (struct gw_store_op *op = list, *next; op != NULL; op = next) {
+            next = op->next;
+            op->next = NULL;
+            if (op->loop == l) {
+                *mine_tail = op;
+                mine_tail = &op->next;
+                last = op;
+                n++;
+            } else {
+                *rest_tail = op;
+                rest_tail = &op->next;
+            }
+        }
+        deliver(l, mine, last, n);
+        list = rest;
+    }
+}
+
+/* On the loop's thread: run the callbacks of what is done, at most DELIVER_MAX
+ * per wake-up, so that a busy store does not starve the loop's other events
+ * (the rest come at the next turn of the loop). They are taken off the list in
+ * one go; until each has run it is still counted in pending, which keeps l
+ * alive if a callback frees the loop (then the rest are freed unheard). */
 #define DELIVER_MAX 64
 
 static void loop_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_store_loop *l = arg;
-    uint64_t n;
+    struct gw_store_op *list, *op;
+    unsigned n = 0, taken = 0;
+    uint64_t cnt;
 
-    if (read(l->efd, &n, sizeof(n)) < 0) {
+    (void)fd;
+    (void)what;
+    if (read(l->efd, &cnt, sizeof(cnt)) < 0) {
         /* EAGAIN: nothing to read; the list is the truth either way */
     }
-    for (unsigned delivered = 0;; delivered++) {
-        pthread_mutex_lock(&l->mu);
-        struct gw_store_op *op = l->dead ? NULL : l->done_head;
-        if (op != NULL && delivered == DELIVER_MAX) {
-            uint64_t one = 1;
-            if (write(l->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-                abort();
-            op = NULL;
-        }
-        if (op == NULL) {
-            pthread_mutex_unlock(&l->mu);
-            return;
-        }
+    pthread_mutex_lock(&l->mu);
+    list = l->done_head;
+    for (op = list; op != NULL && ++taken < DELIVER_MAX; op = op->next)
+        ;
+    if (op != NULL && op->next != NULL) { /* more than DELIVER_MAX: come back for the rest */
+        uint64_t one = 1;
         l->done_head = op->next;
-        if (l->done_head == NULL)
-            l->done_tail = NULL;
-        pthread_mutex_unlock(&l->mu);
+        op->next = NULL;
+        if (write(l->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            abort();
+    } else {
+        l->done_head = l->done_tail = NULL;
+    }
+    pthread_mutex_unlock(&l->mu);
 
+    int64_t now = mono_us(); /* one clock reading for the batch (metrics) */
+    while (list != NULL) {
+        op = list;
+        list = op->next;
+        gw_m_store((unsigned)op->kind, op->res.rc == GW_OK, (uint64_t)(now - op->submitted_us));
         if (op->cb != NULL && !atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
             if (op->res.rc == GW_ERR)
                 op->res.err = &op->err;
             op->cb(op->arg, &op->res);
         }
         op_free(op);
-        pthread_mutex_lock(&l->mu);
-        int last = --l->pending == 0 && l->dead;
-        int dead = l->dead;
-        pthread_mutex_unlock(&l->mu);
-        if (last)
-            loop_release(l);
-        if (dead)
-            return;
+        n++;
+        if (l->dead) /* the callback freed the loop: what is left goes unheard */
+            break;
     }
+    for (; list != NULL; list = op) {
+        op = list->next;
+        op_free(list);
+        n++;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->pending -= n;
+    int last = l->pending == 0 && l->dead;
+    pthread_mutex_unlock(&l->mu);
+    if (last)
+        loop_release(l);
 }
 
 void gw_store_cancel(struct gw_store_op *op)
@@ -363,11 +470,6 @@ void gw_store_cancel(struct gw_store_op *op)
 }
 
 /* --------------------------------------------------------------- lifecycle */
-
-static int is_redis(const struct gw_store_options *o)
-{
-    return o != NULL && (o->redis_host != NULL || o->redis_unix != NULL);
-}
 
 struct gw_store *gw_store_open(const struct gw_store_options *o, struct gw_error *err)
 {
@@ -608,6 +710,59 @@ int gw_store_job_refund(struct gw_store_loop *l, const char *id, gw_store_cb cb,
     return id_op(GW_OP_JOB_REFUND, l, id, 0, cb, arg, op, err);
 }
 
+/* ------------------------------------------------------ characters (issue 9) */
+
+int gw_store_character_put(struct gw_store_loop *l, const struct gw_character *c,
+                           gw_store_cb cb, void *arg, struct gw_store_op **opp,
+                           struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op;
+    size_t olen = c->object != NULL ? c->object_len : 0;
+
+    if (opp != NULL)
+        *opp = NULL; /* until queued */
+    if (check_id(c->id, "id", err) != GW_OK ||
+        check_name(c->key_name, "the character's team key name", err) != GW_OK ||
+        check_name(c->upstream_key, "the character's upstream key label", err) != GW_OK)
+        return GW_ERR;
+    if (c->name != NULL && strlen(c->name) > GW_STORE_CHARACTER_NAME_MAX)
+        return bad_arg(err, "name", "a character name is at most 1024 bytes");
+    if (olen > GW_STORE_OBJECT_MAX)
+        return bad_arg(err, NULL, "store: a character object is at most 1 MiB");
+    op = op_new(GW_OP_CHARACTER_PUT,
+                slen(c->id) + slen(c->key_name) + slen(c->upstream_key) + slen(c->name) +
+                    olen + 1,
+                &pk, err);
+    if (op == NULL)
+        return GW_ERR;
+    op->character = *c;
+    op->character.id = pack_str(&pk, c->id);
+    op->character.key_name = pack_str(&pk, c->key_name);
+    op->character.upstream_key = pack_str(&pk, c->upstream_key);
+    op->character.name = c->name != NULL ? pack_str(&pk, c->name) : "";
+    op->character.object = pack(&pk, c->object != NULL ? c->object : "", olen);
+    op->character.object_len = olen;
+    return submit(l, op, cb, arg, opp, err);
+}
+
+int gw_store_character_get(struct gw_store_loop *l, const char *id, gw_store_cb cb, void *arg,
+                           struct gw_store_op **opp, struct gw_error *err)
+{
+    struct packer pk;
+    struct gw_store_op *op;
+
+    if (opp != NULL)
+        *opp = NULL; /* until queued */
+    if (check_id(id, "id", err) != GW_OK)
+        return GW_ERR;
+    op = op_new(GW_OP_CHARACTER_GET, slen(id), &pk, err);
+    if (op == NULL)
+        return GW_ERR;
+    op->character.id = pack_str(&pk, id);
+    return submit(l, op, cb, arg, opp, err);
+}
+
 int gw_store_job_update(struct gw_store_loop *l, const struct gw_job_update *u, gw_store_cb cb,
                         void *arg, struct gw_store_op **opp, struct gw_error *err)
 {
@@ -777,6 +932,7 @@ int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_s
     op->usage_q.since = pack_str(&pk, q->since);
     op->usage_q.until = pack_str(&pk, q->until);
     op->usage_q.key_name = pack_str(&pk, q->key_name);
+    op->usage_q.by_kind = q->by_kind;
     return submit(l, op, cb, arg, opp, err);
 }
 
@@ -833,6 +989,7 @@ void gw_store_usage_free(struct gw_usage *u)
     for (size_t i = 0; i < u->n; i++) {
         free((char *)u->rows[i].key_name);
         free((char *)u->rows[i].model);
+        free((char *)u->rows[i].kind);
     }
     free(u->rows);
     free(u);

@@ -52,7 +52,7 @@ struct gw_store;      /* an open store (an engine) */
 struct gw_store_loop; /* the store as seen by one event loop */
 struct gw_store_op;   /* a pending asynchronous operation */
 
-#define GW_STORE_SCHEMA_VERSION 1  /* PRAGMA user_version this binary writes */
+#define GW_STORE_SCHEMA_VERSION 4  /* PRAGMA user_version this binary writes */
 #define GW_STORE_LIST_MAX 100      /* list: limit is 1..100 (OpenAI's bounds) */
 #define GW_STORE_LIST_DEFAULT 20   /* ... and 20 when the client gives none */
 #define GW_STORE_CLAIM_MAX 1000    /* claim_unfinished: limit is 1..1000 */
@@ -135,6 +135,7 @@ struct gw_usage_query {
     const char *since;    /* "YYYY-MM-DD" (UTC, inclusive); NULL: from the first day */
     const char *until;    /* "YYYY-MM-DD" (inclusive); NULL: to the last day */
     const char *key_name; /* NULL: every key */
+    int by_kind;          /* 1: one row per kind of job too (create, remix, edit, extend) */
 };
 
 struct gw_usage_row {
@@ -145,6 +146,72 @@ struct gw_usage_row {
     int64_t seconds;      /* video seconds of those jobs */
     int64_t failed;       /* jobs seen failed */
     int64_t refunded_seconds; /* seconds given back for them (counted on the creation day) */
+    const char *kind;     /* by_kind: "create", "remix", "edit", "extend"; else NULL */
+};
+
+/* ------------------------------------------------------ characters (issue 9) */
+
+#define GW_STORE_CHARACTER_NAME_MAX 1024 /* bytes of a character's name */
+
+/* A character made through POST /v1/videos/characters: like a job, it belongs to
+ * the team key that made it and is pinned to its upstream key. */
+struct gw_character {
+    const char *id;           /* the upstream's character id, 1..128 bytes */
+    const char *key_name;     /* the team key that created it: its owner */
+    const char *upstream_key; /* label of the upstream key it was created with */
+    const char *name;         /* its display name ("" if the upstream gave none) */
+    int64_t created_at;       /* unix s: the character object's */
+    const char *object;       /* the character object as created (JSON), object_len */
+    size_t object_len;        /* bytes; in results also NUL-terminated */
+};
+
+/* ------------------------------------------------------------------ keys */
+
+/*
+ * Team keys kept in the store (the admin API, `gateway keys`), next to the
+ * config's [key NAME] ones. Only the SHA-256 of a key is kept; the secret is
+ * shown once by whoever made it. A key is never deleted: revoking it stamps
+ * revoked_at, so its name stays taken and its jobs keep their owner.
+ */
+#define GW_STORE_KEY_NAME_MAX 64     /* bytes of a key name: [A-Za-z0-9_.-] (config's) */
+#define GW_STORE_KEY_MODELS_MAX 4096 /* bytes of a key's comma-separated model list */
+#define GW_STORE_JOBS_RECENT_MAX 100 /* jobs_recent: limit is 1..100 */
+
+struct gw_store_key {
+    const char *name;
+    unsigned char sha256[32];
+    /* limits; -1: the config's [limits] default (as a [key] stanza that omits it) */
+    int64_t rpm, burst, concurrency, daily_seconds;
+    const char *models;       /* comma-separated allowlist ("": every model) */
+    int64_t expires_at;       /* unix s: refused from then on; 0: never */
+    int64_t created_at, updated_at; /* unix s */
+    int64_t revoked_at;       /* unix s; 0: active */
+    int64_t last_used_at;     /* keys_list only: its newest job's created_at; 0: none */
+};
+
+enum gw_key_field { /* struct gw_store_key_patch.set: which fields change */
+    GW_KEY_SET_RPM = 1 << 0,
+    GW_KEY_SET_BURST = 1 << 1,
+    GW_KEY_SET_CONCURRENCY = 1 << 2,
+    GW_KEY_SET_DAILY_SECONDS = 1 << 3,
+    GW_KEY_SET_MODELS = 1 << 4,
+    GW_KEY_SET_EXPIRES = 1 << 5,
+};
+
+struct gw_store_key_patch {
+    const char *name;
+    unsigned set;             /* GW_KEY_SET_* bits */
+    int64_t rpm, burst, concurrency, daily_seconds; /* -1: back to the default */
+    const char *models;
+    int64_t expires_at;
+    int64_t now;              /* becomes updated_at */
+};
+
+/* Recent jobs across keys (the admin API), newest first. */
+struct gw_jobs_recent_query {
+    const char *key_name;     /* NULL: every key */
+    int status;               /* an enum gw_job_status, or -1: any */
+    unsigned limit;           /* 1..GW_STORE_JOBS_RECENT_MAX */
 };
 
 /* ---------------------------------------------------------------- results */
@@ -177,6 +244,19 @@ struct gw_store_res {
 
     /* prune */
     uint64_t pruned_jobs, pruned_idem;
+
+    /* keys (section "keys" below) */
+    const struct gw_store_key *key;  /* key_put/patch/revoke: the row after; NULL: none */
+    int key_exists;             /* key_put: the name (or the secret's hash) is taken */
+    int key_revoked;            /* key_revoke: 1 if this call revoked it */
+    const struct gw_store_key *keys; /* keys_list: every key, by name */
+    size_t nkeys;
+    const int64_t *last_used;   /* keys_list: per name asked, its last job's created_at
+                                 * (unix s, 0: none) */
+    uint64_t keys_version;      /* keys_version, keys_list: bumped by every key write */
+
+    /* character_get: the row, or NULL: no such character */
+    const struct gw_character *character;
 
     /* script: the reply's integers (an integer, or an array of integers) */
     int64_t ints[8];
@@ -366,10 +446,22 @@ int gw_store_idem_abort(struct gw_store_loop *l, const char *key_name, const cha
                         gw_store_cb cb, void *arg, struct gw_store_op **op,
                         struct gw_error *err);
 
-/* Usage rows (the admin API): res->usage, ordered by key, model, day. GW_ERR at
- * once for a date that is not YYYY-MM-DD. */
+/* Usage rows (the admin API): res->usage, ordered by key, model, day (by_kind: key,
+ * model, kind, day). GW_ERR at once for a date that is not YYYY-MM-DD. */
 int gw_store_usage(struct gw_store_loop *l, const struct gw_usage_query *q, gw_store_cb cb,
                    void *arg, struct gw_store_op **op, struct gw_error *err);
+
+/* ------------------------------------------------------ characters (issue 9) */
+
+/* Record a new character (an id already recorded is rc GW_ERR). When the
+ * callback runs, the row is committed. */
+int gw_store_character_put(struct gw_store_loop *l, const struct gw_character *c,
+                           gw_store_cb cb, void *arg, struct gw_store_op **op,
+                           struct gw_error *err);
+
+/* res->character: the character, or NULL. Ownership is the caller's check. */
+int gw_store_character_get(struct gw_store_loop *l, const char *id, gw_store_cb cb, void *arg,
+                           struct gw_store_op **op, struct gw_error *err);
 
 /*
  * Redis only: a script of the caller's (the limits: limits/redis_limits.c) on
@@ -409,6 +501,70 @@ int gw_store_usage_read(const struct gw_store_options *o, const struct gw_usage_
                         struct gw_usage **out, struct gw_error *err);
 
 void gw_store_usage_free(struct gw_usage *u);
+
+/* ------------------------------------------------------------ keys: calls */
+
+/*
+ * Record a new key (created_at = updated_at = key->created_at, revoked_at 0).
+ * A name already recorded (revoked or not) or a hash already recorded is data:
+ * res->key_exists = 1, nothing written. Otherwise res->key is the row.
+ * GW_ERR at once (400, param named) for a name that is not 1..64 bytes of
+ * [A-Za-z0-9_.-], a limit below -1, models over 4 KiB.
+ */
+int gw_store_key_put(struct gw_store_loop *l, const struct gw_store_key *key, gw_store_cb cb,
+                     void *arg, struct gw_store_op **op, struct gw_error *err);
+
+/* Change the fields in p->set of an active key. res->key: the row after; NULL:
+ * no such key, or it is revoked (nothing written). */
+int gw_store_key_patch(struct gw_store_loop *l, const struct gw_store_key_patch *p,
+                       gw_store_cb cb, void *arg, struct gw_store_op **op, struct gw_error *err);
+
+/* Revoke a key at now. res->key: the row (NULL: no such key); res->key_revoked
+ * is 1 for the call that revoked it, 0 if it already was. */
+int gw_store_key_revoke(struct gw_store_loop *l, const char *name, int64_t now, gw_store_cb cb,
+                        void *arg, struct gw_store_op **op, struct gw_error *err);
+
+/*
+ * Every key (revoked ones too), ordered by name, and res->keys_version.
+ * names (n of them, may be 0): res->last_used[i] is the created_at of the
+ * newest job of names[i] (config keys have no row but have jobs).
+ */
+int gw_store_keys_list(struct gw_store_loop *l, const char *const *names, size_t n,
+                       gw_store_cb cb, void *arg, struct gw_store_op **op,
+                       struct gw_error *err);
+
+/* res->keys_version only: cheap, for the poll that notices a change made by
+ * another process (`gateway keys`, another instance) within a second. */
+int gw_store_keys_version(struct gw_store_loop *l, gw_store_cb cb, void *arg,
+                          struct gw_store_op **op, struct gw_error *err);
+
+/* res->jobs: the newest jobs (deleted ones too, without their object), of
+ * q->key_name or every key, of q->status or any. GW_ERR at once (400, param
+ * "limit" / "status") for a limit outside 1..100 or an unknown status. */
+int gw_store_jobs_recent(struct gw_store_loop *l, const struct gw_jobs_recent_query *q,
+                         gw_store_cb cb, void *arg, struct gw_store_op **op,
+                         struct gw_error *err);
+
+/*
+ * The same key calls, synchronously, for `gateway keys`: each opens the file
+ * itself (creating and migrating it if needed, as the gateway would; a second
+ * writer beside a running gateway: WAL, busy timeout), runs the operation in
+ * one transaction, calls cb(arg, res) before returning, and closes the file.
+ * GW_OK (cb was called, res->rc GW_OK), or GW_ERR with err (cb not called).
+ * Blocks: never on an event loop.
+ */
+int gw_store_key_put_sync(const struct gw_store_options *o, const struct gw_store_key *key,
+                          gw_store_cb cb, void *arg, struct gw_error *err);
+int gw_store_key_patch_sync(const struct gw_store_options *o,
+                            const struct gw_store_key_patch *p, gw_store_cb cb, void *arg,
+                            struct gw_error *err);
+int gw_store_key_revoke_sync(const struct gw_store_options *o, const char *name, int64_t now,
+                             gw_store_cb cb, void *arg, struct gw_error *err);
+int gw_store_keys_list_sync(const struct gw_store_options *o, const char *const *names,
+                            size_t n, gw_store_cb cb, void *arg, struct gw_error *err);
+
+/* GW_OK if name is 1..64 bytes of [A-Za-z0-9_.-]: a key name's shape. */
+int gw_store_key_name_ok(const char *name);
 
 /* ------------------------------------------------------------------ names */
 

@@ -25,6 +25,16 @@ enum gw_store_op_kind {
     GW_OP_IDEM_ABORT,
     GW_OP_USAGE,
     GW_OP_SCRIPT, /* Redis only: a caller's script (the limits) */
+    /* keys (store_keys.c, sqlite_keys.c) */
+    GW_OP_KEY_PUT,
+    GW_OP_KEY_PATCH,
+    GW_OP_KEY_REVOKE,
+    GW_OP_KEYS_LIST,
+    GW_OP_KEYS_VERSION,
+    GW_OP_JOBS_RECENT,
+    /* characters (issue 9) */
+    GW_OP_CHARACTER_PUT,
+    GW_OP_CHARACTER_GET,
 };
 
 /* A block of result memory, owned by its operation (a list, freed with it). */
@@ -45,9 +55,14 @@ struct gw_store_op {
     gw_store_cb cb;
     void *arg;
     atomic_int cancelled;       /* set on the loop's thread; the engine may skip a read */
+    int64_t submitted_us;       /* monotonic: when the loop handed it over (metrics) */
 
     /* arguments (strings point into the op's own allocation) */
     struct gw_job job;          /* put: all of it; get, delete, refund: id */
+    const struct gw_store_script *script; /* script: which (the caller's, lives on) */
+    unsigned nargs;             /* ... its arguments (after the prefix) */
+    const char **args;
+    size_t *arglens;
     const char *idem_key;       /* put (or NULL), idem_*: the Idempotency-Key */
     const char *key_name;       /* idem_*: the team key */
     int status;                 /* idem_finish: the answer's status */
@@ -59,10 +74,7 @@ struct gw_store_op {
     int64_t t1, t2;             /* claim: due_before, now; prune: jobs_before, now;
                                  * idem_begin, delete: now in t1 */
     unsigned limit;             /* claim */
-    const struct gw_store_script *script; /* script: which (the caller's, lives on) */
-    unsigned nargs;             /* ... its arguments (after the prefix) */
-    const char **args;
-    size_t *arglens;
+    struct gw_character character; /* character_put: all of it; character_get: id */
 
     /* the result, filled by the engine */
     struct gw_store_res res;
@@ -72,6 +84,13 @@ struct gw_store_op {
     const char *prune_key;      /* ... the team key it has reached (in the op's memory;
                                  * NULL: none yet) */
     int prune_state;            /* ... and what is left (the engine's enum) */
+
+    /* keys: arguments */
+    struct gw_store_key key;        /* key_put; key_revoke: name, and now in t1 */
+    struct gw_store_key_patch patch; /* key_patch */
+    const char **names;             /* keys_list: names whose last use is asked */
+    size_t nnames;
+    struct gw_jobs_recent_query recent; /* jobs_recent */
 };
 
 struct gw_store_engine {
@@ -99,6 +118,10 @@ struct gw_store {
 
 /* The engine is done with op (res and err filled): to its loop, from any thread. */
 void gw_store_op_done(struct gw_store_op *op);
+
+/* The same for a chain of operations linked by next (a batch): fewer locks
+ * and wake-ups than one gw_store_op_done each. */
+void gw_store_ops_done(struct gw_store_op *list);
 
 /* The same, on op's loop's own thread only (its event_base is not locked): no
  * eventfd write, the loop's event is made active. */
@@ -135,8 +158,22 @@ void gw_store_day(int64_t t, char day[11]);
 /* GW_OK if s is NULL or a "YYYY-MM-DD" date. */
 int gw_store_check_day(const char *s);
 
+/* For the keys calls (store_keys.c): an operation with `strings` bytes for
+ * its argument strings at *strp; NULL with err (503) when out of memory. */
+struct gw_store_op *gw_store_op_new(enum gw_store_op_kind kind, size_t strings, char **strp,
+                                    struct gw_error *err);
+/* Queue op as the calls do: GW_AGAIN, or GW_ERR (op freed, err set). */
+int gw_store_op_submit(struct gw_store_loop *l, struct gw_store_op *op, gw_store_cb cb,
+                       void *arg, struct gw_store_op **opp, struct gw_error *err);
+/* Run op now on a connection of its own (the _sync calls), call cb, free op.
+ * GW_OK, or GW_ERR with err (cb not called). */
+int gw_store_op_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                         gw_store_cb cb, void *arg, struct gw_error *err);
+
 /* The engines */
 struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct gw_error *err);
+int gw_store_sqlite_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                             struct gw_error *err);
 int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                                struct gw_usage **out, struct gw_error *err);
 struct gw_store *gw_store_redis_open(const struct gw_store_options *o, struct gw_error *err);

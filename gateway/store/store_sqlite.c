@@ -137,6 +137,7 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
         abort_batch(s, batch, msg);
         broken = 1;
     }
+    sq_ids_recheck(s);
     if (broken && s->base.log != NULL)
         s->base.log(0, "store %s: %s", s->path, msg); /* 0: GW_LOG_ERROR */
     int64_t ms = mono_ms() - t0;
@@ -166,6 +167,7 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
         s->stats.max_batch = n;
     pthread_mutex_unlock(&s->mu);
 
+    struct gw_store_op *done = NULL, **done_tail = &done;
     for (op = batch; op != NULL; op = next) {
         next = op->next;
         op->next = NULL;
@@ -178,8 +180,10 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
             again_last = op;
             continue;
         }
-        gw_store_op_done(op);
+        *done_tail = op;
+        done_tail = &op->next;
     }
+    gw_store_ops_done(done);
     if (again != NULL) { /* behind what arrived meanwhile */
         pthread_mutex_lock(&s->mu);
         if (s->tail != NULL)
@@ -326,10 +330,13 @@ static void sqlite_free(struct sqlite_store *s)
 {
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    sq_keys_finalize(s);
     if (s->db != NULL)
         sqlite3_close(s->db); /* the last connection: checkpoints, removes the WAL */
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    gw_idindex_free(&s->ids);
+    free(s->suspect);
     free(s->path);
     free(s);
 }
@@ -432,6 +439,11 @@ struct gw_store *gw_store_sqlite_open(const struct gw_store_options *o, struct g
             goto fail;
         }
     }
+    char msg[200];
+    if (sq_ids_load(s, msg, sizeof(msg)) != GW_OK) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "%s: %s", path, msg);
+        goto fail;
+    }
     if (pthread_create(&s->thread, NULL, store_main, s) != 0) {
         gw_error_set(err, 0, NULL, NULL, NULL, "%s: cannot start the store thread", path);
         goto fail;
@@ -474,7 +486,8 @@ int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw
                      o->path);
         goto out;
     }
-    if (sqlite3_prepare_v2(db, sq_stmt_sql[ST_USAGE], -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, sq_stmt_sql[q->by_kind ? ST_USAGE_KIND : ST_USAGE], -1, &st,
+                           NULL) != SQLITE_OK) {
         sq_open_error(err, o->path, db, "read it");
         goto out;
     }

@@ -86,6 +86,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/util.h>
 
+#include "metrics.h"
 #include "upstream_int.h"
 
 #define UP_WRITE_LOWAT  (64 * 1024) /* bytes: GW_UP_WRITABLE when the output falls to this */
@@ -331,6 +332,7 @@ static int conn_open(struct gw_upconn *c, const union up_addr *a)
         conn_drop_bev(c);
         return GW_ERR;
     }
+    gw_m_up(GW_M_UP_OPENED);
     fd = bufferevent_getfd(bev);
     if (fd >= 0) /* requests are written whole or streamed: never wait for Nagle */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -355,6 +357,7 @@ void gw_upconn_connect_next(struct gw_upconn *c)
             c->phase = PH_CONNECTING;
             return;
         }
+        gw_m_up(GW_M_UP_FAILED);
     }
     gw_updns_forget(u); /* perhaps stale: the next lease looks up again */
     gw_upconn_fail(c, 502, "cannot connect to upstream %s:%d: %s", u->host, port_of(u),
@@ -412,6 +415,7 @@ static void conn_connect_failed(struct gw_upconn *c, short what)
     int e = EVUTIL_SOCKET_ERROR();
     char msg[sizeof(c->err.message)];
 
+    gw_m_up(GW_M_UP_FAILED);
     if (u->ssl_ctx != NULL && gw_uptls_why_failed(c->bev, &e, msg, sizeof(msg)) != GW_OK) {
         conn_drop_bev(c);
         gw_upconn_fail(c, 502, "upstream %s:%d: %s", u->host, port_of(u), msg);
@@ -588,6 +592,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     } else if (c->phase == PH_START) {
         if (c->pooled && conn_alive(c)) {
             c->reused = 1;
+            gw_m_up(GW_M_UP_REUSED);
             conn_activate(c);
         } else {
             if (c->pooled) { /* the server closed it meanwhile: connect afresh */

@@ -31,6 +31,7 @@
 
 #include <event2/bufferevent.h>
 
+#include "metrics.h"
 #include "upstream_int.h"
 
 #define UP_POOL_IDLE_MS 15000       /* an idle pooled connection is closed after this */
@@ -42,6 +43,7 @@ void gw_upstream_pool_remove(struct gw_upconn *c)
 {
     TAILQ_REMOVE(&c->u->idle, c, link);
     c->u->nidle--;
+    gw_m_up_idle(c->u->nidle);
 }
 
 /* Anything from the server on an idle connection (data, EOF, reset) means it
@@ -95,6 +97,7 @@ static void pool_put(struct gw_upconn *c)
     gw_upconn_timer_set(c, UP_POOL_IDLE_MS);
     TAILQ_INSERT_HEAD(&u->idle, c, link);
     u->nidle++;
+    gw_m_up_idle(u->nidle);
 }
 
 /* ------------------------------------------------------------------- lease */
@@ -243,6 +246,7 @@ struct gw_upconn *gw_upstream_lease(struct gw_upstream *u, gw_up_cb cb, void *ar
         c->pooled = 0;
     }
     lease_reset(c, cb, arg);
+    gw_m_up_busy(1);
     c->phase = PH_START;
     if (!c->pooled)
         gw_upconn_timer_set(c, u->cfg->connect_timeout_ms);
@@ -258,6 +262,7 @@ int gw_upconn_reused(const struct gw_upconn *c)
 void gw_upconn_release(struct gw_upconn *c)
 {
     c->released = 1;
+    gw_m_up_busy(-1);
     c->cb = NULL;
     c->arg = NULL;
     if (c->depth == 0)

@@ -27,6 +27,7 @@ static const char *const replacements[] = { NULL, "", "veo3", "a\"b\\c\n\x01\xe6
 
 struct ctx {
     const char *repl;
+    int video_refs;  /* video[id] fields observed */
     int models;  /* on_model calls */
     int ended;   /* on_end calls */
 };
@@ -35,6 +36,8 @@ static int on_field(void *arg, const struct gw_mp_field *f, struct gw_error *err
 {
     CHECK(f->value.len <= GW_MP_VALUE_MAX && f->value.len <= f->total_len);
     CHECK(f->name.p != NULL && f->value.p != NULL);
+    if (gw_str_eq(f->name, "video[id]"))
+        ((struct ctx *)arg)->video_refs++;
     return GW_OK;
 }
 
@@ -79,6 +82,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     CHECK(rc == GW_OK && keep.ended == 1 && keep.models <= 1);
+    {
+        /* issue 9: each `video` member was an object holding exactly one string id, and
+         * was observed once as video[id] */
+        cJSON *o = cJSON_ParseWithLength(body.p, body.len);
+        int videos = 0;
+        CHECK(o != NULL);
+        for (cJSON *it = o->child; it != NULL; it = it->next) {
+            if (strcmp(it->string, "video") != 0)
+                continue;
+            videos++;
+            CHECK(cJSON_IsObject(it) && cJSON_GetArraySize(it) == 1 &&
+                  cJSON_IsString(cJSON_GetObjectItemCaseSensitive(it, "id")));
+        }
+        CHECK(videos == keep.video_refs);
+        cJSON_Delete(o);
+    }
 
     CHECK(gw_jsonbody_rewrite(body, &hooks, &c, &out, &out_len, &err) == GW_OK);
     CHECK(c.models == keep.models && c.ended == 1);

@@ -25,6 +25,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (r.video_id.len > GW_ID_MAX)
             abort();
+        /* issue 9: the route words are never taken for a video id */
+        if (gw_str_eq(r.video_id, "edits") || gw_str_eq(r.video_id, "extensions") ||
+            (gw_str_eq(r.video_id, "characters") && r.id != GW_ROUTE_CHARACTER))
+            abort();
+        if ((r.id == GW_ROUTE_EDIT || r.id == GW_ROUTE_EXTEND ||
+             r.id == GW_ROUTE_CHARACTER_CREATE) && r.video_id.len != 0)
+            abort();
     }
     free(path);
     return 0;

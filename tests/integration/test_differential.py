@@ -938,7 +938,8 @@ def run_gw(port, variant, follow, head_first, pipelined):
 
 
 # fields the gateway writes into the upstream request itself
-ADDED_UPSTREAM = {"host", "authorization", "x-request-id", "content-length", "transfer-encoding"}
+ADDED_UPSTREAM = {"host", "authorization", "x-request-id", "traceparent", "content-length",
+                  "transfer-encoding"}
 
 
 def head_fields(data):

@@ -172,6 +172,28 @@ def test_daily_seconds():
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_remix_is_charged_its_seconds():
+    """A remix reserves nothing up front (the provider decides its length) but is
+    charged the seconds of the job it made, as the ledger counts them: with 20 a
+    day, an 8 s create and its 8 s remix leave 4, not 12."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice",), key_options={"alice": {"daily_seconds": 20}}) as gw:
+        st, _, b = create(gw, "alice", "veo3.1")                           # 8 of 20
+        assert st == 200, b
+        vid = json.loads(b)["id"]
+        st, _, b = gw.request("POST", "/v1/videos/%s/remix" % vid, key="alice", headers=JSON,
+                              body=b'{"prompt":"again"}')
+        assert st == 200 and json.loads(b)["seconds"] == "8", b           # 16 of 20
+        body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
+                           "size": "16x9"}).encode()
+        st, _, b = gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)
+        assert st == 429 and gwtest.error_body(b)["code"] == "insufficient_quota", (st, b)
+        body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "4",
+                           "size": "16x9"}).encode()
+        assert gw.request("POST", "/v1/videos", key="alice", headers=JSON, body=body)[0] == 200
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 def test_upstream_rpm_queues_in_order():
     """upstream_rpm 60 with upstream_queue 2s, four creates at once from two keys: they
     reach the upstream one a second, in order; the one that would wait longer than the
@@ -203,6 +225,31 @@ def test_upstream_rpm_queues_in_order():
         assert len(starts) == 3
         gaps = [b - a for a, b in zip(starts, starts[1:])]
         assert all(g >= 0.9 for g in gaps), gaps
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
+def test_refused_while_waiting_for_upstream_slot():
+    """A create refused by its body (seconds the catalog does not list) while it waits for
+    its upstream_rpm slot, answered before the client finished sending: when the slot
+    comes, the exchange is over (it crashed the gateway: "bad transition DONE ->
+    CONNECT"), and the slot goes back."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, threads=1, extra={"limits": {"upstream_rpm": 120}}) as gw:
+        assert create(gw, "default", "veo3.1")[0] == 200          # takes the slot now
+        ms = gwtest.multipart_stream([("model", "veo3.1"), ("seconds", "7"), ("prompt", "p"),
+                                      ("input_reference", "a.bin", 1024 * 1024, None)])
+        data = b"".join(bytes(c) for c in ms)
+        with gwtest.RawConn(gw.port, timeout=30) as c:
+            c.send(("POST /v1/videos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                    "Content-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                    % (gw.keys["default"], ms.content_type, ms.length)).encode() + data[:4096])
+            st, _, body, _ = gwtest.parse_response(c.read_response(10))
+            assert st == 400 and gwtest.error_body(body)["param"] == "seconds", body
+            # the refused create's slot (0.5 s on) passes while its connection lingers:
+            # a create after it waits past that slot
+            assert create(gw, "default", "veo3.1")[0] == 200
+        assert gw.request("GET", "/healthz")[0] == 200
+        assert len(creates(stub)) == 2
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 

@@ -158,6 +158,9 @@ def test_redis_down_then_back():
                 st, _, body = gw.request("GET", "/v1/videos", key="alice", timeout=10)
                 assert st == 503 and gwtest.error_body(body)["type"] == "server_error", body
             assert "unreachable" in a.log() and "unreachable" in b.log()
+            for gw in (a, b):   # not ready while its store is unreachable
+                gwtest.wait_for(lambda: gwtest.request(gw.port, "GET", "/readyz")[0] == 503,
+                                timeout=10, what="/readyz 503")
             # an outage is logged once per gateway, not once per request
             assert a.log().count("is unreachable (") == 1, a.log()
             redis.start()               # the same port, empty (no persistence here)
@@ -170,6 +173,9 @@ def test_redis_down_then_back():
                     return st == 200
                 gwtest.wait_for(works, timeout=15, interval=0.1, what="creates after Redis")
             assert "reachable again" in a.log() and "reachable again" in b.log()
+            for gw in (a, b):
+                gwtest.wait_for(lambda: gwtest.request(gw.port, "GET", "/readyz")[0] == 200,
+                                timeout=10, what="/readyz 200")
             assert len(ids(a, "alice")) == 2 and ids(a, "alice") == ids(b, "alice")
             assert len(stub.requests()) >= stub_before + 2 and before <= stub_before
         finally:

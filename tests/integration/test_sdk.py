@@ -79,15 +79,16 @@ class Inputs:
         return False
 
 
-def run_sdk(base_url, api_key, inputs, steps=None, timeout=60):
-    """Run sdk_e2e.mjs -> {step: result}; asserts it printed one line per step asked."""
+def run_sdk(base_url, api_key, inputs, steps=None, timeout=60, other_key=None):
+    """Run sdk_e2e.mjs -> {step: result}; asserts it printed one line per step asked
+    (ALL_STEPS unless told: the script's own default has more)."""
     node = require_sdk()
     env = dict(os.environ, BASE_URL=base_url, API_KEY=api_key, FRAME_PATH=inputs.frame_path,
                STREAM_PATH=inputs.stream_path, PROMPT=PROMPT, POLL_MS="50",
                DEADLINE_MS="15000")
-    env.pop("STEPS", None)
-    if steps:
-        env["STEPS"] = ",".join(steps)
+    env["STEPS"] = ",".join(steps or ALL_STEPS)
+    if other_key:
+        env["OTHER_KEY"] = other_key
     try:
         p = subprocess.run([node, SCRIPT], env=env, cwd=SDK_DIR, capture_output=True,
                            timeout=timeout)
@@ -175,7 +176,21 @@ def test_sdk_wire_baseline():
     require_sdk()
     with Inputs() as inp, gwtest.Stub(job_seconds=1, content_size=CONTENT_SIZE) as stub:
         res = run_sdk(stub.url, stub.key, inp,
-                      ["create_buffer", "create_stream", "create_late_model", "auth_error"])
+                      ["create_buffer", "create_stream", "create_late_model", "edit_ref",
+                       "edit_stream", "extend_ref", "character_create", "character_get",
+                       "auth_error"])
+        # issue 9: edit/extend/createCharacter always send a form; a video reference as
+        # the field video[id], a file streamed (chunked) as the part `video`
+        ref, streamed = stub.requests(path="/v1/videos/edits")
+        ext, = stub.requests(path="/v1/videos/extensions")
+        for rec in (ref, ext):
+            assert rec["multipart"] is not None and "video[id]" in parts(rec), rec["parts"]
+        assert parts(ext)["seconds"]["value"] == "4"
+        assert streamed["framing"] == "chunked" and parts(streamed)["video"]["filename"] == \
+            "reference.bin", streamed["parts"]
+        ch, = stub.requests(path="/v1/videos/characters")
+        assert [p["name"] for p in ch["parts"]] == ["name", "video"], ch["parts"]
+        assert ch["framing"] == "chunked"
         assert res["create_buffer"]["sent_sha256"] == inp.frame_sha
         buf, stream, late = [r for r in creates(stub) if r["status"] == 200]
         assert buf["framing"] == "content-length"
@@ -327,6 +342,76 @@ def test_sdk_small_stream_gets_length():
             check_create(rec, order, inp.stream_sha, inp.stream_size, "reference.bin",
                          "application/octet-stream")
         check_no_team_key(stub, gw)
+
+
+EDIT_STEPS = ["create_buffer", "edit_ref", "edit_stream", "extend_ref", "extend_stream",
+              "character_create", "character_get", "not_owned"]
+
+
+def test_sdk_edits_extensions_characters():
+    """issue 9: videos.edit, extend, createCharacter and getCharacter through the gateway,
+    with an id reference and with a file streamed by the SDK (chunked), on a gateway with a
+    store and two upstream keys of separate provider accounts: each result is the caller's,
+    a referenced video goes out with the key that made it, and another key gets
+    NotFoundError for the video and the character without the upstream hearing of it."""
+    require_sdk()
+    d = gwtest.shared_tmpdir("gwtest-sdk-")
+    db = os.path.join(d, "gw-%d.db" % len(os.listdir(d)))
+    with Inputs() as inp, gwtest.Stub(extra_keys=1) as stub:
+        stub.config(accounts=1)
+        with gwtest.Gateway(stub, keys=("default", "other"), upstream_keys=stub.keys,
+                            threads=1, extra={"store": {"path": db}}) as gw:
+            res = run_sdk(gw.url, gw.keys["default"], inp, EDIT_STEPS,
+                          other_key=gw.keys["other"])
+            src = res["create_buffer"]["job"]
+            listed = [j["id"] for j in json.loads(gw.request("GET", "/v1/videos?limit=100")[2])[
+                "data"]]
+            made_with = header(creates(stub)[0], "Authorization")
+            for name in ("edit_ref", "edit_stream", "extend_ref", "extend_stream"):
+                j = res[name]["job"]
+                assert j["object"] == "video" and j["status"] == "queued", (name, j)
+                assert j["id"] in listed, (name, listed)
+            assert res["extend_ref"]["job"]["seconds"] == "12"      # 8 + 4, stitched
+            edits = stub.requests(path="/v1/videos/edits")
+            exts = stub.requests(path="/v1/videos/extensions")
+            assert len(edits) == 2 and len(exts) == 2, (edits, exts)
+            for ref, streamed in (edits, exts):
+                # the reference: the SDK's video[id] field, with the key that made the video
+                assert [(p["name"], p.get("value")) for p in ref["parts"]
+                        if p["name"].startswith("video")] == [("video[id]", src["id"])]
+                assert header(ref, "Authorization") == made_with, ref["headers"]
+                # the file: streamed by the SDK (chunked), every byte through
+                f = parts(streamed)["video"]
+                assert streamed["complete"] and streamed["status"] == 200, streamed
+                assert (f["size"], f["sha256"]) == (inp.stream_size, inp.stream_sha), f
+                assert header(streamed, "Content-Length") is not None or \
+                    streamed["framing"] == "chunked", streamed["framing"]
+            c = res["character_create"]["character"]
+            assert c["name"] == "Moo" and res["character_get"]["character"] == c, res
+            crec = stub.requests(path="/v1/videos/characters")[0]
+            assert parts(crec)["video"]["sha256"] == inp.stream_sha, crec["parts"]
+            assert header(stub.requests(path="/v1/videos/characters/" + c["id"])[0],
+                          "Authorization") == header(crec, "Authorization")
+            no = res["not_owned"]
+            for e in (no["edit"], no["extend"], no["character"]):
+                assert (e["name"], e["status"], e["code"]) == \
+                    ("NotFoundError", 404, "not_found"), e
+            # the other key's requests never reached the upstream
+            assert len(stub.requests(path="/v1/videos/edits")) == 2
+            assert len(stub.requests(path="/v1/videos/characters/" + c["id"])) == 1
+            check_no_team_key_pool(stub, gw)
+
+
+def check_no_team_key_pool(stub, gw):
+    """check_no_team_key for a gateway with a pool of upstream keys."""
+    keys = list(gw.keys.values())
+    for r in stub.requests():
+        assert header(r, "Authorization") in ["Bearer " + k for k in stub.keys], r["headers"]
+        blob = json.dumps(r, ensure_ascii=False)
+        assert not [k for k in keys if k in blob], (r["method"], r["path"])
+    log = gw.log()
+    assert not [k for k in keys + stub.keys if k in log], "a key appears in the gateway's log"
+    gwtest.assert_no_sanitizer_report(log)
 
 
 def test_sdk_backs_off_on_429():

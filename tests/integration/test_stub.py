@@ -337,6 +337,45 @@ def test_list_delete_remix():
     assert s.api("POST", "/v1/videos/video_nope/remix", b'{"prompt":"x"}', JSON)[0] == 404
 
 
+def test_edits_extensions_characters():
+    """issue 9: the routes the gateway carries for videos.edit/extend/createCharacter/
+    getCharacter, with their errors."""
+    s = stub()
+    orig = create_json(s, model="veo3.1-fast")
+    mp = gwtest.multipart([("prompt", "blue"), ("video[id]", orig["id"])])
+    st, _, b = s.api("POST", "/v1/videos/edits", mp[0], {"Content-Type": mp[1]})
+    e = json.loads(b)
+    assert st == 200 and e["model"] == "veo3.1-fast" and e["seconds"] == orig["seconds"], e
+    st, _, b = s.api("POST", "/v1/videos/extensions",
+                     json.dumps({"prompt": "on", "seconds": "4",
+                                 "video": {"id": orig["id"]}}).encode(), JSON)
+    x = json.loads(b)
+    assert st == 200 and x["seconds"] == str(int(orig["seconds"]) + 4), x
+    for body, param in (([("prompt", "p")], "video"),
+                        ([("prompt", "p"), ("video[id]", orig["id"]),
+                          ("video", "v.mp4", b"x", "video/mp4")], "video"),
+                        ([("video[id]", orig["id"])], "prompt")):
+        mp = gwtest.multipart(body)
+        st, _, b = s.api("POST", "/v1/videos/edits", mp[0], {"Content-Type": mp[1]})
+        assert st == 400 and gwtest.error_body(b)["param"] == param, (body, b)
+    mp = gwtest.multipart([("prompt", "p"), ("seconds", "5"), ("video[id]", orig["id"])])
+    st, _, b = s.api("POST", "/v1/videos/extensions", mp[0], {"Content-Type": mp[1]})
+    assert st == 400 and gwtest.error_body(b)["param"] == "seconds", b
+    mp = gwtest.multipart([("prompt", "p"), ("video[id]", "video_nope")])
+    assert s.api("POST", "/v1/videos/edits", mp[0], {"Content-Type": mp[1]})[0] == 404
+
+    mp = gwtest.multipart([("name", "Moo"), ("video", "cow.mp4", b"moo" * 100, "video/mp4")])
+    st, _, b = s.api("POST", "/v1/videos/characters", mp[0], {"Content-Type": mp[1]})
+    c = json.loads(b)
+    assert st == 200 and c["name"] == "Moo" and c["id"].startswith("char_"), c
+    assert s.last()["parts"][1]["size"] == 300
+    st, _, b = s.api("GET", "/v1/videos/characters/" + c["id"])
+    assert st == 200 and json.loads(b) == c
+    assert s.api("GET", "/v1/videos/characters/char_nope")[0] == 404
+    assert s.api("GET", "/v1/videos/edits")[0] == 405
+    assert s.api("DELETE", "/v1/videos/characters/" + c["id"])[0] == 405
+
+
 # ---------------------------------------------------------------------------- faults
 
 def test_fault_500_429_count_and_prefix():

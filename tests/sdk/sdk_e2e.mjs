@@ -17,6 +17,7 @@
 //   STEPS         comma-separated steps to run (default: all, in the order below)
 //   POLL_MS       retrieve interval (default 100); DEADLINE_MS for a job (default 15000)
 //   WRONG_KEY     the key of the auth_error step (default a made-up one)
+//   OTHER_KEY     another team key, for the not_owned step (run only when asked for)
 //
 // Output: one JSON line per step on stdout, {"step": NAME, "ok": bool, ...results}; a step
 // that throws prints {"step", "ok": false, "error": {name, status, message, code, type,
@@ -42,8 +43,10 @@ const POLL_MS = Number(env.POLL_MS || 100);
 const DEADLINE_MS = Number(env.DEADLINE_MS || 15000);
 const ALL_STEPS = ["create_buffer", "create_stream", "create_late_model", "bad_request",
                    "retrieve", "download", "download_thumbnail", "list", "list_paged",
-                   "remix", "delete", "auth_error"];
-const KNOWN_STEPS = [...ALL_STEPS, "rate_limited"]; // rate_limited only when asked for
+                   "remix", "edit_ref", "edit_stream", "extend_ref", "extend_stream",
+                   "character_create", "character_get", "delete", "auth_error"];
+// rate_limited and not_owned only when asked for
+const KNOWN_STEPS = [...ALL_STEPS, "rate_limited", "not_owned"];
 const STEPS = env.STEPS ? env.STEPS.split(",").map((s) => s.trim()).filter(Boolean) : ALL_STEPS;
 for (const s of STEPS) {
     if (!KNOWN_STEPS.includes(s)) {
@@ -229,10 +232,73 @@ await step("remix", async () => {
     return { source: id, job: jobSummary(job) };
 });
 
+// (7b) edit and extend (issue 9): the SDK always sends a form; the source video as a
+// reference (video[id]) to a job of this key, or as a file streamed from disk.
+await step("edit_ref", async () => {
+    const id = need("create_buffer");
+    const job = await client.videos.edit({ prompt: "让牛跳得更慢", video: { id } });
+    ids.edit_ref = job.id;
+    return { source: id, job: jobSummary(job) };
+});
+
+await step("edit_stream", async () => {
+    const job = await client.videos.edit({ prompt: "a calmer cow",
+                                           video: fs.createReadStream(env.STREAM_PATH) });
+    ids.edit_stream = job.id;
+    return { job: jobSummary(job) };
+});
+
+await step("extend_ref", async () => {
+    const id = need("create_buffer");
+    const job = await client.videos.extend({ prompt: "the cow bows", seconds: "4",
+                                             video: { id } });
+    ids.extend_ref = job.id;
+    return { source: id, job: jobSummary(job) };
+});
+
+await step("extend_stream", async () => {
+    const job = await client.videos.extend({ prompt: "and again", seconds: "8",
+                                             video: fs.createReadStream(env.STREAM_PATH) });
+    ids.extend_stream = job.id;
+    return { job: jobSummary(job) };
+});
+
+// (7c) characters: a name and a video file (streamed), then read back.
+await step("character_create", async () => {
+    const c = await client.videos.createCharacter({
+        name: "Moo", video: fs.createReadStream(env.STREAM_PATH) });
+    ids.character = c.id;
+    return { character: c };
+});
+
+await step("character_get", async () => {
+    if (!ids.character)
+        throw { skipped: "no character from character_create" };
+    const c = await client.videos.getCharacter(ids.character);
+    return { character: c };
+});
+
+// (7d) another team key names this key's video and character: NotFoundError, both.
+await step("not_owned", async () => {
+    const id = need("create_buffer");
+    if (!ids.character)
+        throw { skipped: "no character from character_create" };
+    const other = new OpenAI({ baseURL: BASE_URL + "/v1", apiKey: env.OTHER_KEY });
+    const edit = await expectError(() => other.videos.edit({ prompt: "x", video: { id } }),
+                                   OpenAI.NotFoundError);
+    const extend = await expectError(() => other.videos.extend({ prompt: "x", seconds: "4",
+                                                                 video: { id } }),
+                                     OpenAI.NotFoundError);
+    const character = await expectError(() => other.videos.getCharacter(ids.character),
+                                        OpenAI.NotFoundError);
+    return { edit, extend, character };
+});
+
 // (6) delete every job made here.
 await step("delete", async () => {
     const out = [];
-    for (const name of ["create_buffer", "create_stream", "create_late_model", "remix"]) {
+    for (const name of ["create_buffer", "create_stream", "create_late_model", "remix",
+                        "edit_ref", "edit_stream", "extend_ref", "extend_stream"]) {
         if (!ids[name])
             continue;
         const r = await client.videos.delete(ids[name]);

@@ -558,6 +558,11 @@ static void test_reopen_keeps_data(void)
     CHECK(c.job.refreshed_at == T0 + 6);
     CHECK(c.job.deleted_at == 0 && c.job.refunded == 0);
     CHECK(c.job.object_len == biglen && memcmp(c.job.object, big, biglen) == 0);
+    /* the in-memory id index was loaded at open: the id is still taken */
+    DO(&t, &c, gw_store_job_put(t.sl, mkjob(&b, "video_keep", "bob", T0, 8, GW_JOB_QUEUED), NULL,
+                                CB(&c)));
+    CHECK(c.rc == GW_ERR);
+    CHECK_CONTAINS(c.errmsg, "video_keep is already recorded");
     tl_free(&t);
     gw_store_close(s);
     free(big);
@@ -1335,6 +1340,10 @@ static void test_prune_keeps_totals(void)
     CHECK(!c.has_job);
     get_ok(&t, &c, "video_new");
     CHECK(c.has_job);
+    /* a pruned id is gone from the in-memory index too: it may be recorded again */
+    put_ok(&t, &c, mkjob(&b, "video_old5", "bob", T0 + 40 * DAY, 4, GW_JOB_QUEUED));
+    get_ok(&t, &c, "video_old5");
+    CHECK(c.has_job && strcmp(c.job.key_name, "bob") == 0 && c.job.seconds == 4);
     DO_OK(&t, &c, gw_store_idem_begin(t.sl, "alice", "new", T0 + 40 * DAY + 1, CB(&c)));
     CHECK(c.idem == GW_IDEM_IN_FLIGHT);
     /* nothing left to prune */
@@ -1342,7 +1351,7 @@ static void test_prune_keeps_totals(void)
     CHECK(c.pruned_jobs == 0 && c.pruned_idem == 0);
     tl_free(&t);
     gw_store_close(s);
-    CHECK(count_jobs(path) == 1);
+    CHECK(count_jobs(path) == 2);
     cap_free(&c);
 }
 
@@ -2049,6 +2058,20 @@ static void test_disk_full(void)
         /* the store goes on (a checkpoint resets the WAL: later writes may fit again) */
         get_ok(&t, &c, "video_small4");
         CHECK(c.has_job);
+        /* the rolled-back puts left their ids in the in-memory index (idindex.h),
+         * pointing at rows that are gone or that later puts took: none is found,
+         * every acknowledged one is */
+        int found = 0;
+        for (int i = 0; i < N; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "video_full%d", i);
+            get_ok(&t, &c, id);
+            if (c.has_job) {
+                CHECK(strcmp(c.job.id, id) == 0);
+                found++;
+            }
+        }
+        CHECK(found == N - k.failed);
         tl_free(&t);
         gw_store_close(s);
         /* what was acknowledged is there, what failed is not, usage agrees */
@@ -2557,7 +2580,398 @@ static void test_redis_limits(void)
     gw_store_close(s);
 }
 
+/* ------------------------------------------------------------------- keys */
+
+struct kcap {
+    int calls, rc, exists, revoked, has_key;
+    char errmsg[256];
+    char name[72], models[128];
+    unsigned char sha256[32];
+    int64_t rpm, burst, concurrency, daily_seconds, expires_at, created_at, updated_at,
+        revoked_at;
+    size_t nkeys;
+    char names[16][72];
+    int64_t revoked_ats[16];
+    int64_t last_used[4];
+    int64_t key_last_used[16];
+    uint64_t version;
+    size_t njobs;
+    char ids[16][32];
+};
+
+static void kcap_cb(void *arg, const struct gw_store_res *res)
+{
+    struct kcap *c = arg;
+
+    c->calls++;
+    c->rc = res->rc;
+    if (res->rc != GW_OK) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s", res->err->message);
+        return;
+    }
+    c->exists = res->key_exists;
+    c->revoked = res->key_revoked;
+    c->has_key = res->key != NULL;
+    if (res->key != NULL) {
+        const struct gw_store_key *k = res->key;
+        snprintf(c->name, sizeof(c->name), "%s", k->name);
+        snprintf(c->models, sizeof(c->models), "%s", k->models);
+        memcpy(c->sha256, k->sha256, 32);
+        c->rpm = k->rpm;
+        c->burst = k->burst;
+        c->concurrency = k->concurrency;
+        c->daily_seconds = k->daily_seconds;
+        c->expires_at = k->expires_at;
+        c->created_at = k->created_at;
+        c->updated_at = k->updated_at;
+        c->revoked_at = k->revoked_at;
+    }
+    c->nkeys = res->nkeys;
+    for (size_t i = 0; i < res->nkeys && i < 16; i++) {
+        snprintf(c->names[i], sizeof(c->names[i]), "%s", res->keys[i].name);
+        c->revoked_ats[i] = res->keys[i].revoked_at;
+        c->key_last_used[i] = res->keys[i].last_used_at;
+    }
+    for (size_t i = 0; res->last_used != NULL && i < 3; i++) /* test_keys asks 3 */
+        c->last_used[i] = res->last_used[i];
+    c->version = res->keys_version;
+    c->njobs = res->njobs;
+    for (size_t i = 0; i < res->njobs && i < 16; i++)
+        snprintf(c->ids[i], sizeof(c->ids[i]), "%s", res->jobs[i].id);
+}
+
+#define KDO(t, c, call)                                                    \
+    do {                                                                   \
+        struct gw_error err_;                                              \
+        memset((c), 0, sizeof(*(c)));                                      \
+        int rc_ = (call);                                                  \
+        if (rc_ != GW_AGAIN)                                               \
+            fprintf(stderr, "  call refused: %s\n", err_.message);         \
+        CHECK(rc_ == GW_AGAIN);                                            \
+        RUN_UNTIL(t, (c)->calls == 1, 10000);                              \
+        if ((c)->rc != GW_OK)                                              \
+            fprintf(stderr, "  store error: %s\n", (c)->errmsg);           \
+        CHECK((c)->rc == GW_OK);                                           \
+    } while (0)
+
+#define KCB(c) kcap_cb, (c), NULL, &err_
+
+static struct gw_store_key mkkey(const char *name, unsigned char fill, int64_t created)
+{
+    struct gw_store_key k = { .name = name, .rpm = -1, .burst = -1, .concurrency = -1,
+                              .daily_seconds = -1, .models = "", .created_at = created };
+    memset(k.sha256, fill, sizeof(k.sha256));
+    return k;
+}
+
+static void test_keys(void)
+{
+    const char *path = new_path("keys");
+    struct gw_store *s = open_store(path, 0);
+    struct gw_store_options o = { .path = path };
+    struct tloop t;
+    struct kcap c;
+    struct capture jc;
+    struct jobbuf jb;
+    struct gw_error err;
+
+    cap_init(&jc);
+    tl_init(&t, s);
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('keys', "
+                        "'keys_version')") == 2);
+    KDO(&t, &c, gw_store_keys_version(t.sl, KCB(&c)));
+    CHECK(c.version == 0);
+
+    struct gw_store_key k = mkkey("alice", 0xa1, T0);
+    k.daily_seconds = 600;
+    k.models = "veo_3_1,veo3";
+    KDO(&t, &c, gw_store_key_put(t.sl, &k, KCB(&c)));
+    CHECK(!c.exists && c.has_key && strcmp(c.name, "alice") == 0);
+    CHECK(c.daily_seconds == 600 && c.rpm == -1 && c.created_at == T0 && c.revoked_at == 0);
+    CHECK(strcmp(c.models, "veo_3_1,veo3") == 0 && c.sha256[0] == 0xa1);
+    KDO(&t, &c, gw_store_keys_version(t.sl, KCB(&c)));
+    CHECK(c.version == 1);
+
+    /* the name, or the hash, taken: data, nothing written */
+    struct gw_store_key dup = mkkey("alice", 0xb2, T0);
+    KDO(&t, &c, gw_store_key_put(t.sl, &dup, KCB(&c)));
+    CHECK(c.exists && !c.has_key);
+    dup = mkkey("alice2", 0xa1, T0);
+    KDO(&t, &c, gw_store_key_put(t.sl, &dup, KCB(&c)));
+    CHECK(c.exists);
+    KDO(&t, &c, gw_store_keys_version(t.sl, KCB(&c)));
+    CHECK(c.version == 1);
+
+    /* a patch changes only what it sets */
+    struct gw_store_key_patch p = { .name = "alice", .set = GW_KEY_SET_RPM | GW_KEY_SET_MODELS,
+                                    .rpm = 30, .models = "", .now = T0 + 5 };
+    KDO(&t, &c, gw_store_key_patch(t.sl, &p, KCB(&c)));
+    CHECK(c.has_key && c.rpm == 30 && c.daily_seconds == 600 && c.models[0] == '\0');
+    CHECK(c.updated_at == T0 + 5 && c.created_at == T0);
+    p.name = "nobody";
+    KDO(&t, &c, gw_store_key_patch(t.sl, &p, KCB(&c)));
+    CHECK(!c.has_key);
+
+    /* the CLI's way, beside the open store: the loop sees the version move */
+    struct gw_store_key bob = mkkey("bob", 0xb0, T0 + 10);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_key_put_sync(&o, &bob, kcap_cb, &c, &err) == GW_OK);
+    CHECK(c.calls == 1 && c.has_key && strcmp(c.name, "bob") == 0);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_key_put_sync(&o, &bob, kcap_cb, &c, &err) == GW_OK);
+    CHECK(c.exists);
+    KDO(&t, &c, gw_store_keys_version(t.sl, KCB(&c)));
+    CHECK(c.version == 3);
+
+    /* revoke: once; a revoked key cannot be patched; its name stays taken */
+    KDO(&t, &c, gw_store_key_revoke(t.sl, "bob", T0 + 20, KCB(&c)));
+    CHECK(c.revoked && c.has_key && c.revoked_at == T0 + 20);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_key_revoke_sync(&o, "bob", T0 + 30, kcap_cb, &c, &err) == GW_OK);
+    CHECK(!c.revoked && c.has_key && c.revoked_at == T0 + 20);
+    p.name = "bob";
+    KDO(&t, &c, gw_store_key_patch(t.sl, &p, KCB(&c)));
+    CHECK(!c.has_key);
+    bob.sha256[0] = 0x77;
+    KDO(&t, &c, gw_store_key_put(t.sl, &bob, KCB(&c)));
+    CHECK(c.exists);
+
+    /* list: every key by name, the version, and last use of the names asked */
+    put_ok(&t, &jc, mkjob(&jb, "video_k1", "alice", T0 + 100, 8, GW_JOB_QUEUED));
+    put_ok(&t, &jc, mkjob(&jb, "video_k2", "alice", T0 + 200, 8, GW_JOB_FAILED));
+    put_ok(&t, &jc, mkjob(&jb, "video_k3", "cfgkey", T0 + 150, 4, GW_JOB_QUEUED));
+    const char *names[] = { "alice", "cfgkey", "bob" };
+    KDO(&t, &c, gw_store_keys_list(t.sl, names, 3, KCB(&c)));
+    CHECK(c.nkeys == 2 && strcmp(c.names[0], "alice") == 0 && strcmp(c.names[1], "bob") == 0);
+    CHECK(c.revoked_ats[0] == 0 && c.revoked_ats[1] == T0 + 20);
+    CHECK(c.last_used[0] == T0 + 200 && c.last_used[1] == T0 + 150 && c.last_used[2] == 0);
+    CHECK(c.key_last_used[0] == T0 + 200 && c.key_last_used[1] == 0);
+    CHECK(c.version == 4);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_keys_list_sync(&o, NULL, 0, kcap_cb, &c, &err) == GW_OK);
+    CHECK(c.nkeys == 2 && c.version == 4);
+
+    /* recent jobs across keys, newest first; by key, by status */
+    struct gw_jobs_recent_query q = { NULL, -1, 10 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 3 && strcmp(c.ids[0], "video_k3") == 0 &&
+          strcmp(c.ids[2], "video_k1") == 0);
+    q = (struct gw_jobs_recent_query){ "alice", -1, 1 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 1 && strcmp(c.ids[0], "video_k2") == 0);
+    q = (struct gw_jobs_recent_query){ NULL, GW_JOB_QUEUED, 10 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 2 && strcmp(c.ids[0], "video_k3") == 0);
+
+    /* refused at the call */
+    struct gw_store_key bad = mkkey("a b", 1, T0);
+    CHECK(gw_store_key_put(t.sl, &bad, kcap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(err.status == 400 && strcmp(err.param, "name") == 0);
+    char longname[100];
+    memset(longname, 'x', 65);
+    longname[65] = '\0';
+    bad = mkkey(longname, 1, T0);
+    CHECK(gw_store_key_put(t.sl, &bad, kcap_cb, &c, NULL, &err) == GW_ERR);
+    bad = mkkey("ok", 1, T0);
+    bad.rpm = -2;
+    CHECK(gw_store_key_put(t.sl, &bad, kcap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(strcmp(err.param, "rpm") == 0);
+    bad.rpm = 100000001;
+    CHECK(gw_store_key_put(t.sl, &bad, kcap_cb, &c, NULL, &err) == GW_ERR);
+    q = (struct gw_jobs_recent_query){ NULL, -1, 101 };
+    CHECK(gw_store_jobs_recent(t.sl, &q, kcap_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(strcmp(err.param, "limit") == 0);
+    CHECK(gw_store_key_revoke(t.sl, "", 0, kcap_cb, &c, NULL, &err) == GW_ERR);
+
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&jc);
+
+    /* a sync call on a file no gateway made yet creates it, at the current version */
+    const char *fresh = new_path("keys_fresh");
+    o.path = fresh;
+    k = mkkey("carol", 0xc0, T0);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_key_put_sync(&o, &k, kcap_cb, &c, &err) == GW_OK && c.has_key);
+    CHECK(raw_int(fresh, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    CHECK(raw_int(fresh, "SELECT version FROM keys_version") == 1);
+}
+
+/* A file of schema version 1 (before keys) gets the keys tables on open. */
+static void test_keys_migrate_v1(void)
+{
+    const char *path = new_path("keys_v1");
+
+    raw_exec(path, "CREATE TABLE jobs (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+                   "key_name TEXT NOT NULL, upstream_key TEXT NOT NULL, kind TEXT NOT NULL, "
+                   "model_asked TEXT NOT NULL, model_sent TEXT NOT NULL, seconds INTEGER NOT "
+                   "NULL, size TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT "
+                   "NULL, updated_at INTEGER NOT NULL, refreshed_at INTEGER NOT NULL, "
+                   "deleted_at INTEGER NOT NULL DEFAULT 0, refunded INTEGER NOT NULL DEFAULT "
+                   "0, object TEXT NOT NULL);"
+                   "CREATE TABLE usage_daily (day TEXT NOT NULL, key_name TEXT NOT NULL, "
+                   "model TEXT NOT NULL, jobs INTEGER NOT NULL DEFAULT 0, seconds INTEGER NOT "
+                   "NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, refunded_seconds "
+                   "INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, key_name, model)) WITHOUT "
+                   "ROWID;"
+                   "CREATE TABLE idempotency (key_name TEXT NOT NULL, idem_key TEXT NOT NULL, "
+                   "state TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0, body BLOB, "
+                   "created_at INTEGER NOT NULL, UNIQUE (key_name, idem_key));"
+                   "PRAGMA user_version = 1;");
+    struct gw_store *s = open_store(path, 0);
+    gw_store_close(s);
+    CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    CHECK(raw_int(path, "SELECT version FROM keys_version") == 0);
+}
+
 /* ------------------------------------------------------------------- main */
+
+/* ------------------------------------------------------ characters (issue 9) */
+
+struct charcap {
+    int calls, rc, found;
+    char id[140], key_name[64], upstream_key[64], name[64], object[256];
+    int64_t created_at;
+};
+
+static void char_cb(void *arg, const struct gw_store_res *res)
+{
+    struct charcap *c = arg;
+    const struct gw_character *ch = res->character;
+
+    c->calls++;
+    c->rc = res->rc;
+    c->found = ch != NULL;
+    if (ch == NULL)
+        return;
+    snprintf(c->id, sizeof(c->id), "%s", ch->id);
+    snprintf(c->key_name, sizeof(c->key_name), "%s", ch->key_name);
+    snprintf(c->upstream_key, sizeof(c->upstream_key), "%s", ch->upstream_key);
+    snprintf(c->name, sizeof(c->name), "%s", ch->name);
+    CHECK(ch->object[ch->object_len] == '\0' && ch->object_len < sizeof(c->object));
+    memcpy(c->object, ch->object, ch->object_len + 1);
+    c->created_at = ch->created_at;
+}
+
+static void test_characters(void)
+{
+    const char *path = new_path("characters");
+    struct gw_store *s = open_store(path, 0);
+    static const char obj[] = "{\"id\":\"char_1\",\"created_at\":1767225600,\"name\":\"Moo\"}";
+    struct gw_character ch = { "char_1", "alice", "env:UP_B", "Moo", T0, obj, sizeof(obj) - 1 };
+    struct gw_error err;
+    struct charcap c;
+    struct tloop t;
+
+    tl_init(&t, s);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_get(t.sl, "char_1", char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK && c.found);
+    CHECK(strcmp(c.key_name, "alice") == 0 && strcmp(c.upstream_key, "env:UP_B") == 0);
+    CHECK(strcmp(c.name, "Moo") == 0 && strcmp(c.object, obj) == 0 && c.created_at == T0);
+    /* the same id again is an error; an unknown id is no row */
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_ERR);
+    memset(&c, 0, sizeof(c));
+    CHECK(gw_store_character_get(t.sl, "char_2", char_cb, &c, NULL, &err) == GW_AGAIN);
+    RUN_UNTIL(&t, c.calls == 1, 5000);
+    CHECK(c.rc == GW_OK && !c.found);
+    /* arguments checked before anything is queued */
+    ch.id = "";
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_ERR);
+    ch.id = "char_3";
+    ch.key_name = NULL;
+    CHECK(gw_store_character_put(t.sl, &ch, char_cb, &c, NULL, &err) == GW_ERR);
+    CHECK(gw_store_character_get(t.sl, NULL, char_cb, &c, NULL, &err) == GW_ERR);
+    tl_free(&t);
+    gw_store_close(s);
+}
+
+/* A file of schema version 1 (issue 6) gains the later tables, its jobs kept. */
+static void test_migrate_v1(void)
+{
+    const char *path = new_path("v1");
+    struct gw_store *s = open_store(path, 0);
+    struct jobbuf b;
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_old", "alice", T0, 8, GW_JOB_QUEUED));
+    tl_free(&t);
+    gw_store_close(s);
+    /* back to what a version 1 gateway wrote */
+    raw_exec(path, "DROP TABLE characters; DROP TABLE usage_daily_kind; DROP TABLE keys; "
+                   "DROP TABLE keys_version; PRAGMA user_version = 1");
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 0);
+    s = open_store(path, 0);
+    CHECK(raw_int(path, "PRAGMA user_version") == GW_STORE_SCHEMA_VERSION);
+    CHECK(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'characters'") == 1);
+    /* version 3's usage per kind is filled from the ledger */
+    CHECK(raw_int(path, "SELECT count(*) FROM usage_daily_kind WHERE day = '2026-01-01' AND "
+                        "key_name = 'alice' AND model = 'veo_3_1' AND kind = 'create' AND "
+                        "jobs = 1 AND seconds = 8") == 1);
+    tl_init(&t, s);
+    cap_reset(&c);
+    get_ok(&t, &c, "video_old");
+    CHECK(c.has_job && strcmp(c.job.key_name, "alice") == 0);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
+/* Usage per kind of job (issue 9): the same counters as usage_daily, split by kind,
+ * kept in the same batches; usage_daily itself unchanged. */
+static void test_usage_by_kind(void)
+{
+    const char *path = new_path("usage_kind");
+    struct gw_store *s = open_store(path, 0);
+    struct jobbuf b[4];
+    static const enum gw_job_kind kinds[4] = { GW_JOB_CREATE, GW_JOB_EDIT, GW_JOB_EDIT,
+                                               GW_JOB_EXTEND };
+    struct gw_usage_query q = { .by_kind = 1 };
+    struct gw_usage *u = NULL;
+    struct gw_error err;
+    struct tloop t;
+    struct capture c;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    for (int i = 0; i < 4; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_k%d", i);
+        mkjob(&b[i], id, "alice", T0, 4 + i, GW_JOB_QUEUED);
+        b[i].j.kind = kinds[i];
+        put_ok(&t, &c, &b[i].j);
+    }
+    tl_free(&t);
+    gw_store_close(s);
+    struct gw_store_options o = { .path = path };
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    /* key, model, kind, day: create, edit (2 jobs, 5 + 6 s), extend */
+    CHECK(u->n == 3);
+    CHECK(strcmp(u->rows[0].kind, "create") == 0 && u->rows[0].jobs == 1 &&
+          u->rows[0].seconds == 4);
+    CHECK(strcmp(u->rows[1].kind, "edit") == 0 && u->rows[1].jobs == 2 &&
+          u->rows[1].seconds == 11);
+    CHECK(strcmp(u->rows[2].kind, "extend") == 0 && u->rows[2].jobs == 1 &&
+          u->rows[2].seconds == 7);
+    gw_store_usage_free(u);
+    q.by_kind = 0;
+    CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
+    CHECK(u->n == 1 && u->rows[0].jobs == 4 && u->rows[0].seconds == 22 &&
+          u->rows[0].kind == NULL);
+    gw_store_usage_free(u);
+    cap_free(&c);
+}
 
 enum { SQ = 1, RD = 2, BOTH = 3 }; /* the engines a test runs on */
 
@@ -2590,6 +3004,11 @@ static const struct {
     { "checkpoints", test_checkpoints, SQ },
     { "durability_kill9", test_durability_kill9, SQ },
     { "disk_full", test_disk_full, SQ },
+    { "keys", test_keys, SQ },
+    { "keys_migrate_v1", test_keys_migrate_v1, SQ },
+    { "characters", test_characters, SQ },
+    { "migrate_v1", test_migrate_v1, SQ },
+    { "usage_by_kind", test_usage_by_kind, SQ },
     { "redis_two_instances", test_redis_two_instances, RD },
     { "redis_limits", test_redis_limits, RD },
     { "redis_flush", test_redis_flush, RD },

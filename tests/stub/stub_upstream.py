@@ -25,6 +25,14 @@ API (auth: "Authorization: Bearer KEY" on /v1/*, else 401 OpenAI error)
   GET    /v1/videos                 ?after=&limit=(1..100, 20)&order=(asc|desc)
   DELETE /v1/videos/{id}            {"id","object":"video.deleted","deleted":true}
   POST   /v1/videos/{id}/remix      JSON {"prompt"} -> new job, original's model
+  POST   /v1/videos/edits           multipart (prompt, video file | video[id]) or JSON
+                                    {"prompt", "video": {"id"}} -> new job (a referenced
+                                    video's model and seconds; an upload: veo_3_1, "8")
+  POST   /v1/videos/extensions      as edits, plus seconds (4, 8, 12, 16, 20) -> new job
+                                    whose seconds are the stitched total
+  POST   /v1/videos/characters      multipart name + video file -> {"id": "char_...",
+                                    "created_at", "name"}
+  GET    /v1/videos/characters/{id} that object (404 if unknown, or another account's)
 
 Record (one per request, including rejected ones, appended when the head
 arrives and updated while the body streams):
@@ -474,6 +482,7 @@ class Stub:
         self.verbose = verbose
         self.records = []
         self.jobs = {}
+        self.characters = {}
         self.faults = []
         self.seq = 0
         self.conn_seq = 0
@@ -1019,6 +1028,12 @@ class Server:
                 if m == "GET":
                     return ("list",)
                 return ("405", "GET, POST")
+            if len(segs) == 4 and segs[3] in ("edits", "extensions", "characters"):
+                kind = {"edits": "edit", "extensions": "extend",
+                        "characters": "character_create"}[segs[3]]
+                return (kind,) if m == "POST" else ("405", "POST")
+            if len(segs) == 5 and segs[3] == "characters" and segs[4]:
+                return ("character", segs[4]) if m == "GET" else ("405", "GET")
             vid = segs[3]
             if vid == "":
                 return ("404",)
@@ -1036,7 +1051,7 @@ class Server:
 
     def make_sink(self, req, route, rec):
         kind = route[0]
-        if kind == "create":
+        if kind in ("create", "edit", "extend", "character_create"):
             ct = hget(req.headers, "content-type")
             if not ct:
                 raise HTTPError(400, "Missing Content-Type", code="invalid_content_type")
@@ -1152,6 +1167,16 @@ class Server:
             job = stub.new_job(vals["model"], vals["seconds"], vals["size"], vals["prompt"],
                                account=acct)
             return json_response(200, stub.job_object(job, fresh=True))
+        if kind in ("edit", "extend"):
+            return self.edit_or_extend(kind, rec, body_obj, acct)
+        if kind == "character_create":
+            return self.character_create(rec, acct)
+        if kind == "character":
+            c = stub.characters.get(route[1])
+            if c is None or not stub.visible(c, acct):
+                raise HTTPError(404, "Character with id '%s' not found." % route[1],
+                                param="character_id", code="not_found")
+            return json_response(200, c["object"])
         if kind == "retrieve":
             return json_response(200, stub.job_object(stub.get_job(route[1], acct)))
         if kind == "delete":
@@ -1182,6 +1207,70 @@ class Server:
         if kind == "list":
             return self.list_jobs(req, acct)
         raise HTTPError(404, "Invalid URL", code="not_found")
+
+    @staticmethod
+    def form(rec, body_obj):
+        """(text fields, names of file parts) of a multipart or JSON body."""
+        if rec["multipart"] is None:
+            if not isinstance(body_obj, dict):
+                raise HTTPError(400, "JSON body must be an object", code="invalid_json")
+            fields = dict(body_obj)
+            v = fields.pop("video", None)
+            if isinstance(v, dict) and isinstance(v.get("id"), str):
+                fields["video[id]"] = v["id"]
+            return fields, []
+        fields, files = {}, []
+        for p in rec["parts"]:
+            if p["filename"] is not None:
+                files.append(p["name"])
+            elif p["name"] not in fields:
+                fields[p["name"]] = p["value"]
+        return fields, files
+
+    def edit_or_extend(self, kind, rec, body_obj, acct):
+        stub = self.stub
+        fields, files = self.form(rec, body_obj)
+        prompt = fields.get("prompt")
+        if not isinstance(prompt, str) or prompt == "":
+            raise HTTPError(400, "Missing required parameter: 'prompt'.", param="prompt",
+                            code="missing_required_parameter")
+        ref = fields.get("video[id]")
+        if "video" in files and ref is None:
+            model, base, size = "veo_3_1", "8", "16x9"
+        elif ref is not None and "video" not in files:
+            src = stub.get_job(ref, acct)
+            model, base, size = src["model"], src["seconds"], src["size"]
+        else:
+            raise HTTPError(400, "Give the video as a file or as video[id], once.",
+                            param="video", code="invalid_value")
+        seconds = base
+        if kind == "extend":
+            sec = str(fields.get("seconds", ""))
+            if sec not in ("4", "8", "12", "16", "20"):
+                raise HTTPError(400, "Invalid 'seconds': expected 4, 8, 12, 16 or 20.",
+                                param="seconds", code="invalid_value")
+            seconds = str(int(base) + int(sec))
+        nj = stub.new_job(model, seconds, size, prompt, account=acct)
+        nj["kind"], nj["source"] = kind, ref
+        return json_response(200, stub.job_object(nj, fresh=True))
+
+    def character_create(self, rec, acct):
+        stub = self.stub
+        if rec["multipart"] is None:
+            raise HTTPError(400, "A character is created from a multipart body.",
+                            code="invalid_content_type")
+        fields, files = self.form(rec, None)
+        name = fields.get("name")
+        if not isinstance(name, str) or name == "":
+            raise HTTPError(400, "Missing required parameter: 'name'.", param="name",
+                            code="missing_required_parameter")
+        if files != ["video"]:
+            raise HTTPError(400, "Missing required parameter: 'video'.", param="video",
+                            code="missing_required_parameter")
+        cid = "char_%s" % uuid.uuid4().hex
+        obj = {"id": cid, "created_at": int(time.time()), "name": name}
+        stub.characters[cid] = {"object": obj, "account": acct}
+        return json_response(200, obj)
 
     def list_jobs(self, req, acct=None):
         stub = self.stub
@@ -1231,6 +1320,7 @@ class Server:
         if name == "reset" and m == "POST":
             stub.records.clear()
             stub.jobs.clear()
+            stub.characters.clear()
             stub.faults.clear()
             if isinstance(body, dict) and body.get("config"):
                 stub.cfg = dict(stub.defaults)

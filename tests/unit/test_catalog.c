@@ -24,7 +24,8 @@ static struct gw_model models[] = {
       .seconds = { s4, s8 }, .nseconds = 2, .sizes = { z169, z720 }, .nsizes = 2 },
     { .name = n_veo3, .family = GW_FAMILY_FRAMES, .max_images = 2 }, /* any seconds, size */
     { .name = n_comp, .family = GW_FAMILY_COMPONENTS, .max_images = 3 },
-    { .name = n_veo3_1, .family = GW_FAMILY_FRAMES, .max_images = 2 },
+    { .name = n_veo3_1, .family = GW_FAMILY_FRAMES, .max_images = 2, .edits = 1,
+      .extensions = 1, .extend_seconds = { s4, s8 }, .nextend_seconds = 2 },
     { .name = n_veo_3_1, .family = GW_FAMILY_FRAMES, .max_images = 2,
       .seconds = { s8 }, .nseconds = 1 },
 };
@@ -269,6 +270,15 @@ static void test_shipped_catalog(void **state)
         assert_int_equal(gw_catalog_check_size(r.model, S("1280x720"), &err), GW_OK);
         assert_int_equal(gw_catalog_check_size(r.model, S("1x1"), &err), GW_ERR);
     }
+    /* edits and extensions: on for the veo 3.1 first/last-frame models only */
+    assert_int_equal(gw_catalog_resolve(&cfg->catalog, S("veo_3_1"), &r, &err), GW_OK);
+    assert_true(r.model->edits && r.model->extensions && r.model->nextend_seconds == 5);
+    assert_int_equal(gw_catalog_check_extend_seconds(&cfg->catalog, r.model, 0, S("20"), &err),
+                     GW_OK);
+    assert_int_equal(gw_catalog_resolve(&cfg->catalog, S("veo2"), &r, &err), GW_OK);
+    assert_true(!r.model->edits && !r.model->extensions);
+    assert_int_equal(gw_catalog_resolve(&cfg->catalog, S("veo3.1-components"), &r, &err), GW_OK);
+    assert_true(!r.model->edits && !r.model->extensions);
     /* wrong case is another name, and unknown names are rejected by default */
     assert_int_equal(gw_catalog_resolve(&cfg->catalog, S("veo3.1-4K"), &r, &err), GW_ERR);
     assert_int_equal(gw_catalog_resolve(&cfg->catalog, S("sora-2"), &r, &err), GW_ERR);
@@ -277,6 +287,44 @@ static void test_shipped_catalog(void **state)
     assert_null(cfg->catalog.models);
     gw_config_free(cfg); /* frees the (now empty) catalog again: must be harmless */
     unsetenv("VIDEO_UPSTREAM_KEY");
+}
+
+/* issue 9: which models' videos may be edited or extended, and by what seconds */
+static void test_check_ops(void **state)
+{
+    struct gw_catalog none = { .models = models, .nmodels = 3 }; /* veo2, veo3, comp: none */
+    struct gw_error err;
+
+    (void)state;
+    assert_int_equal(gw_catalog_check_op(&catalog, &models[3], 0, GW_VIDEO_OP_EDIT, &err), GW_OK);
+    assert_int_equal(gw_catalog_check_op(&catalog, &models[3], 0, GW_VIDEO_OP_EXTEND, &err),
+                     GW_OK);
+    assert_int_equal(gw_catalog_check_op(&catalog, &models[0], 0, GW_VIDEO_OP_EDIT, &err), GW_ERR);
+    assert_error(&err, "unsupported_operation", "video",
+                 "Model 'veo2' does not offer edits: this video cannot be edited.");
+    /* an upload: fine when some model offers it */
+    assert_int_equal(gw_catalog_check_op(&catalog, NULL, 1, GW_VIDEO_OP_EXTEND, &err), GW_OK);
+    assert_int_equal(gw_catalog_check_op(&none, NULL, 1, GW_VIDEO_OP_EXTEND, &err), GW_ERR);
+    assert_error(&err, "unsupported_operation", "video",
+                 "The video service behind this gateway offers no extensions.");
+    /* a source job whose model the catalog lacks: only when unknown models pass */
+    assert_int_equal(gw_catalog_check_op(&catalog, NULL, 0, GW_VIDEO_OP_EDIT, &err), GW_ERR);
+    none.allow_unknown = 1;
+    assert_int_equal(gw_catalog_check_op(&none, NULL, 0, GW_VIDEO_OP_EDIT, &err), GW_OK);
+    assert_int_equal(gw_catalog_check_op(&none, NULL, 1, GW_VIDEO_OP_EDIT, &err), GW_OK);
+
+    assert_int_equal(gw_catalog_check_extend_seconds(&catalog, &models[3], 0, S("4"), &err),
+                     GW_OK);
+    assert_int_equal(gw_catalog_check_extend_seconds(&catalog, &models[3], 0, S("12"), &err),
+                     GW_ERR);
+    assert_error(&err, "invalid_value", "seconds",
+                 "Invalid 'seconds' value '12' for model 'veo3.1': expected one of 4, 8.");
+    assert_int_equal(gw_catalog_check_extend_seconds(&catalog, NULL, 1, S("8"), &err), GW_OK);
+    assert_int_equal(gw_catalog_check_extend_seconds(&catalog, NULL, 1, S("12"), &err), GW_ERR);
+    assert_string_equal(err.param, "seconds");
+    assert_int_equal(gw_catalog_check_extend_seconds(&catalog, NULL, 0, S("12"), &err), GW_OK);
+    /* a model that extends by any seconds lets any value through for an upload */
+    assert_int_equal(gw_catalog_check_extend_seconds(&none, NULL, 1, S("12"), &err), GW_OK);
 }
 
 int main(void)
@@ -291,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_check_images),
         cmocka_unit_test(test_check_seconds_and_size),
         cmocka_unit_test(test_shipped_catalog),
+        cmocka_unit_test(test_check_ops),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

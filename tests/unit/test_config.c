@@ -684,7 +684,8 @@ static void test_unknown_key_and_section(void **state)
                   "tls_cert|tls_key|max_body|max_json_body|max_header_bytes|lookahead|fallback|"
                   "spool_dir|client_timeout|header_timeout|access_log|log_level, got \"listen_port\"\n");
     expect_errors(MIN_CONF "[model m]\nfamily = first\nimages = 2\n",
-                  "gw.conf:6: model m.images: expected one of include|family|seconds|sizes, "
+                  "gw.conf:6: model m.images: expected one of include|family|seconds|sizes|edits|"
+                  "extensions|extend_seconds, "
                   "got \"images\"\n");
     expect_errors(MIN_CONF "[Server]\nthreads = 1\n[server extra]\n[model]\n",
                   "gw.conf:4: section: expected server|upstream|models|aliases|store|jobs|"
@@ -764,7 +765,7 @@ static void test_include_relative_and_errors(void **state)
                   "inc/more.conf:2: model m1.sizes: expected a comma list of at most 16 "
                   "WIDTHxHEIGHT sizes, got \"16x9,huge\"\n"
                   "inc/more.conf:3: model m1.bogus: expected one of include|family|seconds|"
-                  "sizes, got \"bogus\"\n");
+                  "sizes|edits|extensions|extend_seconds, got \"bogus\"\n");
 
     /* The including file's section is unchanged after the include. */
     write_file("inc/empty.conf", "[server]\nthreads = 2\n");

@@ -347,9 +347,28 @@ static void test_null_hooks(void **state)
     assert_null(out);
 }
 
+/* issue 9: `video` is observed as the form field video[id]; `characters` as its text */
+static void test_references(void **state)
+{
+    (void)state;
+    check("{\"prompt\":\"p\",\"video\":{\"id\":\"video_1\"},\"seconds\":4}", NULL, NULL,
+          "field(prompt=p/1)\nfield(video[id]=video_1/7)\nfield(seconds=4/1)\nend\n");
+    check("{\"characters\":[{\"id\":\"c\"}]}", NULL, NULL,
+          "field(characters=[{\"id\":\"c\"}]/12)\nend\n");
+    CHECK_ERR("{\"video\":\"video_1\"}", 0, 400, "invalid_type", "video");
+    CHECK_ERR("{\"video\":{\"id\":5}}", 0, 400, "invalid_type", "video");
+    CHECK_ERR("{\"video\":{}}", 0, 400, "invalid_type", "video");
+    CHECK_ERR("{\"video\":null}", 0, 400, "invalid_type", "video");
+    CHECK_ERR("{\"video\":{\"id\":\"a\",\"file_id\":\"b\"}}", 0, 400, "invalid_type", "video");
+    CHECK_ERR("{\"video\":{\"id\":\"a\"}}", 1, 400, "invalid_value", "seconds"); /* the hook's */
+    CHECK_ERR("{\"video[id]\":\"a\"}", 0, 400, "invalid_value", "video");
+    check("{\"characters[0][id]\":\"c\"}", NULL, NULL, "field(characters=\"c\"/3)\nend\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_references),
         cmocka_unit_test(test_rewrite_spliced),
         cmocka_unit_test(test_rewrite_shorter_first_last),
         cmocka_unit_test(test_unchanged),

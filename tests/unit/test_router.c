@@ -34,6 +34,13 @@ static void test_routes(void **state)
         { "DELETE", "/v1/videos/abc", GW_ROUTE_DELETE },
         { "GET", "/v1/videos/abc/content", GW_ROUTE_CONTENT },
         { "POST", "/v1/videos/abc/remix", GW_ROUTE_REMIX },
+        { "POST", "/v1/videos/edits", GW_ROUTE_EDIT },
+        { "POST", "/v1/videos/extensions", GW_ROUTE_EXTEND },
+        { "POST", "/v1/videos/characters", GW_ROUTE_CHARACTER_CREATE },
+        { "GET", "/v1/videos/characters/char_123", GW_ROUTE_CHARACTER },
+        /* a route word is a whole segment: these are ordinary ids */
+        { "GET", "/v1/videos/editsx", GW_ROUTE_RETRIEVE },
+        { "GET", "/v1/videos/character", GW_ROUTE_RETRIEVE },
     };
     struct gw_route r;
     int st;
@@ -46,6 +53,12 @@ static void test_routes(void **state)
     assert_int_equal(r.video_id.len, 3);
     assert_memory_equal(r.video_id.p, "abc", 3);
     assert_true(r.proxied);
+    assert_int_equal(route("GET", "/v1/videos/characters/char_9", &r, &st), GW_OK);
+    assert_int_equal(r.video_id.len, 6);
+    assert_memory_equal(r.video_id.p, "char_9", 6);
+    assert_int_equal(route("POST", "/v1/videos/edits", &r, &st), GW_OK);
+    assert_int_equal(r.video_id.len, 0);
+    assert_true(r.has_body);
 }
 
 static void test_refusals(void **state)
@@ -77,6 +90,18 @@ static void test_refusals(void **state)
         { "GET", "/v1/videos//content", 400 },
         { "GET", "/v1/videos/abc/content/", 400 },
         { "GET", "/v1/videos/a.b", 400 },
+        /* issue 9: route words are never ids */
+        { "GET", "/v1/videos/edits", 405 },
+        { "DELETE", "/v1/videos/extensions", 405 },
+        { "GET", "/v1/videos/characters", 405 },
+        { "POST", "/v1/videos/characters/char_1", 405 },
+        { "DELETE", "/v1/videos/characters/char_1", 405 },
+        { "GET", "/v1/videos/edits/content", 404 },
+        { "POST", "/v1/videos/edits/remix", 404 },
+        { "GET", "/v1/videos/extensions/content", 404 },
+        { "GET", "/v1/videos/characters/", 400 },
+        { "GET", "/v1/videos/characters/a.b", 400 },
+        { "GET", "/v1/videos/characters/a/content", 400 },
     };
     struct gw_route r;
     int st;
