@@ -146,14 +146,16 @@ static void keys_loaded(void *arg, const struct gw_store_res *res)
 static int load_keys(struct gw_server *s, const struct gw_store_options *so,
                      struct gw_error *err)
 {
-    if (s->cfg->store_backend == GW_STORE_REDIS) {
-        /* keys kept in the store are not on the Redis engine yet: the config's only
-         * (the keys poll says so once in the log) */
+    if (gw_store_keys_list_sync(so, NULL, 0, keys_loaded, s, err) != GW_OK) {
+        if (s->cfg->store_backend != GW_STORE_REDIS)
+            return GW_ERR;
+        /* Redis down at start: serve with the config's keys (on_failure says how);
+         * the keys poll loads the store's once Redis answers (its version moved
+         * from 0, or the first poll finds keys) */
+        gw_log(GW_LOG_WARN, "keys: cannot read the store's keys (%s): only the "
+               "configuration's [key] sections are in force until Redis answers",
+               err->message);
         s->keytab = gw_keytab_build(s->cfg, NULL, 0, 0);
-        gw_log(GW_LOG_WARN, "keys: the redis store does not keep keys yet: only the "
-               "configuration's [key] sections are in force");
-    } else if (gw_store_keys_list_sync(so, NULL, 0, keys_loaded, s, err) != GW_OK) {
-        return GW_ERR;
     }
     if (s->keytab == NULL || gw_limiter_bind_keys(s->limiter, s->keytab->keys,
                                                   s->keytab->nkeys) != GW_OK)

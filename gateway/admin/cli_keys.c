@@ -11,7 +11,7 @@
  *           --expires YYYY-MM-DD|never
  *
  * The configuration is read as `gateway usage` reads it (gw_config_load_refs:
- * no upstream secret resolved): for [store] path, the config's key names (a
+ * no upstream secret resolved): for [store] (a path, or backend = redis), the config's key names (a
  * store key may not take one) and its catalog (model names are checked and
  * kept as the names sent upstream).
  */
@@ -25,6 +25,7 @@
 #include "cli_keys.h"
 #include "config.h"
 #include "keytab.h"
+#include "server.h"
 #include "store/store.h"
 
 static const char synopsis[] =
@@ -129,14 +130,12 @@ static struct gw_config *load_config(const struct keys_opts *o, struct gw_store_
         fprintf(stderr, "gateway keys: configuration %s has errors\n", o->conf);
         return NULL;
     }
-    if (cfg->store_path == NULL) {
-        fprintf(stderr, "gateway keys: %s has no [store] path: keys are kept in the store\n",
-                o->conf);
+    if (!gw_server_store_options(cfg, so)) {
+        fprintf(stderr, "gateway keys: %s has no [store] path nor backend = redis: keys are "
+                "kept in the store\n", o->conf);
         gw_config_free(cfg);
         return NULL;
     }
-    memset(so, 0, sizeof(*so));
-    so->path = cfg->store_path;
     return cfg;
 }
 

@@ -28,6 +28,11 @@ enum rs_script {
     RS_IDEM_FINISH,
     RS_IDEM_ABORT,
     RS_USAGE,
+    RS_KEY_PUT,
+    RS_KEY_PATCH,
+    RS_KEY_REVOKE,
+    RS_KEYS_LIST,
+    RS_KEYS_VERSION,
     RS_NSCRIPTS,
 };
 

@@ -217,6 +217,71 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         for (unsigned i = 0; i < op->nargs && c->argc < RS_ARGV_MAX; i++)
             arg(c, op->args[i], op->arglens[i]);
         return GW_OK;
+    case GW_OP_KEY_PUT:
+        script(c, RS_KEY_PUT, prefix, sha);
+        arg_str(c, op->key.name);
+        arg(c, (const char *)op->key.sha256, sizeof(op->key.sha256));
+        arg_int(c, op->key.rpm);
+        arg_int(c, op->key.burst);
+        arg_int(c, op->key.concurrency);
+        arg_int(c, op->key.daily_seconds);
+        arg_str(c, op->key.models);
+        arg_int(c, op->key.expires_at);
+        arg_int(c, op->key.created_at);
+        return GW_OK;
+    case GW_OP_KEY_PATCH: {
+        static const unsigned bits[6] = { GW_KEY_SET_RPM, GW_KEY_SET_BURST,
+                                          GW_KEY_SET_CONCURRENCY, GW_KEY_SET_DAILY_SECONDS,
+                                          GW_KEY_SET_MODELS, GW_KEY_SET_EXPIRES };
+        char *set = gw_store_op_alloc(op, 7);
+        if (set == NULL) {
+            gw_store_op_fail(op, "out of memory");
+            return GW_ERR;
+        }
+        for (int i = 0; i < 6; i++)
+            set[i] = op->patch.set & bits[i] ? '1' : '0';
+        set[6] = '\0';
+        script(c, RS_KEY_PATCH, prefix, sha);
+        arg_str(c, op->patch.name);
+        arg(c, set, 6);
+        arg_int(c, op->patch.rpm);
+        arg_int(c, op->patch.burst);
+        arg_int(c, op->patch.concurrency);
+        arg_int(c, op->patch.daily_seconds);
+        arg_str(c, op->patch.models);
+        arg_int(c, op->patch.expires_at);
+        arg_int(c, op->patch.now);
+        return GW_OK;
+    }
+    case GW_OP_KEY_REVOKE:
+        script(c, RS_KEY_REVOKE, prefix, sha);
+        arg_str(c, op->key.name);
+        arg_int(c, op->t1);
+        return GW_OK;
+    case GW_OP_KEYS_LIST: {
+        /* the names in one argument, NUL between them: any number of them */
+        size_t len = 0;
+        for (size_t i = 0; i < op->nnames; i++)
+            len += strlen(op->names[i]) + 1;
+        char *all = gw_store_op_alloc(op, len + 1), *q = all;
+        if (all == NULL) {
+            gw_store_op_fail(op, "out of memory");
+            return GW_ERR;
+        }
+        for (size_t i = 0; i < op->nnames; i++) {
+            size_t n = strlen(op->names[i]);
+            memcpy(q, op->names[i], n);
+            q[n] = '\0';
+            q += n + 1;
+        }
+        script(c, RS_KEYS_LIST, prefix, sha);
+        arg_int(c, (long long)op->nnames);
+        arg(c, all, len > 0 ? len - 1 : 0);
+        return GW_OK;
+    }
+    case GW_OP_KEYS_VERSION:
+        script(c, RS_KEYS_VERSION, prefix, sha);
+        return GW_OK;
     default: /* a kind added to the store later: below */
         break;
     }
@@ -358,6 +423,100 @@ static int aux_and_job(struct gw_store_op *op, const redisReply *r, const redisR
         return malformed(op, log_it);
     *aux = r->element[0];
     return one_job(op, r->element[1], log_it);
+}
+
+/* the fields of a team key row, in the order of LUA_KEYS's K (redis_scripts.c) */
+enum { K_NAME = 0, K_SHA, K_RPM, K_BURST, K_CONC, K_DAILY, K_MODELS, K_EXP, K_CR, K_UP, K_RV,
+       K_N };
+
+/* A key row (K_N fields, more ignored) into k, strings in op's memory. GW_OK,
+ * GW_DONE (no such key), GW_ERR (op failed). */
+static int parse_key(struct gw_store_op *op, const redisReply *row, struct gw_store_key *k,
+                     int *log_it)
+{
+    if (row == NULL || row->type != REDIS_REPLY_ARRAY || row->elements < K_N)
+        return malformed(op, log_it);
+    if (row->element[K_NAME]->type == REDIS_REPLY_NIL)
+        return GW_DONE;
+    for (int i = 0; i < K_N; i++) {
+        if (!is_str(row->element[i]))
+            return malformed(op, log_it);
+    }
+    memset(k, 0, sizeof(*k));
+    k->name = gw_store_op_strdup(op, row->element[K_NAME]->str, row->element[K_NAME]->len);
+    k->models = gw_store_op_strdup(op, row->element[K_MODELS]->str,
+                                   row->element[K_MODELS]->len);
+    if (k->name == NULL || k->models == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    if (row->element[K_SHA]->len == sizeof(k->sha256))
+        memcpy(k->sha256, row->element[K_SHA]->str, sizeof(k->sha256));
+    k->rpm = num(row->element[K_RPM]);
+    k->burst = num(row->element[K_BURST]);
+    k->concurrency = num(row->element[K_CONC]);
+    k->daily_seconds = num(row->element[K_DAILY]);
+    k->expires_at = num(row->element[K_EXP]);
+    k->created_at = num(row->element[K_CR]);
+    k->updated_at = num(row->element[K_UP]);
+    k->revoked_at = num(row->element[K_RV]);
+    if (row->elements > K_N)
+        k->last_used_at = num(row->element[K_N]);
+    return GW_OK;
+}
+
+/* res->key from a row (none: NULL). */
+static int one_key(struct gw_store_op *op, const redisReply *row, int *log_it)
+{
+    struct gw_store_key *k = gw_store_op_alloc(op, sizeof(*k));
+
+    if (k == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    int rc = parse_key(op, row, k, log_it);
+    if (rc == GW_ERR)
+        return GW_ERR;
+    op->res.key = rc == GW_OK ? k : NULL;
+    return GW_OK;
+}
+
+/* keys_list: {version, {rows}, {last used per name asked}} */
+static int keys_list_reply(struct gw_store_op *op, const redisReply *r, int *log_it)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER ||
+        r->element[1]->type != REDIS_REPLY_ARRAY || r->element[2]->type != REDIS_REPLY_ARRAY ||
+        r->element[2]->elements != op->nnames)
+        return malformed(op, log_it);
+    const redisReply *rows = r->element[1], *lu = r->element[2];
+    struct gw_store_key *keys = gw_store_op_alloc(op, sizeof(*keys) *
+                                                  (rows->elements > 0 ? rows->elements : 1));
+    size_t n = 0;
+    if (keys == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < rows->elements; i++) {
+        int rc = parse_key(op, rows->element[i], &keys[n], log_it);
+        if (rc == GW_ERR)
+            return GW_ERR;
+        n += rc == GW_OK;
+    }
+    op->res.keys_version = (uint64_t)r->element[0]->integer;
+    op->res.keys = keys;
+    op->res.nkeys = n;
+    if (op->nnames == 0)
+        return GW_OK;
+    int64_t *last = gw_store_op_alloc(op, op->nnames * sizeof(*last));
+    if (last == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    for (size_t i = 0; i < op->nnames; i++)
+        last[i] = num(lu->element[i]);
+    op->res.last_used = last;
+    return GW_OK;
 }
 
 static int cmp_rows(const void *a, const void *b)
@@ -542,6 +701,34 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
         op->res.nusage = n;
         return GW_OK;
     }
+    case GW_OP_KEY_PUT:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+            return malformed(op, log_it);
+        if (num(r->element[0]) == 1) {
+            op->res.key_exists = 1;
+            return GW_OK;
+        }
+        return r->elements == 2 ? one_key(op, r->element[1], log_it) : malformed(op, log_it);
+    case GW_OP_KEY_PATCH:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements > 1)
+            return malformed(op, log_it);
+        op->res.key = NULL;
+        return r->elements == 1 ? one_key(op, r->element[0], log_it) : GW_OK;
+    case GW_OP_KEY_REVOKE:
+        if (r->type != REDIS_REPLY_ARRAY || (r->elements != 0 && r->elements != 2))
+            return malformed(op, log_it);
+        op->res.key = NULL;
+        if (r->elements == 0)
+            return GW_OK;
+        op->res.key_revoked = num(r->element[0]) == 1;
+        return one_key(op, r->element[1], log_it);
+    case GW_OP_KEYS_LIST:
+        return keys_list_reply(op, r, log_it);
+    case GW_OP_KEYS_VERSION:
+        if (r->type != REDIS_REPLY_INTEGER)
+            return malformed(op, log_it);
+        op->res.keys_version = (uint64_t)r->integer;
+        return GW_OK;
     default: /* never built (rs_build refused it) */
         break;
     }
@@ -594,12 +781,97 @@ static int sync_failed(const struct gw_store_options *o, redisContext *c, redisR
     return GW_OK;
 }
 
+/*
+ * A blocking connection (the CLI's), authenticated and on [store] db; NULL
+ * with err. A reply may hold every row: a read gets more than one command's
+ * time.
+ */
+static redisContext *sync_connect(const struct gw_store_options *o, struct gw_error *err)
+{
+    int ms = o->redis_timeout_ms > 0 ? o->redis_timeout_ms : RS_DEFAULT_TIMEOUT_MS;
+    struct timeval tv = { (ms < 2000 ? 2000 : ms) / 1000, ((ms < 2000 ? 2000 : ms) % 1000) * 1000 };
+    redisContext *c;
+    redisReply *r;
+
+    c = o->redis_unix != NULL ? redisConnectUnixWithTimeout(o->redis_unix, tv)
+                              : redisConnectWithTimeout(o->redis_host, o->redis_port, tv);
+    if (c == NULL || c->err) {
+        if (c != NULL)
+            sync_failed(o, c, NULL, "cannot connect", err);
+        else
+            gw_error_set(err, 0, NULL, NULL, NULL, "Redis: out of memory");
+        goto fail;
+    }
+    redisSetTimeout(c, tv);
+    if (o->redis_password != NULL) {
+        r = redisCommand(c, "AUTH %s", o->redis_password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            sync_failed(o, c, r, "AUTH failed (is [store] password right?)", err);
+            if (r != NULL)
+                freeReplyObject(r);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    r = redisCommand(c, "SELECT %d", o->redis_db);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        sync_failed(o, c, r, "SELECT failed", err);
+        if (r != NULL)
+            freeReplyObject(r);
+        goto fail;
+    }
+    freeReplyObject(r);
+    return c;
+fail:
+    if (c != NULL)
+        redisFree(c);
+    return NULL;
+}
+
+int gw_store_redis_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                            struct gw_error *err)
+{
+    const char *prefix = o->redis_prefix != NULL ? o->redis_prefix : RS_DEFAULT_PREFIX;
+    char sha[RS_NSCRIPTS][41];
+    struct rs_cmd *cmd = gw_store_op_alloc(op, sizeof(*cmd));
+    redisContext *c;
+    redisReply *r;
+    int log_it, rc;
+
+    if (cmd == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
+    rs_script_shas(sha);
+    if (rs_build(op, prefix, (const char(*)[41])sha, cmd) != GW_OK) {
+        *err = op->err;
+        return GW_ERR;
+    }
+    /* one call from a process that ends: the source itself, nothing to load */
+    cmd->argv[0] = "EVAL";
+    cmd->argvlen[0] = 4;
+    cmd->argv[1] = cmd->src;
+    cmd->argvlen[1] = strlen(cmd->src);
+    if ((c = sync_connect(o, err)) == NULL)
+        return GW_ERR;
+    r = redisCommandArgv(c, cmd->argc, cmd->argv, cmd->argvlen);
+    if (r == NULL) {
+        sync_failed(o, c, NULL, "the call failed", err);
+        redisFree(c);
+        return GW_ERR;
+    }
+    op->res.rc = GW_OK;
+    rc = rs_reply(op, r, prefix, (const char(*)[41])sha, cmd, &log_it);
+    freeReplyObject(r);
+    redisFree(c);
+    if (rc != GW_OK) {
+        *err = op->err;
+        return GW_ERR;
+    }
+    return GW_OK;
+}
+
 int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                               struct gw_usage **out, struct gw_error *err)
 {
-    int ms = o->redis_timeout_ms > 0 ? o->redis_timeout_ms : RS_DEFAULT_TIMEOUT_MS;
-    /* a reply holds every row: give a large read more than one command's time */
-    struct timeval tv = { (ms < 2000 ? 2000 : ms) / 1000, ((ms < 2000 ? 2000 : ms) % 1000) * 1000 };
     const char *prefix = o->redis_prefix != NULL ? o->redis_prefix : RS_DEFAULT_PREFIX;
     redisContext *c;
     redisReply *r = NULL;
@@ -612,30 +884,8 @@ int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_
     if (q->by_kind)
         return gw_error_set(err, 0, NULL, NULL, NULL, "usage per kind of job is not supported "
                             "by the redis store yet");
-    c = o->redis_unix != NULL ? redisConnectUnixWithTimeout(o->redis_unix, tv)
-                              : redisConnectWithTimeout(o->redis_host, o->redis_port, tv);
-    if (c == NULL || c->err) {
-        if (c != NULL)
-            sync_failed(o, c, NULL, "cannot connect", err);
-        else
-            gw_error_set(err, 0, NULL, NULL, NULL, "Redis: out of memory");
+    if ((c = sync_connect(o, err)) == NULL)
         goto out;
-    }
-    redisSetTimeout(c, tv);
-    if (o->redis_password != NULL) {
-        r = redisCommand(c, "AUTH %s", o->redis_password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            sync_failed(o, c, r, "AUTH failed (is [store] password right?)", err);
-            goto out;
-        }
-        freeReplyObject(r);
-    }
-    r = redisCommand(c, "SELECT %d", o->redis_db);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        sync_failed(o, c, r, "SELECT failed", err);
-        goto out;
-    }
-    freeReplyObject(r);
     r = redisCommand(c, "EVAL %s 0 %s %s %s %s", rs_script_src[RS_USAGE], prefix,
                      q->since != NULL ? q->since : "", q->until != NULL ? q->until : "",
                      q->key_name != NULL ? q->key_name : "");

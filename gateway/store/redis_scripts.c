@@ -18,6 +18,12 @@
  *   P usage_rows          zset (lex): "{day}\0{key}\0{model}" of every usage hash
  *   P idem:{key}:{idem}   hash: state, status, body, at; EXPIREs by itself
  *   P idem_at             zset: idem keys scored by their start (the prune)
+ *   P tkey:{name}         hash: a team key kept in the store (fields of K below)
+ *   P tkeys               zset (lex): the names of those keys (keys_list's order)
+ *   P tkey_sha            hash: SHA-256 of a key (32 raw bytes) -> its name: a secret
+ *                         is one key's only
+ *   P keys_version        INCR'd by every key write, in the write's own script:
+ *                         the poll every instance makes (keysync.c) sees it move
  *
  * Times are the caller's (unix s), never Redis's clock: the tests pass theirs.
  */
@@ -264,6 +270,89 @@ static const char usage_src[] = LUA_HEAD
     "end\n"
     "return out\n";
 
+/* ---------------------------------------------------------------- keys */
+
+/* the fields of a team key row, in the order rs_reply reads them */
+#define LUA_KEYS                                                                             \
+    "local K = {'name','sha','rpm','burst','conc','daily','models','exp','cr','up','rv'}\n" \
+    "local p = ARGV[1]\n"
+
+/* {1}: the name or the hash is taken (nothing written); {0, row} */
+static const char key_put_src[] = LUA_KEYS
+    "local kk = p .. 'tkey:' .. ARGV[2]\n"
+    "if redis.call('EXISTS', kk) == 1 or redis.call('HEXISTS', p .. 'tkey_sha', ARGV[3]) == 1 then\n"
+    "  return {1}\n"
+    "end\n"
+    "redis.call('HSET', kk, 'name', ARGV[2], 'sha', ARGV[3], 'rpm', ARGV[4], 'burst', ARGV[5],\n"
+    "  'conc', ARGV[6], 'daily', ARGV[7], 'models', ARGV[8], 'exp', ARGV[9], 'cr', ARGV[10],\n"
+    "  'up', ARGV[10], 'rv', '0')\n"
+    "redis.call('HSET', p .. 'tkey_sha', ARGV[3], ARGV[2])\n"
+    "redis.call('ZADD', p .. 'tkeys', 0, ARGV[2])\n"
+    "redis.call('INCR', p .. 'keys_version')\n"
+    "return {0, redis.call('HMGET', kk, unpack(K))}\n";
+
+/* ARGV[3]: one '1' or '0' per field of PF (set or not). {} none or revoked; {row} */
+static const char key_patch_src[] = LUA_KEYS
+    "local kk = p .. 'tkey:' .. ARGV[2]\n"
+    "if redis.call('HGET', kk, 'rv') ~= '0' then return {} end\n"
+    "local PF = {'rpm','burst','conc','daily','models','exp'}\n"
+    "for i, f in ipairs(PF) do\n"
+    "  if string.sub(ARGV[3], i, i) == '1' then redis.call('HSET', kk, f, ARGV[3 + i]) end\n"
+    "end\n"
+    "redis.call('HSET', kk, 'up', ARGV[10])\n"
+    "redis.call('INCR', p .. 'keys_version')\n"
+    "return {redis.call('HMGET', kk, unpack(K))}\n";
+
+/* {} none; {1 if revoked now, row} */
+static const char key_revoke_src[] = LUA_KEYS
+    "local kk = p .. 'tkey:' .. ARGV[2]\n"
+    "local rv = redis.call('HGET', kk, 'rv')\n"
+    "if not rv then return {} end\n"
+    "local did = 0\n"
+    "if rv == '0' then\n"
+    "  redis.call('HSET', kk, 'rv', ARGV[3], 'up', ARGV[3])\n"
+    "  redis.call('INCR', p .. 'keys_version')\n"
+    "  did = 1\n"
+    "end\n"
+    "return {did, redis.call('HMGET', kk, unpack(K))}\n";
+
+/* {version, {row..last_used}..., {last_used of each name}}: ARGV[2] names
+ * joined by NUL in ARGV[3] (any number of them in one argument). A key's last use is
+ * its newest job's created_at, deleted ones too: the top member of jobs:{key}
+ * and deleted:{key} (their lexical order is created_at's). */
+static const char keys_list_src[] = LUA_KEYS
+    "local function last(n)\n"
+    "  local best = 0\n"
+    "  for _, zn in ipairs({'jobs:', 'deleted:'}) do\n"
+    "    local m = redis.call('ZREVRANGEBYLEX', p .. zn .. n, '+', '-', 'LIMIT', 0, 1)\n"
+    "    if m[1] then\n"
+    "      local c = (tonumber(string.sub(m[1], 1, 12)) or 0) - 100000000000\n"
+    "      if c > best then best = c end\n"
+    "    end\n"
+    "  end\n"
+    "  return best\n"
+    "end\n"
+    "local v = tonumber(redis.call('GET', p .. 'keys_version') or '0') or 0\n"
+    "local rows = {}\n"
+    "for _, n in ipairs(redis.call('ZRANGEBYLEX', p .. 'tkeys', '-', '+')) do\n"
+    "  local r = redis.call('HMGET', p .. 'tkey:' .. n, unpack(K))\n"
+    "  if r[1] then\n"
+    "    r[#K + 1] = last(n)\n"
+    "    rows[#rows + 1] = r\n"
+    "  end\n"
+    "end\n"
+    "local lu, s, at = {}, ARGV[3], 1\n"
+    "for _ = 1, tonumber(ARGV[2]) do\n"
+    "  local e = string.find(s, '\\0', at, true) or (#s + 1)\n"
+    "  lu[#lu + 1] = last(string.sub(s, at, e - 1))\n"
+    "  at = e + 1\n"
+    "end\n"
+    "return {v, rows, lu}\n";
+
+/* A script, not a GET: see get_src */
+static const char keys_version_src[] = LUA_KEYS
+    "return tonumber(redis.call('GET', p .. 'keys_version') or '0') or 0\n";
+
 const char *const rs_script_src[RS_NSCRIPTS] = {
     [RS_GET] = get_src,
     [RS_PUT] = put_src,
@@ -277,4 +366,9 @@ const char *const rs_script_src[RS_NSCRIPTS] = {
     [RS_IDEM_FINISH] = idem_finish_src,
     [RS_IDEM_ABORT] = idem_abort_src,
     [RS_USAGE] = usage_src,
+    [RS_KEY_PUT] = key_put_src,
+    [RS_KEY_PATCH] = key_patch_src,
+    [RS_KEY_REVOKE] = key_revoke_src,
+    [RS_KEYS_LIST] = keys_list_src,
+    [RS_KEYS_VERSION] = keys_version_src,
 };

@@ -283,10 +283,10 @@ int gw_store_op_run_sync(const struct gw_store_options *o, struct gw_store_op *o
     int rc = GW_ERR;
 
     op->res.rc = GW_OK;
-    if (is_redis(o))
-        gw_error_set(err, 0, NULL, NULL, NULL, "store: this operation is not supported by "
-                     "the redis store yet");
-    else if (o == NULL || o->path == NULL || o->path[0] == '\0')
+    if (is_redis(o)) {
+        if (gw_store_redis_run_sync(o, op, err) == GW_OK)
+            rc = GW_OK;
+    } else if (o == NULL || o->path == NULL || o->path[0] == '\0')
         gw_error_set(err, 0, NULL, NULL, NULL, "store: no path given");
     else if (gw_store_sqlite_run_sync(o, op, err) == GW_OK)
         rc = GW_OK;

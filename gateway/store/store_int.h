@@ -177,6 +177,8 @@ int gw_store_sqlite_run_sync(const struct gw_store_options *o, struct gw_store_o
 int gw_store_sqlite_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                                struct gw_usage **out, struct gw_error *err);
 struct gw_store *gw_store_redis_open(const struct gw_store_options *o, struct gw_error *err);
+int gw_store_redis_run_sync(const struct gw_store_options *o, struct gw_store_op *op,
+                            struct gw_error *err);
 int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_usage_query *q,
                               struct gw_usage **out, struct gw_error *err);
 
