@@ -33,6 +33,10 @@ enum rs_script {
     RS_KEY_REVOKE,
     RS_KEYS_LIST,
     RS_KEYS_VERSION,
+    RS_USAGE_KIND,
+    RS_JOBS_RECENT,
+    RS_CHARACTER_PUT,
+    RS_CHARACTER_GET,
     RS_NSCRIPTS,
 };
 

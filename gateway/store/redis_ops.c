@@ -196,12 +196,7 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         arg_str(c, op->idem_key);
         return GW_OK;
     case GW_OP_USAGE:
-        if (op->usage_q.by_kind) {
-            gw_store_op_fail(op, "usage per kind of job is not supported by the redis store "
-                             "yet");
-            return GW_ERR;
-        }
-        script(c, RS_USAGE, prefix, sha);
+        script(c, op->usage_q.by_kind ? RS_USAGE_KIND : RS_USAGE, prefix, sha);
         arg_str(c, op->usage_q.since);
         arg_str(c, op->usage_q.until);
         arg_str(c, op->usage_q.key_name);
@@ -281,6 +276,26 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
     }
     case GW_OP_KEYS_VERSION:
         script(c, RS_KEYS_VERSION, prefix, sha);
+        return GW_OK;
+    case GW_OP_JOBS_RECENT:
+        script(c, RS_JOBS_RECENT, prefix, sha);
+        arg_str(c, op->recent.key_name);
+        arg_str(c, op->recent.status >= 0 ? gw_job_status_name((enum gw_job_status)
+                                                               op->recent.status) : "");
+        arg_int(c, op->recent.limit);
+        return GW_OK;
+    case GW_OP_CHARACTER_PUT:
+        script(c, RS_CHARACTER_PUT, prefix, sha);
+        arg_str(c, op->character.id);
+        arg_str(c, op->character.key_name);
+        arg_str(c, op->character.upstream_key);
+        arg_str(c, op->character.name);
+        arg_int(c, op->character.created_at);
+        arg(c, op->character.object, op->character.object_len);
+        return GW_OK;
+    case GW_OP_CHARACTER_GET:
+        script(c, RS_CHARACTER_GET, prefix, sha);
+        arg_str(c, op->character.id);
         return GW_OK;
     default: /* a kind added to the store later: below */
         break;
@@ -408,6 +423,44 @@ static int many_jobs(struct gw_store_op *op, const redisReply *r, size_t first, 
     return GW_OK;
 }
 
+/* res->character from {id key upk name cr obj} (id nil: none) */
+static int one_character(struct gw_store_op *op, const redisReply *r, int *log_it)
+{
+    static const int text[5] = { 0, 1, 2, 3, 5 }; /* id key upk name obj */
+    size_t total = 0;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 6)
+        return malformed(op, log_it);
+    op->res.character = NULL;
+    if (r->element[0]->type == REDIS_REPLY_NIL)
+        return GW_OK;
+    for (int i = 0; i < 6; i++) {
+        if (!is_str(r->element[i]))
+            return malformed(op, log_it);
+    }
+    for (int i = 0; i < 5; i++)
+        total += r->element[text[i]]->len + 1;
+    struct gw_character *ch = gw_store_op_alloc(op, sizeof(*ch));
+    char *p = ch != NULL ? gw_store_op_alloc(op, total) : NULL;
+    if (p == NULL) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
+    const char **dst[5] = { &ch->id, &ch->key_name, &ch->upstream_key, &ch->name, &ch->object };
+    for (int i = 0; i < 5; i++) {
+        const redisReply *e = r->element[text[i]];
+        if (e->len > 0)
+            memcpy(p, e->str, e->len);
+        p[e->len] = '\0';
+        *dst[i] = p;
+        p += e->len + 1;
+    }
+    ch->object_len = r->element[5]->len;
+    ch->created_at = num(r->element[4]);
+    op->res.character = ch;
+    return GW_OK;
+}
+
 /* {aux, row} or {} (no such job): aux into *aux */
 static int aux_and_job(struct gw_store_op *op, const redisReply *r, const redisReply **aux,
                        int *log_it)
@@ -519,6 +572,7 @@ static int keys_list_reply(struct gw_store_op *op, const redisReply *r, int *log
     return GW_OK;
 }
 
+/* key, model, (kind,) day: the order of store.h's usage */
 static int cmp_rows(const void *a, const void *b)
 {
     const struct gw_usage_row *x = a, *y = b;
@@ -526,6 +580,8 @@ static int cmp_rows(const void *a, const void *b)
 
     if (c == 0)
         c = strcmp(x->model, y->model);
+    if (c == 0 && x->kind != NULL && y->kind != NULL)
+        c = strcmp(x->kind, y->kind);
     return c != 0 ? c : strcmp(x->day, y->day);
 }
 
@@ -547,13 +603,23 @@ static int parse_usage(const redisReply *r, void *(*alloc)(void *ctx, size_t siz
     }
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 7)
+        /* 8: per kind of job, the kind last */
+        if (e->type != REDIS_REPLY_ARRAY || (e->elements != 7 && e->elements != 8))
             return GW_ERR;
-        for (int k = 0; k < 7; k++) {
+        for (size_t k = 0; k < e->elements; k++) {
             if (!is_str(e->element[k]))
                 return GW_ERR;
         }
-        memset(&u[i], 0, sizeof(u[i])); /* kind NULL: usage per kind is not kept here */
+        memset(&u[i], 0, sizeof(u[i])); /* kind NULL: not per kind */
+        if (e->elements == 8) {
+            char *kind = alloc(ctx, e->element[7]->len + 1);
+            if (kind == NULL) {
+                *oom = 1;
+                return GW_ERR;
+            }
+            memcpy(kind, e->element[7]->str, e->element[7]->len + 1);
+            u[i].kind = kind;
+        }
         snprintf(u[i].day, sizeof(u[i].day), "%s", e->element[0]->str);
         char *key = alloc(ctx, e->element[1]->len + 1), *model = alloc(ctx, e->element[2]->len + 1);
         if (key == NULL || model == NULL) {
@@ -591,6 +657,10 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
             gw_store_op_fail(op, "job %s is already recorded", op->job.id);
             return GW_ERR;
         }
+        if (op->kind == GW_OP_CHARACTER_PUT && strncmp(r->str, "EXISTS", 6) == 0) {
+            gw_store_op_fail(op, "character %s is already recorded", op->character.id);
+            return GW_ERR;
+        }
         *log_it = 1;
         gw_store_op_fail(op, "the job store (Redis) answered an error: %.160s", r->str);
         return GW_ERR;
@@ -599,7 +669,14 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
     case GW_OP_JOB_PUT:
     case GW_OP_IDEM_FINISH:
     case GW_OP_IDEM_ABORT:
+    case GW_OP_CHARACTER_PUT:
         return r->type == REDIS_REPLY_INTEGER ? GW_OK : malformed(op, log_it);
+    case GW_OP_CHARACTER_GET:
+        return one_character(op, r, log_it);
+    case GW_OP_JOBS_RECENT:
+        if (r->type != REDIS_REPLY_ARRAY)
+            return malformed(op, log_it);
+        return many_jobs(op, r, 0, log_it);
     case GW_OP_JOB_GET:
         return one_job(op, r, log_it);
     case GW_OP_JOB_UPDATE:
@@ -881,12 +958,10 @@ int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_
     int oom, rc = GW_ERR;
 
     *out = NULL;
-    if (q->by_kind)
-        return gw_error_set(err, 0, NULL, NULL, NULL, "usage per kind of job is not supported "
-                            "by the redis store yet");
     if ((c = sync_connect(o, err)) == NULL)
         goto out;
-    r = redisCommand(c, "EVAL %s 0 %s %s %s %s", rs_script_src[RS_USAGE], prefix,
+    r = redisCommand(c, "EVAL %s 0 %s %s %s %s",
+                     rs_script_src[q->by_kind ? RS_USAGE_KIND : RS_USAGE], prefix,
                      q->since != NULL ? q->since : "", q->until != NULL ? q->until : "",
                      q->key_name != NULL ? q->key_name : "");
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
@@ -912,8 +987,10 @@ int gw_store_redis_usage_read(const struct gw_store_options *o, const struct gw_
         copy[i] = rows[i];
         copy[i].key_name = strdup(rows[i].key_name);
         copy[i].model = strdup(rows[i].model);
+        copy[i].kind = rows[i].kind != NULL ? strdup(rows[i].kind) : NULL;
         u->n = i + 1;
-        if (copy[i].key_name == NULL || copy[i].model == NULL) {
+        if (copy[i].key_name == NULL || copy[i].model == NULL ||
+            (rows[i].kind != NULL && copy[i].kind == NULL)) {
             gw_store_usage_free(u);
             gw_error_set(err, 0, NULL, NULL, NULL, "out of memory");
             goto out;

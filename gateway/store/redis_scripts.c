@@ -16,6 +16,10 @@
  *   P unfinished          zset: "{seq}:{id}" scored by refreshed_at (the refresh)
  *   P usage:{day}:{key}:{model}  hash: jobs, seconds, failed, refunded
  *   P usage_rows          zset (lex): "{day}\0{key}\0{model}" of every usage hash
+ *   P usage_kind:{day}:{key}:{model}:{kind}  hash: the same counters per kind of job
+ *   P usage_kind_rows     zset (lex): "{day}\0{key}\0{model}\0{kind}" of each of those
+ *   P recent              zset: job ids scored by their seq (jobs_recent across keys)
+ *   P char:{id}           hash: a character (id key upk name cr obj)
  *   P idem:{key}:{idem}   hash: state, status, body, at; EXPIREs by itself
  *   P idem_at             zset: idem keys scored by their start (the prune)
  *   P tkey:{name}         hash: a team key kept in the store (fields of K below)
@@ -56,6 +60,7 @@ static const char put_src[] = LUA_HEAD
     "  'cr', ARGV[11], 'up', ARGV[12], 'rf', ARGV[12], 'del', '0', 'rfd', '0',\n"
     "  'obj', ARGV[13], 'mem', mem, 'seq', seq, 'day', ARGV[14])\n"
     "redis.call('ZADD', p .. 'jobs:' .. ARGV[3], 0, mem)\n"
+    "redis.call('ZADD', p .. 'recent', tonumber(seq), id)\n"
     "redis.call('ZADD', p .. 'keys', 0, ARGV[3])\n"
     "if ARGV[17] == '1' then redis.call('ZADD', p .. 'unfinished', ARGV[12], seq .. ':' .. id) end\n"
     "local uk = p .. 'usage:' .. ARGV[14] .. ':' .. ARGV[3] .. ':' .. ARGV[7]\n"
@@ -63,6 +68,12 @@ static const char put_src[] = LUA_HEAD
     "redis.call('HINCRBY', uk, 'seconds', ARGV[8])\n"
     "if ARGV[18] == '1' then redis.call('HINCRBY', uk, 'failed', 1) end\n"
     "redis.call('ZADD', p .. 'usage_rows', 0, ARGV[14] .. '\\0' .. ARGV[3] .. '\\0' .. ARGV[7])\n"
+    "local kk = p .. 'usage_kind:' .. ARGV[14] .. ':' .. ARGV[3] .. ':' .. ARGV[7] .. ':' .. ARGV[5]\n"
+    "redis.call('HINCRBY', kk, 'jobs', 1)\n"
+    "redis.call('HINCRBY', kk, 'seconds', ARGV[8])\n"
+    "if ARGV[18] == '1' then redis.call('HINCRBY', kk, 'failed', 1) end\n"
+    "redis.call('ZADD', p .. 'usage_kind_rows', 0,\n"
+    "  ARGV[14] .. '\\0' .. ARGV[3] .. '\\0' .. ARGV[7] .. '\\0' .. ARGV[5])\n"
     "if ARGV[15] ~= '' then\n"
     "  local ik = p .. 'idem:' .. ARGV[3] .. ':' .. ARGV[15]\n"
     "  local at = redis.call('HGET', ik, 'at') or ARGV[12]\n"
@@ -76,7 +87,7 @@ static const char put_src[] = LUA_HEAD
 static const char update_src[] = LUA_HEAD
     "local id = ARGV[2]\n"
     "local jk = p .. 'job:' .. id\n"
-    "local cur = redis.call('HMGET', jk, 'st', 'rf', 'del', 'seq', 'day', 'key', 'sent')\n"
+    "local cur = redis.call('HMGET', jk, 'st', 'rf', 'del', 'seq', 'day', 'key', 'sent', 'kind')\n"
     "if not cur[1] then return {} end\n"
     "local R = {queued = 0, in_progress = 1, completed = 2, failed = 2}\n"
     "local prev, new = cur[1], ARGV[3]\n"
@@ -95,8 +106,10 @@ static const char update_src[] = LUA_HEAD
     "  redis.call('ZREM', p .. 'unfinished', um)\n"
     "end\n"
     "if new == 'failed' and prev ~= 'failed' then\n"
-    "  redis.call('HINCRBY', p .. 'usage:' .. cur[5] .. ':' .. cur[6] .. ':' .. cur[7],\n"
-    "    'failed', 1)\n"
+    "  local uk = p .. 'usage:' .. cur[5] .. ':' .. cur[6] .. ':' .. cur[7]\n"
+    "  redis.call('HINCRBY', uk, 'failed', 1)\n"
+    "  redis.call('HINCRBY', p .. 'usage_kind:' .. cur[5] .. ':' .. cur[6] .. ':' .. cur[7] ..\n"
+    "    ':' .. (cur[8] or 'create'), 'failed', 1)\n"
     "end\n"
     "return {prev, redis.call('HMGET', jk, unpack(F))}\n";
 
@@ -156,13 +169,15 @@ static const char claim_src[] = LUA_HEAD
 
 static const char refund_src[] = LUA_HEAD
     "local jk = p .. 'job:' .. ARGV[2]\n"
-    "local cur = redis.call('HMGET', jk, 'st', 'rfd', 'day', 'key', 'sent', 'sec')\n"
+    "local cur = redis.call('HMGET', jk, 'st', 'rfd', 'day', 'key', 'sent', 'sec', 'kind')\n"
     "if not cur[1] then return {} end\n"
     "local did = 0\n"
     "if cur[1] == 'failed' and cur[2] == '0' then\n"
     "  redis.call('HSET', jk, 'rfd', '1')\n"
-    "  redis.call('HINCRBY', p .. 'usage:' .. cur[3] .. ':' .. cur[4] .. ':' .. cur[5],\n"
-    "    'refunded', cur[6])\n"
+    "  local uk = p .. 'usage:' .. cur[3] .. ':' .. cur[4] .. ':' .. cur[5]\n"
+    "  redis.call('HINCRBY', uk, 'refunded', cur[6])\n"
+    "  redis.call('HINCRBY', p .. 'usage_kind:' .. cur[3] .. ':' .. cur[4] .. ':' .. cur[5] ..\n"
+    "    ':' .. (cur[7] or 'create'), 'refunded', cur[6])\n"
     "  did = 1\n"
     "end\n"
     "return {did, redis.call('HMGET', jk, unpack(F))}\n";
@@ -191,6 +206,7 @@ static const char prune_src[] = LUA_HEAD
     "      for _, m in ipairs(ms) do\n"
     "        local id = string.sub(m, 31)\n"
     "        redis.call('DEL', p .. 'job:' .. id)\n"
+    "        redis.call('ZREM', p .. 'recent', id)\n"
     "        redis.call('ZREM', p .. 'unfinished', string.sub(m, 14, 29) .. ':' .. id)\n"
     "        redis.call('ZREM', zk, m)\n"
     "      end\n"
@@ -353,6 +369,78 @@ static const char keys_list_src[] = LUA_KEYS
 static const char keys_version_src[] = LUA_KEYS
     "return tonumber(redis.call('GET', p .. 'keys_version') or '0') or 0\n";
 
+/* The same rows per kind of job: {{day, key, model, jobs, seconds, failed, refunded,
+ * kind}...} */
+static const char usage_kind_src[] = LUA_HEAD
+    "local lo = ARGV[2] == '' and '-' or '[' .. ARGV[2]\n"
+    "local hi = ARGV[3] == '' and '+' or '[' .. ARGV[3] .. '\\255'\n"
+    "local rows = redis.call('ZRANGEBYLEX', p .. 'usage_kind_rows', lo, hi)\n"
+    "local out = {}\n"
+    "for _, r in ipairs(rows) do\n"
+    "  local a = string.find(r, '\\0', 1, true)\n"
+    "  local b = a and string.find(r, '\\0', a + 1, true)\n"
+    "  local c = b and string.find(r, '\\0', b + 1, true)\n"
+    "  if c then\n"
+    "    local day, key = string.sub(r, 1, a - 1), string.sub(r, a + 1, b - 1)\n"
+    "    local model, kind = string.sub(r, b + 1, c - 1), string.sub(r, c + 1)\n"
+    "    if ARGV[4] == '' or key == ARGV[4] then\n"
+    "      local v = redis.call('HMGET', p .. 'usage_kind:' .. day .. ':' .. key .. ':' .. model ..\n"
+    "        ':' .. kind, 'jobs', 'seconds', 'failed', 'refunded')\n"
+    "      out[#out + 1] = {day, key, model, v[1] or '0', v[2] or '0', v[3] or '0',\n"
+    "        v[4] or '0', kind}\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Newest jobs first, deleted ones too, their object left out: of every key by
+ * seq (P recent), or of one key by (created_at, seq) (its two member sets,
+ * merged). A status filter looks at the newest RECENT_SCAN jobs only, so that
+ * the script stays bounded (docs/store.md). */
+static const char jobs_recent_src[] = LUA_HEAD
+    "local RECENT_SCAN = 2000\n"
+    "local key, want, lim = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "local n = want == '' and lim or RECENT_SCAN\n"
+    "local ids = {}\n"
+    "if key == '' then\n"
+    "  ids = redis.call('ZREVRANGE', p .. 'recent', 0, n - 1)\n"
+    "else\n"
+    "  local ms = {}\n"
+    "  for _, zn in ipairs({'jobs:', 'deleted:'}) do\n"
+    "    for _, m in ipairs(redis.call('ZREVRANGEBYLEX', p .. zn .. key, '+', '-', 'LIMIT', 0, n)) do\n"
+    "      ms[#ms + 1] = m\n"
+    "    end\n"
+    "  end\n"
+    "  table.sort(ms, function(x, y) return x > y end)\n"
+    "  for _, m in ipairs(ms) do ids[#ids + 1] = string.sub(m, 31) end\n"
+    "end\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if #out >= lim then break end\n"
+    "  local r = redis.call('HMGET', p .. 'job:' .. id, unpack(F))\n"
+    "  if r[1] and (want == '' or r[9] == want) then\n"
+    "    r[15] = ''\n"
+    "    out[#out + 1] = r\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* ---------------------------------------------------------- characters */
+
+static const char character_put_src[] = LUA_HEAD
+    "local ck = p .. 'char:' .. ARGV[2]\n"
+    "if redis.call('EXISTS', ck) == 1 then\n"
+    "  return redis.error_reply('EXISTS the character is already recorded')\n"
+    "end\n"
+    "redis.call('HSET', ck, 'id', ARGV[2], 'key', ARGV[3], 'upk', ARGV[4], 'name', ARGV[5],\n"
+    "  'cr', ARGV[6], 'obj', ARGV[7])\n"
+    "return 1\n";
+
+/* a script, not an HMGET: see get_src */
+static const char character_get_src[] = LUA_HEAD
+    "return redis.call('HMGET', p .. 'char:' .. ARGV[2], 'id', 'key', 'upk', 'name', 'cr',\n"
+    "  'obj')\n";
+
 const char *const rs_script_src[RS_NSCRIPTS] = {
     [RS_GET] = get_src,
     [RS_PUT] = put_src,
@@ -371,4 +459,8 @@ const char *const rs_script_src[RS_NSCRIPTS] = {
     [RS_KEY_REVOKE] = key_revoke_src,
     [RS_KEYS_LIST] = keys_list_src,
     [RS_KEYS_VERSION] = keys_version_src,
+    [RS_USAGE_KIND] = usage_kind_src,
+    [RS_JOBS_RECENT] = jobs_recent_src,
+    [RS_CHARACTER_PUT] = character_put_src,
+    [RS_CHARACTER_GET] = character_get_src,
 };

@@ -32,10 +32,11 @@ def create(gw, key, seconds="8"):
     return json.loads(b)
 
 
-def pair(stub, redis, keys=("alice", "bob"), store=None, b_extra=None, **kw):
-    """Two gateways on one Redis, with the same team keys (b_extra: more sections of B's)."""
+def pair(stub, redis, keys=("alice", "bob"), store=None, b_extra=None, a_extra=None, **kw):
+    """Two gateways on one Redis, with the same team keys (a_extra, b_extra: more
+    sections of A's, of B's)."""
     st = redis.store(**(store or {}))
-    a = gwtest.Gateway(stub, keys=keys, extra={"store": st}, **kw)
+    a = gwtest.Gateway(stub, keys=keys, extra=dict({"store": st}, **(a_extra or {})), **kw)
     a.start()
     try:
         b = gwtest.Gateway(stub, keys=dict(a.keys), extra=dict({"store": dict(st)},
@@ -129,6 +130,79 @@ def test_admin_usage_from_redis():
             assert st == 200, (st, body)
             rows = {r["key"]: r for r in json.loads(body)["data"]}
             assert rows["alice"]["jobs"] == 2 and rows["alice"]["seconds"] == 12, rows
+            # per kind of job, on the admin API and from the CLI
+            st, _, body = gwtest.request(admin_port, "GET", "/admin/usage?group=key,model,kind",
+                                         headers=b.auth("lead"))
+            assert st == 200, (st, body)
+            rows = [r for r in json.loads(body)["data"] if r["key"] == "alice"]
+            assert [(r["kind"], r["jobs"], r["seconds"]) for r in rows] == [("create", 2, 12)], rows
+            out = subprocess.run([a.bin, "usage", "-c", a.conf_path, "--json", "--by-kind"],
+                                 capture_output=True, timeout=30, env=dict(os.environ))
+            assert out.returncode == 0, out.stderr
+            rows = [r for r in json.loads(out.stdout) if r.get("key") == "alice"]
+            assert rows and rows[0]["kind"] == "create" and rows[0]["jobs"] == 2, rows
+            # recent jobs across keys, made through the other instance
+            st, _, body = gwtest.request(admin_port, "GET", "/admin/jobs?key=alice",
+                                         headers=b.auth("lead"))
+            jobs = json.loads(body)["data"]
+            assert st == 200 and len(jobs) == 2 and jobs[0]["key"] == "alice", (st, body)
+            assert [j["seconds"] for j in jobs] == [4, 8], jobs
+        finally:
+            close(a, b)
+
+
+def statuses(gw, secret, n=4):
+    """The statuses of n GETs on n new connections (spread over the loops)."""
+    return {gwtest.request(gw.port, "GET", "/v1/videos",
+                           headers={"Authorization": "Bearer " + secret})[0]
+            for _ in range(n)}
+
+
+def test_store_keys_shared():
+    """Keys kept in the store are the instances' together: a key made through A's admin
+    API works on B within a second, revoked on B it is refused on A within a second,
+    and `gateway keys add` against Redis reaches both."""
+    ports = (gwtest.free_port(), gwtest.free_port())
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        a, b = pair(stub, redis, keys=("alice", "lead"), threads=2,
+                    key_options={"lead": {"admin": "yes"}},
+                    a_extra={"admin": {"listen": "127.0.0.1:%d" % ports[0]}},
+                    b_extra={"admin": {"listen": "127.0.0.1:%d" % ports[1]}})
+        try:
+            st, _, body = gwtest.request(ports[0], "POST", "/admin/keys",
+                                         headers=dict(JSON, **a.auth("lead")),
+                                         body=json.dumps({"name": "nina"}).encode())
+            assert st == 200, (st, body)
+            secret = json.loads(body)["secret"]
+            assert statuses(a, secret) == {200}
+            gwtest.wait_for(lambda: statuses(b, secret) == {200}, timeout=1.0,
+                            what="A's new key accepted by B")
+            st, _, body = gwtest.request(ports[1], "DELETE", "/admin/keys/nina",
+                                         headers=b.auth("lead"))
+            assert st == 200, (st, body)
+            assert statuses(b, secret) == {401}
+            gwtest.wait_for(lambda: statuses(a, secret) == {401}, timeout=1.0,
+                            what="the key revoked on B refused by A")
+            # the CLI, from a shell (no upstream key in its environment), on Redis
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith("GW_TEST_UPSTREAM_KEY")}
+            p = subprocess.run([a.bin, "keys", "add", "carol", "-c", a.conf_path],
+                               capture_output=True, text=True, timeout=30, env=env)
+            assert p.returncode == 0, p.stderr
+            gwtest.assert_no_sanitizer_report(p.stdout + p.stderr, "gateway keys' output")
+            carol = [w for w in p.stdout.split() if w.startswith("sk-vgw-")][0]
+            for gw in (a, b):
+                gwtest.wait_for(lambda: statuses(gw, carol) == {200}, timeout=1.0,
+                                what="the CLI's key accepted")
+            p = subprocess.run([b.bin, "keys", "list", "--json", "-c", b.conf_path],
+                               capture_output=True, text=True, timeout=30, env=env)
+            assert p.returncode == 0, p.stderr
+            rows = {r["name"]: r for r in json.loads(p.stdout)}
+            assert rows["carol"]["source"] == "store" and rows["nina"]["state"] == "revoked", rows
+            # the start-up message of the time keys were config-only is gone
+            assert "does not keep keys" not in a.log()
+            for gw in (a, b):
+                gwtest.stop_clean(gw, secrets=[secret, carol] + list(gw.keys.values()))
         finally:
             close(a, b)
 

@@ -2755,23 +2755,31 @@ static void test_keys(void)
 
     /* recent jobs across keys, newest first; by key, by status */
     struct gw_jobs_recent_query q = { NULL, -1, 10 };
-    if (!use_redis) { /* not on the Redis engine yet */
-        KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
-        CHECK(c.njobs == 3 && strcmp(c.ids[0], "video_k3") == 0 &&
-              strcmp(c.ids[2], "video_k1") == 0);
-        q = (struct gw_jobs_recent_query){ "alice", -1, 1 };
-        KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
-        CHECK(c.njobs == 1 && strcmp(c.ids[0], "video_k2") == 0);
-        q = (struct gw_jobs_recent_query){ NULL, GW_JOB_QUEUED, 10 };
-        KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
-        CHECK(c.njobs == 2 && strcmp(c.ids[0], "video_k3") == 0);
-    }
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 3 && strcmp(c.ids[0], "video_k3") == 0 &&
+          strcmp(c.ids[2], "video_k1") == 0);
+    q = (struct gw_jobs_recent_query){ "alice", -1, 1 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 1 && strcmp(c.ids[0], "video_k2") == 0);
+    q = (struct gw_jobs_recent_query){ NULL, GW_JOB_QUEUED, 10 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 2 && strcmp(c.ids[0], "video_k3") == 0);
+    q = (struct gw_jobs_recent_query){ "alice", GW_JOB_QUEUED, 10 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 1 && strcmp(c.ids[0], "video_k1") == 0);
 
-    /* last use counts a deleted job too */
+    /* last use counts a deleted job too; recent jobs list it */
     put_ok(&t, &jc, mkjob(&jb, "video_k4", "bob", T0 + 300, 4, GW_JOB_QUEUED));
     DO_OK(&t, &jc, gw_store_job_delete(t.sl, "video_k4", T0 + 301, CB(&jc)));
     KDO(&t, &c, gw_store_keys_list(t.sl, names, 3, KCB(&c)));
     CHECK(c.last_used[2] == T0 + 300 && c.key_last_used[1] == T0 + 300);
+    q = (struct gw_jobs_recent_query){ "bob", -1, 5 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 1 && strcmp(c.ids[0], "video_k4") == 0);
+    q = (struct gw_jobs_recent_query){ NULL, -1, 2 };
+    KDO(&t, &c, gw_store_jobs_recent(t.sl, &q, KCB(&c)));
+    CHECK(c.njobs == 2 && strcmp(c.ids[0], "video_k4") == 0 &&
+          strcmp(c.ids[1], "video_k3") == 0);
 
     /* refused at the call */
     struct gw_store_key bad = mkkey("a b", 1, T0);
@@ -2968,16 +2976,23 @@ static void test_usage_by_kind(void)
         b[i].j.kind = kinds[i];
         put_ok(&t, &c, &b[i].j);
     }
+    /* an edit fails and is refunded: counted on its kind's row too */
+    struct gw_job_update up = { .id = "video_k2", .status = GW_JOB_FAILED, .now = T0 + 10 };
+    DO_OK(&t, &c, gw_store_job_update(t.sl, &up, CB(&c)));
+    DO_OK(&t, &c, gw_store_job_refund(t.sl, "video_k2", CB(&c)));
     tl_free(&t);
     gw_store_close(s);
-    struct gw_store_options o = { .path = path };
+    struct gw_store_options o;
+    store_opts(path, 0, &o);
     CHECK(gw_store_usage_read(&o, &q, &u, &err) == GW_OK);
     /* key, model, kind, day: create, edit (2 jobs, 5 + 6 s), extend */
     CHECK(u->n == 3);
     CHECK(strcmp(u->rows[0].kind, "create") == 0 && u->rows[0].jobs == 1 &&
           u->rows[0].seconds == 4);
     CHECK(strcmp(u->rows[1].kind, "edit") == 0 && u->rows[1].jobs == 2 &&
-          u->rows[1].seconds == 11);
+          u->rows[1].seconds == 11 && u->rows[1].failed == 1 &&
+          u->rows[1].refunded_seconds == 6);
+    CHECK(u->rows[0].failed == 0 && u->rows[0].refunded_seconds == 0);
     CHECK(strcmp(u->rows[2].kind, "extend") == 0 && u->rows[2].jobs == 1 &&
           u->rows[2].seconds == 7);
     gw_store_usage_free(u);
@@ -3022,9 +3037,9 @@ static const struct {
     { "disk_full", test_disk_full, SQ },
     { "keys", test_keys, BOTH },
     { "keys_migrate_v1", test_keys_migrate_v1, SQ },
-    { "characters", test_characters, SQ },
+    { "characters", test_characters, BOTH },
     { "migrate_v1", test_migrate_v1, SQ },
-    { "usage_by_kind", test_usage_by_kind, SQ },
+    { "usage_by_kind", test_usage_by_kind, BOTH },
     { "redis_two_instances", test_redis_two_instances, RD },
     { "redis_limits", test_redis_limits, RD },
     { "redis_flush", test_redis_flush, RD },
