@@ -275,7 +275,7 @@ struct gw_store_options {
      * write, a failed transaction): gw_log_write, say. NULL: silent. */
     void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
     /* Redis instead of SQLite when redis_host or redis_unix is set (path unused) */
-    const char *redis_host;     /* an address (a name is resolved with a blocking call) */
+    const char *redis_host;     /* an address, or a name: resolved once, by open */
     int redis_port;
     const char *redis_unix;     /* a unix socket's path */
     const char *redis_password; /* AUTH; NULL: none */

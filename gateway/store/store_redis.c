@@ -31,7 +31,9 @@
  * Durability is Redis's (appendonly/save: the operator's choice): a callback
  * runs once Redis has executed the command (docs/store.md).
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -678,6 +680,49 @@ static const struct gw_store_engine redis_engine = {
     .reachable = redis_reachable,
 };
 
+/*
+ * A host name is resolved here, once, at start (blocking is fine: no loop runs
+ * yet), and every (re)connect goes to the address it gave: hiredis would
+ * otherwise call getaddrinfo on the loop at each reconnect, and a slow DNS would
+ * stall every request of that loop. A name that does not resolve stops the start
+ * (nginx does the same for an upstream's). A literal address is kept as it is.
+ */
+static int resolve_host(struct redis_store *s, struct gw_error *err)
+{
+    struct in6_addr a6;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    char num[INET6_ADDRSTRLEN];
+
+    if (inet_pton(AF_INET, s->host, &a6) == 1 || inet_pton(AF_INET6, s->host, &a6) == 1)
+        return GW_OK;
+    int rc = getaddrinfo(s->host, NULL, &hints, &res);
+    if (rc != 0 || res == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "store: [store] redis: cannot resolve "
+                            "%s: %s", s->host, rc != 0 ? gai_strerror(rc) : "no address");
+    /* IPv4 first: "localhost" may list ::1 first, and a Redis bound to 127.0.0.1 only
+     * is the common case */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+    }
+    rc = getnameinfo(pick->ai_addr, pick->ai_addrlen, num, sizeof(num), NULL, 0,
+                     NI_NUMERICHOST);
+    freeaddrinfo(res);
+    char *ip = rc == 0 ? strdup(num) : NULL;
+    if (ip == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "store: [store] redis: cannot resolve "
+                            "%s", s->host);
+    if (s->base.log != NULL)
+        s->base.log(2, "store: Redis host %s is %s (resolved once, at start)", s->host, ip);
+    free(s->host);
+    s->host = ip;
+    return GW_OK;
+}
+
 struct gw_store *gw_store_redis_open(const struct gw_store_options *o, struct gw_error *err)
 {
     struct redis_store *s = calloc(1, sizeof(*s));
@@ -711,6 +756,10 @@ struct gw_store *gw_store_redis_open(const struct gw_store_options *o, struct gw
         snprintf(s->where, sizeof(s->where), "[%s]:%d", s->host, s->port);
     else
         snprintf(s->where, sizeof(s->where), "%s:%d", s->host, s->port);
+    if (s->unix_path == NULL && resolve_host(s, err) != GW_OK) {
+        redis_free(s);
+        return NULL;
+    }
     rs_script_shas(s->sha);
     return &s->base;
 }

@@ -3004,6 +3004,34 @@ static void test_usage_by_kind(void)
     cap_free(&c);
 }
 
+/* [store] redis = NAME:PORT: the name is resolved once, by open (never on a loop at a
+ * reconnect); one that does not resolve stops the start with a clear message. */
+static void test_redis_host_name(void)
+{
+    const char *path = new_path("host_name");
+    struct gw_store_options o;
+    struct gw_error err;
+    struct jobbuf b;
+    struct tloop t;
+    struct capture c;
+
+    store_opts(path, 0, &o);
+    o.redis_host = "localhost";
+    struct gw_store *s = gw_store_open(&o, &err);
+    CHECK(s != NULL);
+    cap_init(&c);
+    tl_init(&t, s);
+    put_ok(&t, &c, mkjob(&b, "video_h1", "alice", T0, 8, GW_JOB_QUEUED));
+    get_ok(&t, &c, "video_h1");
+    CHECK(c.has_job);
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+    o.redis_host = "no-such-host.invalid";
+    CHECK(gw_store_open(&o, &err) == NULL);
+    CHECK(strstr(err.message, "cannot resolve no-such-host.invalid") != NULL);
+}
+
 enum { SQ = 1, RD = 2, BOTH = 3 }; /* the engines a test runs on */
 
 static const struct {
@@ -3047,6 +3075,7 @@ static const struct {
     { "redis_password", test_redis_password, RD },
     { "redis_hung", test_redis_hung, RD },
     { "redis_restart", test_redis_restart, RD },
+    { "redis_host_name", test_redis_host_name, RD },
 };
 
 /* The temporary directory goes, also when a test fails (exit(1)); not from a
