@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
 
 #include <event2/bufferevent.h>
@@ -32,6 +34,8 @@
 
 #define DRAIN_MAX_S 30 /* SIGTERM: in-flight exchanges get this long to finish */
 #define ACCEPT_PAUSE_MS 250 /* out of descriptors: stop accepting this long */
+#define DRAIN_QUEUE_MAX_MS 2000 /* SIGTERM: then wait at most this long for the loops to
+                                  * take what is still in their accept queues */
 #define DRAIN_GRACE_MS 250 /* SIGTERM: listeners stay open this long, new connections
                               steered to a newer process (upgrade.c), so that those
                               already queued are accepted rather than reset */
@@ -412,6 +416,27 @@ static void drain_start(evutil_socket_t fd, short ev, void *arg)
     event_add(t, &tick);
 }
 
+/* Connections waiting in the accept queues of every loop's listeners (Linux:
+ * TCP_INFO's tcpi_unacked is a listener's accept backlog). */
+static unsigned queued_connections(struct gw_server *s)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        evhtp_t *htps[2] = { s->workers[i].htp, s->workers[i].admin };
+        for (int k = 0; k < 2; k++) {
+            struct tcp_info ti;
+            socklen_t len = sizeof(ti);
+            if (htps[k] == NULL || htps[k]->server == NULL)
+                continue;
+            if (getsockopt(evconnlistener_get_fd(htps[k]->server), IPPROTO_TCP, TCP_INFO, &ti,
+                           &len) == 0)
+                n += ti.tcpi_unacked;
+        }
+    }
+    return n;
+}
+
 /*
  * SIGTERM, before the loops close their listeners: new connections go to a newer
  * process's sockets if one listens (upgrade.c), and the loops keep accepting
@@ -439,6 +464,14 @@ static void drain_grace(struct gw_server *s)
            "listeners close in %d ms", DRAIN_GRACE_MS);
     while (nanosleep(&grace, &grace) != 0 && errno == EINTR)
         ;
+    /* A loop starved of CPU (a busy machine) may not have taken everything that
+     * was queued before the steering: closing its listener would reset those
+     * connections. Wait, a bounded while, until every accept queue is empty. */
+    for (int waited = 0; waited < DRAIN_QUEUE_MAX_MS && queued_connections(s) > 0;
+         waited += 10) {
+        struct timespec tick = { 0, 10 * 1000000L };
+        nanosleep(&tick, NULL);
+    }
     for (int i = 0; i < 2; i++) {
         if (fds[i] >= 0)
             gw_upgrade_steer_clear(fds[i]);

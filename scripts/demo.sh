@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install dependencies, build, and start the bundled stub upstream with the
-# gateway in front of it (the embedded default). Prints a curl line to try.
+# gateway in front of it (the embedded default: limits in the process, jobs, usage
+# and keys in an SQLite file, the admin listener with the usage page). Prints what to try.
 #   scripts/demo.sh         start (in the background; logs in build/demo/)
 #   scripts/demo.sh stop    stop both
 set -euo pipefail
@@ -30,8 +31,12 @@ echo $! >"$demo/stub.pid"
 for _ in $(seq 100); do [ -s "$demo/stub.port" ] && break; sleep 0.1; done
 stub_port=$(cat "$demo/stub.port")
 
+admin_port=${GW_DEMO_ADMIN_PORT:-8081}
+# a team member's key with limits, and the team lead's (admin: the console, the admin API)
 build/gateway mint-key demo >"$demo/key.txt"
+build/gateway mint-key lead >"$demo/lead.txt"
 key=$(sed -n 's/^#   \(sk-vgw-.*\)$/\1/p' "$demo/key.txt")
+lead=$(sed -n 's/^#   \(sk-vgw-.*\)$/\1/p' "$demo/lead.txt")
 {
     echo "include = $root/config/models.conf"
     echo "[server]"
@@ -41,7 +46,19 @@ key=$(sed -n 's/^#   \(sk-vgw-.*\)$/\1/p' "$demo/key.txt")
     echo "key = env:VIDEO_UPSTREAM_KEY"
     echo "[models]"
     echo "unknown = reject"
+    echo "[store]"
+    echo "path = $demo/gateway.db"
+    echo "[jobs]"
+    echo "refresh = 5s"
+    echo "[admin]"
+    echo "listen = 127.0.0.1:$admin_port"
     sed -n '/^\[key/,$p' "$demo/key.txt"
+    echo "rpm = 10"
+    echo "burst = 3"
+    echo "concurrency = 2"
+    echo "daily_seconds = 600"
+    sed -n '/^\[key/,$p' "$demo/lead.txt"
+    echo "admin = yes"
 } >"$demo/gateway.conf"
 VIDEO_UPSTREAM_KEY=$upkey build/gateway -c "$demo/gateway.conf" >"$demo/access.log" 2>"$demo/gateway.log" &
 echo $! >"$demo/gateway.pid"
@@ -65,6 +82,13 @@ Then poll it and download it (ids come from the answer):
   curl -sS -o video.mp4 http://127.0.0.1:$port/v1/videos/VIDEO_ID/content -H "Authorization: Bearer $key"
 With the official OpenAI Node SDK (pinned in tests/sdk):
   (cd tests/sdk && npm ci --no-audit --no-fund && KEY=$key BASE_URL=http://127.0.0.1:$port node demo.mjs $demo/frame.png)
+The demo key is limited (10 creates a minute, 3 at once in a burst, 2 in flight, 600
+video-seconds a day); jobs, usage and keys live in $demo/gateway.db.
+Team lead's key (admin): $lead
+  usage page and key management: http://127.0.0.1:$admin_port/admin/  (sign in with the lead's key)
+  usage as JSON:   curl -sS http://127.0.0.1:$admin_port/admin/usage -H "Authorization: Bearer $lead"
+  metrics:         curl -sS http://127.0.0.1:$admin_port/metrics -H "Authorization: Bearer $lead"
+  from the shell:  build/gateway usage -c $demo/gateway.conf; build/gateway keys list -c $demo/gateway.conf
 Logs: $demo/gateway.log (errors), $demo/access.log (one JSON line per request).
 Stop: scripts/demo.sh stop
 MSG

@@ -444,7 +444,10 @@ def test_upstream_rpm_shared():
                             if r["path"] == "/v1/videos")
             assert len(starts) == 3
             gaps = [y - x for x, y in zip(starts, starts[1:])]
-            assert all(g >= 0.9 for g in gaps), gaps
+            # admitted a second apart on Redis's clock; the stub sees them arrive with
+            # the jitter of two processes on a busy machine (1.13 then 0.87 s under
+            # ASan): the span is the rate, each gap only roughly
+            assert starts[-1] - starts[0] >= 1.8 and all(g >= 0.6 for g in gaps), gaps
         finally:
             close(a, b)
 
