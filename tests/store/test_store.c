@@ -2821,6 +2821,39 @@ static void test_keys(void)
     CHECK(c.nkeys == 1 && c.version == 1 && strcmp(c.names[0], "carol") == 0);
 }
 
+/* Someone else's data under the keys' names: an error (logged), never a crash
+ * or a guess; the jobs' calls go on. */
+static void test_redis_wrong_type_keys(void)
+{
+    struct gw_store *s = open_store(new_path("wrongtype_keys"), 0);
+    struct tloop t;
+    struct capture c;
+    struct jobbuf b;
+
+    cap_init(&c);
+    tl_init(&t, s);
+    struct kcap kc;
+    struct gw_error kerr;
+    freeReplyObject(redis_cmd("SET %stkeys not-a-zset", redis_prefix));
+    memset(&kc, 0, sizeof(kc));
+    CHECK(gw_store_keys_list(t.sl, NULL, 0, kcap_cb, &kc, NULL, &kerr) == GW_AGAIN);
+    RUN_UNTIL(&t, kc.calls == 1, 5000);
+    CHECK(kc.rc == GW_ERR);
+    CHECK_CONTAINS(kc.errmsg, "WRONGTYPE");
+    freeReplyObject(redis_cmd("DEL %stkeys", redis_prefix));
+    freeReplyObject(redis_cmd("ZADD %stkeys 0 eve", redis_prefix));
+    freeReplyObject(redis_cmd("HSET %stkey:eve name eve", redis_prefix)); /* fields missing */
+    memset(&kc, 0, sizeof(kc));
+    CHECK(gw_store_keys_list(t.sl, NULL, 0, kcap_cb, &kc, NULL, &kerr) == GW_AGAIN);
+    RUN_UNTIL(&t, kc.calls == 1, 5000);
+    CHECK(kc.rc == GW_ERR);
+    CHECK_CONTAINS(kc.errmsg, "another program");
+    put_ok(&t, &c, mkjob(&b, "video_w3", "alice", T0, 8, GW_JOB_QUEUED));
+    tl_free(&t);
+    gw_store_close(s);
+    cap_free(&c);
+}
+
 /* A file of schema version 1 (before keys) gets the keys tables on open. */
 static void test_keys_migrate_v1(void)
 {
@@ -3072,6 +3105,7 @@ static const struct {
     { "redis_limits", test_redis_limits, RD },
     { "redis_flush", test_redis_flush, RD },
     { "redis_wrong_type", test_redis_wrong_type, RD },
+    { "redis_wrong_type_keys", test_redis_wrong_type_keys, RD },
     { "redis_password", test_redis_password, RD },
     { "redis_hung", test_redis_hung, RD },
     { "redis_restart", test_redis_restart, RD },
