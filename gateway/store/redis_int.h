@@ -1,10 +1,10 @@
 /*
- * redis_int.h - between the Redis engine's two files: store_redis.c (the
+ * redis_int.h - between the Redis engine's files: store_redis.c (the
  * connections: one hiredis context per event loop, a deadline per command,
- * reconnect with backoff, dispatch, close) and redis_ops.c (the Lua script of
- * each call, its arguments, its reply turned into a result; the synchronous
- * usage read of `gateway usage`). Key layout and semantics: docs/store.md,
- * "The Redis engine".
+ * reconnect with backoff, dispatch, close), redis_ops.c (the Lua script of
+ * each call, its arguments, its reply turned into a result) and redis_sync.c
+ * (the blocking calls of `gateway usage` and `gateway keys`). Key layout and
+ * semantics: docs/store.md, "The Redis engine".
  */
 #ifndef GW_REDIS_INT_H
 #define GW_REDIS_INT_H
@@ -69,6 +69,14 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
  */
 int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
              const char (*sha)[41], struct rs_cmd *cmd, int *log_it);
+
+/*
+ * The usage script's reply into rows (n of them, allocated with alloc(ctx, size)),
+ * ordered by key, model, (kind,) day. GW_OK, or GW_ERR (malformed or out of
+ * memory: *oom set for the latter).
+ */
+int rs_parse_usage(const redisReply *r, void *(*alloc)(void *ctx, size_t size), void *ctx,
+                   struct gw_usage_row **rows, size_t *n, int *oom);
 
 /* SHA1 hex of each script, into sha[RS_NSCRIPTS][41]. */
 void rs_script_shas(char (*sha)[41]);
