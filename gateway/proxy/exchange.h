@@ -1,7 +1,8 @@
 /*
  * exchange.h - one client exchange, shared by the files that drive it:
- * proxy.c (lifecycle, state machine, upstream events), reqbody.c (the request
- * body pipeline) and reply.c (answers to the client). Internal to the gateway.
+ * proxy.c (lifecycle, state machine), exchange.c (allocation, pool, ids),
+ * response.c (upstream events, response relay), reqbody.c (the request body
+ * pipeline) and reply.c (answers to the client). Internal to the gateway.
  */
 #ifndef GW_EXCHANGE_H
 #define GW_EXCHANGE_H
@@ -166,6 +167,19 @@ struct exchange {
 
 /* proxy.c: the exchange's lifecycle */
 void gw_proxy_set_state(struct exchange *x, enum xstate to);
+void gw_proxy_resume_client(struct exchange *x); /* if paused and below the watermark */
+
+/* exchange.c */
+struct exchange *gw_exchange_new(struct gw_worker *w, evhtp_request_t *req);
+void gw_exchange_free(struct exchange *x); /* back to the worker's pool */
+void gw_exchange_set_traceparent(struct exchange *x, evhtp_headers_t *h);
+int64_t gw_exchange_key_slot(const struct exchange *x); /* -1: no key */
+struct gw_str gw_exchange_model_sent(const struct exchange *x); /* {NULL, 0}: none */
+
+/* response.c */
+void gw_response_up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg);
+void gw_response_start(struct exchange *x);
+evhtp_res gw_response_on_write(evhtp_connection_t *conn, void *arg);
 void gw_proxy_fail(struct exchange *x, const struct gw_error *err);
 int64_t gw_proxy_now_ms(void);  /* monotonic */
 int64_t gw_proxy_unix_ms(void); /* wall clock (UTC) */
