@@ -352,7 +352,10 @@ static size_t feed_chunked(struct framer *f, htparser *p, htparse_hooks *hooks,
     return off;
 }
 
-#define READ_AHEAD_STEP (256 * 1024)      /* one read(2) */
+/* One read(2). libevhtp copies each piece into an evbuffer chain sized as the
+ * piece plus libevent's 48-byte chain header, rounded up to a power of two: a
+ * full 256 KiB would allocate 512 KiB per piece, hence the slack. */
+#define READ_AHEAD_STEP (256 * 1024 - 128)
 #define READ_AHEAD_MAX (1024 * 1024)      /* per read callback: other connections wait */
 
 /*

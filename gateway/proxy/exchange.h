@@ -24,6 +24,10 @@
 
 /* Request side: pause the client above this many bytes queued for the upstream. */
 #define REQ_HWM (256 * 1024)
+/* Request side: at least this many bytes for the upstream are written at once
+ * (gw_upconn_flush) instead of later in the loop pass: a body piece is then
+ * freed in the callback that read it. Small requests keep one writev per pass. */
+#define FLUSH_NOW (32 * 1024)
 /* Response side: pause the upstream above this many bytes queued for the client,
  * resume below RESP_LWM. */
 #define RESP_HWM (256 * 1024)
