@@ -214,7 +214,8 @@ void gw_exchange_free(struct exchange *x)
         gw_upconn_release(x->up);
     if (x->spool_fd >= 0)
         close(x->spool_fd);
-    x->w->inflight--;
+    if (--x->w->inflight == 0)
+        gw_worker_idle(x->w);
     gw_config_release(x->cfg);
     gw_keytab_release(x->keytab);
     pool_put(x->w, x);
