@@ -22,8 +22,11 @@
 #include "server.h"
 #include "upstream.h"
 
-/* Request side: pause the client above this many bytes queued for the upstream. */
-#define REQ_HWM (256 * 1024)
+/* Request side: at most this many bytes queued for the upstream per exchange
+ * (client reads sized to the room left, the client paused when less than
+ * READ_MIN is left). */
+#define REQ_HWM (128 * 1024)
+#define READ_MIN (16 * 1024)
 /* Request side: at least this many bytes for the upstream are written at once
  * (gw_upconn_flush) instead of later in the loop pass: a body piece is then
  * freed in the callback that read it. Small requests keep one writev per pass. */

@@ -321,21 +321,46 @@ refuse:
 
 /* --------------------------------------------------------------- on_read */
 
+static size_t queued_upstream(struct exchange *x)
+{
+    return evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
+}
+
 static int should_pause(struct exchange *x)
 {
-    size_t queued;
-
     if (x->key_state == KEY_LOOKUP)
         return 1; /* until the store says which upstream key the video needs */
     if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL)
         return 0; /* bounded by max_json_body / lookahead; spool goes to disk */
-    queued = evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
-    return queued > REQ_HWM;
+    return queued_upstream(x) > REQ_HWM - READ_MIN;
+}
+
+/*
+ * The next client read takes no more than the room left under REQ_HWM, sized to
+ * fill whole evbuffer chains (a power of two less libevent's chain header): what
+ * an upload holds while the upstream is slow is then REQ_HWM, not REQ_HWM and a
+ * read-ahead piece (256 KiB) more. With an upstream that keeps up, nothing is
+ * queued and reads stay at REQ_HWM.
+ */
+static void set_read_room(struct exchange *x)
+{
+    size_t queued = queued_upstream(x);
+    size_t room = queued < REQ_HWM ? REQ_HWM - queued : 0;
+    size_t piece = REQ_HWM;
+
+    if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL) {
+        gw_htfix_read_max(evhtp_request_get_connection(x->req), 0); /* bounded otherwise */
+        return;
+    }
+    while (piece > READ_MIN && piece - 128 > room)
+        piece /= 2;
+    gw_htfix_read_max(evhtp_request_get_connection(x->req), piece - 128);
 }
 
 void gw_proxy_resume_client(struct exchange *x)
 {
     if (x->client_paused && !should_pause(x)) {
+        set_read_room(x);
         x->client_paused = 0;
         evhtp_request_resume(x->req);
     }
@@ -373,6 +398,7 @@ static evhtp_res on_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
         gw_proxy_fail(x, &err);
         return EVHTP_RES_OK;
     }
+    set_read_room(x);
     /* never pause on the last piece of a sized body: libevhtp would never
      * finish the request (libevhtp-notes trap 3) */
     if (should_pause(x) && !(x->client_cl >= 0 && x->body_in >= (uint64_t)x->client_cl)) {
