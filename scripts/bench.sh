@@ -547,24 +547,6 @@ else
     say "wrk ($WRK_THREADS threads), curl and the upstream nginx share these cores with the proxy; nothing is pinned"
 fi
 say "versions: gateway $("$GW" -v | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo '+local changes')), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-# I: idle keep-alive connections, one request each; resident memory per connection. First,
-# before any load: after one, the free heap a process kept would hide what they cost
-SI="I ${IDLE_CONNS} idle keep-alive connections"
-say "$SI"
-idle=$tmp/idle.tsv # WHO CONNS BEFORE_KB AFTER_KB
-: >"$idle"
-for who in gateway nginx haproxy; do
-    case $who in
-    gateway) pid=$GW_PID port=$GW_PORT ;;
-    nginx) pid=$NGX_PID port=$NGX_PORT ;;
-    haproxy) pid=$HAP_PID port=$HAP_PORT ;;
-    esac
-    out=$("${CLI[@]}" python3 "$root/scripts/bench/idle.py" "$port" "$IDLE_CONNS" $(proc_pids "$pid"))
-    printf '   %-8s %s\n' "$who" "${out#IDLE }"
-    printf '%s\t%s\t%s\t%s\n' "$who" "$(kv conns "$out")" "$(kv before_kb "$out")" \
-        "$(kv after_kb "$out")" >>"$idle"
-done
-
 say "warm-up: 1 s of small creates through each proxy"
 warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$GWRU"; warm "$NGXU"; warm "$NGXLOGU"; warm "$HAPU"
 
@@ -681,6 +663,25 @@ for who in gateway nginx haproxy; do
     start=RSS0_$who
     hwm=$(awk -F'\t' -v w="$who" '$1 == "M" && $3 == w {print $9}' "$results")
     printf '%s\t%s\t%s\t%s\n' "$who" "${!start}" "$hwm" "$(rss_kb "$pid")" >>"$mem"
+done
+
+# I: idle keep-alive connections, one request each; resident memory per connection. Last:
+# the gateway keeps part of what they cost once they are closed (see docs/benchmarks.md), which
+# would count in M; after M, every process has settled (the gateway trimmed its heap)
+SI="I ${IDLE_CONNS} idle keep-alive connections"
+say "$SI"
+idle=$tmp/idle.tsv # WHO CONNS BEFORE_KB AFTER_KB
+: >"$idle"
+for who in gateway nginx haproxy; do
+    case $who in
+    gateway) pid=$GW_PID port=$GW_PORT ;;
+    nginx) pid=$NGX_PID port=$NGX_PORT ;;
+    haproxy) pid=$HAP_PID port=$HAP_PORT ;;
+    esac
+    out=$("${CLI[@]}" python3 "$root/scripts/bench/idle.py" "$port" "$IDLE_CONNS" $(proc_pids "$pid"))
+    printf '   %-8s %s\n' "$who" "${out#IDLE }"
+    printf '%s\t%s\t%s\t%s\n' "$who" "$(kv conns "$out")" "$(kv before_kb "$out")" \
+        "$(kv after_kb "$out")" >>"$idle"
 done
 
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
