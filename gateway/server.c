@@ -4,6 +4,7 @@
  * taken by the main thread with sigwait() and passed to the loops.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,34 @@ static void accept_error(struct evconnlistener *lis, void *arg)
         evconnlistener_disable(lis);
         event_add(w->accept_timer, &pause);
     }
+}
+
+/*
+ * glibc keeps what is freed: the body pieces of many concurrent uploads (256 KiB
+ * chains) end up as free heap pages that RSS keeps counting after the load, and
+ * its dynamic mmap threshold grows past them after the first free, so they are
+ * not unmapped either. malloc_trim() returns the free pages of every arena (it
+ * takes a few ms for a large heap, no I/O); only when the loop has had nothing
+ * to do for TRIM_IDLE_MS, so a busy loop never refaults pages it still uses.
+ */
+#define TRIM_IDLE_MS 1000
+
+static void trim_idle(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gw_worker *w = arg;
+
+    (void)fd;
+    (void)ev;
+    if (w->inflight == 0)
+        malloc_trim(0);
+}
+
+void gw_worker_idle(struct gw_worker *w)
+{
+    static const struct timeval idle = { TRIM_IDLE_MS / 1000, (TRIM_IDLE_MS % 1000) * 1000 };
+
+    if (w->trim_timer != NULL)
+        evtimer_add(w->trim_timer, &idle);
 }
 
 static int server_tls(struct gw_worker *w, struct gw_error *err)
@@ -241,6 +270,9 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     w->accept_timer = evtimer_new(w->base, accept_resume, w);
     if (w->accept_timer == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the accept timer");
+    w->trim_timer = evtimer_new(w->base, trim_idle, w);
+    if (w->trim_timer == NULL)
+        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the trim timer");
     evconnlistener_set_error_cb(w->htp->server, accept_error);
     return GW_OK;
 }

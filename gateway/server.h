@@ -44,11 +44,16 @@ struct gw_worker {
     evhtp_t *admin;                 /* first loop only: the admin listener, or NULL */
     struct gw_keysync *keysync;     /* first loop only: keeps keytab current (with a store) */
     struct event *accept_timer;   /* accepts paused (out of descriptors) until it fires */
+    struct event *trim_timer;     /* freed memory handed back once the loop stays idle */
     uint64_t accept_errors;       /* accept() failures since the last log line */
     int64_t accept_logged_ms;     /* when that line was written */
 };
 
 struct gw_server;
+
+/* The loop's last exchange ended: hand freed memory back to the system if it
+ * stays idle a while (each call pushes that moment back). */
+void gw_worker_idle(struct gw_worker *w);
 
 /* Build every worker (listeners bound, TLS loaded). GW_ERR with a message in err. */
 struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err);

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# scripts/bench.sh - the gateway and nginx side by side, in one run, on loopback, in front of
-# the same upstream (a second nginx). Prints, per scenario, throughput, p99 latency, the
-# proxy's CPU time (user+sys from /proc/PID/stat) per request or per GiB, and its peak RSS
-# (VmHWM), for the gateway, for nginx and as the ratio gateway/nginx.
+# scripts/bench.sh - the gateway, nginx and haproxy side by side, in one run, on loopback, in
+# front of the same upstream (a second nginx). Prints, per scenario, throughput, p99 latency,
+# the proxy's CPU time (user+sys from /proc/PID/stat) per request or per GiB, and its peak RSS
+# (VmHWM), for the gateway and both anchors, with the ratios gateway/nginx and
+# gateway/haproxy, then each goal of issue 11 with its ratio.
 # Method and recorded figures: docs/benchmarks.md.
 #
-#   scripts/bench.sh             install (apt: nginx-light, wrk), build, run (~1.5 min)
+#   scripts/bench.sh             install (apt: nginx-light, wrk, haproxy), build, run (~3 min)
+#
+# Scenario 2: 1 MiB image creates over BENCH_MIB_CONNS (64) connections. Scenario M: 256
+# connections of 1 MiB creates, the peak RSS, then the RSS BENCH_SETTLE_SECS (30) s after the
+# load against the RSS after start-up. Scenario I: BENCH_IDLE_CONNS (10000) idle keep-alive
+# connections (one request each, then nothing): memory per connection.
 #
 # Scenario 1S is scenario 1 through a third gateway with a [store] (SQLite, WAL) and every
 # per-key limit on: what limits and the job ledger cost per create (issue 6: at most 3 us).
@@ -16,6 +22,10 @@
 # Knobs (environment): BENCH_SMALL_SECS (10) BENCH_SMALL_CONNS (32) BENCH_LOG_SECS (5)
 #   BENCH_MIB_SECS (6) BENCH_MIB_CONNS (8) BENCH_UPLOAD_MIB (200) BENCH_UPLOAD_REPS (5)
 #   BENCH_DOWNLOAD_MIB (50) BENCH_DOWNLOAD_REPS (20) BENCH_WRK_THREADS (2)
+#   BENCH_MEM_SECS (6) BENCH_SETTLE_SECS (30) BENCH_IDLE_CONNS (10000)
+#   BENCH_GW=PATH  use this gateway binary instead of building the tree (before/after runs)
+#   BENCH_PIN=1    the issue's placement: clients (wrk, curl) on CPU 0, the proxies and the
+#                  upstream on CPU 1 (taskset)
 #   BENCH_PERF=1   after the table: perf top symbols of the gateway (without and with limits +
 #                  store), syscalls per request (strace)
 #   BENCH_KEEP=1   keep the temp dir (configs, logs, wrk outputs); it is kept on failure too
@@ -27,7 +37,13 @@ SMALL_SECS=${BENCH_SMALL_SECS:-10}
 SMALL_CONNS=${BENCH_SMALL_CONNS:-32}
 LOG_SECS=${BENCH_LOG_SECS:-5}
 MIB_SECS=${BENCH_MIB_SECS:-6}
-MIB_CONNS=${BENCH_MIB_CONNS:-8}
+MIB_CONNS=${BENCH_MIB_CONNS:-64}
+MEM_SECS=${BENCH_MEM_SECS:-6}
+SETTLE_SECS=${BENCH_SETTLE_SECS:-30}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+# the client's and the servers' CPUs (BENCH_PIN=1), else nothing
+CLI=() SRV=()
+if [ "${BENCH_PIN:-0}" = 1 ]; then CLI=(taskset -c 0) SRV=(taskset -c 1); fi
 UPLOAD_MIB=${BENCH_UPLOAD_MIB:-200}
 UPLOAD_REPS=${BENCH_UPLOAD_REPS:-5}
 DOWNLOAD_MIB=${BENCH_DOWNLOAD_MIB:-50}
@@ -45,12 +61,23 @@ scripts/install-deps.sh --bench
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || die "nginx not found"
 command -v wrk >/dev/null || die "wrk not found"
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+[ -x "$HAPROXY" ] || die "haproxy not found"
+# idle connections: one descriptor each in the client and in the proxy, and haproxy reserves
+# two per connection of its maxconn: fewer than BENCH_IDLE_CONNS if the limit is lower
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -gt $((2 * IDLE_CONNS + 1000)) ] || IDLE_CONNS=$((($(ulimit -n) - 1000) / 2))
 ECHO_MOD=/usr/lib/nginx/modules/ngx_http_echo_module.so # from nginx-light (libnginx-mod-http-echo)
 [ -f "$ECHO_MOD" ] || die "$ECHO_MOD missing (apt-get install libnginx-mod-http-echo)"
-say "building the gateway (RelWithDebInfo, build-bench/)"
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" --target gateway >/dev/null
-GW=$root/build-bench/gateway
+if [ -n "${BENCH_GW:-}" ]; then
+    GW=$(realpath "$BENCH_GW") # another build (an older commit, say) for before/after runs
+    say "gateway binary: $GW (BENCH_GW)"
+else
+    say "building the gateway (RelWithDebInfo, build-bench/)"
+    cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
+    cmake --build build-bench -j"$(nproc)" --target gateway >/dev/null
+    GW=$root/build-bench/gateway
+fi
 
 # ------------------------------------------------------------------ temp dir, cleanup
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/videogw-bench.XXXXXX")
@@ -76,12 +103,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog,gwstore,gwredis,redis}
+mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog,gwstore,gwredis,redis,hap}
 chmod 755 "$tmp" "$tmp/up" "$tmp/up/www" # nginx workers run as nobody when started by root
 read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT UPJ_PORT GWS_PORT GWR_PORT \
-    REDIS_PORT < <(python3 -c '
+    REDIS_PORT HAP_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(10)]
+ss = [socket.socket() for _ in range(11)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 UPKEY="sk-upstream-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -197,6 +224,32 @@ $(ngx_server "$NGXLOG_PORT" "access_log $tmp/ngx/access.log;")
 }
 EOF
 
+# ------------------------------------------------------------------ haproxy, the second anchor
+# As the issue measured it: 64 KiB buffers, two threads (the gateway's two loops), keep-alive
+# to the upstream with connections reused, no log, bodies streamed (haproxy's default:
+# no `option http-buffer-request`), the Authorization replaced by the upstream key.
+cat >"$tmp/hap/haproxy.cfg" <<EOF
+global
+    nbthread 2
+    maxconn $((IDLE_CONNS + 200))
+    tune.bufsize 65536
+    pidfile $tmp/hap/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 75s
+    timeout server 75s
+    timeout http-keep-alive 75s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:$HAP_PORT
+    default_backend video
+backend video
+    http-request set-header Authorization "Bearer $UPKEY"
+    server up 127.0.0.1:$UP_PORT
+EOF
+"$HAPROXY" -c -q -f "$tmp/hap/haproxy.cfg" || die "haproxy configuration has errors"
+
 # ------------------------------------------------------------------ the gateway
 # As scripts/demo.sh builds it, plus threads = 2, access_log = off and pool_size = 64 (the
 # same keep-alive pool as nginx's `keepalive 64`). A second instance logs to a file.
@@ -259,12 +312,12 @@ wait_http() { # URL: until anything answers
     return 1
 }
 start_nginx() { # DIR
-    "$NGINX" -p "$1/" -c "$1/nginx.conf" -e "$1/error.log" -g 'daemon off;' \
+    "${SRV[@]}" "$NGINX" -p "$1/" -c "$1/nginx.conf" -e "$1/error.log" -g 'daemon off;' \
         >"$1/stdout.log" 2>&1 &
     pids+=($!)
 }
 start_gw() { # DIR
-    VIDEO_UPSTREAM_KEY=$UPKEY "$GW" -c "$1/gateway.conf" >"$1/stdout.log" 2>"$1/stderr.log" &
+    VIDEO_UPSTREAM_KEY=$UPKEY "${SRV[@]}" "$GW" -c "$1/gateway.conf" >"$1/stdout.log" 2>"$1/stderr.log" &
     pids+=($!)
 }
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
@@ -281,6 +334,8 @@ start_gw "$tmp/gw";       GW_PID=${pids[-1]}
 start_gw "$tmp/gwlog";    GWLOG_PID=${pids[-1]}
 start_gw "$tmp/gwstore";  GWS_PID=${pids[-1]}
 start_gw "$tmp/gwredis";  GWR_PID=${pids[-1]}
+"${SRV[@]}" "$HAPROXY" -db -f "$tmp/hap/haproxy.cfg" >"$tmp/hap/stdout.log" 2>&1 &
+pids+=($!); HAP_PID=${pids[-1]}
 wait_http "http://127.0.0.1:$UP_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
 wait_http "http://127.0.0.1:$UPJ_PORT/" || die "upstream nginx did not start: $(cat "$tmp/up/error.log")"
 for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
@@ -290,10 +345,21 @@ wait_http "http://127.0.0.1:$GW_PORT/healthz" || die "gateway did not start: $(c
 wait_http "http://127.0.0.1:$GWLOG_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwlog/stderr.log")"
 wait_http "http://127.0.0.1:$GWS_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwstore/stderr.log")"
 wait_http "http://127.0.0.1:$GWR_PORT/healthz" || die "gateway did not start: $(cat "$tmp/gwredis/stderr.log")"
+wait_http "http://127.0.0.1:$HAP_PORT/" || die "haproxy did not start: $(cat "$tmp/hap/stdout.log")"
+# resident memory after start-up, before any load (scenario M compares against it)
+rss_kb() { # summed over master and workers for nginx
+    local t=0 p
+    for p in $(proc_pids "$1"); do
+        t=$((t + $(awk '/^VmRSS:/{print $2}' "/proc/$p/status")))
+    done
+    echo "$t"
+}
+proc_pids() { echo "$1"; pgrep -P "$1" || true; } # a process and its children (nginx workers)
+RSS0_gateway=$(rss_kb "$GW_PID") RSS0_nginx=$(rss_kb "$NGX_PID") RSS0_haproxy=$(rss_kb "$HAP_PID")
 # every listening socket on our ports must be ours (SO_REUSEPORT would share a port silently)
-ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $GWS_PID $GWR_PID $REDIS_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
+ours=" $UP_PID $NGX_PID $GW_PID $GWLOG_PID $GWS_PID $GWR_PID $REDIS_PID $HAP_PID $(for p in $UP_PID $NGX_PID; do pgrep -P "$p"; done | tr '\n' ' ') "
 for port in $UP_PORT $GW_PORT $GWLOG_PORT $NGX_PORT $NGXNB_PORT $NGXLOG_PORT $UPJ_PORT $GWS_PORT \
-    $GWR_PORT $REDIS_PORT; do
+    $GWR_PORT $REDIS_PORT $HAP_PORT; do
     for p in $(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
         case "$ours" in *" $p "*) ;; *) die "port $port is also held by pid $p" ;; esac
     done
@@ -310,7 +376,7 @@ code=$(create_once "http://127.0.0.1:$GW_PORT" sanity-gw)
 [ "$code" = 200 ] || die "the gateway answered $code to a create: $(cat "$tmp/sanity-gw.json")"
 code=$(create_once "http://127.0.0.1:$GWLOG_PORT" sanity-gwlog)
 [ "$code" = 200 ] || die "the gateway (access log on) answered $code: $(cat "$tmp/sanity-gwlog.json")"
-for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT; do
+for p in $NGX_PORT $NGXNB_PORT $NGXLOG_PORT $HAP_PORT; do
     code=$(create_once "http://127.0.0.1:$p" "sanity-ngx-$p")
     [ "$code" = 200 ] || die "nginx answered $code to a create: $(cat "$tmp/sanity-ngx-$p.json")"
 done
@@ -322,6 +388,8 @@ grep -qF 'x0D\x0A\x0D\x0Aveo_3_1\x0D\x0A' <<<"$line" ||
     die "the gateway did not send model=veo_3_1 upstream: $line"
 line=$(grep "^sanity-ngx-$NGX_PORT " "$tmp/up/sanity.log") || die "the upstream saw no request from nginx"
 grep -qF 'x0D\x0A\x0D\x0Aveo3.1\x0D\x0A' <<<"$line" || die "nginx changed the body: $line"
+line=$(grep "^sanity-ngx-$HAP_PORT " "$tmp/up/sanity.log") || die "the upstream saw no request from haproxy"
+grep -qF 'x0D\x0A\x0D\x0Aveo3.1\x0D\x0A' <<<"$line" || die "haproxy changed the body: $line"
 # the gateway with limits + store: a fresh job id, the rate-limit headers of a key with rpm,
 # the model rewritten, and the job in the store (GET /v1/videos is answered from it)
 code=$(curl -sS -o "$tmp/sanity-gws.json" -D "$tmp/sanity-gws.head" -w '%{http_code}' -H 'Expect:' \
@@ -349,14 +417,13 @@ grep -qi '^x-ratelimit-limit-requests: ' "$tmp/sanity-gwr.head" ||
 curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GWR_PORT/v1/videos" | grep -qF "\"$gwr_id\"" ||
     die "Redis does not list the job $gwr_id just created"
 video_bytes=$(stat -c %s "$tmp/up/www/video.mp4")
-for p in $GW_PORT $NGX_PORT $NGXNB_PORT; do
+for p in $GW_PORT $NGX_PORT $NGXNB_PORT $HAP_PORT; do
     got=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' -H "Authorization: Bearer $KEY" \
         "http://127.0.0.1:$p/v1/videos/$VIDEO_ID/content")
     [ "$got" = "200 $video_bytes" ] || die "download through port $p: got '$got', want '200 $video_bytes'"
 done
 
 # ------------------------------------------------------------------ measurement helpers
-proc_pids() { echo "$1"; pgrep -P "$1" || true; } # a process and its children (nginx workers)
 cpu_ticks() { # "USER SYS" clock ticks of the process (all threads) and its children
     local u=0 s=0 p pu ps
     for p in $(proc_pids "$1"); do
@@ -397,7 +464,7 @@ run_wrk() { # SCEN LABEL WHO PID URL CONNS SECS IMAGE_BYTES
     local c0 c1 ticks tu ts out line n dur p99 non2xx errs note=""
     hwm_reset "$pid"
     c0=$(cpu_ticks "$pid")
-    out=$(BENCH_KEY=$KEY BENCH_IMAGE_BYTES=$img wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" \
+    out=$(BENCH_KEY=$KEY BENCH_IMAGE_BYTES=$img "${CLI[@]}" wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" \
         --timeout 10s -s "$root/scripts/bench/create.lua" "$url/v1/videos" 2>&1) ||
         die "wrk failed: $out"
     c1=$(cpu_ticks "$pid")
@@ -429,13 +496,13 @@ run_curl() { # SCEN LABEL WHO PID URL KIND(upload|download) REPS
     c0=$(cpu_ticks "$pid")
     for i in $(seq "$reps"); do
         if [ "$kind" = upload ]; then
-            curl -sS -o /dev/null -w '%{http_code} %{size_upload} %{time_total}\n' -H 'Expect:' \
+            "${CLI[@]}" curl -sS -o /dev/null -w '%{http_code} %{size_upload} %{time_total}\n' -H 'Expect:' \
                 -H "Authorization: Bearer $KEY" -H "X-Bench-Sanity: $scen-$who-$i" \
                 -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 \
                 -F "input_reference=@$tmp/upload.png;type=image/png;filename=frame.png" \
                 "$url/v1/videos" >>"$samples" || true
         else
-            curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' \
+            "${CLI[@]}" curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' \
                 -H "Authorization: Bearer $KEY" "$url/v1/videos/$VIDEO_ID/content" \
                 >>"$samples" || true
         fi
@@ -467,16 +534,42 @@ NGXNBU=http://127.0.0.1:$NGXNB_PORT
 NGXLOGU=http://127.0.0.1:$NGXLOG_PORT
 GWSU=http://127.0.0.1:$GWS_PORT
 GWRU=http://127.0.0.1:$GWR_PORT
+HAPU=http://127.0.0.1:$HAP_PORT
 warm() { BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d1s -s "$root/scripts/bench/create.lua" \
     "$1/v1/videos" >/dev/null; }
 
 echo
 say "machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -r);" \
     "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-say "wrk ($WRK_THREADS threads), curl and the upstream nginx share these cores with the proxy; nothing is pinned"
+if [ "${BENCH_PIN:-0}" = 1 ]; then
+    say "pinned: wrk ($WRK_THREADS threads) and curl on CPU 0; the proxies and the upstream nginx on CPU 1"
+else
+    say "wrk ($WRK_THREADS threads), curl and the upstream nginx share these cores with the proxy; nothing is pinned"
+fi
 say "versions: gateway $("$GW" -v | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo '+local changes')), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+# I: idle keep-alive connections, one request each; resident memory per connection. First,
+# before any load (after one, a process reuses the free memory it kept and the figure says
+# nothing), and for the gateway on the access-log instance (idle connections log nothing): the
+# gateway keeps about two thirds of what they cost once they are closed (docs/benchmarks.md),
+# which would count in M's "after the load"
+SI="I ${IDLE_CONNS} idle keep-alive connections"
+say "$SI"
+idle=$tmp/idle.tsv # WHO CONNS BEFORE_KB AFTER_KB
+: >"$idle"
+for who in gateway nginx haproxy; do
+    case $who in
+    gateway) pid=$GWLOG_PID port=$GWLOG_PORT ;;
+    nginx) pid=$NGX_PID port=$NGX_PORT ;;
+    haproxy) pid=$HAP_PID port=$HAP_PORT ;;
+    esac
+    out=$("${CLI[@]}" python3 "$root/scripts/bench/idle.py" "$port" "$IDLE_CONNS" $(proc_pids "$pid"))
+    printf '   %-8s %s\n' "$who" "${out#IDLE }"
+    printf '%s\t%s\t%s\t%s\n' "$who" "$(kv conns "$out")" "$(kv before_kb "$out")" \
+        "$(kv after_kb "$out")" >>"$idle"
+done
+
 say "warm-up: 1 s of small creates through each proxy"
-warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$GWRU"; warm "$NGXU"; warm "$NGXLOGU"
+warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$GWRU"; warm "$NGXU"; warm "$NGXLOGU"; warm "$HAPU"
 
 # 1 and 1S: the two gateway runs back to back, then nginx, which has no limits or store
 # to switch on: its one run is the baseline of both rows.
@@ -522,6 +615,7 @@ if grep -qE 'not recorded|store: ' "$tmp/gwredis/stderr.log"; then
 fi
 say "$S1, 1S and 1R: nginx (one run for the three rows)"
 run_wrk 1 "$S1" nginx "$NGX_PID" "$NGXU" "$SMALL_CONNS" "$SMALL_SECS" 0
+run_wrk 1 "$S1" haproxy "$HAP_PID" "$HAPU" "$SMALL_CONNS" "$SMALL_SECS" 0
 awk -F'\t' -v OFS='\t' -v l="$S1S" -v r="$S1R" '$1 == "1" && $3 == "nginx" {
     $1 = "1S"; $2 = l; print; $1 = "1R"; $2 = r; print }' "$results" >>"$results"
 # every create the run counted was recorded (creates wrk cut at its stop may be too)
@@ -544,16 +638,18 @@ S2="2 1 MiB create, ${MIB_CONNS} conns ${MIB_SECS}s"
 say "$S2"
 run_wrk 2 "$S2" gateway "$GW_PID" "$GWU" "$MIB_CONNS" "$MIB_SECS" 1048576
 run_wrk 2 "$S2" nginx "$NGX_PID" "$NGXU" "$MIB_CONNS" "$MIB_SECS" 1048576
+run_wrk 2 "$S2" haproxy "$HAP_PID" "$HAPU" "$MIB_CONNS" "$MIB_SECS" 1048576
 
 S3="3 ${UPLOAD_MIB} MiB upload x${UPLOAD_REPS}, sequential"
 say "$S3"
 run_curl 3 "$S3" gateway "$GW_PID" "$GWU" upload "$UPLOAD_REPS"
 run_curl 3 "$S3" nginx "$NGX_PID" "$NGXU" upload "$UPLOAD_REPS"
+run_curl 3 "$S3" haproxy "$HAP_PID" "$HAPU" upload "$UPLOAD_REPS"
 # the upstream must have received every byte: the client's body, +1 byte through the
 # gateway (veo3.1 -> veo_3_1), with an exact Content-Length
 sleep 0.3
 upload_body=$(head -1 "$tmp/curl-3-nginx.txt" | cut -d' ' -f2)
-for who in gateway nginx; do
+for who in gateway nginx haproxy; do
     want=$upload_body
     [ "$who" = gateway ] && want=$((upload_body + 1))
     got=$(awk -v w="$who" '$1 ~ "^3-" w "-" {print $3}' "$tmp/up/sanity.log" | sort -u | tr '\n' ' ')
@@ -564,11 +660,31 @@ S4="4 ${DOWNLOAD_MIB} MiB download x${DOWNLOAD_REPS}, nginx proxy_buffering on"
 say "$S4"
 run_curl 4 "$S4" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
 run_curl 4 "$S4" nginx "$NGX_PID" "$NGXU" download "$DOWNLOAD_REPS"
+run_curl 4 "$S4" haproxy "$HAP_PID" "$HAPU" download "$DOWNLOAD_REPS"
 
 S4B="4b same, nginx proxy_buffering off"
 say "$S4B"
 run_curl 4b "$S4B" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
 run_curl 4b "$S4B" nginx "$NGX_PID" "$NGXNBU" download "$DOWNLOAD_REPS"
+
+# M: many concurrent uploads. The peak (VmHWM, reset at the start of each run) and, once all
+# three have run, the RSS SETTLE_SECS after the last load against the RSS after start-up
+# (the gateway's load ended earliest: its figure is at least that long after).
+SM="M memory: 1 MiB creates, 256 conns ${MEM_SECS}s"
+say "$SM"
+run_wrk M "$SM" gateway "$GW_PID" "$GWU" 256 "$MEM_SECS" 1048576
+run_wrk M "$SM" nginx "$NGX_PID" "$NGXU" 256 "$MEM_SECS" 1048576
+run_wrk M "$SM" haproxy "$HAP_PID" "$HAPU" 256 "$MEM_SECS" 1048576
+say "waiting ${SETTLE_SECS}s for the RSS after the load"
+sleep "$SETTLE_SECS"
+mem=$tmp/mem.tsv # WHO START_KB HWM_KB AFTER_KB
+: >"$mem"
+for who in gateway nginx haproxy; do
+    case $who in gateway) pid=$GW_PID ;; nginx) pid=$NGX_PID ;; haproxy) pid=$HAP_PID ;; esac
+    start=RSS0_$who
+    hwm=$(awk -F'\t' -v w="$who" '$1 == "M" && $3 == w {print $9}' "$results")
+    printf '%s\t%s\t%s\t%s\n' "$who" "${!start}" "$hwm" "$(rss_kb "$pid")" >>"$mem"
+done
 
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -s "$tmp/gw/stderr.log" ] && { echo "gateway error log:"; head -20 "$tmp/gw/stderr.log"; }
@@ -583,20 +699,48 @@ awk -F'\t' '
     { k = $1; if (!(k in label)) { order[++n] = k; label[k] = $2 }
       tp[k, $3] = $4; tu[k] = $5; p99[k, $3] = $6; cpu[k, $3] = $7; cu[k] = $8
       rss[k, $3] = $9 / 1024; if ($10 != "") note[k] = note[k] " [" $3 ": " $10 "]" }
-    function row(name, g, x, fmt) {
-        printf "  %-16s " fmt " " fmt "  %9s\n", name, g, x, (x > 0 ? sprintf("%.2f", g / x) : "-")
+    function cell(v, fmt) { return v == "" ? sprintf("%12s", "-") : sprintf(fmt, v) }
+    function ratio(g, x) { return (x > 0 && g != "") ? sprintf("%.2f", g / x) : "-" }
+    function row(name, g, x, h, fmt) {
+        printf "  %-16s %s %s %s  %8s %8s\n", name, cell(g, fmt), cell(x, fmt), cell(h, fmt),
+            ratio(g, x), ratio(g, h)
     }
-    BEGIN { printf "%-18s %12s %12s  %9s\n", "", "gateway", "nginx", "gw/nginx" }
+    BEGIN { printf "%-18s %12s %12s %12s  %8s %8s\n", "", "gateway", "nginx", "haproxy",
+            "gw/ngx", "gw/hap" }
     END {
         for (i = 1; i <= n; i++) {
             k = order[i]
             print label[k] note[k]
-            row(tu[k], tp[k, "gateway"], tp[k, "nginx"], "%12.0f")
-            row("p99 ms", p99[k, "gateway"], p99[k, "nginx"], "%12.2f")
-            row("CPU " cu[k], cpu[k, "gateway"], cpu[k, "nginx"], "%12.1f")
-            row("peak RSS MiB", rss[k, "gateway"], rss[k, "nginx"], "%12.1f")
+            row(tu[k], tp[k, "gateway"], tp[k, "nginx"], tp[k, "haproxy"], "%12.0f")
+            row("p99 ms", p99[k, "gateway"], p99[k, "nginx"], p99[k, "haproxy"], "%12.2f")
+            row("CPU " cu[k], cpu[k, "gateway"], cpu[k, "nginx"], cpu[k, "haproxy"], "%12.1f")
+            row("peak RSS MiB", rss[k, "gateway"], rss[k, "nginx"], rss[k, "haproxy"], "%12.1f")
         }
     }' "$results"
+echo
+echo "M: resident memory (MiB) after start-up, at the peak of 256 concurrent 1 MiB creates, and"
+echo "   ${SETTLE_SECS}s after the load"
+awk -F'\t' '{ w[NR] = $1; s[$1] = $2 / 1024; h[$1] = $3 / 1024; a[$1] = $4 / 1024 }
+    END {
+        printf "  %-16s %12s %12s %12s  %8s %8s\n", "", "gateway", "nginx", "haproxy", "gw/ngx", "gw/hap"
+        printf "  %-16s %12.1f %12.1f %12.1f\n", "after start-up", s["gateway"], s["nginx"], s["haproxy"]
+        printf "  %-16s %12.1f %12.1f %12.1f  %8.2f %8.2f\n", "peak (VmHWM)", h["gateway"], h["nginx"],
+            h["haproxy"], h["gateway"] / h["nginx"], h["gateway"] / h["haproxy"]
+        printf "  %-16s %12.1f %12.1f %12.1f  %8.2f %8.2f\n", "after the load", a["gateway"], a["nginx"],
+            a["haproxy"], a["gateway"] / a["nginx"], a["gateway"] / a["haproxy"]
+        for (i = 1; i <= 3; i++) pu[w[i]] = (h[w[i]] - s[w[i]]) * 1024 / 256
+        printf "  %-16s %12.0f %12.0f %12.0f  %8.2f %8.2f\n", "KiB per upload", pu["gateway"],
+            pu["nginx"], pu["haproxy"], (pu["nginx"] > 0 ? pu["gateway"] / pu["nginx"] : 0),
+            (pu["haproxy"] > 0 ? pu["gateway"] / pu["haproxy"] : 0)
+    }' "$mem"
+echo "I: ${IDLE_CONNS} idle keep-alive connections, resident memory added per connection (KiB)"
+awk -F'\t' '{ c[$1] = $2; k[$1] = ($4 - $3) / ($2 > 0 ? $2 : 1) }
+    END {
+        printf "  %-16s %12.2f %12.2f %12.2f  %8.2f %8.2f\n", "KiB per conn", k["gateway"], k["nginx"],
+            k["haproxy"], (k["nginx"] > 0 ? k["gateway"] / k["nginx"] : 0),
+            (k["haproxy"] > 0 ? k["gateway"] / k["haproxy"] : 0)
+        printf "  %-16s %12d %12d %12d\n", "connections", c["gateway"], c["nginx"], c["haproxy"]
+    }' "$idle"
 cat <<EOF
 
 CPU = user+sys of the proxy (gateway: the process, all threads; nginx: master + 2 workers)
@@ -610,7 +754,29 @@ its CPU includes the store thread. Its nginx column is the nginx run of 1.
 1R: 1S's configuration with backend = redis (rpm and concurrency decided in Redis), run
 right after 1S; its CPU is the gateway's only (redis-server's is printed apart above).
 4b: a second gateway run against nginx with proxy_buffering off.
+haproxy: 2 threads, tune.bufsize 65536, http-reuse always, no log, bodies streamed; it has no
+run in 1L, 1S, 1R and 4b.
 EOF
+# issue 11's goals, each with its ratio in this run
+awk -F'\t' 'FILENAME == ARGV[1] { c[$1, $3] = $7; next }
+    FILENAME == ARGV[2] { s[$1] = $2; h[$1] = $3; a[$1] = $4; next }
+    { ic[$1] = ($4 - $3) / ($2 > 0 ? $2 : 1) }
+    function goal(what, r, lim, unit) {
+        printf "  %-58s %6.2f%s (goal %s%s): %s\n", what, r, unit, "<= ", lim unit,
+            (r <= lim ? "met" : "NOT met")
+    }
+    END {
+        print "\nissue 11 goals (this run):"
+        goal("1 MiB image create CPU, gateway/haproxy", c[2, "gateway"] / c[2, "haproxy"], 1, "")
+        goal("200 MiB upload CPU, gateway/haproxy", c[3, "gateway"] / c[3, "haproxy"], 1, "")
+        goal("50 MiB download CPU, gateway/nginx", c[4, "gateway"] / c[4, "nginx"], 0.8, "")
+        goal("small create CPU, gateway/nginx", c[1, "gateway"] / c[1, "nginx"], 1, "")
+        goal("memory per concurrent upload, KiB", (h["gateway"] - s["gateway"]) / 256, 128, "")
+        goal("VmHWM with 256 concurrent 1 MiB creates, MiB", h["gateway"] / 1024, 48, "")
+        goal("RSS after the load over start-up, MiB", (a["gateway"] - s["gateway"]) / 1024, 16, "")
+        goal("memory per idle connection, gateway/nginx",
+             ic["gateway"] / (ic["nginx"] > 0.01 ? ic["nginx"] : 0.01), 1, "")
+    }' "$results" "$mem" "$idle"
 # the cost of limits + store per create, and the goal of issue 6 (at most 3 us more)
 awk -F'\t' '$3 == "gateway" && ($1 == "1" || $1 == "1S" || $1 == "1R") { c[$1] = $7; u[$1] = $11; s[$1] = $12 }
     END { d = c["1S"] - c["1"]

@@ -16,7 +16,7 @@ pkgs=(
     # operations: sd_notify (systemd Type=notify); promtool and a real Prometheus for the tests
     libsystemd-dev prometheus
 )
-[ "${1:-}" = "--bench" ] && pkgs+=(nginx-light wrk)
+[ "${1:-}" = "--bench" ] && pkgs+=(nginx-light wrk haproxy)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-14-dev)
 
 SUDO=""

@@ -70,6 +70,7 @@ struct framer {
     int chunk_open;       /* a canonical chunk handed to the parser still needs its CRLF */
     int orphan;           /* the request went away mid-body: frame the rest and drop it */
     int held;             /* reading was stopped in PH_HOLD: the stash is full */
+    size_t read_max;      /* bytes per read-ahead read (gw_htfix_read_max); 0: READ_AHEAD_STEP */
     struct event *kick;   /* after a held request: parse what is waiting */
     struct event *timer;  /* header_timeout of an incomplete head */
 };
@@ -352,7 +353,10 @@ static size_t feed_chunked(struct framer *f, htparser *p, htparse_hooks *hooks,
     return off;
 }
 
-#define READ_AHEAD_STEP (256 * 1024)      /* one read(2) */
+/* One read(2). libevhtp copies each piece into an evbuffer chain sized as the
+ * piece plus libevent's 48-byte chain header, rounded up to a power of two: a
+ * full 256 KiB would allocate 512 KiB per piece, hence the slack. */
+#define READ_AHEAD_STEP (256 * 1024 - 128)
 #define READ_AHEAD_MAX (1024 * 1024)      /* per read callback: other connections wait */
 
 /*
@@ -375,13 +379,22 @@ static void read_ahead(struct framer *f, htparser *p, htparse_hooks *hooks)
     if (c->ssl != NULL || c->bev == NULL)
         return;
     while (total < READ_AHEAD_MAX && f->phase == PH_BODY_LENGTH && !stop) {
-        ssize_t n = read(bufferevent_getfd(c->bev), buf,
-                         f->left < READ_AHEAD_STEP ? (size_t)f->left : READ_AHEAD_STEP);
+        size_t want = f->read_max > 0 && f->read_max < READ_AHEAD_STEP ? f->read_max
+                                                                       : READ_AHEAD_STEP;
+        ssize_t n = read(bufferevent_getfd(c->bev), buf, f->left < want ? (size_t)f->left : want);
         if (n <= 0)
             return;
         feed_length(f, p, hooks, buf, (size_t)n, &stop);
         total += (size_t)n;
     }
+}
+
+void gw_htfix_read_max(evhtp_connection_t *conn, size_t max)
+{
+    struct framer *f = framer_of(conn);
+
+    if (f != NULL)
+        f->read_max = max;
 }
 
 /* ------------------------------------------------------------- the framer */
@@ -465,6 +478,7 @@ void gw_htfix_request_done(evhtp_connection_t *conn)
 
     if (f == NULL)
         return; /* the connection is going away */
+    f->read_max = 0; /* the next request's exchange sets its own */
     switch (f->phase) {
     case PH_HOLD:
         f->phase = PH_HEAD;

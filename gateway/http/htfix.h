@@ -20,4 +20,10 @@ int gw_htfix_attach(struct evhtp_connection *conn);
  * body is to be dropped. Safe while the connection itself is being freed. */
 void gw_htfix_request_done(struct evhtp_connection *conn);
 
+/* The most body bytes one read-ahead read takes on this connection (0: the
+ * default, 256 KiB): the proxy keeps it to the room left under its high
+ * watermark, so that a slow upstream holds that much per upload, not a whole
+ * piece more. */
+void gw_htfix_read_max(struct evhtp_connection *conn, size_t max);
+
 #endif

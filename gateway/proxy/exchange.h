@@ -1,7 +1,8 @@
 /*
  * exchange.h - one client exchange, shared by the files that drive it:
- * proxy.c (lifecycle, state machine, upstream events), reqbody.c (the request
- * body pipeline) and reply.c (answers to the client). Internal to the gateway.
+ * proxy.c (lifecycle, state machine), exchange.c (allocation, pool, ids),
+ * response.c (upstream events, response relay), reqbody.c (the request body
+ * pipeline) and reply.c (answers to the client). Internal to the gateway.
  */
 #ifndef GW_EXCHANGE_H
 #define GW_EXCHANGE_H
@@ -21,8 +22,15 @@
 #include "server.h"
 #include "upstream.h"
 
-/* Request side: pause the client above this many bytes queued for the upstream. */
-#define REQ_HWM (256 * 1024)
+/* Request side: at most this many bytes queued for the upstream per exchange
+ * (client reads sized to the room left, the client paused when less than
+ * READ_MIN is left). */
+#define REQ_HWM (128 * 1024)
+#define READ_MIN (16 * 1024)
+/* Request side: at least this many bytes for the upstream are written at once
+ * (gw_upconn_flush) instead of later in the loop pass: a body piece is then
+ * freed in the callback that read it. Small requests keep one writev per pass. */
+#define FLUSH_NOW (32 * 1024)
 /* Response side: pause the upstream above this many bytes queued for the client,
  * resume below RESP_LWM. */
 #define RESP_HWM (256 * 1024)
@@ -166,6 +174,19 @@ struct exchange {
 
 /* proxy.c: the exchange's lifecycle */
 void gw_proxy_set_state(struct exchange *x, enum xstate to);
+void gw_proxy_resume_client(struct exchange *x); /* if paused and below the watermark */
+
+/* exchange.c */
+struct exchange *gw_exchange_new(struct gw_worker *w, evhtp_request_t *req);
+void gw_exchange_free(struct exchange *x); /* back to the worker's pool */
+void gw_exchange_set_traceparent(struct exchange *x, evhtp_headers_t *h);
+int64_t gw_exchange_key_slot(const struct exchange *x); /* -1: no key */
+struct gw_str gw_exchange_model_sent(const struct exchange *x); /* {NULL, 0}: none */
+
+/* response.c */
+void gw_response_up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg);
+void gw_response_start(struct exchange *x);
+evhtp_res gw_response_on_write(evhtp_connection_t *conn, void *arg);
 void gw_proxy_fail(struct exchange *x, const struct gw_error *err);
 int64_t gw_proxy_now_ms(void);  /* monotonic */
 int64_t gw_proxy_unix_ms(void); /* wall clock (UTC) */

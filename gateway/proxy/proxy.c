@@ -3,10 +3,11 @@
  * client response. Read top to bottom in lifecycle order:
  *
  *   on_headers   route, auth, framing checks; admission; lease an upstream connection
+ *                (exchange.c: allocation, pool, request id, traceparent)
  *   on_read      body pieces moved (never copied) into the body pipeline
  *                (reqbody.c: multipart/JSON/raw body -> rewrite -> framing -> upstream)
- *   up_event     upstream connected / writable / head / body / done / error
- *   respond      relay the upstream response with backpressure both ways
+ *   response.c   upstream connected / writable / head / body / done / error; relay
+ *                the upstream response with backpressure both ways
  *                (reply.c writes the heads and the gateway's own answers)
  *   on_fini      the one place an exchange is freed (libevhtp's request fini)
  *
@@ -36,7 +37,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <openssl/rand.h>
 
 #include "accesslog.h"
 #include "admit.h"
@@ -58,9 +58,6 @@ static const char *const xstate_names[] = {
     "HEADERS", "ADMIT", "CONNECT", "STREAM_REQ", "AWAIT_RESP", "STREAM_RESP", "DONE",
 };
 
-static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg);
-static void start_response(struct exchange *x);
-static void relay_body(struct exchange *x);
 
 /* ------------------------------------------------------------------ state */
 
@@ -91,67 +88,6 @@ void gw_proxy_set_state(struct exchange *x, enum xstate to)
     x->state = to;
 }
 
-int64_t gw_proxy_now_ms(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-int64_t gw_proxy_now_us(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
-/* For the metrics: the key's slot (-1: none) and the model sent ({NULL, 0}: none). */
-static int64_t key_slot(const struct exchange *x)
-{
-    return x->key != NULL ? (int64_t)x->key->slot : -1;
-}
-
-static struct gw_str model_sent(const struct exchange *x)
-{
-    /* a model outside the catalog counts as "other" whatever its name; its
-     * resolved.sent points into a JSON body that may be freed by now */
-    return x->have_model && x->resolved.model != NULL ? x->resolved.sent
-                                                      : (struct gw_str){ NULL, 0 };
-}
-
-int64_t gw_proxy_unix_ms(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-struct bufferevent *gw_proxy_client_bev(struct exchange *x)
-{
-    return evhtp_request_get_bev(x->req);
-}
-
-/* Headers that are not forwarded either way: hop-by-hop ones, the framing the
- * gateway sets itself, and credentials. */
-static const char *hop_by_hop[] = {
-    "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer",
-    "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Expect", "Content-Length",
-    "Host", "Authorization", "X-Request-Id",
-    "traceparent", /* the gateway sends its own: the client's if valid, else a new one */
-};
-
-int gw_proxy_hop_by_hop(const char *name, size_t len)
-{
-    for (size_t i = 0; i < GW_ARRAY_LEN(hop_by_hop); i++) {
-        if (strlen(hop_by_hop[i]) == len && strncasecmp(hop_by_hop[i], name, len) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 void gw_reply_end(struct exchange *x);
 
 /* Abort the upstream side (an incomplete request is never reused, so the
@@ -169,165 +105,6 @@ void gw_proxy_fail(struct exchange *x, const struct gw_error *err)
 
 /* ------------------------------------------------------------ on_headers */
 
-static void new_rid(struct exchange *x)
-{
-    uint64_t n = ++x->w->next_rid;
-    snprintf(x->rid, sizeof(x->rid), "%02x%014" PRIx64, x->w->id & 0xff,
-             (uint64_t)(n & 0xffffffffffffffULL));
-}
-
-/*
- * Trace ids need to be unique, not secret: a per-thread splitmix64 seeded once
- * from OpenSSL's generator costs a few ns per request, where RAND_bytes would
- * take a lock of its own.
- */
-static void trace_random(unsigned char out[24])
-{
-    static __thread uint64_t state;
-    static __thread int seeded;
-
-    if (!seeded) {
-        if (RAND_bytes((unsigned char *)&state, sizeof(state)) != 1)
-            state = (uint64_t)gw_proxy_now_us() ^ (uint64_t)(uintptr_t)&state;
-        seeded = 1;
-    }
-    for (int i = 0; i < 3; i++) {
-        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        z ^= z >> 31;
-        memcpy(out + 8 * i, &z, 8);
-    }
-}
-
-/* The client's traceparent when valid (passed upstream as it came), else ours. */
-static void set_traceparent(struct exchange *x, evhtp_headers_t *h)
-{
-    const char *v = evhtp_header_find(h, "traceparent");
-    unsigned char rnd[24];
-
-    if (v != NULL && gw_traceparent_valid(v, strlen(v))) {
-        memcpy(x->traceparent, v, GW_TRACEPARENT_LEN + 1);
-        x->trace_kept = 1;
-        return;
-    }
-    trace_random(rnd);
-    gw_traceparent_new(x->traceparent, rnd);
-}
-
-/*
- * Exchanges are recycled per worker (no lock: one loop per worker), with their
- * three evbuffers and their multipart state, so a request costs no allocation
- * of ours once the loop is warm.
- */
-#define EXCHANGE_POOL_MAX 256
-
-/* Free an exchange for good (its evbuffers may be NULL if it was never complete). */
-static void exchange_discard(struct exchange *x)
-{
-    if (x->in != NULL)
-        evbuffer_free(x->in);
-    if (x->out != NULL)
-        evbuffer_free(x->out);
-    if (x->resp != NULL)
-        evbuffer_free(x->resp);
-    free(x->mp);
-    free(x);
-}
-
-static void pool_put(struct gw_worker *w, struct exchange *x)
-{
-    struct evbuffer *in = x->in, *out = x->out, *resp = x->resp;
-    struct gw_mp *mp = x->mp;
-
-    if (w->nfree_exchanges >= EXCHANGE_POOL_MAX) {
-        exchange_discard(x);
-        return;
-    }
-    evbuffer_drain(in, evbuffer_get_length(in));
-    evbuffer_drain(out, evbuffer_get_length(out));
-    evbuffer_drain(resp, evbuffer_get_length(resp));
-    memset(x, 0, sizeof(*x));
-    x->in = in;
-    x->out = out;
-    x->resp = resp;
-    x->mp = mp;
-    x->next_free = w->free_exchanges;
-    w->free_exchanges = x;
-    w->nfree_exchanges++;
-}
-
-static struct exchange *pool_get(struct gw_worker *w)
-{
-    struct exchange *x = w->free_exchanges;
-
-    if (x != NULL) {
-        w->free_exchanges = x->next_free;
-        w->nfree_exchanges--;
-        x->next_free = NULL;
-        return x;
-    }
-    x = calloc(1, sizeof(*x));
-    if (x == NULL)
-        return NULL;
-    if ((x->in = evbuffer_new()) == NULL || (x->out = evbuffer_new()) == NULL ||
-        (x->resp = evbuffer_new()) == NULL) {
-        exchange_discard(x);
-        return NULL;
-    }
-    return x;
-}
-
-static void exchange_free(struct exchange *x)
-{
-    if (x->store_op != NULL)
-        gw_store_cancel(x->store_op); /* a job put still happens: the job exists upstream */
-    gw_jobs_idem_end(x);
-    if (x->admission != NULL)
-        gw_admit_cancel(x->admission);
-    if (x->admitted)
-        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL,
-                                                       &x->lease });
-    if (x->quota_wait != NULL)
-        gw_admit_quota_cancel(x->quota_wait);
-    if (x->quota_reserved) {
-        gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day, x->quota_remote, 0);
-        gw_m_vs(key_slot(x), model_sent(x), GW_M_VS_RELEASED, x->quota_seconds);
-    }
-    gw_m_state((int)x->state, -1);
-    if (x->up != NULL)
-        gw_upconn_release(x->up);
-    if (x->spool_fd >= 0)
-        close(x->spool_fd);
-    x->w->inflight--;
-    gw_config_release(x->cfg);
-    gw_keytab_release(x->keytab);
-    pool_put(x->w, x);
-}
-
-static struct exchange *exchange_new(struct gw_worker *w, evhtp_request_t *req)
-{
-    struct exchange *x = pool_get(w);
-
-    if (x == NULL)
-        return NULL;
-    x->w = w;
-    x->cfg = gw_worker_cfg(w); /* this request runs under it, even if a reload comes */
-    gw_config_hold(x->cfg);
-    x->keytab = gw_worker_keytab(w); /* and these keys: a revoke does not pull its key away */
-    gw_keytab_hold(x->keytab);
-    x->req = req;
-    x->spool_fd = -1;
-    x->pinned_key = -1;
-    x->client_cl = 0;
-    clock_gettime(CLOCK_MONOTONIC, &x->t0);
-    w->inflight++;
-    gw_m_state(-1, X_HEADERS);
-    new_rid(x);
-    /* the request's callback argument is how every later hook finds the exchange */
-    req->cbarg = x;
-    return x;
-}
 
 static int header_is(evhtp_headers_t *h, const char *name, const char *prefix)
 {
@@ -406,12 +183,12 @@ static void on_admitted(void *arg, const struct gw_error *refusal)
     }
     if (refusal != NULL) {
         if (gw_admit_counts(&x->route))
-            gw_m_limit(key_slot(x), GW_M_RATE_LIMITED);
+            gw_m_limit(gw_exchange_key_slot(x), GW_M_RATE_LIMITED);
         gw_proxy_fail(x, refusal);
         return;
     }
     x->admitted = 1;
-    x->up = gw_upstream_lease(x->w->up, up_event, x);
+    x->up = gw_upstream_lease(x->w->up, gw_response_up_event, x);
     if (x->up == NULL) {
         gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
         gw_proxy_fail(x, &err);
@@ -432,15 +209,15 @@ static void start_admission(struct exchange *x)
                      &x->admission, &err)) {
     case GW_OK:
         if (gw_admit_counts(&x->route))
-            gw_m_limit(key_slot(x), GW_M_ADMITTED);
+            gw_m_limit(gw_exchange_key_slot(x), GW_M_ADMITTED);
         on_admitted(x, NULL);
         return;
     case GW_AGAIN:
-        gw_m_limit(key_slot(x), GW_M_QUEUED);
+        gw_m_limit(gw_exchange_key_slot(x), GW_M_QUEUED);
         return; /* on_admitted() comes later */
     default:
         if (err.status == 429)
-            gw_m_limit(key_slot(x), strstr(err.message, "video service") != NULL
+            gw_m_limit(gw_exchange_key_slot(x), strstr(err.message, "video service") != NULL
                                         ? GW_M_UPSTREAM_BUSY /* upstream_rpm's queue */
                                         : GW_M_RATE_LIMITED);
         gw_proxy_fail(x, &err);
@@ -467,10 +244,10 @@ static evhtp_res on_headers(evhtp_request_t *req, evhtp_headers_t *h, void *arg)
     struct gw_error err;
     const char *path;
 
-    x = exchange_new(w, req);
+    x = gw_exchange_new(w, req);
     if (x == NULL)
         return EVHTP_RES_FATAL;
-    set_traceparent(x, h);
+    gw_exchange_set_traceparent(x, h);
     /* a body (Content-Length > 0 or chunked) follows this head */
     x->body_done = !(evhtp_header_find(h, "Transfer-Encoding") != NULL ||
                      (evhtp_header_find(h, "Content-Length") != NULL &&
@@ -544,21 +321,46 @@ refuse:
 
 /* --------------------------------------------------------------- on_read */
 
+static size_t queued_upstream(struct exchange *x)
+{
+    return evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
+}
+
 static int should_pause(struct exchange *x)
 {
-    size_t queued;
-
     if (x->key_state == KEY_LOOKUP)
         return 1; /* until the store says which upstream key the video needs */
     if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL)
         return 0; /* bounded by max_json_body / lookahead; spool goes to disk */
-    queued = evbuffer_get_length(x->out) + (x->up ? gw_upconn_output_pending(x->up) : 0);
-    return queued > REQ_HWM;
+    return queued_upstream(x) > REQ_HWM - READ_MIN;
 }
 
-static void maybe_resume_client(struct exchange *x)
+/*
+ * The next client read takes no more than the room left under REQ_HWM, sized to
+ * fill whole evbuffer chains (a power of two less libevent's chain header): what
+ * an upload holds while the upstream is slow is then REQ_HWM, not REQ_HWM and a
+ * read-ahead piece (256 KiB) more. With an upstream that keeps up, nothing is
+ * queued and reads stay at REQ_HWM.
+ */
+static void set_read_room(struct exchange *x)
+{
+    size_t queued = queued_upstream(x);
+    size_t room = queued < REQ_HWM ? REQ_HWM - queued : 0;
+    size_t piece = REQ_HWM;
+
+    if (x->body == BODY_JSON || x->framing == FRAME_UNDECIDED || x->framing == FRAME_SPOOL) {
+        gw_htfix_read_max(evhtp_request_get_connection(x->req), 0); /* bounded otherwise */
+        return;
+    }
+    while (piece > READ_MIN && piece - 128 > room)
+        piece /= 2;
+    gw_htfix_read_max(evhtp_request_get_connection(x->req), piece - 128);
+}
+
+void gw_proxy_resume_client(struct exchange *x)
 {
     if (x->client_paused && !should_pause(x)) {
+        set_read_room(x);
         x->client_paused = 0;
         evhtp_request_resume(x->req);
     }
@@ -596,6 +398,7 @@ static evhtp_res on_read(evhtp_request_t *req, struct evbuffer *buf, void *arg)
         gw_proxy_fail(x, &err);
         return EVHTP_RES_OK;
     }
+    set_read_room(x);
     /* never pause on the last piece of a sized body: libevhtp would never
      * finish the request (libevhtp-notes trap 3) */
     if (should_pause(x) && !(x->client_cl >= 0 && x->body_in >= (uint64_t)x->client_cl)) {
@@ -615,7 +418,7 @@ void gw_proxy_head_ready(struct exchange *x)
         gw_proxy_fail(x, &err);
         return;
     }
-    maybe_resume_client(x);
+    gw_proxy_resume_client(x);
 }
 
 /* The request has been read completely (libevhtp's request callback). */
@@ -643,296 +446,11 @@ static void on_request_complete(evhtp_request_t *req, void *arg)
     wtv.tv_usec = (x->cfg->client_timeout_ms % 1000) * 1000;
     bufferevent_set_timeouts(gw_proxy_client_bev(x), NULL, &wtv);
     if (x->up_status != 0 && !x->reply_started)
-        start_response(x);
+        gw_response_start(x);
 }
 
 /* ------------------------------------------------------------- upstream */
 
-/*
- * Whether a response body held whole contains one of the gateway's upstream keys
- * (a provider echoing the Authorization it received in an error body): then it
- * is not relayed. One evbuffer_search per key, no copy; only bodies sent whole
- * are searched (small: RESP_WHOLE_MAX, or what the hold before the client body
- * ended bounded), streamed downloads are not.
- */
-static int body_holds_upstream_key(const struct exchange *x, struct evbuffer *b)
-{
-    for (unsigned i = 0; i < x->cfg->nupstream_keys; i++) {
-        const char *k = x->cfg->upstream_keys[i];
-        size_t kl = strlen(k);
-
-        if (kl > 0 && evbuffer_search(b, k, kl, NULL).pos >= 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* The upstream head is here and the client body is done: answer. Small bodies
- * of known length are sent whole at GW_UP_DONE; others are streamed. */
-static void start_response(struct exchange *x)
-{
-    int64_t len = gw_upconn_content_length(x->up);
-
-    if (!x->up_done && len >= 0 && len <= RESP_WHOLE_MAX)
-        return; /* wait for the whole body (GW_UP_DONE) */
-    x->status = x->up_status;
-    if (x->up_done) {
-        /* complete already: one write */
-        evbuffer_add_buffer(x->resp, gw_upconn_body(x->up));
-        if (body_holds_upstream_key(x, x->resp)) {
-            struct gw_error err;
-
-            evbuffer_drain(x->resp, evbuffer_get_length(x->resp));
-            gw_error_set(&err, 502, "upstream_error", "bad_gateway", NULL,
-                         "The upstream response (status %d) held the gateway's upstream "
-                         "credentials and was withheld", x->up_status);
-            gw_reply_error(x, &err);
-            return;
-        }
-        x->bytes_out += evbuffer_get_length(x->resp);
-        x->replied = 1;
-        gw_reply_send(x, x->up_status, 1, NULL, x->resp);
-        return;
-    }
-    x->reply_started = 1;
-    bufferevent_setwatermark(gw_proxy_client_bev(x), EV_WRITE, RESP_LWM, 0);
-    gw_reply_head(x, x->up_status, 1, NULL, len);
-    if (x->up_paused) { /* held while the client body was still coming */
-        x->up_paused = 0;
-        gw_upconn_pause_read(x->up, 0);
-    }
-    if (evbuffer_get_length(x->resp) > 0) {
-        x->bytes_out += evbuffer_get_length(x->resp);
-        if (x->reply_chunked)
-            evhtp_send_reply_chunk(x->req, x->resp);
-        else
-            evhtp_send_reply_body(x->req, x->resp);
-    }
-    relay_body(x);
-}
-
-/* Move response body bytes to the client, pausing the upstream when the client
- * is slower than the upstream. */
-static void relay_body(struct exchange *x)
-{
-    struct evbuffer *b = gw_upconn_body(x->up);
-    size_t n = evbuffer_get_length(b);
-
-    if (!x->reply_started) {
-        /* small response, or the client body is not done yet: hold it, bounded */
-        evbuffer_add_buffer(x->resp, b);
-        if (!x->up_paused && evbuffer_get_length(x->resp) > RESP_HWM) {
-            x->up_paused = 1;
-            gw_upconn_pause_read(x->up, 1);
-        }
-        return;
-    }
-    if (n > 0) {
-        x->bytes_out += n;
-        if (x->reply_chunked)
-            evhtp_send_reply_chunk(x->req, b);
-        else
-            evhtp_send_reply_body(x->req, b);
-    }
-    if (!x->up_paused &&
-        evbuffer_get_length(bufferevent_get_output(gw_proxy_client_bev(x))) > RESP_HWM) {
-        x->up_paused = 1;
-        gw_upconn_pause_read(x->up, 1);
-    }
-}
-
-static void finish_response(struct exchange *x)
-{
-    if (x->reply_started) {
-        x->replied = 1;
-        if (x->reply_chunked)
-            evhtp_send_reply_chunk_end(x->req);
-        else
-            gw_reply_end(x);
-    } else if (x->body_done) {
-        start_response(x); /* sends the whole response */
-    } else {
-        /* the upstream answered before the client finished its body (an early
-         * error, typically): relay it and close the client connection */
-        gw_reply_close_after(x);
-        x->refused = 1;
-        if (x->client_paused) {
-            x->client_paused = 0;
-            evhtp_request_resume(x->req);
-        }
-        start_response(x);
-    }
-}
-
-/*
- * A pooled connection the upstream closed just as it was reused fails before any
- * response byte. Like nginx, try once more on a fresh connection - but only for
- * requests without a body (retrieve, content, list, delete): their request can be
- * written again, and a body already streamed cannot. Only before any response
- * byte: a connection that answered, even with an invalid answer (two
- * Content-Lengths, a NUL in a header, headers too large), was not stale, and
- * that answer is the 502; a retry would send the request a second time.
- */
-static int retry_stale(struct exchange *x, struct gw_upconn *c)
-{
-    if (x->retried || !gw_upconn_reused(c) || gw_upconn_received(c) > 0 ||
-        x->up_status != 0 || x->route.has_body || x->body_in > 0 || x->state == X_DONE)
-        return 0;
-    gw_log(GW_LOG_INFO, "rid=%s reused upstream connection failed (%s); retrying once",
-           x->rid, gw_upconn_error(c)->message);
-    x->retried = 1;
-    gw_upconn_release(c);
-    x->up = gw_upstream_lease(x->w->up, up_event, x);
-    if (x->up == NULL)
-        return 0;
-    x->connected = 0;
-    x->head_sent = 0;
-    x->req_finished = 0;
-    x->up_sent = 0;
-    gw_proxy_set_state(x, X_CONNECT);
-    return 1;
-}
-
-/* Tell the key pool how the upstream took the key this request used. */
-static void report_key(struct exchange *x, struct gw_upconn *c)
-{
-    int st = x->up_status;
-
-    gw_keypool_report(&x->w->keys, x->upstream_key, st, gw_upconn_header(c, "Retry-After"),
-                      gw_proxy_now_ms());
-    if (st == 401 || st == 403 || st == 429)
-        gw_log(GW_LOG_WARN, "rid=%s upstream key #%u answered %d: it rests for %lld ms", x->rid,
-               x->upstream_key + 1, st,
-               (long long)(x->w->keys.rest_until[x->upstream_key] - gw_proxy_now_ms()));
-}
-
-static void up_event(struct gw_upconn *c, enum gw_up_event ev, void *arg)
-{
-    struct exchange *x = arg;
-    struct gw_error err;
-
-    switch (ev) {
-    case GW_UP_CONNECTED:
-        x->connected = 1;
-        if (gw_reqbody_pump(x, &err) != GW_OK) {
-            gw_proxy_fail(x, &err);
-            return;
-        }
-        maybe_resume_client(x);
-        break;
-    case GW_UP_WRITABLE:
-        if (x->framing == FRAME_SPOOL && x->head_sent) {
-            gw_reqbody_spool_feed(x);
-            if (x->state != X_DONE && x->spool_fed == x->spool_len && !x->req_finished)
-                gw_reqbody_written(x);
-            return;
-        }
-        if (!x->req_finished && gw_reqbody_pump(x, &err) != GW_OK) {
-            gw_proxy_fail(x, &err);
-            return;
-        }
-        maybe_resume_client(x);
-        break;
-    case GW_UP_HEADERS:
-        x->up_status = gw_upconn_status(c);
-        gw_m_up_head((int)x->route.id,
-                     (uint64_t)(gw_proxy_now_us() - (x->up_wait_from_us
-                                                         ? x->up_wait_from_us
-                                                         : (int64_t)x->t0.tv_sec * 1000000 +
-                                                               x->t0.tv_nsec / 1000)));
-        report_key(x, c);
-        if (x->quota_reserved) {
-            /* a job exists only if the upstream took the create */
-            int kept = x->up_status >= 200 && x->up_status < 300;
-            gw_admit_quota_settle(x->w, x->key, x->quota_seconds, x->quota_day, x->quota_remote,
-                                  kept);
-            gw_m_vs(key_slot(x), model_sent(x), kept ? GW_M_VS_KEPT : GW_M_VS_RELEASED,
-                    x->quota_seconds);
-            x->quota_reserved = 0;
-        }
-        if (x->up_status == 401 || x->up_status == 407) {
-            /* The provider refused the gateway's own credentials: the gateway's
-             * problem, not the caller's (relayed, a 401 makes the SDKs blame the
-             * team key), and its body or WWW-Authenticate may echo the key.
-             * Nothing of it is relayed; the key pool has learnt it above. */
-            gw_error_set(&err, 502, "upstream_error", "upstream_auth_failed", NULL,
-                         "The video service refused the gateway's upstream credentials "
-                         "(status %d). Your API key is not at fault: the gateway's "
-                         "operator must fix its upstream key", x->up_status);
-            gw_proxy_fail(x, &err);
-            return;
-        }
-        gw_proxy_set_state(x, X_STREAM_RESP);
-        if (x->body_done)
-            start_response(x);
-        break;
-    case GW_UP_BODY:
-        relay_body(x);
-        break;
-    case GW_UP_DONE:
-        x->up_done = 1;
-        relay_body(x);
-        /* a job object is recorded before the client sees it (gw_proxy_recorded) */
-        if (!x->reply_started && x->body_done && gw_jobs_record(x) == GW_AGAIN) {
-            x->recording = 1;
-            return;
-        }
-        gw_jobs_seen(x);
-        gw_jobs_idem_end(x); /* no job: a client error is kept for repeats, else dropped */
-        gw_proxy_recorded(x);
-        break;
-    case GW_UP_ERROR:
-        err = *gw_upconn_error(c);
-        if (retry_stale(x, c))
-            return;
-        gw_upconn_release(c);
-        x->up = NULL;
-        gw_proxy_fail(x, &err);
-        break;
-    }
-}
-
-/* The upstream's answer is complete (and its job recorded, if it made one): send it. */
-void gw_proxy_recorded(struct exchange *x)
-{
-    x->recording = 0;
-    finish_response(x);
-    gw_upconn_release(x->up);
-    x->up = NULL;
-    gw_proxy_set_state(x, X_DONE);
-}
-
-/* A repeated Idempotency-Key: the first answer again, the upstream not asked. */
-void gw_proxy_replay(struct exchange *x, int status, const char *body, size_t len)
-{
-    struct evbuffer *b = evbuffer_new();
-    struct gw_error err;
-
-    if (b == NULL) {
-        gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
-        gw_proxy_fail(x, &err);
-        return;
-    }
-    evbuffer_add(b, body, len);
-    x->idem_replayed = 1;
-    gw_proxy_set_state(x, X_DONE);
-    gw_reply_json(x, status, b, NULL);
-    evbuffer_free(b);
-}
-
-/* The client drained its output below RESP_LWM: read the upstream again. */
-static evhtp_res on_write(evhtp_connection_t *conn, void *arg)
-{
-    evhtp_request_t *req = conn->request;
-    struct exchange *x = req ? req->cbarg : NULL;
-
-    if (x != NULL && x->up_paused && x->up != NULL &&
-        evbuffer_get_length(bufferevent_get_output(conn->bev)) <= RESP_LWM) {
-        x->up_paused = 0;
-        gw_upconn_pause_read(x->up, 0);
-    }
-    return EVHTP_RES_OK;
-}
 
 /* ------------------------------------------------------------------ fini */
 
@@ -979,13 +497,13 @@ static evhtp_res on_fini(evhtp_request_t *req, void *arg)
     a.completed = x->replied && x->state == X_DONE && !(x->reply_started && x->err_code);
     a.trace = x->traceparent[0] ? x->traceparent : NULL;
     gw_accesslog_write(&a);
-    gw_m_request((int)x->route.id, x->route.name, x->status, key_slot(x), x->body_in,
+    gw_m_request((int)x->route.id, x->route.name, x->status, gw_exchange_key_slot(x), x->body_in,
                  x->bytes_out, (uint64_t)(a.ms * 1000));
     /* the next request on this connection gets the idle read timeout back */
     rtv.tv_sec = x->cfg->client_timeout_ms / 1000;
     rtv.tv_usec = (x->cfg->client_timeout_ms % 1000) * 1000;
     bufferevent_set_timeouts(evhtp_request_get_bev(req), &rtv, &rtv);
-    exchange_free(x);
+    gw_exchange_free(x);
     return EVHTP_RES_OK;
 }
 
@@ -996,7 +514,7 @@ void gw_proxy_attach(evhtp_connection_t *conn, struct gw_worker *w)
     evhtp_connection_set_hook(conn, evhtp_hook_on_headers, (evhtp_hook)on_headers, w);
     evhtp_connection_set_hook(conn, evhtp_hook_on_read, (evhtp_hook)on_read, w);
     evhtp_connection_set_hook(conn, evhtp_hook_on_request_fini, (evhtp_hook)on_fini, w);
-    evhtp_connection_set_hook(conn, evhtp_hook_on_write, (evhtp_hook)on_write, w);
+    evhtp_connection_set_hook(conn, evhtp_hook_on_write, (evhtp_hook)gw_response_on_write, w);
 }
 
 void gw_proxy_request_cb(evhtp_request_t *req, void *arg)

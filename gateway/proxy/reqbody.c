@@ -618,6 +618,8 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
         }
         gw_reqbody_written(x);
     }
+    if (gw_upconn_output_pending(x->up) >= FLUSH_NOW)
+        gw_upconn_flush(x->up);
     return GW_OK;
 }
 

@@ -768,6 +768,24 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     gw_upstream_conn_leave(c);
 }
 
+/* Plain TCP: the output written now rather than later in the pass (see
+ * gw_upconn_flush in upstream.h). Like flush_cb, what the socket refuses is left
+ * to the bufferevent's write event; unlike it, no GW_UP_WRITABLE: the caller is
+ * the writer. */
+void gw_upconn_flush(struct gw_upconn *c)
+{
+    struct evbuffer *out;
+
+    if (c->phase != PH_ACTIVE || c->rev == NULL || c->wpending || c->write_failed)
+        return;
+    out = bufferevent_get_output(c->bev);
+    evbuffer_write_atmost(out, event_get_fd(c->rev), -1);
+    if (evbuffer_get_length(out) > 0) {
+        c->wpending = 1;
+        bufferevent_enable(c->bev, EV_WRITE);
+    }
+}
+
 /* Output fell to the low watermark: the proxy decides whether it has more. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {

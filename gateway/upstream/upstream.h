@@ -96,6 +96,13 @@ struct evbuffer *gw_upconn_output(struct gw_upconn *c);
  * watermark and resumes on GW_UP_WRITABLE. */
 size_t gw_upconn_output_pending(const struct gw_upconn *c);
 
+/* Write the output to the socket now instead of later in this loop pass (plain
+ * TCP; nothing while a write is pending, or over TLS). For large body pieces:
+ * the bytes the socket takes leave the gateway's memory at once, so an upload
+ * holds only what the upstream has not accepted yet. Small requests are better
+ * left to the pass's single writev. */
+void gw_upconn_flush(struct gw_upconn *c);
+
 void gw_upconn_request_sent(struct gw_upconn *c);
 
 /*

@@ -475,6 +475,30 @@ static void test_model_after_large_file(void **state)
     check_rewrite("veo_3_1-fast-components-4K", "v", 0, 200000);
 }
 
+/* A CR followed by any byte (binary data: the scan does not stop at one followed
+ * by neither LF nor '-') is data, cut at every offset; the body passes unchanged. */
+static void test_cr_before_every_byte(void **state)
+{
+    struct buf in = { 0 };
+    struct result r;
+    char data[256 * 3];
+
+    for (int b = 0; b < 256; b++) {
+        data[3 * b] = '\r';
+        data[3 * b + 1] = (char)b;
+        data[3 * b + 2] = 'x';
+    }
+    add_field(&in, BND, "model", "veo_3_1");
+    add_file(&in, BND, "input_reference", "cr.png", data, sizeof(data));
+    add_close(&in, BND);
+    run_all(in.p, in.len, BND, NULL, FAIL_NONE, &r);
+    assert_int_equal(r.rc, GW_OK);
+    assert_int_equal(r.out.len, in.len);
+    assert_memory_equal(r.out.p, in.p, in.len);
+    result_free(&r);
+    buf_free(&in);
+}
+
 /* A 100 MB-like file part costs a handful of ops per slice, not one per CR. */
 static void test_ops_per_slice(void **state)
 {
@@ -1407,6 +1431,7 @@ int main(void)
         cmocka_unit_test(test_model_empty_value),
         cmocka_unit_test(test_model_before_large_file),
         cmocka_unit_test(test_model_after_large_file),
+        cmocka_unit_test(test_cr_before_every_byte),
         cmocka_unit_test(test_ops_per_slice),
         cmocka_unit_test(test_model_absent),
         cmocka_unit_test(test_first_delimiter_without_crlf),
