@@ -149,6 +149,22 @@ static void csv_field(struct evbuffer *b, const char *s)
     evbuffer_add(b, "\"", 1);
 }
 
+struct evbuffer *gw_admin_answer_buffer(struct admin_req *a, const struct gw_store_res *res)
+{
+    struct evbuffer *b;
+
+    a->op = NULL;
+    if (res->rc != GW_OK) {
+        gw_admin_error(a, res->err);
+        return NULL;
+    }
+    if ((b = evbuffer_new()) == NULL) {
+        gw_admin_fail(a, 503, "overloaded", NULL, "Out of memory");
+        return NULL;
+    }
+    return b;
+}
+
 void gw_admin_json_str(struct evbuffer *b, const char *s)
 {
     evbuffer_add(b, "\"", 1);
@@ -169,16 +185,11 @@ void gw_admin_json_str(struct evbuffer *b, const char *s)
 static void usage_done(void *arg, const struct gw_store_res *res)
 {
     struct admin_req *a = arg;
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = gw_admin_answer_buffer(a, res);
     size_t n = 0;
 
-    a->op = NULL;
-    if (res->rc != GW_OK || b == NULL) {
-        if (b != NULL)
-            evbuffer_free(b);
-        gw_admin_error(a, res->err);
+    if (b == NULL)
         return;
-    }
     if (a->csv)
         evbuffer_add_printf(b, "key,model,%s%sjobs,seconds,failed,refunded_seconds\r\n",
                             a->by_kind ? "kind," : "", a->by_day ? "day," : "");

@@ -55,6 +55,11 @@ void gw_admin_error(struct admin_req *a, const struct gw_error *err);
 void gw_admin_fail(struct admin_req *a, int status, const char *code, const char *param,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* A store's answer arrived (a->op is done): the buffer to write the answer in,
+ * or NULL when the request is answered already (the store's error, or out of
+ * memory). */
+struct evbuffer *gw_admin_answer_buffer(struct admin_req *a, const struct gw_store_res *res);
+
 /* A JSON string of s (escaped; control bytes as \u00XX). */
 void gw_admin_json_str(struct evbuffer *b, const char *s);
 

@@ -13,17 +13,10 @@
 static void listed(void *arg, const struct gw_store_res *res)
 {
     struct admin_req *a = arg;
-    struct evbuffer *b;
+    struct evbuffer *b = gw_admin_answer_buffer(a, res);
 
-    a->op = NULL;
-    if (res->rc != GW_OK) {
-        gw_admin_error(a, res->err);
+    if (b == NULL)
         return;
-    }
-    if ((b = evbuffer_new()) == NULL) {
-        gw_admin_fail(a, 503, "overloaded", NULL, "Out of memory");
-        return;
-    }
     evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
     for (size_t i = 0; i < res->njobs; i++) {
         const struct gw_job *j = &res->jobs[i];

@@ -336,18 +336,11 @@ static void listed(void *arg, const struct gw_store_res *res)
     struct admin_req *a = arg;
     const struct gw_config *cfg = a->cfg;
     const struct list_ctx *c = a->data;
-    struct evbuffer *b;
+    struct evbuffer *b = gw_admin_answer_buffer(a, res);
     int64_t now = gw_admin_unix_ms() / 1000;
 
-    a->op = NULL;
-    if (res->rc != GW_OK) {
-        gw_admin_error(a, res->err);
+    if (b == NULL)
         return;
-    }
-    if ((b = evbuffer_new()) == NULL) {
-        gw_admin_fail(a, 503, "overloaded", NULL, "Out of memory");
-        return;
-    }
     evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
     for (unsigned i = 0; i < cfg->nkeys; i++) {
         if (i)

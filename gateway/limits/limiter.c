@@ -186,6 +186,11 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
     pthread_mutex_unlock(&s->mu);
     if (rc == GW_OK)
         return GW_OK;
+    return gw_limiter_over_budget(seconds, limit, err);
+}
+
+int gw_limiter_over_budget(uint32_t seconds, uint32_t limit, struct gw_error *err)
+{
     return gw_error_set(err, 429, "rate_limit_error", "insufficient_quota", "seconds",
                         seconds > limit
                             ? "This job's %u video-seconds exceed the API key's daily budget "

@@ -72,6 +72,10 @@ int gw_limiter_reserve(struct gw_limiter *l, const struct gw_team_key *k, uint32
 void gw_limiter_seed(struct gw_limiter *l, const struct gw_team_key *k, int64_t day,
                      uint64_t seconds);
 
+/* The 429 insufficient_quota of a job of `seconds` against a daily budget of
+ * `limit` (whichever engine decided it). GW_ERR. */
+int gw_limiter_over_budget(uint32_t seconds, uint32_t limit, struct gw_error *err);
+
 /* A job that reserved nothing (an edit, metered by the seconds of the job the
  * upstream made) counts `seconds` of key k's day at unix_ms, whatever the limit:
  * the job exists; later creates see it. */

@@ -324,15 +324,7 @@ static int64_t until_midnight_ms(int64_t unix_ms)
 
 static int over_budget(const struct gw_team_key *k, uint32_t seconds, struct gw_error *err)
 {
-    uint32_t limit = (uint32_t)k->limits.daily_seconds;
-
-    return gw_error_set(err, 429, "rate_limit_error", "insufficient_quota", "seconds",
-                        seconds > limit
-                            ? "This job's %u video-seconds exceed the API key's daily budget "
-                              "of %u seconds."
-                            : "The API key's daily budget of video-seconds is used up (%u "
-                              "more would exceed %u). It renews at 00:00 UTC.",
-                        seconds, limit);
+    return gw_limiter_over_budget(seconds, (uint32_t)k->limits.daily_seconds, err);
 }
 
 static int quota_local(struct gw_worker *w, const struct gw_quota_req *r, struct gw_error *err)

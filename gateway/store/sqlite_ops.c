@@ -521,17 +521,30 @@ static int op_update(struct sqlite_store *s, struct gw_store_op *op)
     return load_job(s, op, seq);
 }
 
+/* The job of op->job.id and a statement on its row: *st bound with its seq as
+ * ?1, or NULL (res->job NULL: no such job). GW_ERR: the database failed. */
+static int job_stmt(struct sqlite_store *s, struct gw_store_op *op, enum stmt_id id,
+                    int64_t *seq, sqlite3_stmt **st)
+{
+    *st = NULL;
+    if (find_job(s, op, op->job.id, seq) != GW_OK)
+        return GW_ERR;
+    if (*seq == 0)
+        return load_job(s, op, 0);
+    *st = stmt(s, id);
+    sqlite3_bind_int64(*st, 1, *seq);
+    return GW_OK;
+}
+
 static int op_delete(struct sqlite_store *s, struct gw_store_op *op)
 {
     sqlite3_stmt *st;
     int64_t seq;
 
-    if (find_job(s, op, op->job.id, &seq) != GW_OK)
-        return GW_ERR;
-    if (seq == 0)
-        return load_job(s, op, 0);
-    st = stmt(s, ST_JOB_DELETE);
-    sqlite3_bind_int64(st, 1, seq);
+    int rc = job_stmt(s, op, ST_JOB_DELETE, &seq, &st);
+
+    if (rc != GW_OK || st == NULL) /* failed, or no such job (res->job NULL) */
+        return rc;
     sqlite3_bind_int64(st, 2, op->t1);
     if (exec_done(s, st, op) != GW_OK)
         return GW_ERR;
@@ -543,12 +556,10 @@ static int op_refund(struct sqlite_store *s, struct gw_store_op *op)
     sqlite3_stmt *st;
     int64_t seq;
 
-    if (find_job(s, op, op->job.id, &seq) != GW_OK)
-        return GW_ERR;
-    if (seq == 0)
-        return load_job(s, op, 0);
-    st = stmt(s, ST_JOB_REFUND);
-    sqlite3_bind_int64(st, 1, seq);
+    int rc = job_stmt(s, op, ST_JOB_REFUND, &seq, &st);
+
+    if (rc != GW_OK || st == NULL) /* failed, or no such job (res->job NULL) */
+        return rc;
     if (exec_done(s, st, op) != GW_OK)
         return GW_ERR;
     op->res.refunded = sqlite3_changes(s->db) == 1;
