@@ -1112,6 +1112,23 @@ def raw(port, data, read_timeout=5, tls=False, ca=None, head_request=False):
 # ----------------------------------------------------------------------------
 # bodies
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def create_body(seconds="8", model="veo3.1"):
+    """A small JSON create (the shape most tests send)."""
+    return json.dumps({"model": model, "prompt": "p", "seconds": seconds,
+                       "size": "16x9"}).encode()
+
+
+def create_job(gw, key, seconds="8", model="veo3.1"):
+    """A JSON create through gw with team key `key` that must succeed: its job object."""
+    st, _, b = gw.request("POST", "/v1/videos", key=key, headers=JSON_HEADERS,
+                          body=create_body(seconds, model))
+    assert st == 200, (st, b)
+    return json.loads(b)
+
+
 def pattern_block(seed):
     """The 64 KiB block a generated file part repeats (seed: str or bytes)."""
     if isinstance(seed, str):

@@ -32,12 +32,7 @@ def store_gateway(stub, **kw):
     return gwtest.Gateway(stub, extra=extra, **kw), path
 
 
-def create(gw, key, seconds="8", model="veo3.1"):
-    body = json.dumps({"model": model, "prompt": "p", "seconds": seconds,
-                       "size": "16x9"}).encode()
-    st, _, b = gw.request("POST", "/v1/videos", key=key, headers=JSON, body=body)
-    assert st == 200, (st, b)
-    return json.loads(b)
+create = gwtest.create_job
 
 
 def form(gw, path, key, fields, chunked=False):

@@ -60,9 +60,7 @@ def finish(gw):
         LOGS.append(gw.log())
 
 
-def create_body():
-    return json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "8",
-                       "size": "16x9"}).encode()
+create_body = gwtest.create_body
 
 
 def head(method, path, key, extra="", version="1.1"):

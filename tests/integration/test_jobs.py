@@ -24,15 +24,8 @@ def store_gateway(stub, **kw):
     return gwtest.Gateway(stub, extra=extra, **kw), path
 
 
-def create_body(seconds="8"):
-    return json.dumps({"model": "veo3.1", "prompt": "p", "seconds": seconds,
-                       "size": "16x9"}).encode()
-
-
-def create(gw, key, seconds="8"):
-    st, h, b = gw.request("POST", "/v1/videos", key=key, headers=JSON, body=create_body(seconds))
-    assert st == 200, (st, b)
-    return json.loads(b)
+create_body = gwtest.create_body
+create = gwtest.create_job
 
 
 def upstream_requests(stub, path_part):
