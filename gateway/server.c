@@ -35,6 +35,8 @@
 
 #define DRAIN_MAX_S 30 /* SIGTERM: in-flight exchanges get this long to finish */
 #define ACCEPT_PAUSE_MS 250 /* out of descriptors: stop accepting this long */
+#define DRAIN_FIRST_REQUEST_MS 1000 /* SIGTERM: a connection accepted this recently may
+                                     * still send its request: wait for it */
 #define DRAIN_QUEUE_MAX_MS 2000 /* SIGTERM: then wait at most this long for the loops to
                                   * take what is still in their accept queues */
 #define DRAIN_GRACE_MS 250 /* SIGTERM: listeners stay open this long, new connections
@@ -429,7 +431,11 @@ static void drain_check(evutil_socket_t fd, short ev, void *arg)
     struct gw_worker *w = arg;
     static __thread int ticks;
 
-    if (w->inflight == 0 || ++ticks > DRAIN_MAX_S * 10)
+    /* idle: no exchange, and no connection that closing would cut (a request
+     * still in the socket, or a connection accepted just before the listeners
+     * closed whose client has not written yet) */
+    if ((w->inflight == 0 && gw_htfix_unsettled(DRAIN_FIRST_REQUEST_MS) == 0) ||
+        ++ticks > DRAIN_MAX_S * 10)
         event_base_loopexit(w->base, NULL);
 }
 

@@ -33,6 +33,8 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +75,21 @@ struct framer {
     size_t read_max;      /* bytes per read-ahead read (gw_htfix_read_max); 0: READ_AHEAD_STEP */
     struct event *kick;   /* after a held request: parse what is waiting */
     struct event *timer;  /* header_timeout of an incomplete head */
+    struct framer *prev, *next; /* this loop's connections (gw_htfix_unsettled) */
+    int64_t born_ms;      /* monotonic: when it was accepted */
+    unsigned heads;       /* request heads framed so far */
 };
+
+/* Every connection of this loop (the thread's own list). */
+static __thread struct framer *loop_conns;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static htparser_run_fn real_run;
 static size_t max_head = 32 * 1024;
@@ -100,6 +116,12 @@ static evhtp_res framer_free(evhtp_connection_t *conn, void *arg)
     /* libevhtp frees the request after this hook: gw_htfix_request_done() must
      * then find no framer */
     conn->hooks->on_connection_fini_arg = NULL;
+    if (f->prev != NULL)
+        f->prev->next = f->next;
+    else
+        loop_conns = f->next;
+    if (f->next != NULL)
+        f->next->prev = f->prev;
     if (f->kick != NULL)
         event_free(f->kick);
     if (f->timer != NULL)
@@ -120,6 +142,11 @@ int gw_htfix_attach(evhtp_connection_t *conn)
     if (f == NULL)
         return GW_ERR;
     f->conn = conn;
+    f->born_ms = mono_ms();
+    f->next = loop_conns;
+    if (loop_conns != NULL)
+        loop_conns->prev = f;
+    loop_conns = f;
     f->kick = event_new(base, -1, 0, kick_cb, f);
     f->timer = event_new(base, -1, 0, timeout_cb, f);
     evhtp_connection_set_hook(conn, evhtp_hook_on_connection_fini, (evhtp_hook)framer_free, f);
@@ -262,6 +289,7 @@ static size_t feed_head(struct framer *f, htparser *p, htparse_hooks *hooks, con
     if (end < 0 || gw_reqhead_check(head, (size_t)end, &rh, &err) != GW_OK)
         goto refused;
     event_del(f->timer);
+    f->heads++;
     if (rh.chunked) {
         f->phase = PH_BODY_CHUNKED;
         gw_chunked_init(&f->ck, max_head);
@@ -395,6 +423,28 @@ void gw_htfix_read_max(evhtp_connection_t *conn, size_t max)
 
     if (f != NULL)
         f->read_max = max;
+}
+
+/* ------------------------------------------------------------- the drain */
+
+unsigned gw_htfix_unsettled(int64_t first_request_ms)
+{
+    int64_t now = mono_ms();
+    unsigned n = 0;
+
+    for (struct framer *f = loop_conns; f != NULL; f = f->next) {
+        int pending = 0;
+        if (f->conn->bev != NULL) {
+            int fd = bufferevent_getfd(f->conn->bev);
+            if (evbuffer_get_length(bufferevent_get_input(f->conn->bev)) > 0 ||
+                (fd >= 0 && ioctl(fd, FIONREAD, &pending) == 0 && pending > 0))
+                pending = 1;
+        }
+        if (pending || (f->phase == PH_HEAD && f->len > 0) ||
+            (f->heads == 0 && now - f->born_ms < first_request_ms))
+            n++;
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------- the framer */

@@ -5,6 +5,7 @@
 #define GW_HTFIX_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Find the real parser, set the head size limit and the head deadline. Must run
  * before any connection is accepted; GW_ERR if the symbol cannot be found. */
@@ -25,5 +26,15 @@ void gw_htfix_request_done(struct evhtp_connection *conn);
  * watermark, so that a slow upstream holds that much per upload, not a whole
  * piece more. */
 void gw_htfix_read_max(struct evhtp_connection *conn, size_t max);
+
+/*
+ * For a drain, on the loop's thread: this loop's connections that closing now
+ * would cut: bytes waiting to be read (in the socket or libevhtp's buffer), a
+ * head half read, or accepted less than first_request_ms ago without a request
+ * yet (its client may not have written it). An exchange under way is counted
+ * by the proxy, not here; a keep-alive connection idle between requests is not
+ * counted.
+ */
+unsigned gw_htfix_unsettled(int64_t first_request_ms);
 
 #endif

@@ -277,5 +277,26 @@ def test_sigterm_idle_exits_at_once():
             gwtest.assert_no_sanitizer_report(gw.log())
 
 
+def test_sigterm_serves_a_request_written_late():
+    """A connection accepted just before SIGTERM whose client writes its request a
+    moment later (a busy client, a loaded machine) is served, not reset by the
+    exit; the process leaves right after."""
+    with gwtest.Stub() as stub:
+        gw = gwtest.Gateway(stub)
+        with gw:
+            c = gwtest.RawConn(gw.port)
+            # the connection is made (the drain accepts what is queued)...
+            gw.proc.send_signal(signal.SIGTERM)
+            gwtest.wait_for(lambda: "draining" in gw.log(), what="the drain")
+            time.sleep(0.3)  # ...and its request comes late: the point of the test
+            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp = c.read_response()
+            assert resp.startswith(b"HTTP/1.1 200 "), resp[:200]
+            assert b"connection: close" in resp.lower(), resp[:300]
+            assert gw.proc.wait(15) == 0
+            c.close()
+            gwtest.assert_no_sanitizer_report(gw.log())
+
+
 if __name__ == "__main__":
     gwtest.main(globals())    # also removes the temp dir
