@@ -156,18 +156,35 @@ static int server_tls(struct gw_worker *w, struct gw_error *err)
     return GW_OK;
 }
 
-/* On the first loop (keysync.c): every loop starts new requests with tab; those
- * in flight keep theirs. The old table's reference goes to the keysync, which
- * releases it a moment later (then it is freed once its last request is done). */
+/* On the first loop (keysync.c): every loop starts new requests with tab once
+ * it takes it (gw_worker_keytab); those in flight keep theirs. Each loop gets a
+ * reference of its own in its slot; the server's reference to the old table
+ * goes to the keysync, which releases it (freed once no loop or request holds it). */
 static struct gw_keytab *publish_keys(void *arg, struct gw_keytab *tab)
 {
     struct gw_server *s = arg;
     struct gw_keytab *old = s->keytab;
 
-    for (unsigned i = 0; i < s->nworkers; i++)
-        __atomic_store_n(&s->workers[i].keytab, tab, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        gw_keytab_hold(tab);
+        const struct gw_keytab *untaken =
+            __atomic_exchange_n(&s->workers[i].next_keytab, tab, __ATOMIC_ACQ_REL);
+        gw_keytab_release(untaken); /* an earlier table the loop never took */
+    }
     s->keytab = tab;
     return old;
+}
+
+const struct gw_keytab *gw_worker_take_keytab(struct gw_worker *w)
+{
+    const struct gw_keytab *n = __atomic_exchange_n(&w->next_keytab, NULL, __ATOMIC_ACQUIRE);
+
+    if (n != NULL) {
+        const struct gw_keytab *old = w->keytab;
+        w->keytab = n; /* the slot's reference is now the loop's */
+        gw_keytab_release(old);
+    }
+    return w->keytab;
 }
 
 static void keys_loaded(void *arg, const struct gw_store_res *res)
@@ -212,6 +229,8 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     w->cfg = cfg;
     gw_config_hold(cfg); /* the loop's own reference (gw_worker_take_cfg) */
     w->keytab = s->keytab;
+    if (w->keytab != NULL)
+        gw_keytab_hold(w->keytab); /* the loop's own reference (gw_worker_take_keytab) */
     w->limiter = s->limiter;
     gw_keypool_init(&w->keys, cfg->nupstream_keys);
     /* Each loop is touched by its own thread only: no locks. The changelist

@@ -27,8 +27,10 @@ struct gw_worker {
                                        * loop and swapped on its thread: gw_worker_cfg() */
     const struct gw_config *next_cfg; /* a reload's config waiting for the loop to take it
                                        * (atomic; the slot holds a reference), or NULL */
-    const struct gw_keytab *keytab; /* the store's keys now: read it with gw_worker_keytab();
-                                     * NULL: no store */
+    const struct gw_keytab *keytab; /* the store's keys new work starts under, held by
+                                     * this loop: read it with gw_worker_keytab(); NULL: no store */
+    const struct gw_keytab *next_keytab; /* a newer table waiting for the loop to take it
+                                          * (atomic; the slot holds a reference), or NULL */
     int wake_fd;            /* eventfd: the main thread asks this loop to drain */
     struct event *wake_ev;
     pthread_t thread;
@@ -76,11 +78,18 @@ static inline const struct gw_config *gw_worker_cfg(struct gw_worker *w)
     return w->cfg;
 }
 
-/* The store's keys new work starts under (keysync.c replaces the table from the
- * first loop's thread); hold it (gw_keytab_hold) for as long as a key of it is used. */
-static inline const struct gw_keytab *gw_worker_keytab(const struct gw_worker *w)
+/* The loop takes a newer key table (gw_worker_keytab's slow path). */
+const struct gw_keytab *gw_worker_take_keytab(struct gw_worker *w);
+
+/* The store's keys new work starts under; on the loop's own thread only. The
+ * keysync (first loop) leaves a new table in next_keytab, which the loop takes
+ * here, dropping its own reference to the old one, as with configs. Hold it
+ * (gw_keytab_hold) for as long as a key of it is used. */
+static inline const struct gw_keytab *gw_worker_keytab(struct gw_worker *w)
 {
-    return __atomic_load_n(&w->keytab, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&w->next_keytab, __ATOMIC_RELAXED) != NULL)
+        return gw_worker_take_keytab(w);
+    return w->keytab;
 }
 
 /* A monotonic clock in ms (limits, deadlines). */

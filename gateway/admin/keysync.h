@@ -22,10 +22,10 @@ struct gw_keysync;
 struct gw_keysync_wait;
 
 /* Called on the keysync's loop with a new table (one reference, the callee's);
- * returns the table it replaced, whose reference passes to the keysync: it is
- * released a second later, so that a loop that had just read the old pointer
- * and not yet taken its hold (gw_worker_keytab, then gw_keytab_hold) never
- * holds a freed table. */
+ * returns the table it replaced, whose reference passes to the keysync, which
+ * releases it a second later. (Each loop holds its own reference to the table
+ * it uses and swaps it on its own thread: the delay is no longer what keeps a
+ * loop from reading a freed table, only a margin.) */
 typedef struct gw_keytab *(*gw_keysync_publish_fn)(void *arg, struct gw_keytab *tab);
 
 /* Start polling on w's loop (w->store must be set), the table of `version`
