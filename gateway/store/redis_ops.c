@@ -124,10 +124,8 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         /* day[] dies with this frame: the op keeps a copy */
         {
             char *d = gw_store_op_strdup(op, day, 10);
-            if (d == NULL) {
-                gw_store_op_fail(op, "out of memory");
-                return GW_ERR;
-            }
+            if (d == NULL)
+                return GW_ERR; /* op failed: out of memory */
             arg(c, d, 10);
         }
         arg_str(c, op->idem_key);
@@ -229,10 +227,8 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
                                           GW_KEY_SET_CONCURRENCY, GW_KEY_SET_DAILY_SECONDS,
                                           GW_KEY_SET_MODELS, GW_KEY_SET_EXPIRES };
         char *set = gw_store_op_alloc(op, 7);
-        if (set == NULL) {
-            gw_store_op_fail(op, "out of memory");
-            return GW_ERR;
-        }
+        if (set == NULL)
+            return GW_ERR; /* op failed: out of memory */
         for (int i = 0; i < 6; i++)
             set[i] = op->patch.set & bits[i] ? '1' : '0';
         set[6] = '\0';
@@ -259,10 +255,8 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         for (size_t i = 0; i < op->nnames; i++)
             len += strlen(op->names[i]) + 1;
         char *all = gw_store_op_alloc(op, len + 1), *q = all;
-        if (all == NULL) {
-            gw_store_op_fail(op, "out of memory");
-            return GW_ERR;
-        }
+        if (all == NULL)
+            return GW_ERR; /* op failed: out of memory */
         for (size_t i = 0; i < op->nnames; i++) {
             size_t n = strlen(op->names[i]);
             memcpy(q, op->names[i], n);
@@ -363,10 +357,8 @@ static int parse_job(struct gw_store_op *op, const redisReply *row, struct gw_jo
     for (size_t i = 0; i < GW_ARRAY_LEN(text); i++)
         total += row->element[text[i]]->len + 1;
     char *p = gw_store_op_alloc(op, total);
-    if (p == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (p == NULL)
+        return GW_ERR; /* op failed: out of memory */
     for (size_t i = 0; i < GW_ARRAY_LEN(text); i++) {
         const redisReply *e = row->element[text[i]];
         if (e->len > 0)
@@ -390,10 +382,8 @@ static int one_job(struct gw_store_op *op, const redisReply *row, int *log_it)
 {
     struct gw_job *j = gw_store_op_alloc(op, sizeof(*j));
 
-    if (j == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (j == NULL)
+        return GW_ERR; /* op failed: out of memory */
     int rc = parse_job(op, row, j, log_it);
     if (rc == GW_ERR)
         return GW_ERR;
@@ -408,10 +398,8 @@ static int many_jobs(struct gw_store_op *op, const redisReply *r, size_t first, 
     struct gw_job *jobs = gw_store_op_alloc(op, sizeof(*jobs) * (n > 0 ? n : 1));
     size_t k = 0;
 
-    if (jobs == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (jobs == NULL)
+        return GW_ERR; /* op failed: out of memory */
     for (size_t i = first; i < r->elements; i++) {
         int rc = parse_job(op, r->element[i], &jobs[k], log_it);
         if (rc == GW_ERR)
@@ -442,10 +430,8 @@ static int one_character(struct gw_store_op *op, const redisReply *r, int *log_i
         total += r->element[text[i]]->len + 1;
     struct gw_character *ch = gw_store_op_alloc(op, sizeof(*ch));
     char *p = ch != NULL ? gw_store_op_alloc(op, total) : NULL;
-    if (p == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (p == NULL)
+        return GW_ERR; /* op failed: out of memory */
     const char **dst[5] = { &ch->id, &ch->key_name, &ch->upstream_key, &ch->name, &ch->object };
     for (int i = 0; i < 5; i++) {
         const redisReply *e = r->element[text[i]];
@@ -499,10 +485,8 @@ static int parse_key(struct gw_store_op *op, const redisReply *row, struct gw_st
     k->name = gw_store_op_strdup(op, row->element[K_NAME]->str, row->element[K_NAME]->len);
     k->models = gw_store_op_strdup(op, row->element[K_MODELS]->str,
                                    row->element[K_MODELS]->len);
-    if (k->name == NULL || k->models == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (k->name == NULL || k->models == NULL)
+        return GW_ERR; /* op failed: out of memory */
     if (row->element[K_SHA]->len == sizeof(k->sha256))
         memcpy(k->sha256, row->element[K_SHA]->str, sizeof(k->sha256));
     k->rpm = num(row->element[K_RPM]);
@@ -523,10 +507,8 @@ static int one_key(struct gw_store_op *op, const redisReply *row, int *log_it)
 {
     struct gw_store_key *k = gw_store_op_alloc(op, sizeof(*k));
 
-    if (k == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (k == NULL)
+        return GW_ERR; /* op failed: out of memory */
     int rc = parse_key(op, row, k, log_it);
     if (rc == GW_ERR)
         return GW_ERR;
@@ -546,10 +528,8 @@ static int keys_list_reply(struct gw_store_op *op, const redisReply *r, int *log
     struct gw_store_key *keys = gw_store_op_alloc(op, sizeof(*keys) *
                                                   (rows->elements > 0 ? rows->elements : 1));
     size_t n = 0;
-    if (keys == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (keys == NULL)
+        return GW_ERR; /* op failed: out of memory */
     for (size_t i = 0; i < rows->elements; i++) {
         int rc = parse_key(op, rows->element[i], &keys[n], log_it);
         if (rc == GW_ERR)
@@ -562,10 +542,8 @@ static int keys_list_reply(struct gw_store_op *op, const redisReply *r, int *log
     if (op->nnames == 0)
         return GW_OK;
     int64_t *last = gw_store_op_alloc(op, op->nnames * sizeof(*last));
-    if (last == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (last == NULL)
+        return GW_ERR; /* op failed: out of memory */
     for (size_t i = 0; i < op->nnames; i++)
         last[i] = num(lu->element[i]);
     op->res.last_used = last;
@@ -713,10 +691,8 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
             op->prune_state = PRUNE_JOBS_DONE;
         } else {
             op->prune_key = gw_store_op_strdup(op, r->element[2]->str, r->element[2]->len);
-            if (op->prune_key == NULL) {
-                gw_store_op_fail(op, "out of memory");
-                return GW_ERR;
-            }
+            if (op->prune_key == NULL)
+                return GW_ERR; /* op failed: out of memory */
             op->prune_state = num(r->element[3]) == 1 ? PRUNE_IN_KEY : PRUNE_AFTER_KEY;
         }
         if (op->prune_state != PRUNE_JOBS_DONE || num(r->element[1]) >= 500) {
@@ -735,10 +711,8 @@ int rs_reply(struct gw_store_op *op, const redisReply *r, const char *prefix,
             op->res.answer_status = (int)num(r->element[1]);
             op->res.answer_len = r->element[2]->len;
             op->res.answer_body = gw_store_op_strdup(op, r->element[2]->str, r->element[2]->len);
-            if (op->res.answer_body == NULL) {
-                gw_store_op_fail(op, "out of memory");
-                return GW_ERR;
-            }
+            if (op->res.answer_body == NULL)
+                return GW_ERR; /* op failed: out of memory */
         } else if (op->res.idem != GW_IDEM_NEW && op->res.idem != GW_IDEM_IN_FLIGHT) {
             return malformed(op, log_it);
         }

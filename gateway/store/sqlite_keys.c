@@ -124,10 +124,8 @@ static int row_key(struct gw_store_op *op, sqlite3_stmt *st, struct gw_store_key
                                  (size_t)sqlite3_column_bytes(st, KC_NAME));
     k->models = gw_store_op_strdup(op, (const char *)sqlite3_column_text(st, KC_MODELS),
                                    (size_t)sqlite3_column_bytes(st, KC_MODELS));
-    if (k->name == NULL || k->models == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (k->name == NULL || k->models == NULL)
+        return GW_ERR; /* op failed: out of memory */
     if (sha != NULL && sqlite3_column_bytes(st, KC_SHA) == (int)sizeof(k->sha256))
         memcpy(k->sha256, sha, sizeof(k->sha256));
     k->rpm = sqlite3_column_int64(st, KC_RPM);
@@ -301,10 +299,8 @@ static int op_keys_list(struct sqlite_store *s, struct gw_store_op *op)
     if (op->nnames == 0)
         return GW_OK;
     int64_t *last = gw_store_op_alloc(op, op->nnames * sizeof(*last));
-    if (last == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (last == NULL)
+        return GW_ERR; /* op failed: out of memory */
     for (size_t i = 0; i < op->nnames; i++) {
         if ((st = kstmt(s, op, K_LAST_USED)) == NULL)
             return GW_ERR;
@@ -327,10 +323,8 @@ static int op_jobs_recent(struct sqlite_store *s, struct gw_store_op *op)
 
     if (st == NULL)
         return GW_ERR;
-    if (jobs == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (jobs == NULL)
+        return GW_ERR; /* op failed: out of memory */
     if (q->key_name != NULL)
         sqlite3_bind_text(st, 1, q->key_name, -1, SQLITE_STATIC);
     if (q->status >= 0)

@@ -177,10 +177,8 @@ static int row_job(struct gw_store_op *op, sqlite3_stmt *st, struct gw_job *j)
         total += len[i] + 1;
     }
     char *p = gw_store_op_alloc(op, total);
-    if (p == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (p == NULL)
+        return GW_ERR; /* op failed: out of memory */
     for (size_t i = 0; i < GW_ARRAY_LEN(text_cols); i++) {
         if (len[i] > 0)
             memcpy(p, txt[i], len[i]);
@@ -318,10 +316,8 @@ static int load_job(struct sqlite_store *s, struct gw_store_op *op, int64_t seq)
     if (rc != SQLITE_ROW)
         return step_failed(s, st, op);
     struct gw_job *j = gw_store_op_alloc(op, sizeof(*j));
-    if (j == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (j == NULL)
+        return GW_ERR; /* op failed: out of memory */
     rc = row_job(op, st, j);
     sqlite3_reset(st);
     op->res.job = rc == GW_OK ? j : NULL;
@@ -649,10 +645,8 @@ static int op_claim(struct sqlite_store *s, struct gw_store_op *op)
     int64_t *seqs = gw_store_op_alloc(op, sizeof(*seqs) * (op->limit > 0 ? op->limit : 1));
     int more;
 
-    if (seqs == NULL) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+    if (seqs == NULL)
+        return GW_ERR; /* op failed: out of memory */
     sqlite3_bind_int64(st, 1, op->t1);
     sqlite3_bind_int(st, 2, (int)op->limit);
     if (collect_jobs(s, op, st, op->limit, &more, seqs) != GW_OK)
@@ -702,10 +696,8 @@ static int op_prune(struct sqlite_store *s, struct gw_store_op *op)
             const char *key = gw_store_op_strdup(op, (const char *)sqlite3_column_text(st, 0),
                                                  (size_t)sqlite3_column_bytes(st, 0));
             sqlite3_reset(st);
-            if (key == NULL) {
-                gw_store_op_fail(op, "out of memory");
-                return GW_ERR;
-            }
+            if (key == NULL)
+                return GW_ERR; /* op failed: out of memory */
             op->prune_key = key;
             op->prune_state = PRUNE_IN_KEY;
             keys++;
@@ -759,10 +751,8 @@ static int op_idem_begin(struct sqlite_store *s, struct gw_store_op *op)
             op->res.answer_body = gw_store_op_strdup(op, body, len);
             op->res.answer_len = len;
             sqlite3_reset(st);
-            if (op->res.answer_body == NULL) {
-                gw_store_op_fail(op, "out of memory");
-                return GW_ERR;
-            }
+            if (op->res.answer_body == NULL)
+                return GW_ERR; /* op failed: out of memory */
             return GW_OK;
         }
         op->res.idem = GW_IDEM_IN_FLIGHT;

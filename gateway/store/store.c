@@ -148,8 +148,10 @@ void *gw_store_op_alloc(struct gw_store_op *op, size_t size)
 {
     struct gw_store_mem *m = malloc(sizeof(*m) + size);
 
-    if (m == NULL)
+    if (m == NULL) {
+        gw_store_op_fail(op, "out of memory"); /* the caller only has to stop */
         return NULL;
+    }
     m->next = op->mem;
     op->mem = m;
     return m->data;

@@ -127,10 +127,12 @@ void gw_store_ops_done(struct gw_store_op *list);
  * eventfd write, the loop's event is made active. */
 void gw_store_op_done_local(struct gw_store_op *op);
 
-/* size bytes owned by op (freed with it), aligned for any type; NULL if out of memory. */
+/* size bytes owned by op (freed with it), aligned for any type; NULL if out of
+ * memory, and then op is failed already (503 "out of memory"): return GW_ERR. */
 void *gw_store_op_alloc(struct gw_store_op *op, size_t size);
 
-/* A NUL-terminated copy of s[0..len) owned by op; NULL if out of memory. */
+/* A NUL-terminated copy of s[0..len) owned by op; NULL if out of memory (op
+ * failed, as with gw_store_op_alloc). */
 char *gw_store_op_strdup(struct gw_store_op *op, const char *s, size_t len);
 
 /* Fill op->err as the store's own failure (503 store_error) and set res to it. */
