@@ -193,6 +193,19 @@ static struct exchange *pool_get(struct gw_worker *w)
     return x;
 }
 
+/* The answer is going out: the create no longer counts against its key's concurrency.
+ * Given back before the answer's first byte is queued, not when the connection is done
+ * writing it, so a client that sends its next create the moment it reads this answer
+ * finds the slot free, on whichever loop that create lands. */
+void gw_exchange_release_slot(struct exchange *x)
+{
+    if (!x->admitted)
+        return;
+    x->admitted = 0;
+    gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL,
+                                                   &x->lease });
+}
+
 void gw_exchange_free(struct exchange *x)
 {
     if (x->store_op != NULL)
@@ -200,9 +213,7 @@ void gw_exchange_free(struct exchange *x)
     gw_jobs_idem_end(x);
     if (x->admission != NULL)
         gw_admit_cancel(x->admission);
-    if (x->admitted)
-        gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL,
-                                                       &x->lease });
+    gw_exchange_release_slot(x);
     if (x->quota_wait != NULL)
         gw_admit_quota_cancel(x->quota_wait);
     if (x->quota_reserved) {

@@ -79,7 +79,7 @@ struct exchange {
     struct gw_admission *admission; /* pending asynchronous admission */
     struct gw_lease *lease;      /* a create admitted by the limits in Redis: what it holds
                                     (given back when it ends); NULL otherwise */
-    int admitted;            /* gw_admit_release() owed at the end */
+    int admitted;            /* gw_admit_release() owed (gw_exchange_release_slot) */
     int expect_continue;     /* send 100 Continue once admitted */
     char rid[20];
     struct timespec t0;
@@ -179,6 +179,7 @@ void gw_proxy_resume_client(struct exchange *x); /* if paused and below the wate
 /* exchange.c */
 struct exchange *gw_exchange_new(struct gw_worker *w, evhtp_request_t *req);
 void gw_exchange_free(struct exchange *x); /* back to the worker's pool */
+void gw_exchange_release_slot(struct exchange *x); /* the answer is going out */
 void gw_exchange_set_traceparent(struct exchange *x, evhtp_headers_t *h);
 int64_t gw_exchange_key_slot(const struct exchange *x); /* -1: no key */
 struct gw_str gw_exchange_model_sent(const struct exchange *x); /* {NULL, 0}: none */

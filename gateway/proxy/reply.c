@@ -135,6 +135,7 @@ void gw_reply_head(struct exchange *x, int status, int upstream, const char *all
     evhtp_request_t *req = x->req;
     int http10 = req->proto == EVHTP_PROTO_10;
 
+    gw_exchange_release_slot(x);
     if (length < 0 && http10)
         req->flags &= ~EVHTP_REQ_FLAG_KEEPALIVE;
     evbuffer_add_printf(o, "HTTP/1.%c %d %s\r\n", http10 ? '0' : '1', status,

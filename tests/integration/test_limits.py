@@ -142,6 +142,31 @@ def test_concurrency_slot():
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_concurrency_slot_free_once_answered():
+    """concurrency 1, creates back to back from two connections (two event loops): each
+    answer frees the slot before the client can read it, so the next create, sent the
+    moment the answer is read, is never refused as still in flight."""
+    with gwtest.Stub() as stub, gwtest.Gateway(
+            stub, keys=("alice",), key_options={"alice": {"concurrency": 1}}) as gw:
+        fields = {"model": "veo3.1", "prompt": "p", "seconds": "4", "size": "16x9"}
+        body = json.dumps(fields).encode()
+        req = ("POST /v1/videos HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+               % (gw.keys["alice"], len(body))).encode() + body
+        conns = [gwtest.RawConn(gw.port) for _ in range(4)]
+        try:
+            for i in range(200):
+                c = conns[i % len(conns)]
+                c.send(req)
+                st, _, b, _ = gwtest.parse_response(c.read_response(10))
+                assert st == 200, (i, st, b)
+        finally:
+            for c in conns:
+                c.close()
+        assert len(creates(stub)) == 200
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
 def test_daily_seconds():
     with gwtest.Stub() as stub, gwtest.Gateway(
             stub, keys=("alice",), key_options={"alice": {"daily_seconds": 20}}) as gw:
