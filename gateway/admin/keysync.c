@@ -119,6 +119,11 @@ static void loaded(void *arg, const struct gw_store_res *res)
     if (t->skipped > 0)
         gw_log(GW_LOG_WARN, "keys: %u store key(s) named like a config key are not used "
                "(the config's [key] wins)", t->skipped);
+    if (res->keys_skipped != NULL)
+        gw_log(GW_LOG_WARN, "keys: store key(s) %s are malformed in the store (a field "
+               "missing, of another type, or a limit that is not a number) and refused "
+               "until written again (gateway keys set NAME, or the admin API)",
+               res->keys_skipped);
     ks->failing = 0;
     ks->version = res->keys_version;
     gw_log(GW_LOG_INFO, "keys: %u store key(s) in use (version %llu)", t->nkeys,

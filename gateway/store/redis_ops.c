@@ -468,35 +468,56 @@ static int aux_and_job(struct gw_store_op *op, const redisReply *r, const redisR
 enum { K_NAME = 0, K_SHA, K_RPM, K_BURST, K_CONC, K_DAILY, K_MODELS, K_EXP, K_CR, K_UP, K_RV,
        K_N };
 
-/* A key row (K_N fields, more ignored) into k, strings in op's memory. GW_OK,
- * GW_DONE (no such key), GW_ERR (op failed). */
-static int parse_key(struct gw_store_op *op, const redisReply *row, struct gw_store_key *k,
-                     int *log_it)
+/* An integer as Redis keeps it: decimal digits, an optional '-', nothing else. */
+static int strict_num(const redisReply *r, int64_t *out)
 {
+    char *end;
+
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer;
+        return 1;
+    }
+    if (!is_str(r) || r->len == 0 || r->len > 20)
+        return 0;
+    errno = 0;
+    *out = strtoll(r->str, &end, 10);
+    return errno == 0 && end == r->str + r->len;
+}
+
+enum { KEY_BAD = -2 }; /* parse_key: a row that is not one of ours */
+
+/* A key row (K_N fields, more ignored) into k, strings in op's memory. GW_OK,
+ * GW_DONE (no such key), GW_ERR (op failed: out of memory), KEY_BAD (a field
+ * missing, of another type, or a limit that is not a number: never read as 0,
+ * which would mean "unlimited"). */
+static int parse_key(struct gw_store_op *op, const redisReply *row, struct gw_store_key *k)
+{
+    int64_t *nums[] = { &k->rpm, &k->burst, &k->concurrency, &k->daily_seconds,
+                        &k->expires_at, &k->created_at, &k->updated_at, &k->revoked_at };
+    static const int numf[] = { K_RPM, K_BURST, K_CONC, K_DAILY, K_EXP, K_CR, K_UP, K_RV };
+
     if (row == NULL || row->type != REDIS_REPLY_ARRAY || row->elements < K_N)
-        return malformed(op, log_it);
+        return KEY_BAD;
     if (row->element[K_NAME]->type == REDIS_REPLY_NIL)
         return GW_DONE;
-    for (int i = 0; i < K_N; i++) {
-        if (!is_str(row->element[i]))
-            return malformed(op, log_it);
-    }
     memset(k, 0, sizeof(*k));
+    for (int i = 0; i < K_N; i++) {
+        if (!is_str(row->element[i]) && row->element[i]->type != REDIS_REPLY_INTEGER)
+            return KEY_BAD;
+    }
+    for (size_t i = 0; i < GW_ARRAY_LEN(numf); i++) {
+        if (!strict_num(row->element[numf[i]], nums[i]))
+            return KEY_BAD;
+    }
+    if (!is_str(row->element[K_NAME]) || !is_str(row->element[K_MODELS]) ||
+        row->element[K_SHA]->len != sizeof(k->sha256))
+        return KEY_BAD;
     k->name = gw_store_op_strdup(op, row->element[K_NAME]->str, row->element[K_NAME]->len);
     k->models = gw_store_op_strdup(op, row->element[K_MODELS]->str,
                                    row->element[K_MODELS]->len);
     if (k->name == NULL || k->models == NULL)
         return GW_ERR; /* op failed: out of memory */
-    if (row->element[K_SHA]->len == sizeof(k->sha256))
-        memcpy(k->sha256, row->element[K_SHA]->str, sizeof(k->sha256));
-    k->rpm = num(row->element[K_RPM]);
-    k->burst = num(row->element[K_BURST]);
-    k->concurrency = num(row->element[K_CONC]);
-    k->daily_seconds = num(row->element[K_DAILY]);
-    k->expires_at = num(row->element[K_EXP]);
-    k->created_at = num(row->element[K_CR]);
-    k->updated_at = num(row->element[K_UP]);
-    k->revoked_at = num(row->element[K_RV]);
+    memcpy(k->sha256, row->element[K_SHA]->str, sizeof(k->sha256));
     if (row->elements > K_N)
         k->last_used_at = num(row->element[K_N]);
     return GW_OK;
@@ -509,10 +530,35 @@ static int one_key(struct gw_store_op *op, const redisReply *row, int *log_it)
 
     if (k == NULL)
         return GW_ERR; /* op failed: out of memory */
-    int rc = parse_key(op, row, k, log_it);
+    int rc = parse_key(op, row, k);
+    if (rc == KEY_BAD)
+        return malformed(op, log_it);
     if (rc == GW_ERR)
         return GW_ERR;
     op->res.key = rc == GW_OK ? k : NULL;
+    return GW_OK;
+}
+
+/* Note a left-out key's name in res.keys_skipped (at most 64 bytes of it, for a log). */
+static int skipped_add(struct gw_store_op *op, const char *name, size_t len)
+{
+    const char *had = op->res.keys_skipped;
+    size_t hl = had != NULL ? strlen(had) : 0;
+    char *s;
+
+    if (len > 64)
+        len = 64;
+    if ((s = gw_store_op_alloc(op, hl + 2 + len + 1)) == NULL)
+        return GW_ERR; /* op failed: out of memory */
+    if (hl > 0) {
+        memcpy(s, had, hl);
+        memcpy(s + hl, ", ", 2);
+        hl += 2;
+    }
+    for (size_t i = 0; i < len; i++) /* someone else's bytes: printable only */
+        s[hl + i] = name[i] > 0x20 && name[i] < 0x7f ? name[i] : '?';
+    s[hl + len] = 0;
+    op->res.keys_skipped = s;
     return GW_OK;
 }
 
@@ -531,9 +577,20 @@ static int keys_list_reply(struct gw_store_op *op, const redisReply *r, int *log
     if (keys == NULL)
         return GW_ERR; /* op failed: out of memory */
     for (size_t i = 0; i < rows->elements; i++) {
-        int rc = parse_key(op, rows->element[i], &keys[n], log_it);
+        const redisReply *row = rows->element[i];
+        int rc = parse_key(op, row, &keys[n]);
         if (rc == GW_ERR)
             return GW_ERR;
+        if (rc == KEY_BAD) {
+            /* someone else's data under the key's name: that key is left out (never
+             * read as unlimited), the others stay. Its name: the row's last element. */
+            const redisReply *nm = row->type == REDIS_REPLY_ARRAY && row->elements > 0
+                                       ? row->element[row->elements - 1] : NULL;
+            if (skipped_add(op, nm != NULL && is_str(nm) ? nm->str : "?",
+                            nm != NULL && is_str(nm) ? nm->len : 1) != GW_OK)
+                return GW_ERR;
+            continue;
+        }
         n += rc == GW_OK;
     }
     op->res.keys_version = (uint64_t)r->element[0]->integer;

@@ -332,7 +332,7 @@ static const char key_revoke_src[] = LUA_KEYS
     "end\n"
     "return {did, redis.call('HMGET', kk, unpack(K))}\n";
 
-/* {version, {row..last_used}..., {last_used of each name}}: ARGV[2] names
+/* {version, {row..last_used, name}..., {last_used of each name}}: ARGV[2] names
  * joined by NUL in ARGV[3] (any number of them in one argument). A key's last use is
  * its newest job's created_at, deleted ones too: the top member of jobs:{key}
  * and deleted:{key} (their lexical order is created_at's). */
@@ -351,9 +351,12 @@ static const char keys_list_src[] = LUA_KEYS
     "local v = tonumber(redis.call('GET', p .. 'keys_version') or '0') or 0\n"
     "local rows = {}\n"
     "for _, n in ipairs(redis.call('ZRANGEBYLEX', p .. 'tkeys', '-', '+')) do\n"
-    "  local r = redis.call('HMGET', p .. 'tkey:' .. n, unpack(K))\n"
-    "  if r[1] then\n"
+    "  local r = redis.pcall('HMGET', p .. 'tkey:' .. n, unpack(K))\n"
+    "  if type(r) ~= 'table' or r.err then\n"
+    "    rows[#rows + 1] = {n}\n"
+    "  elseif r[1] then\n"
     "    r[#K + 1] = last(n)\n"
+    "    r[#K + 2] = n\n"
     "    rows[#rows + 1] = r\n"
     "  end\n"
     "end\n"

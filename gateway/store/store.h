@@ -251,6 +251,9 @@ struct gw_store_res {
     int key_revoked;            /* key_revoke: 1 if this call revoked it */
     const struct gw_store_key *keys; /* keys_list: every key, by name */
     size_t nkeys;
+    const char *keys_skipped;   /* keys_list on Redis: names of rows that are not the
+                                 * gateway's (a field missing or not a number), left out
+                                 * and so refused; ", "-separated, NULL: none */
     const int64_t *last_used;   /* keys_list: per name asked, its last job's created_at
                                  * (unix s, 0: none) */
     uint64_t keys_version;      /* keys_version, keys_list: bumped by every key write */

@@ -29,6 +29,7 @@ import http.client
 import importlib.util
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -65,8 +66,30 @@ class Skip(Exception):
 # ----------------------------------------------------------------------------
 # small utilities
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago (bind port 0, read it, close)."""
+    """A port that was free a moment ago, taken below the kernel's ephemeral range: a
+    port the kernel picked for a bind to port 0 (the stub's, another test's client)
+    could be handed out again to the next bind to port 0 before the gateway that was
+    told to listen on it starts (CI hit it: an admin listener and a stub on one port)."""
+    lo, _ = _ephemeral_range()
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(max(1024, lo - 12000), lo)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -202,7 +225,7 @@ class Stub:
         self.dir = None
 
     # -- lifecycle
-    def start(self, timeout=10):
+    def start(self, timeout=30):
         self.dir = tempfile.mkdtemp(prefix="gwtest-stub-")
         if self.tls and self.certs is None:
             self.certs = make_certs(os.path.join(self.dir, "certs"))
@@ -403,7 +426,7 @@ class Redis:
         self.proc = None
         self.dir = None
 
-    def start(self, timeout=10):
+    def start(self, timeout=30):
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: run scripts/install-deps.sh")

@@ -291,6 +291,40 @@ def test_redis_errors_are_clear():
             gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
+def test_a_malformed_store_key_is_left_out_alone():
+    """Someone else's data under a store key's name (a limit that is not a number, a
+    hash that is not one): that key is refused (never read as unlimited) and named in a
+    log line; every other key keeps working, and keys written later still arrive."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis:
+        gw = gwtest.Gateway(stub, keys=("alice",), extra={"store": redis.store()})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GW_TEST_UPSTREAM_KEY")}
+
+        def add(name):
+            p = subprocess.run([gw.bin, "keys", "add", name, "--rpm", "5", "-c", gw.conf_path],
+                               capture_output=True, text=True, timeout=30, env=env)
+            assert p.returncode == 0, p.stderr
+            return [w for w in p.stdout.split() if w.startswith("sk-vgw-")][0]
+
+        with gw:
+            nina, zed, olga = add("nina"), add("zed"), add("olga")
+            for k in (nina, zed, olga):
+                gwtest.wait_for(lambda: statuses(gw, k) == {200}, timeout=5.0,
+                                what="store key accepted")
+            redis.cmd("HSET", "videogw:tkey:nina", "rpm", "lots")
+            redis.cmd("DEL", "videogw:tkey:zed")
+            redis.cmd("SET", "videogw:tkey:zed", "someone else's")
+            redis.cmd("INCR", "videogw:keys_version")
+            gwtest.wait_for(lambda: statuses(gw, nina) == {401} and statuses(gw, zed) == {401},
+                            timeout=5.0, what="the malformed keys refused")
+            assert statuses(gw, olga) == {200}
+            gwtest.wait_for(lambda: "store key(s) nina, zed are malformed" in gw.log(),
+                            what="the malformed keys named in the log")
+            late = add("late")
+            gwtest.wait_for(lambda: statuses(gw, late) == {200}, timeout=5.0,
+                            what="a key added after them accepted")
+            gwtest.stop_clean(gw, secrets=[nina, zed, olga, late] + list(gw.keys.values()))
+
+
 def test_wrong_password():
     with gwtest.Stub() as stub, gwtest.Redis(password="right-pw") as redis:
         gw = gwtest.Gateway(stub, keys=("alice",), extra={"store": redis.store()},
