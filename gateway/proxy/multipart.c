@@ -8,7 +8,10 @@
  * delimiter) are plain data, and only the byte that broke the match needs a
  * second look. That keeps the state to one counter (`match`) and lets the body of
  * a part be skipped quickly to the next CR (find_stop(), which also stops at a LF
- * followed by '-', see below).
+ * followed by '-', see below). A stop matters only when "--boundary" follows its
+ * line break, so with a long boundary next_stop() first looks for "--boundary"
+ * itself (memmem skips ahead by about its length) and runs find_stop() only
+ * just before an occurrence, and over a slice's last bytes.
  *
  * Classification lags scanning only by the bytes of a possible delimiter: while a
  * match is in progress, and after a complete delimiter until the next byte or two
@@ -47,6 +50,7 @@
  *     bchars, boundary* (Go and Werkzeug let it override boundary), a backslash in
  *     any quoted parameter (python's parameter splitting then miscounts quotes).
  */
+#define _GNU_SOURCE /* memmem */
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -515,6 +519,42 @@ static const char *find_stop(const char *p, const char *end)
     return end;
 }
 
+/* "--boundary" at least this long: memmem, which skips about that many bytes a
+ * step, beats find_stop's 16 a step (3.5x on random data, a 46-byte one; curl's is
+ * 42, the SDKs' 30 to 50); RFC 2046 allows boundaries of one byte. */
+#define SKIP_MIN 16
+
+/*
+ * find_stop()'s answer for the stops that can matter: a stop is where a delimiter
+ * or a "--boundary" after a bare line break may start, i.e. it is data unless
+ * "--boundary" (dash, dash_len bytes) follows its line break. So no stop before
+ * the first occurrence of dash that lies whole in [p, end) matters, except one or
+ * two bytes before it; without one, only the last bytes, where an occurrence may
+ * be cut by the slice's end, are looked at. A stop find_stop() would have made
+ * earlier ends its run as data all the same: the runs are longer, the bytes and
+ * their classification the same.
+ */
+static const char *next_stop(const char *p, const char *end, const char *dash, size_t dash_len)
+{
+    if (dash_len < SKIP_MIN)
+        return find_stop(p, end);
+    for (;;) {
+        size_t len = (size_t)(end - p);
+        const char *q = memmem(p, len, dash, dash_len);
+        const char *from, *x;
+
+        if (q == NULL) {
+            from = len > dash_len + 2 ? end - (dash_len + 2) : p;
+            return find_stop(from, end);
+        }
+        from = q - p >= 2 ? q - 2 : p;
+        /* up to q: a line break right before it stops as at a slice's end */
+        if ((x = find_stop(from, q)) < q)
+            return x;
+        p = q + 1; /* no line break before this one: data, look further */
+    }
+}
+
 static const char msg_preamble[] =
     "a multipart body must start with its boundary (only blank lines may precede it)";
 
@@ -566,7 +606,7 @@ static int scan_data(struct gw_mp *mp, struct mp_out *o, const char *buf, size_t
                 const char *dash = mp->delim + 2; /* "--boundary", no CR in it */
                 size_t dash_len = mp->delim_len - 2;
 
-                while ((x = find_stop(x, end)) < end && *x == '\n') {
+                while ((x = next_stop(x, end, dash, dash_len)) < end && *x == '\n') {
                     size_t room = (size_t)(end - ++x);
 
                     if (room >= dash_len) {

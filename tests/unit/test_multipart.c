@@ -634,6 +634,61 @@ static const char text_lines[] =
  * data for busboy and python-multipart. A file part could hide a `seconds` part from
  * the gateway that way.
  */
+/*
+ * A long boundary: a run skips ahead to each "--boundary" (memmem) and looks at the
+ * line break before it, rather than stopping at every CR. Refused and accepted alike
+ * as when it stopped at every CR (run_all also feeds the body a byte at a time, where
+ * no whole "--boundary" is ever in a slice), deep in a file dense in CR, LF and '-'.
+ */
+static void test_long_boundary_skip(void **state)
+{
+    static const char bnd[] = "----formdata-undici-0123456789ab";
+    static const char *const bad[] = { "\n--", "\r--", "\r\n\n--", "-\n--", "\r\r--" };
+    static const char *const near[] = { "x--", "\r\n-", "\r\nx--", "\n-+", "--", "\r\n---" };
+    static const char alphabet[] = "ab\r\n-cdefgh-\r";
+    char data[60001];
+    uint32_t x = 7;
+    struct buf b = { 0 }, want = { 0 };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(data) - 1; i++) {
+        x = x * 1103515245u + 12345u;
+        data[i] = alphabet[(x >> 16) % (sizeof(alphabet) - 1)];
+    }
+    data[sizeof(data) - 1] = '\0';
+    for (size_t i = 0; i < GW_ARRAY_LEN(bad); i++) {
+        b.len = 0;
+        buf_fmt(&b, "--%s\r\nContent-Disposition: form-data; name=input_reference; "
+                    "filename=a.png\r\n\r\n", bnd);
+        buf_add(&b, data, 40000);
+        buf_str(&b, bad[i]);
+        buf_str(&b, bnd);
+        buf_str(&b, data + 40000);
+        buf_fmt(&b, "\r\n--%s--", bnd);
+        buf_add(&b, "", 1);
+        check_error(b.p, bnd, FAIL_NONE, "invalid_multipart", "input_reference",
+                    "bare CR or LF", 0);
+    }
+    /* "--boundary" after anything but a line break, or a line break and less of it:
+     * data, many times over */
+    b.len = 0;
+    buf_fmt(&b, "--%s\r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n", bnd);
+    for (size_t i = 0; i < GW_ARRAY_LEN(near); i++)
+        for (int k = 0; k < 50; k++)
+        {
+            buf_add(&b, data + 100 * k, 997 + (size_t)k);
+            buf_str(&b, "z"); /* not a line break: "--" + boundary after one is refused */
+            buf_str(&b, near[i]);
+            buf_str(&b, bnd);
+        }
+    buf_fmt(&b, "\r\n--%s--", bnd);
+    buf_add(&b, "", 1);
+    buf_add(&want, b.p, b.len);
+    check_case(b.p, bnd, NULL, want.p, "part(0,f,file=1,ct=)\nend\n");
+    buf_free(&b);
+    buf_free(&want);
+}
+
 static void test_boundary_after_bare_line_break(void **state)
 {
     static const char *const bad[] = {
@@ -1439,6 +1494,7 @@ int main(void)
         cmocka_unit_test(test_preamble_refused),
         cmocka_unit_test(test_transport_padding_refused),
         cmocka_unit_test(test_boundary_after_bare_line_break),
+        cmocka_unit_test(test_long_boundary_skip),
         cmocka_unit_test(test_lookalikes_in_data),
         cmocka_unit_test(test_boundary_with_dashes),
         cmocka_unit_test(test_boundary_max_length),
