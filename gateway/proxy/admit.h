@@ -28,6 +28,11 @@ struct gw_admit_req {
     /* the exchange's: what a create admitted by the limits in Redis holds (its
      * concurrency slot's lease), given back by gw_admit_release; NULL there: none */
     struct gw_lease **lease;
+    /* the caller holds the whole body before anything of it goes upstream (a JSON
+     * create without Expect: 100-continue): with the limits and a daily budget in
+     * Redis, the decision waits for the body's end and is made there with the
+     * reservation, in one script (one round trip instead of two; gw_admit_quota) */
+    int defer;
 };
 
 /* Called exactly once for a GW_AGAIN decision, from the worker's loop, never
@@ -63,6 +68,10 @@ struct gw_quota_req {
     int64_t *day;
     int64_t *retry_after_ms;
     int *remote;
+    /* the exchange's (as in gw_admit_req): a decision gw_admit put off is made
+     * with the reservation (rate and lease written as gw_admit would); NULL: none */
+    struct gw_gcra_result *rate;
+    struct gw_lease **lease;
 };
 
 /*
@@ -72,6 +81,8 @@ struct gw_quota_req {
  * unreachable and on_failure = refuse), err filled. GW_AGAIN: *pending set, and
  * cb(arg, NULL: reserved | the refusal) comes later unless
  * gw_admit_quota_cancel(*pending) first (which gives back what Redis reserves).
+ * A decision put off by gw_admit (r->lease) is made here too: its refusals are
+ * gw_admit's (429 rate_limit_exceeded ...), and it may wait for upstream_rpm.
  */
 int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_cb cb,
                    void *arg, struct gw_quota_wait **pending, struct gw_error *err);

@@ -204,9 +204,13 @@ static void start_admission(struct exchange *x)
 {
     struct gw_error err;
 
+    /* a JSON body is held whole before any of it goes upstream: its limits can be
+     * decided at its end, with its daily seconds (admit.h) */
+    int defer = x->body == BODY_JSON && !x->expect_continue;
+
     switch (gw_admit(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, &x->rate,
-                                                   &x->retry_after_ms, &x->lease }, on_admitted, x,
-                     &x->admission, &err)) {
+                                                   &x->retry_after_ms, &x->lease, defer },
+                     on_admitted, x, &x->admission, &err)) {
     case GW_OK:
         if (gw_admit_counts(&x->route))
             gw_m_limit(gw_exchange_key_slot(x), GW_M_ADMITTED);

@@ -190,8 +190,9 @@ static void quota_decided(void *arg, const struct gw_error *refusal)
 
     x->quota_wait = NULL;
     if (refusal != NULL) {
-        if (refusal->status == 429)
-            gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
+        if (refusal->status == 429) /* a deferred decision may refuse on rpm too */
+            gw_m_limit(x->key->slot, strcmp(refusal->code, "insufficient_quota") == 0
+                                         ? GW_M_QUOTA_EXCEEDED : GW_M_RATE_LIMITED);
         gw_proxy_fail(x, refusal);
         return;
     }
@@ -231,7 +232,7 @@ int gw_reqbody_reserve(struct exchange *x, struct gw_error *err)
     }
     /* day and Retry-After are written into the exchange, now or when Redis answers */
     struct gw_quota_req q = { x->key, secs, &x->quota_day, &x->retry_after_ms,
-                              &x->quota_remote };
+                              &x->quota_remote, &x->rate, &x->lease };
     x->quota_seconds = secs;
     switch (gw_admit_quota(x->w, &q, quota_decided, x, &x->quota_wait, err)) {
     case GW_OK:
@@ -241,7 +242,8 @@ int gw_reqbody_reserve(struct exchange *x, struct gw_error *err)
         return GW_OK;
     default:
         if (err->status == 429)
-            gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
+            gw_m_limit(x->key->slot, strcmp(err->code, "insufficient_quota") == 0
+                                         ? GW_M_QUOTA_EXCEEDED : GW_M_RATE_LIMITED);
         return GW_ERR;
     }
 

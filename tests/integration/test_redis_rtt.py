@@ -1,0 +1,164 @@
+"""Redis round trips per create (issue 7's performance goal): what a create asks
+Redis, counted with MONITOR on the test's private redis-server, one gateway with
+one loop (one connection: Redis runs its commands in the order they were sent).
+
+A JSON create of a key with rpm, concurrency and daily_seconds is one script
+before the upstream (the limits and the day's seconds together, at the body's
+end), the put after the upstream answered (answered means recorded), and the
+slot's release once the answer starts (not waited for): three commands, one
+wait on each side of the upstream call. It was four (the headers' decision,
+then the reservation at the body's end) before: a regression fails here."""
+
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwtest  # noqa: E402
+
+JSON = {"Content-Type": "application/json"}
+LIMITS = {"rpm": 1000, "concurrency": 5, "daily_seconds": 100000}
+
+
+class Monitor:
+    """MONITOR on its own connection: (command, sha, args) of every command run."""
+
+    def __init__(self, redis):
+        self.sock = socket.create_connection(("127.0.0.1", redis.port), timeout=10)
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.f = self.sock.makefile("rb")
+        assert self.f.readline() == b"+OK\r\n"
+        self.cmds = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            for line in self.f:
+                # +1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" "sha" "0" "videogw:" ...
+                words = re.findall(r'"((?:[^"\\]|\\.)*)"', line.decode(errors="replace"))
+                if words:
+                    with self.lock:
+                        self.cmds.append(words)
+        except (OSError, ValueError):
+            pass
+
+    def of_key(self, key):
+        """The scripts run for team key `key` (an argument), in order."""
+        with self.lock:
+            return [c for c in self.cmds
+                    if c[0].upper() in ("EVALSHA", "EVAL") and key in c[3:]]
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+
+
+def gateway(stub, redis, options):
+    return gwtest.Gateway(stub, keys=("alice",), key_options={"alice": options}, threads=1,
+                          extra={"store": redis.store(timeout="2s")})
+
+
+def count_per_create(gw, redis, n, body=None, headers=None):
+    """Scripts Redis ran for alice during n sequential creates (after a first one
+    that loads the scripts), once the last release has landed."""
+    gwtest.create_job(gw, "alice")               # loads the scripts (EVAL after NOSCRIPT)
+    gwtest.wait_for(lambda: redis.cmd("ZCARD", "videogw:conc:alice") == 0, timeout=5,
+                    what="the first create's slot released")
+    mon = Monitor(redis)
+    try:
+        for _ in range(n):
+            st, _, b = gw.request("POST", "/v1/videos", key="alice",
+                                  headers=headers or JSON, body=body or gwtest.create_body())
+            assert st == 200, (st, b)
+        gwtest.wait_for(lambda: redis.cmd("ZCARD", "videogw:conc:alice") == 0, timeout=5,
+                        what="the last slot released")
+        # the release goes out once the answer starts: MONITOR shows it a little later
+        gwtest.wait_for(lambda: len(mon.of_key("alice")) >= 3 * n, timeout=5,
+                        what="every create's scripts")
+        return mon.of_key("alice")
+    finally:
+        mon.close()
+
+
+def test_json_create_is_one_script_before_the_upstream():
+    n = 10
+    with gwtest.Stub() as stub, gwtest.Redis() as redis, \
+            gateway(stub, redis, LIMITS) as gw:
+        cmds = count_per_create(gw, redis, n)
+        # three a create (a lease renewal, every 3 s, may add one in a slow run)
+        assert 3 * n <= len(cmds) <= 3 * n + 1, [c[:2] for c in cmds]
+        shas = [c[1] for c in cmds][:3 * n]
+        decision, put, release = shas[0], shas[1], shas[2]
+        assert len({decision, put, release}) == 3, shas
+        # every create: one decision, the put, the release, in that order
+        assert shas == [decision, put, release] * n, shas
+        # the decision carried the day's seconds (the reservation is in it)
+        day = int(time.time()) // 86400
+        assert str(day) in cmds[0] and "8" in cmds[0][cmds[0].index(str(day)):], cmds[0]
+        assert redis.cmd("HGET", "videogw:quota:%d" % day, "alice") == str(8 * (n + 1)).encode()
+        assert len(stub.jobs()) == n + 1
+
+
+def test_refused_at_the_body_end_takes_nothing():
+    """The decision made at a JSON body's end refuses like the headers' one did:
+    429 with its headers, the upstream never sees the body, and the refusal takes
+    neither seconds of the day nor a request of the minute."""
+    with gwtest.Stub() as stub, gwtest.Redis() as redis, \
+            gateway(stub, redis, {"rpm": 2, "daily_seconds": 20}) as gw:
+        day = int(time.time()) // 86400
+        gwtest.create_job(gw, "alice")
+        gwtest.create_job(gw, "alice")
+        st, h, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                 body=gwtest.create_body("4"))
+        e = gwtest.error_body(body)
+        assert st == 429 and e["code"] == "rate_limit_exceeded", (st, body)
+        assert int(h["retry-after"]) >= 1 and h["x-ratelimit-limit-requests"] == "2", h
+        assert h["x-ratelimit-remaining-requests"] == "0", h
+        # refused by the rpm: its 4 s were not reserved
+        assert redis.cmd("HGET", "videogw:quota:%d" % day, "alice") == b"16"
+        creates = [r for r in stub.requests(method="POST") if r["path"] == "/v1/videos"]
+        assert len(creates) == 2, len(creates)
+        gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
+
+
+def test_quota_refusal_keeps_the_minute():
+    with gwtest.Stub() as stub, gwtest.Redis() as redis, \
+            gateway(stub, redis, {"rpm": 2, "daily_seconds": 12}) as gw:
+        day = int(time.time()) // 86400
+        gwtest.create_job(gw, "alice")
+        st, h, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                 body=gwtest.create_body("8"))
+        e = gwtest.error_body(body)
+        assert st == 429 and (e["code"], e["param"]) == ("insufficient_quota", "seconds"), body
+        assert 1 <= int(h["retry-after"]) <= 86400, h
+        # the refusal took no request of the minute: a 4 s create still fits both
+        assert gwtest.create_job(gw, "alice", "4")
+        assert redis.cmd("HGET", "videogw:quota:%d" % day, "alice") == b"12"
+        assert len(stub.jobs()) == 2
+
+
+def test_multipart_keeps_two_scripts_before_the_upstream():
+    """A multipart create is decided at its headers (its body is not held whole):
+    the reservation is a second script at the body's end. Counted so that a
+    change here is a decision, not an accident."""
+    n = 4
+    with gwtest.Stub() as stub, gwtest.Redis() as redis, \
+            gateway(stub, redis, LIMITS) as gw:
+        body, ctype = gwtest.multipart([("model", "veo3.1"), ("prompt", "p"),
+                                        ("seconds", "8"), ("size", "16x9")])
+        cmds = count_per_create(gw, redis, n, body=body,
+                                headers={"Content-Type": ctype})
+        assert 4 * n <= len(cmds) <= 4 * n + 1, [c[:2] for c in cmds]
+
+
+if __name__ == "__main__":
+    gwtest.main(globals())
