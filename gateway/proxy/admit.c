@@ -26,6 +26,7 @@
 #include "limiter.h"
 #include "quota.h"
 #include "log.h"
+#include "metrics.h"
 #include "redis_limits.h"
 #include "server.h"
 #include "store/store.h"
@@ -284,6 +285,11 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
     return rc;
 }
 
+int gw_admit_deferred(const struct gw_lease *lease)
+{
+    return gw_rlimits_deferred(lease);
+}
+
 void gw_admit_cancel(struct gw_admission *a)
 {
     if (a->op != NULL) {
@@ -501,6 +507,7 @@ static void deferred_decided(struct gw_quota_wait *q, const struct gw_store_res 
             gw_rlimits_release_id(w->store, q->key_name, q->lease_id);
         wait = d.wait_ms;
     }
+    gw_m_limit(q->key->slot, GW_M_ADMITTED); /* not counted at the headers */
     if (deferred_wait(q, wait) == 0)
         return;
     /* out of memory: give back what was taken (the slot goes with the exchange) */
@@ -547,6 +554,7 @@ static int deferred_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_
     q->rate = r->rate;
     q->lease = r->lease;
     if (*r->lease == NULL) { /* admitted locally */
+        gw_m_limit(r->key->slot, GW_M_ADMITTED);
         if (wait <= 0) {
             free(q);
             return GW_OK;

@@ -17,6 +17,12 @@ struct gw_worker;
 struct gw_admission; /* a pending asynchronous decision */
 struct gw_lease;     /* a concurrency slot held in Redis (limits/redis_limits.h) */
 
+/* A multipart create of at most this many bytes (Content-Length) is held whole
+ * until its limits are decided at its end (gw_admit_req.defer): fields only, or a
+ * small image; a larger upload is decided on its head, so that a refusal spares
+ * the client the upload and the gateway holds no more than it streams. */
+#define GW_ADMIT_HOLD_MAX (64 * 1024)
+
 struct gw_admit_req {
     const struct gw_team_key *key;
     const struct gw_route *route;
@@ -29,7 +35,8 @@ struct gw_admit_req {
      * concurrency slot's lease), given back by gw_admit_release; NULL there: none */
     struct gw_lease **lease;
     /* the caller holds the whole body before anything of it goes upstream (a JSON
-     * create without Expect: 100-continue): with the limits and a daily budget in
+     * create, a multipart one up to GW_ADMIT_HOLD_MAX, without Expect:
+     * 100-continue; held while gw_admit_deferred): with the limits and a daily budget in
      * Redis, the decision waits for the body's end and is made there with the
      * reservation, in one script (one round trip instead of two; gw_admit_quota) */
     int defer;
@@ -48,6 +55,10 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
              struct gw_admission **pending, struct gw_error *err);
 
 void gw_admit_cancel(struct gw_admission *a);
+
+/* 1 while the exchange's lease is the mark of a decision put off to the body's
+ * end (r->defer): nothing is decided (nor counted) yet. */
+int gw_admit_deferred(const struct gw_lease *lease);
 
 /* 1 if the route makes a job upstream (create, remix): what per-key limits count. */
 int gw_admit_counts(const struct gw_route *route);

@@ -63,8 +63,23 @@ class Monitor:
 
 
 def gateway(stub, redis, options):
-    return gwtest.Gateway(stub, keys=("alice",), key_options={"alice": options}, threads=1,
-                          extra={"store": redis.store(timeout="2s")})
+    admin_port = gwtest.free_port()
+    gw = gwtest.Gateway(stub, keys=("alice", "lead"),
+                        key_options={"alice": options, "lead": {"admin": "yes"}}, threads=1,
+                        extra={"store": redis.store(timeout="2s"),
+                               "admin": {"listen": "127.0.0.1:%d" % admin_port}})
+    gw.admin_port = admin_port
+    return gw
+
+
+def decisions(gw):
+    """videogw_limiter_decisions_total of alice: {outcome: count}."""
+    st, _, b = gwtest.request(gw.admin_port, "GET", "/metrics",
+                              headers={"Authorization": "Bearer " + gw.keys["lead"]})
+    assert st == 200, b
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^videogw_limiter_decisions_total\{key="alice",outcome="([a-z_]+)"\} (\d+)$',
+        b.decode(), re.M)}
 
 
 def count_per_create(gw, redis, n, body=None, headers=None):
@@ -127,6 +142,8 @@ def test_refused_at_the_body_end_takes_nothing():
         assert redis.cmd("HGET", "videogw:quota:%d" % day, "alice") == b"16"
         creates = [r for r in stub.requests(method="POST") if r["path"] == "/v1/videos"]
         assert len(creates) == 2, len(creates)
+        # counted once, as what refused it
+        assert decisions(gw) == {"admitted": 2, "rate_limited": 1}, decisions(gw)
         gwtest.stop_clean(gw, secrets=list(gw.keys.values()) + [stub.key])
 
 
@@ -144,19 +161,44 @@ def test_quota_refusal_keeps_the_minute():
         assert gwtest.create_job(gw, "alice", "4")
         assert redis.cmd("HGET", "videogw:quota:%d" % day, "alice") == b"12"
         assert len(stub.jobs()) == 2
+        assert decisions(gw) == {"admitted": 2, "quota_exceeded": 1}, decisions(gw)
 
 
-def test_multipart_keeps_two_scripts_before_the_upstream():
-    """A multipart create is decided at its headers (its body is not held whole):
-    the reservation is a second script at the body's end. Counted so that a
-    change here is a decision, not an accident."""
+def small_multipart(seconds="8"):
+    return gwtest.multipart([("model", "veo3.1"), ("prompt", "p"), ("seconds", seconds),
+                             ("size", "16x9")])
+
+
+def test_small_multipart_is_one_script_too():
+    """A multipart create of at most 64 KiB is held whole like a JSON one: one script
+    before the upstream; a refused one never reaches the upstream at all."""
     n = 4
     with gwtest.Stub() as stub, gwtest.Redis() as redis, \
+            gateway(stub, redis, dict(LIMITS, rpm=n + 1)) as gw:
+        body, ctype = small_multipart()
+        cmds = count_per_create(gw, redis, n, body=body, headers={"Content-Type": ctype})
+        assert 3 * n <= len(cmds) <= 3 * n + 1, [c[:2] for c in cmds]
+        made = len(stub.requests(method="POST"))
+        st, h, b = gw.request("POST", "/v1/videos", key="alice",
+                              headers={"Content-Type": ctype}, body=body)
+        assert st == 429 and gwtest.error_body(b)["code"] == "rate_limit_exceeded", (st, b)
+        assert len(stub.requests(method="POST")) == made
+
+
+def test_uploads_and_expect_keep_the_headers_decision():
+    """A larger multipart upload, and a create sent with Expect: 100-continue, are
+    decided on their head (a refusal spares the upload) and reserve their seconds
+    at the body's end: two scripts before the upstream. Counted so that a change
+    here is a decision, not an accident."""
+    n = 3
+    with gwtest.Stub() as stub, gwtest.Redis() as redis, \
             gateway(stub, redis, LIMITS) as gw:
-        body, ctype = gwtest.multipart([("model", "veo3.1"), ("prompt", "p"),
-                                        ("seconds", "8"), ("size", "16x9")])
-        cmds = count_per_create(gw, redis, n, body=body,
-                                headers={"Content-Type": ctype})
+        body, ctype = gwtest.multipart([
+            ("model", "veo3.1"), ("prompt", "p"), ("seconds", "8"), ("size", "16x9"),
+            ("input_reference", "f.png", b"P" * 70000, "image/png")])
+        cmds = count_per_create(gw, redis, n, body=body, headers={"Content-Type": ctype})
+        assert 4 * n <= len(cmds) <= 4 * n + 1, [c[:2] for c in cmds]
+        cmds = count_per_create(gw, redis, n, headers=dict(JSON, Expect="100-continue"))
         assert 4 * n <= len(cmds) <= 4 * n + 1, [c[:2] for c in cmds]
 
 
