@@ -202,5 +202,34 @@ def test_uploads_and_expect_keep_the_headers_decision():
         assert 4 * n <= len(cmds) <= 4 * n + 1, [c[:2] for c in cmds]
 
 
+def test_redis_lost_before_the_body_end():
+    """Redis stops answering between a deferred create's head and its body's end:
+    the decision at the body's end is [store] on_failure's: 503 before anything went
+    upstream, or this instance's own limits (which then hold the create's request
+    of the minute: the next create is refused by them)."""
+    for on_failure in ("refuse", "local"):
+        with gwtest.Stub() as stub, gwtest.Redis() as redis, gwtest.Gateway(
+                stub, keys=("alice",), key_options={"alice": {"rpm": 1, "daily_seconds": 100}},
+                threads=1, extra={"store": redis.store(timeout="200ms",
+                                                       on_failure=on_failure)}) as gw:
+            redis.pause()
+            try:
+                st, _, b = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                      body=gwtest.create_body(), timeout=10)
+                if on_failure == "refuse":
+                    e = gwtest.error_body(b)
+                    assert st == 503 and e["code"] == "store_unavailable", (st, b)
+                    assert stub.requests(method="POST") == []
+                else:
+                    assert st == 200, (st, b)
+                    st, _, b = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                          body=gwtest.create_body(), timeout=10)
+                    e = gwtest.error_body(b)
+                    assert st == 429 and e["code"] == "rate_limit_exceeded", (st, b)
+                    assert len(stub.requests(method="POST")) == 1
+            finally:
+                redis.resume()
+
+
 if __name__ == "__main__":
     gwtest.main(globals())
