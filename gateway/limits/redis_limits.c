@@ -296,19 +296,44 @@ void gw_rlimits_release_id(struct gw_store_loop *l, const char *key_name, const 
         gw_store_script(l, &release_script, 2, args, NULL, NULL, NULL, &err);
 }
 
+int gw_rlimits_slot(const struct gw_lease *le, const char **key, const char **id)
+{
+    if (le == NULL || le->loop >= GW_RLIMITS_LOOPS_MAX || le->id[0] == '\0')
+        return 0;
+    *key = le->key;
+    *id = le->id;
+    return 1;
+}
+
+static void unlink_lease(struct gw_lease *le)
+{
+    struct loop_leases *ll = &loops[le->loop];
+
+    if (le->prev != NULL)
+        le->prev->next = le->next;
+    else
+        ll->head = le->next;
+    if (le->next != NULL)
+        le->next->prev = le->prev;
+    le->next = le->prev = NULL;
+}
+
+void gw_rlimits_forget(struct gw_lease *le)
+{
+    if (le == NULL || le->loop >= GW_RLIMITS_LOOPS_MAX)
+        return;
+    unlink_lease(le);
+    le->loop = GW_RLIMITS_LOOPS_MAX;
+    le->id[0] = '\0';
+}
+
 void gw_rlimits_release(struct gw_lease *le)
 {
     if (le == NULL)
         return;
     if (le->loop < GW_RLIMITS_LOOPS_MAX) {
-        struct loop_leases *ll = &loops[le->loop];
-        if (le->prev != NULL)
-            le->prev->next = le->next;
-        else
-            ll->head = le->next;
-        if (le->next != NULL)
-            le->next->prev = le->prev;
-        gw_rlimits_release_id(ll->store, le->key, le->id);
+        unlink_lease(le);
+        gw_rlimits_release_id(loops[le->loop].store, le->key, le->id);
     }
     free(le);
 }

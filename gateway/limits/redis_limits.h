@@ -113,6 +113,14 @@ struct gw_lease *gw_rlimits_hold(unsigned loop_id, struct gw_store_loop *l,
 struct gw_lease *gw_rlimits_defer(void);
 int gw_rlimits_deferred(const struct gw_lease *lease);
 
+/* 1 when lease holds a slot (renewed by this loop): *key and *id name it, for a
+ * write that gives it back in its own script (the job's put: store.h gw_job). */
+int gw_rlimits_slot(const struct gw_lease *lease, const char **key, const char **id);
+
+/* That write was acknowledged: the slot is free in Redis. No longer renewed; the
+ * release at the exchange's end then sends nothing. */
+void gw_rlimits_forget(struct gw_lease *lease);
+
 /* The exchange is over: the slot is given back (fire and forget) and lease freed. */
 void gw_rlimits_release(struct gw_lease *lease);
 

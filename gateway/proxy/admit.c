@@ -285,6 +285,16 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
     return rc;
 }
 
+int gw_admit_put_lease(const struct gw_lease *lease, const char **key, const char **id)
+{
+    return gw_rlimits_slot(lease, key, id);
+}
+
+void gw_admit_put_released(struct gw_lease *lease)
+{
+    gw_rlimits_forget(lease);
+}
+
 int gw_admit_deferred(const struct gw_lease *lease)
 {
     return gw_rlimits_deferred(lease);

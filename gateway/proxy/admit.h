@@ -56,6 +56,13 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
 
 void gw_admit_cancel(struct gw_admission *a);
 
+/* A create's put gives back its concurrency slot in the same script (Redis): 1
+ * and the slot's key and id when the exchange holds one, else 0. Once the put is
+ * acknowledged, gw_admit_put_released: the release at the exchange's end then
+ * sends nothing (one command fewer per create). */
+int gw_admit_put_lease(const struct gw_lease *lease, const char **key, const char **id);
+void gw_admit_put_released(struct gw_lease *lease);
+
 /* 1 while the exchange's lease is the mark of a decision put off to the body's
  * end (r->defer): nothing is decided (nor counted) yet. */
 int gw_admit_deferred(const struct gw_lease *lease);
