@@ -5,7 +5,9 @@
  * on the loop), shared by every instance. A create over upstream_rpm waits for
  * its slot towards the upstream (bounded by upstream_queue, in arrival order)
  * on a timer of its loop. The daily video-seconds are reserved at the body's
- * end (gw_admit_quota), locally or in Redis.
+ * end (gw_admit_quota), locally or in Redis. A create whose body is held whole
+ * (gw_admit_req.defer) with a budget in Redis is decided there instead, limits
+ * and reservation in one script: one round trip before the upstream, not two.
  *
  * With the store on Redis, a create while Redis is unreachable is what
  * [store] on_failure says: refused (503, before anything goes upstream: a job
