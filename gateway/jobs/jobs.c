@@ -334,6 +334,8 @@ static void recorded(void *arg, const struct gw_store_res *res)
     if (res->rc != GW_OK)
         gw_log(GW_LOG_ERROR, "rid=%s key=%s job not recorded: %s", x->rid, x->key->name,
                res->err->message);
+    else if (x->put_lease) /* the put gave the slot back: nothing more to send */
+        gw_admit_put_released(x->lease);
     gw_proxy_recorded(x);
 }
 
@@ -402,6 +404,8 @@ int gw_jobs_record(struct exchange *x)
     j.created_at = cJSON_IsNumber(c) ? (int64_t)c->valuedouble : j.updated_at;
     j.object = body;
     j.object_len = len;
+    /* the concurrency slot is given back by the put itself (Redis) */
+    x->put_lease = gw_admit_put_lease(x->lease, &j.lease_key, &j.lease_id);
     /* the idempotency record is finished with the job, in the same transaction */
     if (gw_store_job_put(x->w->store, &j, x->idem ? x->idem_key : NULL, recorded, x,
                          &x->store_op, &err) == GW_AGAIN) {

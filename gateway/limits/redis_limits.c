@@ -25,10 +25,11 @@
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 /* ARGV: prefix, key, rpm, burst, concurrency, lease id, lease ms, upstream_rpm,
- * upstream_queue ms. {status, retry_after_ms, limit, remaining, reset_ms, wait_ms}.
- * Nothing is written unless the create is admitted: the key's decision, then the
- * upstream's pace (every key, every instance: the next free instant in µs), then
- * the writes of both. */
+ * upstream_queue ms[, day, seconds, daily limit].
+ * {status, retry_after_ms, limit, remaining, reset_ms, wait_ms}.
+ * Nothing is written unless the create is admitted: the key's decision, then
+ * (with the last three) its daily budget, then the upstream's pace (every key,
+ * every instance: the next free instant in µs), then the writes of all. */
 static const char admit_src[] =
     "local p, key = ARGV[1], ARGV[2]\n"
     "local rpm, burst, conc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
@@ -88,6 +89,19 @@ static const char admit_src[] =
     "  local _, rm2, rs2 = res(used + T)\n"
     "  lim, rem, reset = R, rm2, rs2\n"
     "end\n"
+    "local qk, qsecs = nil, 0\n"
+    "if ARGV[10] then\n"
+    "  qk, qsecs = p .. 'quota:' .. ARGV[10], tonumber(ARGV[11])\n"
+    "  local qlim = tonumber(ARGV[12])\n"
+    "  local qused = tonumber(redis.call('HGET', qk, key) or '0') or 0\n"
+    "  if qlim > 0 and qused + qsecs > qlim then\n"
+    "    if R > 0 then\n"
+    "      local _, rem0, reset0 = res(used)\n"
+    "      return {4, 0, R, rem0, reset0, 0}\n"
+    "    end\n"
+    "    return {4, 0, 0, 0, 0, 0}\n"
+    "  end\n"
+    "end\n"
     "local urpm, wait, unext = tonumber(ARGV[8]), 0, nil\n"
     "local uk = p .. 'upstream_next'\n"
     "if urpm > 0 then\n"
@@ -110,6 +124,10 @@ static const char admit_src[] =
     "if conc > 0 then\n"
     "  redis.call('ZADD', ck, now + tonumber(ARGV[7]), ARGV[6])\n"
     "  redis.call('PEXPIRE', ck, tonumber(ARGV[7]) * 2)\n"
+    "end\n"
+    "if qk then\n"
+    "  redis.call('HINCRBY', qk, key, qsecs)\n"
+    "  redis.call('EXPIRE', qk, 172800)\n"
     "end\n"
     "if unext then\n"
     "  redis.call('SET', uk, string.format('%.0f', unext), 'PX', math.ceil((unext - now * 1000) / 1000) + 60000)\n"
@@ -166,6 +184,7 @@ static void scripts_init(void)
 struct gw_lease {
     struct gw_lease *next, *prev;
     unsigned loop;           /* GW_RLIMITS_LOOPS_MAX: not renewed (no slot) */
+    int deferred;            /* only the mark of a decision still to make (gw_rlimits_defer) */
     char key[65];
     char id[48];
 };
@@ -251,6 +270,22 @@ struct gw_lease *gw_rlimits_hold(unsigned loop_id, struct gw_store_loop *l,
     return le;
 }
 
+struct gw_lease *gw_rlimits_defer(void)
+{
+    struct gw_lease *le = calloc(1, sizeof(*le));
+
+    if (le != NULL) {
+        le->loop = GW_RLIMITS_LOOPS_MAX;
+        le->deferred = 1;
+    }
+    return le;
+}
+
+int gw_rlimits_deferred(const struct gw_lease *le)
+{
+    return le != NULL && le->deferred;
+}
+
 void gw_rlimits_release_id(struct gw_store_loop *l, const char *key_name, const char *lease_id)
 {
     const char *args[] = { key_name, lease_id };
@@ -261,19 +296,44 @@ void gw_rlimits_release_id(struct gw_store_loop *l, const char *key_name, const 
         gw_store_script(l, &release_script, 2, args, NULL, NULL, NULL, &err);
 }
 
+int gw_rlimits_slot(const struct gw_lease *le, const char **key, const char **id)
+{
+    if (le == NULL || le->loop >= GW_RLIMITS_LOOPS_MAX || le->id[0] == '\0')
+        return 0;
+    *key = le->key;
+    *id = le->id;
+    return 1;
+}
+
+static void unlink_lease(struct gw_lease *le)
+{
+    struct loop_leases *ll = &loops[le->loop];
+
+    if (le->prev != NULL)
+        le->prev->next = le->next;
+    else
+        ll->head = le->next;
+    if (le->next != NULL)
+        le->next->prev = le->prev;
+    le->next = le->prev = NULL;
+}
+
+void gw_rlimits_forget(struct gw_lease *le)
+{
+    if (le == NULL || le->loop >= GW_RLIMITS_LOOPS_MAX)
+        return;
+    unlink_lease(le);
+    le->loop = GW_RLIMITS_LOOPS_MAX;
+    le->id[0] = '\0';
+}
+
 void gw_rlimits_release(struct gw_lease *le)
 {
     if (le == NULL)
         return;
     if (le->loop < GW_RLIMITS_LOOPS_MAX) {
-        struct loop_leases *ll = &loops[le->loop];
-        if (le->prev != NULL)
-            le->prev->next = le->next;
-        else
-            ll->head = le->next;
-        if (le->next != NULL)
-            le->next->prev = le->prev;
-        gw_rlimits_release_id(ll->store, le->key, le->id);
+        unlink_lease(le);
+        gw_rlimits_release_id(loops[le->loop].store, le->key, le->id);
     }
     free(le);
 }
@@ -284,23 +344,40 @@ int gw_rlimits_admit(struct gw_store_loop *l, const struct gw_team_key *k,
                      const char *lease_id, int upstream_rpm, int upstream_queue_ms,
                      gw_store_cb cb, void *arg, struct gw_store_op **op, struct gw_error *err)
 {
-    char rpm[16], burst[16], conc[16], lease_ms[16], urpm[16], uq[16];
-    const char *args[] = { k->name, rpm, burst, conc, lease_id, lease_ms, urpm, uq };
+    return gw_rlimits_admit_reserve(l, k, lease_id, upstream_rpm, upstream_queue_ms, -1, 0,
+                                    cb, arg, op, err);
+}
+
+int gw_rlimits_admit_reserve(struct gw_store_loop *l, const struct gw_team_key *k,
+                             const char *lease_id, int upstream_rpm, int upstream_queue_ms,
+                             int64_t day, uint32_t secs, gw_store_cb cb, void *arg,
+                             struct gw_store_op **op, struct gw_error *err)
+{
+    char rpm[16], burst[16], conc[16], lease_ms[16], urpm[16], uq[16], d[24], s[16], lim[16];
+    const char *args[] = { k->name, rpm, burst, conc, lease_id, lease_ms, urpm, uq, d, s, lim };
+    unsigned n = GW_ARRAY_LEN(args);
 
     pthread_once(&scripts_once, scripts_init);
+    if (day < 0) {
+        n -= 3; /* no reservation: the headers' decision */
+    } else {
+        snprintf(d, sizeof(d), "%lld", (long long)day);
+        snprintf(s, sizeof(s), "%u", secs);
+        snprintf(lim, sizeof(lim), "%d", k->limits.daily_seconds);
+    }
     snprintf(rpm, sizeof(rpm), "%d", k->limits.rpm);
     snprintf(burst, sizeof(burst), "%d", k->limits.burst);
     snprintf(conc, sizeof(conc), "%d", k->limits.concurrency);
     snprintf(lease_ms, sizeof(lease_ms), "%d", GW_RLIMITS_LEASE_MS);
     snprintf(urpm, sizeof(urpm), "%d", upstream_rpm);
     snprintf(uq, sizeof(uq), "%d", upstream_queue_ms);
-    return gw_store_script(l, &admit_script, GW_ARRAY_LEN(args), args, cb, arg, op, err);
+    return gw_store_script(l, &admit_script, n, args, cb, arg, op, err);
 }
 
 int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision *d)
 {
     memset(d, 0, sizeof(*d));
-    if (res->rc != GW_OK || res->nints != 6 || res->ints[0] < 0 || res->ints[0] > 3 ||
+    if (res->rc != GW_OK || res->nints != 6 || res->ints[0] < 0 || res->ints[0] > 4 ||
         res->ints[2] < 0 || res->ints[2] > GW_GCRA_RPM_MAX || res->ints[3] < 0 ||
         res->ints[3] > UINT32_MAX || res->ints[4] < 0 || res->ints[5] < 0)
         return GW_ERR;

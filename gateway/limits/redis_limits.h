@@ -39,6 +39,7 @@ enum gw_rlimits_status {
     GW_RLIMITS_CONCURRENCY, /* all the key's slots are held */
     GW_RLIMITS_RATE,        /* the key's rpm is used up */
     GW_RLIMITS_UPSTREAM,    /* upstream_rpm: the wait would exceed upstream_queue */
+    GW_RLIMITS_QUOTA,       /* the key's daily_seconds (gw_rlimits_admit_reserve only) */
 };
 
 struct gw_rlimits_decision {
@@ -65,7 +66,20 @@ int gw_rlimits_admit(struct gw_store_loop *l, const struct gw_team_key *k,
                      const char *lease_id, int upstream_rpm, int upstream_queue_ms,
                      gw_store_cb cb, void *arg, struct gw_store_op **op, struct gw_error *err);
 
-/* res of gw_rlimits_admit into d. GW_OK, or GW_ERR (a malformed reply). */
+/*
+ * The same decision and, in the same script, the reservation of secs of the
+ * key's daily budget (k->limits.daily_seconds) on UTC day `day`: a create whose
+ * `seconds` is known when it is decided (a JSON create, at the body's end) has
+ * one round trip before the upstream instead of two. Refused (any limit) takes
+ * nothing; GW_RLIMITS_QUOTA is checked after the key's rpm and before
+ * upstream_rpm. day < 0: no reservation (= gw_rlimits_admit).
+ */
+int gw_rlimits_admit_reserve(struct gw_store_loop *l, const struct gw_team_key *k,
+                             const char *lease_id, int upstream_rpm, int upstream_queue_ms,
+                             int64_t day, uint32_t secs, gw_store_cb cb, void *arg,
+                             struct gw_store_op **op, struct gw_error *err);
+
+/* res of gw_rlimits_admit (or _admit_reserve) into d. GW_OK, or GW_ERR (a malformed reply). */
 int gw_rlimits_decode(const struct gw_store_res *res, struct gw_rlimits_decision *d);
 
 /*
@@ -92,6 +106,20 @@ struct gw_lease;
 struct gw_lease *gw_rlimits_hold(unsigned loop_id, struct gw_store_loop *l,
                                  struct event_base *base, const char *key_name,
                                  const char *lease_id);
+
+/* A mark for a decision put off to the body's end (proxy/admit.c): it holds
+ * nothing (released, it sends nothing) until the decision replaces it. NULL:
+ * out of memory. */
+struct gw_lease *gw_rlimits_defer(void);
+int gw_rlimits_deferred(const struct gw_lease *lease);
+
+/* 1 when lease holds a slot (renewed by this loop): *key and *id name it, for a
+ * write that gives it back in its own script (the job's put: store.h gw_job). */
+int gw_rlimits_slot(const struct gw_lease *lease, const char **key, const char **id);
+
+/* That write was acknowledged: the slot is free in Redis. No longer renewed; the
+ * release at the exchange's end then sends nothing. */
+void gw_rlimits_forget(struct gw_lease *lease);
 
 /* The exchange is over: the slot is given back (fire and forget) and lease freed. */
 void gw_rlimits_release(struct gw_lease *lease);

@@ -5,7 +5,9 @@
  * on the loop), shared by every instance. A create over upstream_rpm waits for
  * its slot towards the upstream (bounded by upstream_queue, in arrival order)
  * on a timer of its loop. The daily video-seconds are reserved at the body's
- * end (gw_admit_quota), locally or in Redis.
+ * end (gw_admit_quota), locally or in Redis. A create whose body is held whole
+ * (gw_admit_req.defer) with a budget in Redis is decided there instead, limits
+ * and reservation in one script: one round trip before the upstream, not two.
  *
  * With the store on Redis, a create while Redis is unreachable is what
  * [store] on_failure says: refused (503, before anything goes upstream: a job
@@ -26,6 +28,7 @@
 #include "limiter.h"
 #include "quota.h"
 #include "log.h"
+#include "metrics.h"
 #include "redis_limits.h"
 #include "server.h"
 #include "store/store.h"
@@ -152,7 +155,7 @@ static void decided(void *arg, const struct gw_store_res *res)
     }
     gw_admit_cb cb = a->cb;
     void *cbarg = a->arg;
-    struct gw_admit_req r = { a->key, NULL, NULL, a->rate, a->retry_after_ms, a->lease };
+    struct gw_admit_req r = { a->key, NULL, NULL, a->rate, a->retry_after_ms, a->lease, 0 };
     if (!ok) {
         if (res->rc == GW_OK)
             gw_log(GW_LOG_ERROR, "limits: Redis answered something unexpected: is another "
@@ -246,6 +249,11 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
     }
     if (w->limiter == NULL)
         return GW_OK;
+    /* a JSON create with a daily budget: one script at the body's end decides and
+     * reserves (gw_admit_quota); until then the exchange holds only the mark */
+    if (r->defer && r->route->id == GW_ROUTE_CREATE && r->key->limits.daily_seconds > 0 &&
+        in_redis(w, r) && (*r->lease = gw_rlimits_defer()) != NULL)
+        return GW_OK;
     if (in_redis(w, r)) {
         struct gw_admission *a = calloc(1, sizeof(*a));
         if (a == NULL)
@@ -279,6 +287,21 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
     return rc;
 }
 
+int gw_admit_put_lease(const struct gw_lease *lease, const char **key, const char **id)
+{
+    return gw_rlimits_slot(lease, key, id);
+}
+
+void gw_admit_put_released(struct gw_lease *lease)
+{
+    gw_rlimits_forget(lease);
+}
+
+int gw_admit_deferred(const struct gw_lease *lease)
+{
+    return gw_rlimits_deferred(lease);
+}
+
 void gw_admit_cancel(struct gw_admission *a)
 {
     if (a->op != NULL) {
@@ -302,6 +325,7 @@ void gw_admit_release(struct gw_worker *w, const struct gw_admit_req *r)
 /* ------------------------------------------------------- daily video-seconds */
 
 struct gw_quota_wait {
+    struct event *timer;    /* a deferred decision waits for its upstream slot */
     struct gw_worker *w;
     gw_admit_cb cb;
     void *arg;
@@ -313,6 +337,11 @@ struct gw_quota_wait {
     int64_t *out_day, *retry_after_ms;
     int *remote;
     char key_name[65];
+    /* a decision gw_admit put off (with the reservation: one script) */
+    int deferred;
+    struct gw_gcra_result *rate;
+    struct gw_lease **lease; /* the exchange's: the mark, then what it holds */
+    char lease_id[48];
 };
 
 static int64_t until_midnight_ms(int64_t unix_ms)
@@ -334,9 +363,16 @@ static int quota_local(struct gw_worker *w, const struct gw_quota_req *r, struct
                               r->retry_after_ms, err);
 }
 
+static void deferred_decided(struct gw_quota_wait *q, const struct gw_store_res *res);
+
 static void quota_decided(void *arg, const struct gw_store_res *res)
 {
     struct gw_quota_wait *q = arg;
+
+    if (q->deferred) {
+        deferred_decided(q, res);
+        return;
+    }
     struct gw_worker *w = q->w;
     struct gw_error err;
     const struct gw_error *out = NULL;
@@ -357,7 +393,7 @@ static void quota_decided(void *arg, const struct gw_store_res *res)
             out = &err;
         } else {
             struct gw_quota_req r = { q->key, q->seconds, q->out_day, q->retry_after_ms,
-                                      q->remote };
+                                      q->remote, NULL, NULL };
             if (quota_local(w, &r, &err) != GW_OK)
                 out = &err;
         }
@@ -375,6 +411,191 @@ static void quota_decided(void *arg, const struct gw_store_res *res)
     cb(cbarg, out);
 }
 
+/* ------------------------------------- a decision deferred to the body's end */
+
+/*
+ * This instance's limits for a deferred create (Redis unreachable, on_failure =
+ * local): the key's rpm and slot, the upstream's pace (*wait: how long until its
+ * slot), the day's seconds. On a refusal nothing is taken and the mark stays
+ * (released, it gives back nothing); admitted, the exchange holds a local slot.
+ */
+static int deferred_local(struct gw_worker *w, const struct gw_quota_req *r, int64_t *wait,
+                          struct gw_error *err)
+{
+    if (gw_limiter_admit(w->limiter, r->key, gw_worker_now_ms(), r->rate, r->retry_after_ms,
+                         err) != GW_OK)
+        return GW_ERR;
+    if (gw_limiter_upstream_slot(w->limiter, gw_worker_now_ms(), wait, err) != GW_OK) {
+        *r->retry_after_ms = *wait;
+        gw_limiter_release(w->limiter, r->key);
+        return GW_ERR;
+    }
+    if (quota_local(w, r, err) != GW_OK) {
+        gw_limiter_release(w->limiter, r->key);
+        return GW_ERR;
+    }
+    gw_rlimits_release(*r->lease); /* the mark: nothing sent */
+    *r->lease = NULL;              /* the local slot: gw_admit_release gives it back */
+    return GW_OK;
+}
+
+static void deferred_slot_reached(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gw_quota_wait *q = arg;
+    gw_admit_cb cb = q->cb;
+    void *cbarg = q->arg;
+
+    event_free(q->timer);
+    free(q);
+    cb(cbarg, NULL);
+}
+
+/* Admitted and reserved, the upstream's slot wait_ms ahead: cb now or on a timer.
+ * 0, or -1 (out of memory: the caller refuses, and gives back). */
+static int deferred_wait(struct gw_quota_wait *q, int64_t wait_ms)
+{
+    if (wait_ms <= 0) {
+        gw_admit_cb cb = q->cb;
+        void *cbarg = q->arg;
+        free(q);
+        cb(cbarg, NULL);
+        return 0;
+    }
+    if ((q->timer = evtimer_new(q->w->base, deferred_slot_reached, q)) == NULL)
+        return -1;
+    struct timeval tv = { wait_ms / 1000, (wait_ms % 1000) * 1000 };
+    evtimer_add(q->timer, &tv);
+    return 0; /* the exchange's quota_wait is still q: its cancel frees the timer */
+}
+
+static void deferred_decided(struct gw_quota_wait *q, const struct gw_store_res *res)
+{
+    struct gw_worker *w = q->w;
+    struct gw_rlimits_decision d;
+    struct gw_error err;
+    int ok = res->rc == GW_OK && gw_rlimits_decode(res, &d) == GW_OK;
+    int64_t wait = 0;
+
+    q->op = NULL;
+    if (q->abandoned) {
+        if (ok && d.status == GW_RLIMITS_ADMITTED && w->store != NULL) {
+            gw_rlimits_release_id(w->store, q->key_name, q->lease_id);
+            gw_rlimits_unreserve(w->store, q->key_name, q->day, q->seconds);
+        }
+        free(q);
+        return;
+    }
+    if (!ok) {
+        if (res->rc == GW_OK)
+            gw_log(GW_LOG_ERROR, "limits: Redis answered something unexpected: is another "
+                   "program writing under the gateway's prefix?");
+        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE) {
+            gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
+                         "The gateway's limits store is unreachable; creates are refused "
+                         "until it is back. Retry later.");
+            goto refuse;
+        }
+        struct gw_quota_req r = { q->key, q->seconds, q->out_day, q->retry_after_ms,
+                                  q->remote, q->rate, q->lease };
+        if (deferred_local(w, &r, &wait, &err) != GW_OK)
+            goto refuse;
+    } else if (d.status != GW_RLIMITS_ADMITTED) {
+        *q->rate = d.rate;
+        if (d.status == GW_RLIMITS_QUOTA) {
+            *q->retry_after_ms = until_midnight_ms(gw_proxy_unix_ms());
+            over_budget(q->key, q->seconds, &err);
+        } else {
+            *q->retry_after_ms = d.retry_after_ms;
+            refusal(q->key, &d, w->cfg->upstream_rpm, &err);
+        }
+        goto refuse;
+    } else {
+        *q->rate = d.rate;
+        *q->out_day = q->day;
+        *q->remote = 1;
+        gw_rlimits_release(*q->lease); /* the mark: nothing sent */
+        *q->lease = gw_rlimits_hold(w->id, w->store, w->base, q->key_name, q->lease_id);
+        if (*q->lease == NULL) /* out of memory: the slot expires by itself */
+            gw_rlimits_release_id(w->store, q->key_name, q->lease_id);
+        wait = d.wait_ms;
+    }
+    gw_m_limit(q->key->slot, GW_M_ADMITTED); /* not counted at the headers */
+    if (deferred_wait(q, wait) == 0)
+        return;
+    /* out of memory: give back what was taken (the slot goes with the exchange) */
+    gw_admit_quota_settle(w, q->key, q->seconds, *q->out_day, *q->remote, 0);
+    gw_error_set(&err, 503, "server_error", "overloaded", NULL, "Out of memory");
+refuse:;
+    gw_admit_cb cb = q->cb;
+    void *cbarg = q->arg;
+    free(q);
+    cb(cbarg, &err);
+}
+
+static int deferred_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_cb cb,
+                          void *arg, struct gw_quota_wait **pending, struct gw_error *err)
+{
+    int64_t now = gw_proxy_unix_ms(), wait = 0;
+    struct gw_quota_wait *q;
+
+    if (!gw_store_loop_reachable(w->store)) {
+        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE)
+            return gw_error_set(err, 503, "server_error", "store_unavailable", NULL,
+                                "The gateway's job store is unreachable; creates are "
+                                "refused until it is back. Retry later.");
+        if (deferred_local(w, r, &wait, err) != GW_OK)
+            return GW_ERR;
+    } else if (r->seconds > (uint32_t)r->key->limits.daily_seconds) {
+        *r->retry_after_ms = until_midnight_ms(now);
+        return over_budget(r->key, r->seconds, err); /* never fits: no round trip */
+    }
+    if ((q = calloc(1, sizeof(*q))) == NULL) {
+        if (*r->lease == NULL) /* admitted locally: give it all back */
+            gw_admit_quota_settle(w, r->key, r->seconds, *r->day, 0, 0);
+        return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+    }
+    q->w = w;
+    q->cb = cb;
+    q->arg = arg;
+    q->key = r->key;
+    q->seconds = r->seconds;
+    q->out_day = r->day;
+    q->retry_after_ms = r->retry_after_ms;
+    q->remote = r->remote;
+    q->deferred = 1;
+    q->rate = r->rate;
+    q->lease = r->lease;
+    if (*r->lease == NULL) { /* admitted locally */
+        gw_m_limit(r->key->slot, GW_M_ADMITTED);
+        if (wait <= 0) {
+            free(q);
+            return GW_OK;
+        }
+        if ((q->timer = evtimer_new(w->base, deferred_slot_reached, q)) == NULL) {
+            free(q);
+            gw_admit_quota_settle(w, r->key, r->seconds, *r->day, 0, 0);
+            return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
+        }
+        struct timeval tv = { wait / 1000, (wait % 1000) * 1000 };
+        evtimer_add(q->timer, &tv);
+        *pending = q;
+        return GW_AGAIN;
+    }
+    q->limit = (uint32_t)r->key->limits.daily_seconds;
+    q->day = gw_quota_day(now);
+    snprintf(q->key_name, sizeof(q->key_name), "%s", r->key->name);
+    if (r->key->limits.concurrency > 0)
+        gw_rlimits_lease_id(q->lease_id);
+    if (gw_rlimits_admit_reserve(w->store, r->key, q->lease_id, w->cfg->upstream_rpm,
+                                 w->cfg->upstream_queue_ms, q->day, q->seconds, quota_decided,
+                                 q, &q->op, err) != GW_AGAIN) {
+        free(q);
+        return GW_ERR;
+    }
+    *pending = q;
+    return GW_AGAIN;
+}
+
 int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_cb cb,
                    void *arg, struct gw_quota_wait **pending, struct gw_error *err)
 {
@@ -383,6 +604,9 @@ int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_c
     *pending = NULL;
     *r->remote = 0;
     *r->retry_after_ms = 0;
+    if (r->lease != NULL && gw_rlimits_deferred(*r->lease) && r->rate != NULL &&
+        w->store != NULL)
+        return deferred_quota(w, r, cb, arg, pending, err);
     /* no budget to share: counted here (never refused), no round trip */
     if (w->store == NULL || w->cfg->store_backend != GW_STORE_REDIS ||
         r->key->limits.daily_seconds <= 0) {
@@ -426,6 +650,15 @@ int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_c
 
 void gw_admit_quota_cancel(struct gw_quota_wait *q)
 {
+    if (q->timer != NULL) {
+        /* a deferred create waiting for its upstream slot, its seconds reserved and
+         * not yet the exchange's: given back here (its concurrency slot goes with
+         * the exchange's lease) */
+        gw_admit_quota_settle(q->w, q->key, q->seconds, *q->out_day, *q->remote, 0);
+        event_free(q->timer);
+        free(q);
+        return;
+    }
     q->abandoned = 1; /* Redis's answer frees q and gives back what it reserved */
 }
 

@@ -17,6 +17,12 @@ struct gw_worker;
 struct gw_admission; /* a pending asynchronous decision */
 struct gw_lease;     /* a concurrency slot held in Redis (limits/redis_limits.h) */
 
+/* A multipart create of at most this many bytes (Content-Length) is held whole
+ * until its limits are decided at its end (gw_admit_req.defer): fields only, or a
+ * small image; a larger upload is decided on its head, so that a refusal spares
+ * the client the upload and the gateway holds no more than it streams. */
+#define GW_ADMIT_HOLD_MAX (64 * 1024)
+
 struct gw_admit_req {
     const struct gw_team_key *key;
     const struct gw_route *route;
@@ -28,6 +34,12 @@ struct gw_admit_req {
     /* the exchange's: what a create admitted by the limits in Redis holds (its
      * concurrency slot's lease), given back by gw_admit_release; NULL there: none */
     struct gw_lease **lease;
+    /* the caller holds the whole body before anything of it goes upstream (a JSON
+     * create, a multipart one up to GW_ADMIT_HOLD_MAX, without Expect:
+     * 100-continue; held while gw_admit_deferred): with the limits and a daily budget in
+     * Redis, the decision waits for the body's end and is made there with the
+     * reservation, in one script (one round trip instead of two; gw_admit_quota) */
+    int defer;
 };
 
 /* Called exactly once for a GW_AGAIN decision, from the worker's loop, never
@@ -43,6 +55,17 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
              struct gw_admission **pending, struct gw_error *err);
 
 void gw_admit_cancel(struct gw_admission *a);
+
+/* A create's put gives back its concurrency slot in the same script (Redis): 1
+ * and the slot's key and id when the exchange holds one, else 0. Once the put is
+ * acknowledged, gw_admit_put_released: the release at the exchange's end then
+ * sends nothing (one command fewer per create). */
+int gw_admit_put_lease(const struct gw_lease *lease, const char **key, const char **id);
+void gw_admit_put_released(struct gw_lease *lease);
+
+/* 1 while the exchange's lease is the mark of a decision put off to the body's
+ * end (r->defer): nothing is decided (nor counted) yet. */
+int gw_admit_deferred(const struct gw_lease *lease);
 
 /* 1 if the route makes a job upstream (create, remix): what per-key limits count. */
 int gw_admit_counts(const struct gw_route *route);
@@ -63,6 +86,10 @@ struct gw_quota_req {
     int64_t *day;
     int64_t *retry_after_ms;
     int *remote;
+    /* the exchange's (as in gw_admit_req): a decision gw_admit put off is made
+     * with the reservation (rate and lease written as gw_admit would); NULL: none */
+    struct gw_gcra_result *rate;
+    struct gw_lease **lease;
 };
 
 /*
@@ -72,6 +99,8 @@ struct gw_quota_req {
  * unreachable and on_failure = refuse), err filled. GW_AGAIN: *pending set, and
  * cb(arg, NULL: reserved | the refusal) comes later unless
  * gw_admit_quota_cancel(*pending) first (which gives back what Redis reserves).
+ * A decision put off by gw_admit (r->lease) is made here too: its refusals are
+ * gw_admit's (429 rate_limit_exceeded ...), and it may wait for upstream_rpm.
  */
 int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_cb cb,
                    void *arg, struct gw_quota_wait **pending, struct gw_error *err);

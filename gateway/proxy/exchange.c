@@ -203,7 +203,7 @@ void gw_exchange_release_slot(struct exchange *x)
         return;
     x->admitted = 0;
     gw_admit_release(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, NULL, NULL,
-                                                   &x->lease });
+                                                   &x->lease, 0 });
 }
 
 void gw_exchange_free(struct exchange *x)

@@ -80,6 +80,7 @@ struct exchange {
     struct gw_lease *lease;      /* a create admitted by the limits in Redis: what it holds
                                     (given back when it ends); NULL otherwise */
     int admitted;            /* gw_admit_release() owed (gw_exchange_release_slot) */
+    int put_lease;           /* the job's put carries the concurrency slot's release */
     int expect_continue;     /* send 100 Continue once admitted */
     char rid[20];
     struct timespec t0;

@@ -204,11 +204,19 @@ static void start_admission(struct exchange *x)
 {
     struct gw_error err;
 
+    /* a JSON body is held whole before any of it goes upstream, and so is a small
+     * multipart one (reqbody.c holds it while gw_admit_deferred): their limits can be
+     * decided at the body's end, with their daily seconds, in one round trip (admit.h) */
+    int defer = !x->expect_continue &&
+                (x->body == BODY_JSON ||
+                 (x->body == BODY_MULTIPART && x->client_cl >= 0 &&
+                  x->client_cl <= GW_ADMIT_HOLD_MAX));
+
     switch (gw_admit(x->w, &(struct gw_admit_req){ x->key, &x->route, x->rid, &x->rate,
-                                                   &x->retry_after_ms, &x->lease }, on_admitted, x,
-                     &x->admission, &err)) {
+                                                   &x->retry_after_ms, &x->lease, defer },
+                     on_admitted, x, &x->admission, &err)) {
     case GW_OK:
-        if (gw_admit_counts(&x->route))
+        if (gw_admit_counts(&x->route) && !gw_admit_deferred(x->lease))
             gw_m_limit(gw_exchange_key_slot(x), GW_M_ADMITTED);
         on_admitted(x, NULL);
         return;

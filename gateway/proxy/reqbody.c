@@ -172,6 +172,14 @@ static int on_model(void *arg, struct gw_str value, struct gw_str *out, struct g
 
 #define SECONDS_MAX 3600 /* the catalog's bound on a seconds value */
 
+/* A decision put off to the body's end (admit.h) refuses on any limit. */
+static enum gw_m_limit refused_by(const struct gw_error *e)
+{
+    return strcmp(e->code, "insufficient_quota") == 0 ? GW_M_QUOTA_EXCEEDED
+           : strstr(e->message, "video service") != NULL ? GW_M_UPSTREAM_BUSY
+                                                         : GW_M_RATE_LIMITED;
+}
+
 static void reserved(struct exchange *x)
 {
     gw_m_vs(x->key->slot,
@@ -191,7 +199,7 @@ static void quota_decided(void *arg, const struct gw_error *refusal)
     x->quota_wait = NULL;
     if (refusal != NULL) {
         if (refusal->status == 429)
-            gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
+            gw_m_limit(x->key->slot, refused_by(refusal));
         gw_proxy_fail(x, refusal);
         return;
     }
@@ -231,7 +239,7 @@ int gw_reqbody_reserve(struct exchange *x, struct gw_error *err)
     }
     /* day and Retry-After are written into the exchange, now or when Redis answers */
     struct gw_quota_req q = { x->key, secs, &x->quota_day, &x->retry_after_ms,
-                              &x->quota_remote };
+                              &x->quota_remote, &x->rate, &x->lease };
     x->quota_seconds = secs;
     switch (gw_admit_quota(x->w, &q, quota_decided, x, &x->quota_wait, err)) {
     case GW_OK:
@@ -241,7 +249,7 @@ int gw_reqbody_reserve(struct exchange *x, struct gw_error *err)
         return GW_OK;
     default:
         if (err->status == 429)
-            gw_m_limit(x->key->slot, GW_M_QUOTA_EXCEEDED);
+            gw_m_limit(x->key->slot, refused_by(err));
         return GW_ERR;
     }
 
@@ -582,7 +590,8 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
     if (x->framing == FRAME_SPOOL) {
         if (spool_write(x, err) != GW_OK)
             return GW_ERR;
-        if (!input_done || !x->connected || gw_followup_hold(x) || x->quota_wait != NULL)
+        if (!input_done || !x->connected || gw_followup_hold(x) || x->quota_wait != NULL ||
+            gw_admit_deferred(x->lease))
             return GW_OK;
         if (!x->head_sent) {
             write_head(x);
@@ -597,8 +606,9 @@ int gw_reqbody_pump(struct exchange *x, struct gw_error *err)
     if (x->framing == FRAME_UNDECIDED || gw_followup_hold(x) || !x->connected)
         return GW_OK;
     /* the daily budget's answer is due: nothing more goes upstream before it, so the
-     * upstream never sees a complete body that was over budget */
-    if (x->quota_wait != NULL)
+     * upstream never sees a complete body that was over budget; nor anything of a
+     * small body whose limits are decided at its end (admit.h GW_ADMIT_HOLD_MAX) */
+    if (x->quota_wait != NULL || gw_admit_deferred(x->lease))
         return GW_OK;
 
     /* 3. send */

@@ -132,6 +132,8 @@ int rs_build(struct gw_store_op *op, const char *prefix, const char (*sha)[41],
         arg_created(c, j->created_at);
         arg_str(c, unfinished(j->status) ? "1" : "0");
         arg_str(c, j->status == GW_JOB_FAILED ? "1" : "0");
+        arg_str(c, j->lease_key);
+        arg_str(c, j->lease_id);
         return GW_OK;
     case GW_OP_JOB_GET:
         script(c, RS_GET, prefix, sha);

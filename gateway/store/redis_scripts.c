@@ -81,6 +81,9 @@ static const char put_src[] = LUA_HEAD
     "  redis.call('EXPIRE', ik, TTL)\n"
     "  redis.call('ZADD', p .. 'idem_at', at, ik)\n"
     "end\n"
+    /* the creating key's concurrency slot (redis_limits.c's lease), given back here
+     * rather than by one more command once the answer starts */
+    "if ARGV[20] and ARGV[20] ~= '' then redis.call('ZREM', p .. 'conc:' .. ARGV[19], ARGV[20]) end\n"
     "return 1\n";
 
 /* A status only moves forward (queued < in_progress < completed = failed). */

@@ -654,11 +654,13 @@ int gw_store_job_put(struct gw_store_loop *l, const struct gw_job *job, const ch
     op = op_new(GW_OP_JOB_PUT,
                 slen(job->id) + slen(job->key_name) + slen(job->upstream_key) +
                     slen(job->model_asked) + slen(job->model_sent) + slen(job->size) + olen + 1 +
-                    slen(idem_key),
+                    slen(idem_key) + slen(job->lease_key) + slen(job->lease_id),
                 &pk, err);
     if (op == NULL)
         return GW_ERR;
     op->job = *job;
+    op->job.lease_key = job->lease_key != NULL ? pack_str(&pk, job->lease_key) : "";
+    op->job.lease_id = job->lease_id != NULL ? pack_str(&pk, job->lease_id) : "";
     op->job.id = pack_str(&pk, job->id);
     op->job.key_name = pack_str(&pk, job->key_name);
     op->job.upstream_key = pack_str(&pk, job->upstream_key);

@@ -96,6 +96,11 @@ struct gw_job {
                                * (put, or an update that was applied) */
     const char *object;       /* the last job object seen (JSON), object_len bytes; */
     size_t object_len;        /* in results also NUL-terminated */
+    /* put only, Redis only (SQLite ignores them): a concurrency slot of the creating
+     * key given back in the put's own script (limits/redis_limits.h: member lease_id
+     * of P conc:{lease_key}); NULL: none */
+    const char *lease_key;
+    const char *lease_id;
     /* results only (ignored by put): */
     int64_t refreshed_at;     /* unix s: last refreshed or claimed for a refresh */
     int64_t deleted_at;       /* unix s: when DELETE succeeded, 0 if it has not */
