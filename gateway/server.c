@@ -513,10 +513,14 @@ static unsigned queued_connections(struct gw_server *s)
 /*
  * SIGTERM, before the loops close their listeners: new connections go to a newer
  * process's sockets if one listens (upgrade.c), and the loops keep accepting
- * what is already queued for DRAIN_GRACE_MS; then the steering is taken off
- * again, since it would outlive us in the group and skew the newer process's
- * spread if it runs another number of loops. One socket of each SO_REUSEPORT
- * group speaks for the group. The main thread may sleep: it runs no loop.
+ * what is already queued for DRAIN_GRACE_MS. The steering stays on while the
+ * listeners close, and after: taken off first, it let the kernel hand a few new
+ * connections to a listener about to close, which reset them (the upgrade test
+ * saw it on a busy machine). Left in the group, it is neutral for a newer process
+ * with as many loops (its answers are past the group's end: the kernel picks by
+ * hash) and favours some of its loops if it runs more; that process takes it off
+ * at its next SIGHUP (steer_reset). One socket of each SO_REUSEPORT group speaks
+ * for the group. The main thread may sleep: it runs no loop.
  */
 static void drain_grace(struct gw_server *s)
 {
@@ -545,10 +549,16 @@ static void drain_grace(struct gw_server *s)
         struct timespec tick = { 0, 10 * 1000000L };
         nanosleep(&tick, NULL);
     }
-    for (int i = 0; i < 2; i++) {
-        if (fds[i] >= 0)
-            gw_upgrade_steer_clear(fds[i]);
-    }
+}
+
+/* SIGHUP: take off a steering program an older process left on our groups when
+ * it drained (drain_grace): the kernel's own spread again, over all our loops. */
+static void steer_reset(struct gw_server *s)
+{
+    if (s->workers[0].htp->server != NULL)
+        gw_upgrade_steer_clear(evconnlistener_get_fd(s->workers[0].htp->server));
+    if (s->workers[0].admin != NULL && s->workers[0].admin->server != NULL)
+        gw_upgrade_steer_clear(evconnlistener_get_fd(s->workers[0].admin->server));
 }
 
 int gw_server_run(struct gw_server *s)
@@ -570,6 +580,7 @@ int gw_server_run(struct gw_server *s)
             continue;
         if (sig == SIGHUP) {
             gw_sd_reloading();
+            steer_reset(s);
             gw_metrics_reload(gw_server_reload(s) == GW_OK);
             gw_sd_ready();
             continue;

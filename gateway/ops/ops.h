@@ -70,8 +70,8 @@ int gw_readyz_is_draining(void);
  * sockets that joined later: a newer gateway's (upgrade.c). GW_ERR: logged. */
 int gw_upgrade_steer_away(int fd, unsigned nown);
 
-/* Take it off again (just before the listeners close): it would outlive this
- * process in the group. */
+/* Take a steering program off fd's group (a newer process, at SIGHUP: the one
+ * its predecessor left there when it drained). */
 void gw_upgrade_steer_clear(int fd);
 
 /* -------------------------------------------------------------- sd_notify */

@@ -10,9 +10,11 @@
  * answers "index nown + cpu % nown", the newer process's sockets (the old
  * process's nown sockets hold indices 0..nown-1: the group is compacted as
  * sockets leave). Its accept queues then only empty; it keeps accepting for a
- * short grace (server.c), takes the program off and closes them at once. With
- * no newer process the index is past the group's end and the kernel picks by
- * hash as before: a plain stop behaves as it always did.
+ * short grace (server.c) and closes them with the program still on, so that no
+ * connection lands on a closing listener. With no newer process, or once the
+ * old sockets are gone and the newer process has as many, the index is past
+ * the group's end and the kernel picks by hash as before; a newer process with
+ * more loops takes the program off at its next SIGHUP.
  */
 #include <errno.h>
 #include <string.h>
