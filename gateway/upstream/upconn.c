@@ -1,10 +1,10 @@
 /*
  * upconn.c - one upstream connection: connecting (to the addresses of
- * updns.c, with the TLS setup of uptls.c), the hand-over of a pooled
- * connection, reading the response (parsed by upresp.c) and writing the
- * request, and the connection's one timer. Every libevent entry point of a
- * connection is here. The overview is in upstream.c, the structs in
- * upstream_int.h.
+ * updns.c, with the TLS setup of uptls.c and the handshake of uptls_io.c), the
+ * hand-over of a pooled connection, reading the response (parsed by upresp.c),
+ * and the connection's one timer. Writing the request is upwrite.c's. Every
+ * libevent entry point of a connection is in these two files. The overview is
+ * in upstream.c, the structs in upstream_int.h.
  *
  * Bufferevent options: BEV_OPT_CLOSE_ON_FREE only. BEV_OPT_DEFER_CALLBACKS
  * would cost an extra trip through the loop per read and per write, and it
@@ -52,11 +52,11 @@
  *     loop. A close that arrives during the current loop pass is not seen;
  *     for connections idle UP_PEEK_IDLE_MS or more, where servers' idle
  *     timeouts strike, conn_alive() still peeks.
- *   - Bytes added to the output (out_cb, an evbuffer callback) activate
+ *   - Bytes added to the output (gw_upconn_out_cb, an evbuffer callback) activate
  *     c->flush, which writev()s them later in the same pass. Only if bytes
  *     remain (a full socket buffer, an error) is the bufferevent's write event
  *     turned on (c->wpending), with its write timeout, until the output is
- *     empty again (write_cb).
+ *     empty again (gw_upconn_write_cb).
  * TLS runs on the same machinery (uptls_io.c): c->rev, c->flush and the
  * bufferevent's write event carry ciphertext, the SSL reads the socket and
  * writes its records into the bufferevent's output; the proxy writes plaintext
@@ -95,8 +95,6 @@
 #include "metrics.h"
 #include "upstream_int.h"
 
-#define UP_WRITE_LOWAT  (64 * 1024) /* bytes: GW_UP_WRITABLE when the output falls to this */
-#define UP_WRITE_MAX    (256 * 1024) /* bytes per write pass (libevent's default: 16 KiB) */
 #define UP_BODY_MAX     (256 * 1024) /* bytes: direct reads stop once c->body holds this much */
 #define UP_BEV_READ     4096        /* bytes: the most libevent 2.1 reads per pass */
 /* Bytes reserved for one direct readv: the first of a pass, then the next ones
@@ -118,11 +116,8 @@
 static void kick_cb(evutil_socket_t fd, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
-static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void sock_read_cb(evutil_socket_t fd, short what, void *arg);
-static void flush_cb(evutil_socket_t fd, short what, void *arg);
-static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 static void conn_pump(struct gw_upconn *c);
 
 /* ----------------------------------------------------------- small helpers */
@@ -144,19 +139,6 @@ void gw_upconn_timer_set(struct gw_upconn *c, int ms)
 static socklen_t addr_len(const union up_addr *a)
 {
     return a->sa.sa_family == AF_INET6 ? sizeof(a->in6) : sizeof(a->in);
-}
-
-static void deliver(struct gw_upconn *c, enum gw_up_event ev)
-{
-    if (!c->released && c->cb != NULL)
-        c->cb(c, ev, c->arg);
-}
-
-/* True when c may not be touched further in this entry: the proxy released it
- * or it failed. */
-static int conn_gone(const struct gw_upconn *c)
-{
-    return c->released || c->phase == PH_FAILED;
 }
 
 /* Response reading on or off: c->rev over plain TCP, the bufferevent's read
@@ -188,7 +170,7 @@ struct gw_upconn *gw_upconn_new(struct gw_upstream *u)
     c->u = u;
     c->kick = event_new(u->base, -1, 0, kick_cb, c);
     c->timer = evtimer_new(u->base, timer_cb, c);
-    c->flush = event_new(u->base, -1, 0, flush_cb, c);
+    c->flush = event_new(u->base, -1, 0, gw_upconn_flush_cb, c);
     c->body = evbuffer_new();
     if (c->kick == NULL || c->timer == NULL || c->flush == NULL || c->body == NULL) {
         if (c->kick)
@@ -254,7 +236,7 @@ static void conn_error(struct gw_upconn *c)
     read_off(c);
     if (c->bev != NULL)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    deliver(c, GW_UP_ERROR);
+    up_deliver(c, GW_UP_ERROR);
 }
 
 /* Fill c->err, mark c failed, stop everything and deliver GW_UP_ERROR. */
@@ -295,7 +277,8 @@ static int conn_alive(struct gw_upconn *c)
                   ((int64_t)now.tv_usec - c->pooled_at.tv_usec) / 1000;
         /* (< 0: the clock was set back) Bytes the SSL holds were never
          * announced by c->rev: looked at below. */
-        if (idle_ms >= 0 && idle_ms < UP_PEEK_IDLE_MS && (c->ssl == NULL || !SSL_has_pending(c->ssl)))
+        if (idle_ms >= 0 && idle_ms < UP_PEEK_IDLE_MS &&
+            (c->ssl == NULL || !SSL_has_pending(c->ssl)))
             return 1;
     }
 
@@ -337,7 +320,7 @@ static int conn_open(struct gw_upconn *c, const union up_addr *a)
             return GW_ERR;
         }
     }
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setcb(bev, read_cb, gw_upconn_write_cb, event_cb, c);
     /* Uploads: one writev takes up to 256 KiB of the output instead of
      * 16 KiB when the bufferevent writes: fewer passes per MiB. */
     bufferevent_set_max_single_write(bev, UP_WRITE_MAX);
@@ -355,7 +338,7 @@ static int conn_open(struct gw_upconn *c, const union up_addr *a)
         /* Reads and writes by this file (see the top comment). Without memory
          * for it, over plain TCP the bufferevent does all; TLS needs it. */
         c->rev = event_new(u->base, fd, EV_READ | EV_PERSIST, sock_read_cb, c);
-        if (c->rev != NULL && evbuffer_add_cb(gw_upconn_output(c), out_cb, c) == NULL) {
+        if (c->rev != NULL && evbuffer_add_cb(gw_upconn_output(c), gw_upconn_out_cb, c) == NULL) {
             event_free(c->rev);
             c->rev = NULL;
         }
@@ -396,10 +379,10 @@ static void conn_activate(struct gw_upconn *c)
     if (c->configured) { /* a pooled plain-TCP connection: all set, c->rev on */
         if (c->paused)
             event_del(c->rev);
-        deliver(c, GW_UP_CONNECTED);
+        up_deliver(c, GW_UP_CONNECTED);
         return;
     }
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setcb(c->bev, read_cb, gw_upconn_write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, UP_WRITE_LOWAT, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     if (cfg->idle_timeout_ms > 0) { /* the upstream stops taking the request */
@@ -424,7 +407,7 @@ static void conn_activate(struct gw_upconn *c)
     } else {
         bufferevent_enable(c->bev, c->paused ? EV_WRITE : EV_READ | EV_WRITE);
     }
-    deliver(c, GW_UP_CONNECTED);
+    up_deliver(c, GW_UP_CONNECTED);
 }
 
 /* The connect or the handshake failed: try the next address, or fail. A TLS
@@ -621,8 +604,8 @@ static void conn_progress(struct gw_upconn *c)
         if (r == STEP_HEAD) {
             if (c->rs != RS_DONE)
                 gw_upconn_timer_set(c, c->u->cfg->idle_timeout_ms);
-            deliver(c, GW_UP_HEADERS);
-            if (conn_gone(c) || c->paused)
+            up_deliver(c, GW_UP_HEADERS);
+            if (up_gone(c) || c->paused)
                 return;
         }
     }
@@ -632,8 +615,8 @@ static void conn_progress(struct gw_upconn *c)
     if (added > 0) {
         if (c->rs != RS_DONE && !c->eof)
             gw_upconn_timer_set(c, c->u->cfg->idle_timeout_ms);
-        deliver(c, GW_UP_BODY);
-        if (conn_gone(c) || c->paused)
+        up_deliver(c, GW_UP_BODY);
+        if (up_gone(c) || c->paused)
             return;
     }
     if (c->rs != RS_DONE && c->eof && evbuffer_get_length(in) == 0) {
@@ -656,7 +639,7 @@ static void conn_progress(struct gw_upconn *c)
             bufferevent_disable(c->bev, EV_READ);
         /* (c->rev stays on: anything the server sends now makes the
          * connection unusable, sock_read_cb; in the pool it watches) */
-        deliver(c, GW_UP_DONE);
+        up_deliver(c, GW_UP_DONE);
     }
 }
 
@@ -808,14 +791,14 @@ static void conn_pump(struct gw_upconn *c)
 {
     struct evbuffer *in;
 
-    while (c->ssl != NULL && c->phase == PH_ACTIVE && !conn_gone(c) && !c->paused && !c->done &&
+    while (c->ssl != NULL && c->phase == PH_ACTIVE && !up_gone(c) && !c->paused && !c->done &&
            !c->eof && c->rs != RS_DONE && SSL_has_pending(c->ssl)) {
         uint64_t before;
 
         in = bufferevent_get_input(c->bev);
         before = c->rx + evbuffer_get_length(in);
         conn_read_step(c);
-        if (conn_gone(c) || c->rx + evbuffer_get_length(bufferevent_get_input(c->bev)) == before)
+        if (up_gone(c) || c->rx + evbuffer_get_length(bufferevent_get_input(c->bev)) == before)
             break;
     }
 }
@@ -864,120 +847,6 @@ static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
     gw_upstream_conn_leave(c);
 }
 
-/* Bytes were added to the output (c->plain over TLS). Written by flush_cb later
- * in this loop pass (so that what the proxy adds in one callback goes out in
- * one writev), unless the bufferevent is already waiting to write. */
-static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    struct gw_upconn *c = arg;
-
-    if (info->n_added > 0 && !c->wpending && c->phase == PH_ACTIVE)
-        event_active(c->flush, EV_TIMEOUT, 1);
-}
-
-/* Plain TCP: write the output straight to the socket, without the epoll_ctl
- * pair that turning the bufferevent's write event on and off costs per
- * request. What does not go out at once (a full socket buffer, an error) is
- * left to the bufferevent: c->wpending, its write event and write timeout on,
- * errors reported to event_cb as before; write_cb turns it off once the output
- * is empty. GW_UP_WRITABLE as the bufferevent would deliver it: after a write
- * that leaves the output at or below the low watermark. */
-/* TLS: encrypt c->plain into the output, up to max bytes ahead of the socket.
- * GW_ERR when the SSL refuses (it failed reading: the read side reports that;
- * or out of memory): like a socket that stopped taking the request, the rest
- * stays unsent (c->write_failed), and no event is delivered from here, since
- * gw_upconn_flush runs inside the proxy's own calls. */
-static int tls_encrypt(struct gw_upconn *c, size_t max)
-{
-    if (c->ssl == NULL || gw_uptls_io_encrypt(c, max) == GW_OK)
-        return GW_OK;
-    c->write_failed = 1;
-    if (!c->head_done && !c->request_sent)
-        gw_upconn_timer_set(c, c->u->cfg->response_timeout_ms);
-    return GW_ERR;
-}
-
-/* Write the output straight to the socket: at most max bytes (-1: all) per
- * writev, over TLS encrypting UP_WRITE_MAX bytes at a time, up to max in all.
- * What the socket refuses (a full socket buffer, an error) is left to the
- * bufferevent's write event (c->wpending). Returns the bytes written. */
-static ssize_t conn_write(struct gw_upconn *c, ssize_t max)
-{
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    ssize_t total = 0;
-    int n;
-
-    for (;;) {
-        if (tls_encrypt(c, UP_WRITE_MAX) != GW_OK)
-            return total;
-        n = evbuffer_write_atmost(out, event_get_fd(c->rev),
-                                  max < 0 ? -1 : max - total);
-        if (n > 0)
-            total += n;
-        if (evbuffer_get_length(out) > 0) {
-            c->wpending = 1;
-            bufferevent_enable(c->bev, EV_WRITE);
-            return total;
-        }
-        if (c->plain == NULL || evbuffer_get_length(c->plain) == 0 || n <= 0 ||
-            (max >= 0 && total >= max))
-            break;
-    }
-    if (c->plain != NULL && evbuffer_get_length(c->plain) > 0)
-        event_active(c->flush, EV_TIMEOUT, 1); /* the rest in the next pass */
-    return total;
-}
-
-/* Write the output straight to the socket, without the epoll_ctl pair that
- * turning the bufferevent's write event on and off costs per request (see the
- * top comment); errors are reported to event_cb as before, and write_cb turns
- * the write event off once the output is empty. GW_UP_WRITABLE as the
- * bufferevent would deliver it: after a write that leaves the output at or
- * below the low watermark. */
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct gw_upconn *c = arg;
-    ssize_t n;
-
-    gw_upstream_conn_enter(c);
-    if (c->phase == PH_ACTIVE && c->rev != NULL && !c->wpending && !c->write_failed) {
-        n = conn_write(c, UP_WRITE_MAX);
-        if (n > 0 && !conn_gone(c) && gw_upconn_output_pending(c) <= UP_WRITE_LOWAT)
-            deliver(c, GW_UP_WRITABLE);
-    }
-    gw_upstream_conn_leave(c);
-}
-
-/* The output written now rather than later in the pass (see gw_upconn_flush
- * in upstream.h). Like flush_cb, what the socket refuses is left to the
- * bufferevent's write event; unlike it, no GW_UP_WRITABLE: the caller is the
- * writer. */
-void gw_upconn_flush(struct gw_upconn *c)
-{
-    if (c->phase != PH_ACTIVE || c->rev == NULL || c->wpending || c->write_failed)
-        return;
-    conn_write(c, -1);
-}
-
-/* Output fell to the low watermark: the proxy decides whether it has more.
- * Over TLS the output is topped up from c->plain first, the write event still
- * on. */
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    struct gw_upconn *c = arg;
-
-    gw_upstream_conn_enter(c);
-    if (c->phase == PH_ACTIVE && !c->write_failed)
-        tls_encrypt(c, UP_WRITE_MAX);
-    if (c->wpending && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        bufferevent_disable(bev, EV_WRITE); /* direct writes again */
-        c->wpending = 0;
-    }
-    if (c->phase == PH_ACTIVE && !c->write_failed)
-        deliver(c, GW_UP_WRITABLE);
-    gw_upstream_conn_leave(c);
-}
-
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct gw_upconn *c = arg;
@@ -1023,55 +892,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
  * pool had replaced with its own, are the connection's again. */
 void gw_upconn_setcb(struct gw_upconn *c)
 {
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setcb(c->bev, read_cb, gw_upconn_write_cb, event_cb, c);
 }
 
 /* -------------------------------------------------------------- public API */
-
-struct evbuffer *gw_upconn_output(struct gw_upconn *c)
-{
-    if (c->plain != NULL)
-        return c->plain;
-    return c->bev != NULL ? bufferevent_get_output(c->bev) : NULL;
-}
-
-size_t gw_upconn_output_pending(const struct gw_upconn *c)
-{
-    return (c->bev != NULL ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0) +
-           (c->plain != NULL ? evbuffer_get_length(c->plain) : 0);
-}
-
-void gw_upconn_request_sent(struct gw_upconn *c)
-{
-    c->request_sent = 1;
-    if (c->phase == PH_ACTIVE && !c->head_done)
-        gw_upconn_timer_set(c, c->u->cfg->response_timeout_ms);
-}
-
-void gw_upconn_start_request(struct gw_upconn *c, const struct gw_config *cfg,
-                             const char *method, struct gw_str tail, struct gw_str query,
-                             unsigned key)
-{
-    struct evbuffer *o = gw_upconn_output(c);
-    size_t blen = strlen(cfg->upstream_base);
-    int v6 = strchr(cfg->upstream_host, ':') != NULL;
-
-    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0)
-        blen -= 3;
-    evbuffer_add_printf(o, "%s %.*s/v1/videos", method, (int)blen, cfg->upstream_base);
-    evbuffer_add(o, tail.p, tail.len);
-    if (query.len > 0) {
-        evbuffer_add(o, "?", 1);
-        evbuffer_add(o, query.p, query.len);
-    }
-    evbuffer_add_printf(o, " HTTP/1.1\r\nHost: %s%s%s", v6 ? "[" : "", cfg->upstream_host,
-                        v6 ? "]" : "");
-    if (cfg->upstream_port != (cfg->upstream_tls ? 443 : 80))
-        evbuffer_add_printf(o, ":%d", cfg->upstream_port);
-    evbuffer_add(o, "\r\nAuthorization: Bearer ", 24);
-    evbuffer_add(o, cfg->upstream_keys[key], strlen(cfg->upstream_keys[key]));
-    evbuffer_add(o, "\r\n", 2);
-}
 
 void gw_upconn_pause_read(struct gw_upconn *c, int paused)
 {

@@ -22,6 +22,9 @@
 #define UP_HEAD_MAX     16384       /* bytes of header names + values kept per response */
 #define UP_HEADERS_MAX  64          /* headers kept per response */
 #define UP_ADDRS_MAX    8           /* addresses kept from one lookup */
+#define UP_WRITE_LOWAT  (64 * 1024) /* bytes: GW_UP_WRITABLE when the output falls to this */
+#define UP_WRITE_MAX    (256 * 1024) /* bytes per write pass (libevent's default: 16 KiB);
+                                      * over TLS also the most encrypted ahead */
 
 union up_addr {
     struct sockaddr sa;
@@ -164,6 +167,20 @@ void gw_upstream_pool_remove(struct gw_upconn *c);
 void gw_upstream_conn_enter(struct gw_upconn *c);
 void gw_upstream_conn_leave(struct gw_upconn *c);
 
+/* The event to the proxy, unless it released c. */
+static inline void up_deliver(struct gw_upconn *c, enum gw_up_event ev)
+{
+    if (!c->released && c->cb != NULL)
+        c->cb(c, ev, c->arg);
+}
+
+/* True when c may not be touched further in this entry: the proxy released it
+ * or it failed. */
+static inline int up_gone(const struct gw_upconn *c)
+{
+    return c->released || c->phase == PH_FAILED;
+}
+
 /* upconn.c: one connection */
 /* NULL when out of memory. */
 struct gw_upconn *gw_upconn_new(struct gw_upstream *u);
@@ -178,6 +195,14 @@ void gw_upconn_fail(struct gw_upconn *c, int status, const char *fmt, ...)
 void gw_upconn_connect_next(struct gw_upconn *c);
 /* The connection's bufferevent callbacks back in place (a pooled TLS lease). */
 void gw_upconn_setcb(struct gw_upconn *c);
+
+/* upwrite.c: the request */
+/* Evbuffer callback of the output: bytes added, c->flush activated. */
+void gw_upconn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+/* c->flush: the output written straight to the socket. */
+void gw_upconn_flush_cb(evutil_socket_t fd, short what, void *arg);
+/* The bufferevent's write callback: output at the low watermark. */
+void gw_upconn_write_cb(struct bufferevent *bev, void *arg);
 
 /* updns.c: the lookup and the addresses */
 /* A literal host's address cached, the DNS base made. GW_ERR: no DNS base. */
