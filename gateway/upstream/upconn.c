@@ -375,6 +375,7 @@ static void conn_activate(struct gw_upconn *c)
     struct timeval wtv;
 
     c->phase = PH_ACTIVE;
+    c->why[0] = '\0'; /* (an earlier address's failure) */
     event_del(c->timer);
     if (c->configured) { /* a pooled plain-TCP connection: all set, c->rev on */
         if (c->paused)
@@ -494,10 +495,16 @@ static ssize_t conn_recv(struct gw_upconn *c, const struct iovec *iov, int nv)
     ssize_t n;
 
     if (c->ssl != NULL)
-        return gw_uptls_io_read(c, iov, nv);
+        return gw_uptls_io_read(c, iov, nv); /* (a failure's reason in c->why) */
     do
         n = readv(bufferevent_getfd(c->bev), iov, nv);
     while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { /* for the message */
+        int e = errno;
+
+        snprintf(c->why, sizeof(c->why), "%s", evutil_socket_error_to_string(e));
+        errno = e;
+    }
     return n;
 }
 
@@ -622,7 +629,8 @@ static void conn_progress(struct gw_upconn *c)
     if (c->rs != RS_DONE && c->eof && evbuffer_get_length(in) == 0) {
         if (c->rs != RS_EOF) {
             gw_upconn_fail(c, 502,
-                           "upstream closed the connection before the response was complete");
+                           "upstream closed the connection before the response was complete%s%s",
+                           c->why[0] ? ": " : "", c->why);
             return;
         }
         c->rs = RS_DONE;

@@ -148,7 +148,7 @@ static void conn_finish(struct gw_upconn *c)
     int reuse = c->phase == PH_ACTIVE && c->rs == RS_DONE && c->request_sent &&
                 c->keepalive && !c->write_failed && !c->eof && c->bev != NULL &&
                 u->cfg->pool_size > 0 &&
-                evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+                gw_upconn_output_pending(c) == 0 &&
                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
 
     if (c->phase == PH_RESOLVING)

@@ -226,6 +226,9 @@ SSL *gw_uptls_ssl_new(struct gw_upconn *c);
  * msg filled, when OpenSSL knows (the certificate, the handshake); GW_OK when
  * the socket failed (*e: its errno, or 0 for a close). */
 int gw_uptls_why_failed(SSL *ssl, int *e, char *msg, size_t cap);
+/* OpenSSL's reason for error e ("unknown error" for 0; its code if it has no
+ * reason string), into buf. */
+void gw_uptls_error_string(unsigned long e, char *buf, size_t cap);
 
 /* uptls_io.c: TLS over the connection's socket */
 /* ssl's BIO: reads c's socket, writes records into c->bev's output. GW_ERR

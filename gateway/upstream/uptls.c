@@ -41,7 +41,7 @@ static const char *tls_reason(unsigned long e)
 }
 
 /* tls_reason(), or for an error without a reason string its full code. */
-static void tls_reason_buf(unsigned long e, char *buf, size_t cap)
+void gw_uptls_error_string(unsigned long e, char *buf, size_t cap)
 {
     if (e != 0 && ERR_reason_error_string(e) == NULL)
         ERR_error_string_n(e, buf, cap);
@@ -176,7 +176,7 @@ int gw_uptls_why_failed(SSL *ssl, int *e, char *msg, size_t cap)
     if (first != 0) {
         char why[128];
 
-        tls_reason_buf(first, why, sizeof(why));
+        gw_uptls_error_string(first, why, sizeof(why));
         snprintf(msg, cap, "TLS handshake failed: %s", why);
         return GW_ERR;
     }

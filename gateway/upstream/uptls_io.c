@@ -29,6 +29,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -170,7 +171,12 @@ ssize_t gw_uptls_io_read(struct gw_upconn *c, const struct iovec *iov, int nv)
         }
         if (err == SSL_ERROR_ZERO_RETURN) /* close_notify, or a close without one */
             return 0;
-        /* a reset (SSL_ERROR_SYSCALL) or a TLS error: the connection is over */
+        /* a reset (SSL_ERROR_SYSCALL) or a TLS error: the connection is over;
+         * c->why keeps the reason for the message of a response cut short */
+        if (err == SSL_ERROR_SSL)
+            gw_uptls_error_string(ERR_peek_error(), c->why, sizeof(c->why));
+        else if (c->tls_errno != 0)
+            snprintf(c->why, sizeof(c->why), "%s", strerror(c->tls_errno));
         ERR_clear_error();
         errno = c->tls_errno ? c->tls_errno : EPROTO;
         return -1;
