@@ -5,12 +5,14 @@ a certificate that fails to load must stop the gateway, not be ignored)."""
 import hashlib
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -270,6 +272,94 @@ def test_https_slow_client_backpressure():
             hwm = gw.vmhwm_kib()
             assert hwm < 64 * 1024, "gateway VmHWM %d KiB after a slow 96 MiB download" % hwm
             assert_clean(gw)
+
+
+
+class _TlsOrigin:
+    """A bare TLS origin for the framings the stub does not send: the first
+    request on any connection gets a chunked body (chunks of 1 byte to 70 KB,
+    so records and chunks never line up), the second a close-delimited body
+    ended by a close without close_notify. Records the connection of each."""
+
+    def __init__(self, cert, key, chunked, closing):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        self.bodies = (chunked, closing)
+        self.seen = []      # (connection number, request number on it)
+        self.errors = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        nconn = 0
+        while True:
+            try:
+                raw, _ = self.lsock.accept()
+            except OSError:
+                return
+            nconn += 1
+            try:
+                self.handle(self.ctx.wrap_socket(raw, server_side=True), nconn)
+            except (OSError, ssl.SSLError) as e:
+                self.errors.append(repr(e))
+
+    def handle(self, conn, n):
+        buf = b""
+        for i in range(2):
+            while b"\r\n\r\n" not in buf:
+                d = conn.recv(65536)
+                if not d:
+                    conn.close()
+                    return
+                buf += d
+            buf = buf.split(b"\r\n\r\n", 1)[1]
+            self.seen.append((n, i + 1))
+            if i == 0:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                rnd, body, out = random.Random(7), self.bodies[0], []
+                off = 0
+                while off < len(body):
+                    k = min(rnd.randint(1, 70000), len(body) - off)
+                    out.append(b"%x\r\n%s\r\n" % (k, body[off:off + k]))
+                    off += k
+                    if len(out) >= 32:
+                        conn.sendall(b"".join(out))
+                        out = []
+                conn.sendall(b"".join(out) + b"0\r\n\r\n")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
+                             b"Connection: close\r\n\r\n" + self.bodies[1])
+                conn.close()    # no close_notify: a dirty shutdown ends the body
+                return
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_https_chunked_and_close_delimited_bodies():
+    c = certs()
+    chunked = hashlib.shake_256(b"chunked").digest(6 * MiB + 333)
+    closing = hashlib.shake_256(b"closing").digest(5 * MiB + 17)
+    origin = _TlsOrigin(c["cert"], c["key"], chunked, closing)
+    try:
+        with gwtest.checked_gateway(None, upstream_url="https://127.0.0.1:%d" % origin.port,
+                                    upstream_key="sk-upstream-origin", ca_file=c["ca"],
+                                    threads=1) as (_, gw):
+            for body in (chunked, closing):
+                st, _, n, sha = gw.download("/v1/videos/video_abc/content", read_size=MiB)
+                assert st == 200 and n == len(body), (st, n, len(body))
+                assert sha == hashlib.sha256(body).hexdigest()
+            # both on one connection: the chunked answer left nothing behind
+            assert origin.seen == [(1, 1), (1, 2)], origin.seen
+            assert origin.errors == [], origin.errors
+            assert_clean(gw)
+    finally:
+        origin.close()
 
 
 # ---------------------------------------------------------------- the gateway's listener
