@@ -29,6 +29,13 @@
 #   BENCH_PERF=1   after the table: perf top symbols of the gateway (without and with limits +
 #                  store), syscalls per request (strace)
 #   BENCH_KEEP=1   keep the temp dir (configs, logs, wrk outputs); it is kept on failure too
+#   BENCH_TLS=1    HTTPS upstream (issue 11's production path): the upstream nginx also listens
+#                  with TLS (a certificate for 127.0.0.1 signed by a CA made here with openssl),
+#                  the gateway has `url = https://` and `ca_file` (verification on), nginx
+#                  `proxy_pass https://` (keep-alive, proxy_ssl_session_reuse on), haproxy
+#                  `server ... ssl` (both verifying with the same CA). Scenarios 1, 2, 3 and 4
+#                  only (I, 1S, 1R, 1L, 4b and M measure the client side or the store, which TLS
+#                  to the upstream does not change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,6 +56,7 @@ UPLOAD_REPS=${BENCH_UPLOAD_REPS:-5}
 DOWNLOAD_MIB=${BENCH_DOWNLOAD_MIB:-50}
 DOWNLOAD_REPS=${BENCH_DOWNLOAD_REPS:-20}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
+TLS=${BENCH_TLS:-0}
 PROMPT='a cow dancing on a frozen lake at dawn, slow dolly shot'
 VIDEO_ID=video_bench0001
 JOB='{"id":"video_bench0001","object":"video","model":"veo_3_1","status":"queued","progress":0,"created_at":1700000000,"seconds":"8","size":"16x9"}'
@@ -106,13 +114,31 @@ trap 'exit 130' INT TERM
 mkdir -p "$tmp"/{up/www,up/tmp,ngx/tmp,gw,gwlog,gwstore,gwredis,redis,hap}
 chmod 755 "$tmp" "$tmp/up" "$tmp/up/www" # nginx workers run as nobody when started by root
 read -r UP_PORT GW_PORT GWLOG_PORT NGX_PORT NGXNB_PORT NGXLOG_PORT UPJ_PORT GWS_PORT GWR_PORT \
-    REDIS_PORT HAP_PORT < <(python3 -c '
+    REDIS_PORT HAP_PORT UPS_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(11)]
+ss = [socket.socket() for _ in range(12)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 UPKEY="sk-upstream-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 CLK_TCK=$(getconf CLK_TCK)
+
+# BENCH_TLS: a CA and a certificate for 127.0.0.1 (IP SAN) that it signs; the proxies verify
+# the upstream with the CA, as in production
+if [ "$TLS" = 1 ]; then
+    mkdir -p "$tmp/pki"
+    (
+        cd "$tmp/pki"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=bench-ca -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+            -keyout up.key -out up.csr 2>/dev/null
+        printf 'subjectAltName = IP:127.0.0.1\n' >ext.cnf
+        openssl x509 -req -in up.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile ext.cnf -out up.pem 2>/dev/null
+    ) || die "openssl could not make the test certificates"
+    chmod 644 "$tmp"/pki/*
+    chmod 755 "$tmp/pki"
+fi
 
 say "test data: ${DOWNLOAD_MIB} MiB video, ${UPLOAD_MIB} MiB upload (random bytes)"
 head -c $((DOWNLOAD_MIB * 1048576)) /dev/urandom >"$tmp/up/www/video.mp4"
@@ -146,10 +172,13 @@ EOF
 # video_bench0001; the store's UNIQUE index would refuse a repeated id) and the current
 # time as created_at (same length; 1700000000 would make every job older than [jobs]
 # retention). It also answers a retrieve, which the store gateway's [jobs] refresh sends.
-up_server() { # PORT JOB_JSON EXTRA_LOCATIONS
+up_server() { # PORT JOB_JSON EXTRA_LOCATIONS [TLS_PORT]
     cat <<EOF
     server {
-        listen 127.0.0.1:$1 backlog=1024;
+        listen 127.0.0.1:$1 backlog=1024;${4:+
+        listen 127.0.0.1:$4 ssl backlog=1024;
+        ssl_certificate $tmp/pki/up.pem;
+        ssl_certificate_key $tmp/pki/up.key;}
         client_max_body_size 0;
         client_body_buffer_size 1m;
         access_log $tmp/up/sanity.log sanity if=\$http_x_bench_sanity;
@@ -180,7 +209,7 @@ cat >>"$tmp/up/nginx.conf" <<EOF
     keepalive_requests 1000000;
     log_format sanity '\$http_x_bench_sanity \$status \$content_length \$request_length "\$request_body"';
     map \$msec \$now_s { "~^(?<s>[0-9]+)[.]" \$s; }
-$(up_server "$UP_PORT" "$JOB" "")
+$(up_server "$UP_PORT" "$JOB" "" "$([ "$TLS" = 1 ] && echo "$UPS_PORT")")
 $(up_server "$UPJ_PORT" "${JOBU/video_bench0001/video_\$request_id}" "
         location ~ ^/v1/videos/(?<vid>[A-Za-z0-9_-]+)\$ {
             default_type application/json;
@@ -200,20 +229,31 @@ ngx_server() { # PORT EXTRA
     server {
         listen 127.0.0.1:$1 reuseport backlog=1024;
         $2
-        location / { proxy_pass http://video; }
+        location / { proxy_pass $UP_SCHEME://video; }
     }
 EOF
 }
+# BENCH_TLS: the three proxies reach the upstream over TLS, verifying it with the test CA
+UP_SCHEME=http UP_PORT_PROXIED=$UP_PORT NGX_TLS="" HAP_TLS=""
+if [ "$TLS" = 1 ]; then
+    UP_SCHEME=https UP_PORT_PROXIED=$UPS_PORT
+    NGX_TLS="proxy_ssl_session_reuse on;
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate $tmp/pki/ca.pem;
+    proxy_ssl_name 127.0.0.1;"
+    HAP_TLS=" ssl verify required ca-file $tmp/pki/ca.pem verifyhost 127.0.0.1"
+fi
 ngx_prelude "$tmp/ngx" >"$tmp/ngx/nginx.conf"
 cat >>"$tmp/ngx/nginx.conf" <<EOF
     keepalive_timeout 75s;
     keepalive_requests 1000000;
     client_max_body_size 2g;
     upstream video {
-        server 127.0.0.1:$UP_PORT;
+        server 127.0.0.1:$UP_PORT_PROXIED;
         keepalive 64;
         keepalive_requests 1000000;
     }
+    $NGX_TLS
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Authorization "Bearer $UPKEY";
@@ -246,7 +286,7 @@ frontend bench
     default_backend video
 backend video
     http-request set-header Authorization "Bearer $UPKEY"
-    server up 127.0.0.1:$UP_PORT
+    server up 127.0.0.1:$UP_PORT_PROXIED$HAP_TLS
 EOF
 "$HAPROXY" -c -q -f "$tmp/hap/haproxy.cfg" || die "haproxy configuration has errors"
 
@@ -256,21 +296,22 @@ EOF
 "$GW" mint-key bench >"$tmp/gw/key.txt"
 KEY=$(sed -n 's/^#   \(sk-vgw-.*\)$/\1/p' "$tmp/gw/key.txt")
 [ -n "$KEY" ] || die "mint-key printed no key"
-gw_conf() { # PORT ACCESS_LOG [UPSTREAM_PORT]
+gw_conf() { # PORT ACCESS_LOG [UPSTREAM_PORT [SCHEME]]
     echo "include = $root/config/models.conf"
     echo "[server]"
     echo "listen = 127.0.0.1:$1"
     echo "threads = 2"
     echo "access_log = $2"
     echo "[upstream]"
-    echo "url = http://127.0.0.1:${3:-$UP_PORT}"
+    echo "url = ${4:-http}://127.0.0.1:${3:-$UP_PORT}"
+    [ "${4:-http}" = https ] && echo "ca_file = $tmp/pki/ca.pem"
     echo "key = env:VIDEO_UPSTREAM_KEY"
     echo "pool_size = 64"
     echo "[models]"
     echo "unknown = reject"
     sed -n '/^\[key/,$p' "$tmp/gw/key.txt"
 }
-gw_conf "$GW_PORT" off >"$tmp/gw/gateway.conf"
+gw_conf "$GW_PORT" off "$UP_PORT_PROXIED" "$UP_SCHEME" >"$tmp/gw/gateway.conf"
 gw_conf "$GWLOG_PORT" "$tmp/gwlog/access.log" >"$tmp/gwlog/gateway.conf"
 # A third instance for 1S: the same, plus the store (SQLite in the temp dir, WAL,
 # synchronous = normal, the default: a commit appends to the -wal file, fsync only at
@@ -541,6 +582,7 @@ warm() { BENCH_KEY=$KEY wrk -t"$WRK_THREADS" -c"$SMALL_CONNS" -d1s -s "$root/scr
 echo
 say "machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -r);" \
     "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$TLS" = 1 ] && say "HTTPS upstream (BENCH_TLS=1): the proxies reach the upstream nginx over TLS on port $UPS_PORT"
 if [ "${BENCH_PIN:-0}" = 1 ]; then
     say "pinned: wrk ($WRK_THREADS threads) and curl on CPU 0; the proxies and the upstream nginx on CPU 1"
 else
@@ -552,6 +594,7 @@ say "versions: gateway $("$GW" -v | cut -d' ' -f2) ($(git rev-parse --short HEAD
 # nothing), and for the gateway on the access-log instance (idle connections log nothing): the
 # gateway keeps about two thirds of what they cost once they are closed (docs/benchmarks.md),
 # which would count in M's "after the load"
+if [ "$TLS" = 0 ]; then
 SI="I ${IDLE_CONNS} idle keep-alive connections"
 say "$SI"
 idle=$tmp/idle.tsv # WHO CONNS BEFORE_KB AFTER_KB
@@ -567,6 +610,7 @@ for who in gateway nginx haproxy; do
     printf '%s\t%s\t%s\t%s\n' "$who" "$(kv conns "$out")" "$(kv before_kb "$out")" \
         "$(kv after_kb "$out")" >>"$idle"
 done
+fi
 
 say "warm-up: 1 s of small creates through each proxy"
 warm "$GWU"; warm "$GWLOGU"; warm "$GWSU"; warm "$GWRU"; warm "$NGXU"; warm "$NGXLOGU"; warm "$HAPU"
@@ -582,6 +626,7 @@ S1="1 small create, ${SMALL_CONNS} conns ${SMALL_SECS}s"
 S1S="1S same, limits + store (SQLite, synchronous = normal), ${SMALL_SECS}s"
 say "$S1"
 run_wrk 1 "$S1" gateway "$GW_PID" "$GWU" "$SMALL_CONNS" "$SMALL_SECS" 0
+if [ "$TLS" = 0 ]; then
 say "$S1S"
 # the store thread is started when the store opens, before the event loops: the process's
 # second-lowest thread id (main, store, loop 1, loop 2)
@@ -613,9 +658,11 @@ if grep -qE 'not recorded|store: ' "$tmp/gwredis/stderr.log"; then
     grep -E 'not recorded|store: ' "$tmp/gwredis/stderr.log" | head -5 >&2 || true
     die "the Redis gateway logged store errors (above)"
 fi
+fi
 say "$S1, 1S and 1R: nginx (one run for the three rows)"
 run_wrk 1 "$S1" nginx "$NGX_PID" "$NGXU" "$SMALL_CONNS" "$SMALL_SECS" 0
 run_wrk 1 "$S1" haproxy "$HAP_PID" "$HAPU" "$SMALL_CONNS" "$SMALL_SECS" 0
+if [ "$TLS" = 0 ]; then
 awk -F'\t' -v OFS='\t' -v l="$S1S" -v r="$S1R" '$1 == "1" && $3 == "nginx" {
     $1 = "1S"; $2 = l; print; $1 = "1R"; $2 = r; print }' "$results" >>"$results"
 # every create the run counted was recorded (creates wrk cut at its stop may be too)
@@ -628,11 +675,14 @@ if grep -qE 'not recorded|store .*(failed|cannot)' "$tmp/gwstore/stderr.log"; th
     grep -E 'not recorded|store .*(failed|cannot)' "$tmp/gwstore/stderr.log" | head -5 >&2 || true
     die "the store gateway logged store errors (above)"
 fi
+fi
 
+if [ "$TLS" = 0 ]; then
 S1L="1L same, access log to a file, ${LOG_SECS}s"
 say "$S1L"
 run_wrk 1L "$S1L" gateway "$GWLOG_PID" "$GWLOGU" "$SMALL_CONNS" "$LOG_SECS" 0
 run_wrk 1L "$S1L" nginx "$NGX_PID" "$NGXLOGU" "$SMALL_CONNS" "$LOG_SECS" 0
+fi
 
 S2="2 1 MiB create, ${MIB_CONNS} conns ${MIB_SECS}s"
 say "$S2"
@@ -662,14 +712,17 @@ run_curl 4 "$S4" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
 run_curl 4 "$S4" nginx "$NGX_PID" "$NGXU" download "$DOWNLOAD_REPS"
 run_curl 4 "$S4" haproxy "$HAP_PID" "$HAPU" download "$DOWNLOAD_REPS"
 
+if [ "$TLS" = 0 ]; then
 S4B="4b same, nginx proxy_buffering off"
 say "$S4B"
 run_curl 4b "$S4B" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
 run_curl 4b "$S4B" nginx "$NGX_PID" "$NGXNBU" download "$DOWNLOAD_REPS"
+fi
 
 # M: many concurrent uploads. The peak (VmHWM, reset at the start of each run) and, once all
 # three have run, the RSS SETTLE_SECS after the last load against the RSS after start-up
 # (the gateway's load ended earliest: its figure is at least that long after).
+if [ "$TLS" = 0 ]; then
 SM="M memory: 1 MiB creates, 256 conns ${MEM_SECS}s"
 say "$SM"
 run_wrk M "$SM" gateway "$GW_PID" "$GWU" 256 "$MEM_SECS" 1048576
@@ -685,6 +738,7 @@ for who in gateway nginx haproxy; do
     hwm=$(awk -F'\t' -v w="$who" '$1 == "M" && $3 == w {print $9}' "$results")
     printf '%s\t%s\t%s\t%s\n' "$who" "${!start}" "$hwm" "$(rss_kb "$pid")" >>"$mem"
 done
+fi
 
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -s "$tmp/gw/stderr.log" ] && { echo "gateway error log:"; head -20 "$tmp/gw/stderr.log"; }
@@ -718,6 +772,7 @@ awk -F'\t' '
         }
     }' "$results"
 echo
+if [ "$TLS" = 0 ]; then
 echo "M: resident memory (MiB) after start-up, at the peak of 256 concurrent 1 MiB creates, and"
 echo "   ${SETTLE_SECS}s after the load"
 awk -F'\t' '{ w[NR] = $1; s[$1] = $2 / 1024; h[$1] = $3 / 1024; a[$1] = $4 / 1024 }
@@ -741,6 +796,7 @@ awk -F'\t' '{ c[$1] = $2; k[$1] = ($4 - $3) / ($2 > 0 ? $2 : 1) }
             (k["haproxy"] > 0 ? k["gateway"] / k["haproxy"] : 0)
         printf "  %-16s %12d %12d %12d\n", "connections", c["gateway"], c["nginx"], c["haproxy"]
     }' "$idle"
+fi
 cat <<EOF
 
 CPU = user+sys of the proxy (gateway: the process, all threads; nginx: master + 2 workers)
@@ -757,6 +813,7 @@ right after 1S; its CPU is the gateway's only (redis-server's is printed apart a
 haproxy: 2 threads, tune.bufsize 65536, http-reuse always, no log, bodies streamed; it has no
 run in 1L, 1S, 1R and 4b.
 EOF
+if [ "$TLS" = 0 ]; then
 # issue 11's goals, each with its ratio in this run
 awk -F'\t' 'FILENAME == ARGV[1] { c[$1, $3] = $7; next }
     FILENAME == ARGV[2] { s[$1] = $2; h[$1] = $3; a[$1] = $4; next }
@@ -787,6 +844,20 @@ awk -F'\t' '$3 == "gateway" && ($1 == "1" || $1 == "1S" || $1 == "1R") { c[$1] =
         printf "store on Redis: %.1f -> %.1f us per create, %+.1f us next to SQLite (user %+.1f, " \
             "sys %+.1f); goal: at most +5.0 us: %s\n", c["1S"], c["1R"], r, u["1R"] - u["1S"],
             s["1R"] - s["1S"], (r <= 5.0 ? "met" : "NOT met") }' "$results"
+else
+# the same goals with an HTTPS upstream (issue 11: "the same ratios ... the production path")
+awk -F'\t' '{ c[$1, $3] = $7 }
+    function goal(what, r, lim) {
+        printf "  %-58s %6.2f (goal <= %s): %s\n", what, r, lim, (r <= lim ? "met" : "NOT met")
+    }
+    END {
+        print "\nissue 11 goals, HTTPS upstream (this run):"
+        goal("1 MiB image create CPU, gateway/haproxy", c[2, "gateway"] / c[2, "haproxy"], 1)
+        goal("200 MiB upload CPU, gateway/haproxy", c[3, "gateway"] / c[3, "haproxy"], 1)
+        goal("50 MiB download CPU, gateway/nginx", c[4, "gateway"] / c[4, "nginx"], 0.8)
+        goal("small create CPU, gateway/nginx", c[1, "gateway"] / c[1, "nginx"], 1)
+    }' "$results"
+fi
 
 # ------------------------------------------------------------------ optional profile
 # Not part of the figures above: perf and strace slow the proxy down.

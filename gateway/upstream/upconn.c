@@ -1,10 +1,10 @@
 /*
  * upconn.c - one upstream connection: connecting (to the addresses of
- * updns.c, with the TLS setup of uptls.c), the hand-over of a pooled
- * connection, reading the response (parsed by upresp.c) and writing the
- * request, and the connection's one timer. Every libevent entry point of a
- * connection is here. The overview is in upstream.c, the structs in
- * upstream_int.h.
+ * updns.c, with the TLS setup of uptls.c and the handshake of uptls_io.c), the
+ * hand-over of a pooled connection, reading the response (parsed by upresp.c),
+ * and the connection's one timer. Writing the request is upwrite.c's. Every
+ * libevent entry point of a connection is in these two files. The overview is
+ * in upstream.c, the structs in upstream_int.h.
  *
  * Bufferevent options: BEV_OPT_CLOSE_ON_FREE only. BEV_OPT_DEFER_CALLBACKS
  * would cost an extra trip through the loop per read and per write, and it
@@ -52,12 +52,19 @@
  *     loop. A close that arrives during the current loop pass is not seen;
  *     for connections idle UP_PEEK_IDLE_MS or more, where servers' idle
  *     timeouts strike, conn_alive() still peeks.
- *   - Bytes added to the output (out_cb, an evbuffer callback) activate
+ *   - Bytes added to the output (gw_upconn_out_cb, an evbuffer callback) activate
  *     c->flush, which writev()s them later in the same pass. Only if bytes
  *     remain (a full socket buffer, an error) is the bufferevent's write event
  *     turned on (c->wpending), with its write timeout, until the output is
- *     empty again (write_cb).
- * TLS keeps the bufferevent for everything (and the peek at hand-over).
+ *     empty again (gw_upconn_write_cb).
+ * TLS runs on the same machinery (uptls_io.c): c->rev, c->flush and the
+ * bufferevent's write event carry ciphertext, the SSL reads the socket and
+ * writes its records into the bufferevent's output; the proxy writes plaintext
+ * to c->plain, which c->flush encrypts (at most UP_WRITE_MAX bytes ahead of the
+ * socket) before it writes. What differs: the handshake (sock_read_cb in
+ * PH_CONNECTING), the idle checks (a TLS 1.3 session ticket arriving on an idle
+ * connection is not "the server spoke"), and bytes the SSL holds decrypted or
+ * read ahead, which no read event announces (conn_pump).
  *
  * Large bodies over plain TCP: libevent 2.1's evbuffer_read() takes at most
  * 4 KiB per call and a bufferevent reads once per loop pass, so a download
@@ -69,8 +76,8 @@
  * conn_progress, after the head (and from the kick after a pause). Over TLS,
  * bufferevent_openssl reads one TLS record (16 KiB, two read() calls) per
  * pass, and neither bufferevent_set_max_single_read nor a read high watermark
- * changes that in 2.1 (measured: same system calls, more allocation). Writes
- * are raised to UP_WRITE_MAX per pass, which does help.
+ * changed that in 2.1: hence uptls_io.c, whose reads go through
+ * conn_read_direct as plain TCP's do (SSL_read into the reserved space).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -83,14 +90,11 @@
 #include <sys/uio.h>
 
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/util.h>
 
 #include "metrics.h"
 #include "upstream_int.h"
 
-#define UP_WRITE_LOWAT  (64 * 1024) /* bytes: GW_UP_WRITABLE when the output falls to this */
-#define UP_WRITE_MAX    (256 * 1024) /* bytes per write pass (libevent's default: 16 KiB) */
 #define UP_BODY_MAX     (256 * 1024) /* bytes: direct reads stop once c->body holds this much */
 #define UP_BEV_READ     4096        /* bytes: the most libevent 2.1 reads per pass */
 /* Bytes reserved for one direct readv: the first of a pass, then the next ones
@@ -112,11 +116,9 @@
 static void kick_cb(evutil_socket_t fd, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
-static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void sock_read_cb(evutil_socket_t fd, short what, void *arg);
-static void flush_cb(evutil_socket_t fd, short what, void *arg);
-static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+static void conn_pump(struct gw_upconn *c);
 
 /* ----------------------------------------------------------- small helpers */
 
@@ -137,19 +139,6 @@ void gw_upconn_timer_set(struct gw_upconn *c, int ms)
 static socklen_t addr_len(const union up_addr *a)
 {
     return a->sa.sa_family == AF_INET6 ? sizeof(a->in6) : sizeof(a->in);
-}
-
-static void deliver(struct gw_upconn *c, enum gw_up_event ev)
-{
-    if (!c->released && c->cb != NULL)
-        c->cb(c, ev, c->arg);
-}
-
-/* True when c may not be touched further in this entry: the proxy released it
- * or it failed. */
-static int conn_gone(const struct gw_upconn *c)
-{
-    return c->released || c->phase == PH_FAILED;
 }
 
 /* Response reading on or off: c->rev over plain TCP, the bufferevent's read
@@ -181,7 +170,7 @@ struct gw_upconn *gw_upconn_new(struct gw_upstream *u)
     c->u = u;
     c->kick = event_new(u->base, -1, 0, kick_cb, c);
     c->timer = evtimer_new(u->base, timer_cb, c);
-    c->flush = event_new(u->base, -1, 0, flush_cb, c);
+    c->flush = event_new(u->base, -1, 0, gw_upconn_flush_cb, c);
     c->body = evbuffer_new();
     if (c->kick == NULL || c->timer == NULL || c->flush == NULL || c->body == NULL) {
         if (c->kick)
@@ -200,8 +189,6 @@ struct gw_upconn *gw_upconn_new(struct gw_upstream *u)
 
 static void conn_drop_bev(struct gw_upconn *c)
 {
-    SSL *ssl;
-
     if (c->rev != NULL) { /* before the bufferevent closes its socket */
         event_free(c->rev);
         c->rev = NULL;
@@ -209,16 +196,23 @@ static void conn_drop_bev(struct gw_upconn *c)
     event_del(c->flush);
     c->wpending = 0;
     c->configured = 0;
+    if (c->ssl != NULL) { /* before the bufferevent its BIO writes into */
+        /* OpenSSL marks the session of an SSL freed without a shutdown as not
+         * resumable, and in TLS 1.3 the session we keep for resumption is that
+         * connection's own. Mark the shutdown as done, quietly: a close_notify
+         * is not worth a write on a connection the server may have reset. */
+        if (SSL_is_init_finished(c->ssl))
+            SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->plain != NULL) {
+        evbuffer_free(c->plain);
+        c->plain = NULL;
+    }
     if (c->bev == NULL)
         return;
-    /* OpenSSL marks the session of an SSL freed without a shutdown as not
-     * resumable, and in TLS 1.3 the session we keep for resumption is that
-     * connection's own. Mark the shutdown as done, quietly: writing a
-     * close_notify now could raise SIGPIPE on a connection the server reset. */
-    ssl = c->u->ssl_ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
-    if (ssl != NULL && SSL_is_init_finished(ssl))
-        SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
-    bufferevent_free(c->bev); /* closes the socket, frees the SSL */
+    bufferevent_free(c->bev); /* closes the socket */
     c->bev = NULL;
 }
 
@@ -242,7 +236,7 @@ static void conn_error(struct gw_upconn *c)
     read_off(c);
     if (c->bev != NULL)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    deliver(c, GW_UP_ERROR);
+    up_deliver(c, GW_UP_ERROR);
 }
 
 /* Fill c->err, mark c failed, stop everything and deliver GW_UP_ERROR. */
@@ -269,7 +263,6 @@ void gw_upconn_fail(struct gw_upconn *c, int status, const char *fmt, ...)
 static int conn_alive(struct gw_upconn *c)
 {
     evutil_socket_t fd = bufferevent_getfd(c->bev);
-    SSL *ssl = c->u->ssl_ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     char b;
     ssize_t n;
 
@@ -282,14 +275,17 @@ static int conn_alive(struct gw_upconn *c)
         event_base_gettimeofday_cached(c->u->base, &now);
         idle_ms = ((int64_t)now.tv_sec - c->pooled_at.tv_sec) * 1000 +
                   ((int64_t)now.tv_usec - c->pooled_at.tv_usec) / 1000;
-        if (idle_ms >= 0 && idle_ms < UP_PEEK_IDLE_MS) /* (< 0: the clock was set back) */
+        /* (< 0: the clock was set back) Bytes the SSL holds were never
+         * announced by c->rev: looked at below. */
+        if (idle_ms >= 0 && idle_ms < UP_PEEK_IDLE_MS &&
+            (c->ssl == NULL || !SSL_has_pending(c->ssl)))
             return 1;
     }
 
     if (fd < 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         return 0;
-    if (ssl != NULL && SSL_has_pending(ssl))
-        return 0;
+    if (c->ssl != NULL) /* a peek at the socket would take a session ticket for data */
+        return gw_uptls_io_idle_alive(c);
     n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 1;
@@ -302,29 +298,31 @@ static int conn_open(struct gw_upconn *c, const union up_addr *a)
 {
     struct gw_upstream *u = c->u;
     struct bufferevent *bev;
-    SSL *ssl = NULL;
     evutil_socket_t fd;
     int one = 1;
 
-    if (u->ssl_ctx != NULL) {
-        ssl = gw_uptls_ssl_new(c);
-        if (ssl == NULL)
-            return GW_ERR;
-        bev = bufferevent_openssl_socket_new(u->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                             BEV_OPT_CLOSE_ON_FREE);
-        /* On failure libevent may or may not have freed ssl: leak, never
-         * double-free (out of memory only). */
-    } else {
-        bev = bufferevent_socket_new(u->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
+    bev = bufferevent_socket_new(u->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         snprintf(c->why, sizeof(c->why), "out of memory");
         return GW_ERR;
     }
     c->bev = bev;
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
-    /* Uploads: one writev (plain) or one pass of SSL_writes (TLS) takes up to
-     * 256 KiB of the output instead of 16 KiB: fewer passes per MiB. */
+    if (u->ssl_ctx != NULL) {
+        c->ssl = gw_uptls_ssl_new(c);
+        if (c->ssl == NULL) {
+            conn_drop_bev(c);
+            return GW_ERR;
+        }
+        c->plain = evbuffer_new();
+        if (c->plain == NULL || gw_uptls_io_attach(c, c->ssl) != GW_OK) {
+            snprintf(c->why, sizeof(c->why), "out of memory");
+            conn_drop_bev(c);
+            return GW_ERR;
+        }
+    }
+    bufferevent_setcb(bev, read_cb, gw_upconn_write_cb, event_cb, c);
+    /* Uploads: one writev takes up to 256 KiB of the output instead of
+     * 16 KiB when the bufferevent writes: fewer passes per MiB. */
     bufferevent_set_max_single_write(bev, UP_WRITE_MAX);
     if (bufferevent_socket_connect(bev, &a->sa, (int)addr_len(a)) != 0) {
         snprintf(c->why, sizeof(c->why), "%s",
@@ -336,14 +334,19 @@ static int conn_open(struct gw_upconn *c, const union up_addr *a)
     fd = bufferevent_getfd(bev);
     if (fd >= 0) /* requests are written whole or streamed: never wait for Nagle */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (fd >= 0 && u->ssl_ctx == NULL) {
-        /* Plain TCP: reads and writes by this file (see the top comment).
-         * Without memory for it, the bufferevent does all as over TLS. */
+    if (fd >= 0) {
+        /* Reads and writes by this file (see the top comment). Without memory
+         * for it, over plain TCP the bufferevent does all; TLS needs it. */
         c->rev = event_new(u->base, fd, EV_READ | EV_PERSIST, sock_read_cb, c);
-        if (c->rev != NULL && evbuffer_add_cb(bufferevent_get_output(bev), out_cb, c) == NULL) {
+        if (c->rev != NULL && evbuffer_add_cb(gw_upconn_output(c), gw_upconn_out_cb, c) == NULL) {
             event_free(c->rev);
             c->rev = NULL;
         }
+    }
+    if (c->rev == NULL && c->ssl != NULL) {
+        snprintf(c->why, sizeof(c->why), "out of memory");
+        conn_drop_bev(c);
+        return GW_ERR;
     }
     return GW_OK;
 }
@@ -372,19 +375,15 @@ static void conn_activate(struct gw_upconn *c)
     struct timeval wtv;
 
     c->phase = PH_ACTIVE;
+    c->why[0] = '\0'; /* (an earlier address's failure) */
     event_del(c->timer);
     if (c->configured) { /* a pooled plain-TCP connection: all set, c->rev on */
         if (c->paused)
             event_del(c->rev);
-        deliver(c, GW_UP_CONNECTED);
+        up_deliver(c, GW_UP_CONNECTED);
         return;
     }
-    /* A close without close_notify is an EOF like any other once connected
-     * (the framing tells truncation); during the handshake it stays an error,
-     * so that a refused connect is reported with its errno. */
-    if (c->u->ssl_ctx != NULL)
-        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setcb(c->bev, read_cb, gw_upconn_write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, UP_WRITE_LOWAT, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     if (cfg->idle_timeout_ms > 0) { /* the upstream stops taking the request */
@@ -395,16 +394,21 @@ static void conn_activate(struct gw_upconn *c)
     if (c->rev != NULL) {
         /* The bufferevent's reading stays off for good, its writing is on
          * only while a direct write left bytes behind (c->wpending); all of
-         * this holds across leases (c->configured). */
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-        c->wpending = 0;
+         * this holds across leases (c->configured). (The handshake's last
+         * records may still be waiting on it: they are not lost.) */
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+            c->wpending = 0;
+        } else {
+            bufferevent_disable(c->bev, EV_READ);
+        }
         c->configured = 1;
         if (!c->paused)
             event_add(c->rev, NULL);
     } else {
         bufferevent_enable(c->bev, c->paused ? EV_WRITE : EV_READ | EV_WRITE);
     }
-    deliver(c, GW_UP_CONNECTED);
+    up_deliver(c, GW_UP_CONNECTED);
 }
 
 /* The connect or the handshake failed: try the next address, or fail. A TLS
@@ -416,7 +420,7 @@ static void conn_connect_failed(struct gw_upconn *c, short what)
     char msg[sizeof(c->err.message)];
 
     gw_m_up(GW_M_UP_FAILED);
-    if (u->ssl_ctx != NULL && gw_uptls_why_failed(c->bev, &e, msg, sizeof(msg)) != GW_OK) {
+    if (c->handshaking && gw_uptls_why_failed(c->ssl, &e, msg, sizeof(msg)) != GW_OK) {
         conn_drop_bev(c);
         gw_upconn_fail(c, 502, "upstream %s:%d: %s", u->host, port_of(u), msg);
         return;
@@ -425,12 +429,84 @@ static void conn_connect_failed(struct gw_upconn *c, short what)
         snprintf(c->why, sizeof(c->why), "%s", evutil_socket_error_to_string(e));
     else
         snprintf(c->why, sizeof(c->why), "connection closed%s",
-                 u->ssl_ctx ? " during the TLS handshake" : "");
+                 c->handshaking ? " during the TLS handshake" : "");
     conn_drop_bev(c);
     gw_upconn_connect_next(c);
 }
 
+/* Write what the SSL left in the output (handshake records, a KeyUpdate
+ * answer) now; what the socket refuses waits on the bufferevent's write event. */
+static void tls_send_pending(struct gw_upconn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (c->wpending || evbuffer_get_length(out) == 0)
+        return;
+    evbuffer_write(out, bufferevent_getfd(c->bev));
+    if (evbuffer_get_length(out) > 0) {
+        c->wpending = 1;
+        bufferevent_enable(c->bev, EV_WRITE);
+    }
+}
+
+/* TLS, TCP connected or the socket readable during the handshake: one step.
+ * Done: CONNECTED. A failed certificate or handshake is not retried on another
+ * address (every address serves the same name); a closed or reset socket is. */
+static void tls_handshake_step(struct gw_upconn *c)
+{
+    struct gw_upstream *u = c->u;
+    char msg[sizeof(c->err.message)];
+    int e = 0, r;
+
+    c->handshaking = 1;
+    r = gw_uptls_io_handshake(c, &e, msg, sizeof(msg));
+    if (r == GW_OK || r == GW_AGAIN)
+        tls_send_pending(c);
+    if (r == GW_OK) {
+        c->handshaking = 0;
+        conn_activate(c);
+        return;
+    }
+    if (r == GW_AGAIN) {
+        event_add(c->rev, NULL);
+        return;
+    }
+    gw_m_up(GW_M_UP_FAILED);
+    c->handshaking = 0;
+    conn_drop_bev(c);
+    if (r == GW_ERR) {
+        gw_upconn_fail(c, 502, "upstream %s:%d: %s", u->host, port_of(u), msg);
+        return;
+    }
+    if (e != 0)
+        snprintf(c->why, sizeof(c->why), "%s during the TLS handshake",
+                 evutil_socket_error_to_string(e));
+    else
+        snprintf(c->why, sizeof(c->why), "connection closed during the TLS handshake");
+    gw_upconn_connect_next(c);
+}
+
 /* ----------------------------------------------------------------- reading */
+
+/* readv(2) on the socket, or its TLS equivalent (gw_uptls_io_read): bytes, 0
+ * at EOF, -1 with errno (EAGAIN: nothing yet). */
+static ssize_t conn_recv(struct gw_upconn *c, const struct iovec *iov, int nv)
+{
+    ssize_t n;
+
+    if (c->ssl != NULL)
+        return gw_uptls_io_read(c, iov, nv); /* (a failure's reason in c->why) */
+    do
+        n = readv(bufferevent_getfd(c->bev), iov, nv);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { /* for the message */
+        int e = errno;
+
+        snprintf(c->why, sizeof(c->why), "%s", evutil_socket_error_to_string(e));
+        errno = e;
+    }
+    return n;
+}
 
 /* Read a Content-Length or close-delimited body from a plain TCP socket
  * straight into c->body, the bufferevent's input having been moved already
@@ -445,15 +521,18 @@ static void conn_connect_failed(struct gw_upconn *c, short what)
  *   - EOF or an error (a reset): c->eof is set and reading disabled, as the
  *     bufferevent itself does before calling event_cb; conn_progress then ends
  *     a close-delimited body or reports the premature close.
- * Adds the bytes read to *added. Does nothing over TLS, after EOF, or when
- * the last read into the input came back short (c->drained): a readv then
- * would most likely find nothing. */
+ * Over TLS the same, each "readv" decrypting record after record into the
+ * space (gw_uptls_io_read); what the SSL still holds when the space or the
+ * Content-Length stops us is conn_pump's.
+ * Adds the bytes read to *added. Does nothing after EOF, or when the last read
+ * into the input came back short (c->drained): a read then would most likely
+ * find nothing. */
 static void conn_read_direct(struct gw_upconn *c, size_t *added)
 {
     evutil_socket_t fd = bufferevent_getfd(c->bev);
     size_t want = UP_READ_FIRST;
 
-    if (c->u->ssl_ctx != NULL || c->eof || c->drained || fd < 0)
+    if (c->eof || c->drained || fd < 0)
         return;
     while (c->rs == RS_LENGTH || c->rs == RS_EOF) {
         struct evbuffer_iovec v[2];
@@ -478,9 +557,7 @@ static void conn_read_direct(struct gw_upconn *c, size_t *added)
             space += iov[i].iov_len;
         }
         nv = i;
-        do
-            n = readv(fd, iov, nv);
-        while (n < 0 && errno == EINTR);
+        n = conn_recv(c, iov, nv);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break; /* (an uncommitted reservation is simply dropped) */
         if (n <= 0) {
@@ -534,8 +611,8 @@ static void conn_progress(struct gw_upconn *c)
         if (r == STEP_HEAD) {
             if (c->rs != RS_DONE)
                 gw_upconn_timer_set(c, c->u->cfg->idle_timeout_ms);
-            deliver(c, GW_UP_HEADERS);
-            if (conn_gone(c) || c->paused)
+            up_deliver(c, GW_UP_HEADERS);
+            if (up_gone(c) || c->paused)
                 return;
         }
     }
@@ -545,14 +622,15 @@ static void conn_progress(struct gw_upconn *c)
     if (added > 0) {
         if (c->rs != RS_DONE && !c->eof)
             gw_upconn_timer_set(c, c->u->cfg->idle_timeout_ms);
-        deliver(c, GW_UP_BODY);
-        if (conn_gone(c) || c->paused)
+        up_deliver(c, GW_UP_BODY);
+        if (up_gone(c) || c->paused)
             return;
     }
     if (c->rs != RS_DONE && c->eof && evbuffer_get_length(in) == 0) {
         if (c->rs != RS_EOF) {
             gw_upconn_fail(c, 502,
-                           "upstream closed the connection before the response was complete");
+                           "upstream closed the connection before the response was complete%s%s",
+                           c->why[0] ? ": " : "", c->why);
             return;
         }
         c->rs = RS_DONE;
@@ -569,7 +647,7 @@ static void conn_progress(struct gw_upconn *c)
             bufferevent_disable(c->bev, EV_READ);
         /* (c->rev stays on: anything the server sends now makes the
          * connection unusable, sock_read_cb; in the pool it watches) */
-        deliver(c, GW_UP_DONE);
+        up_deliver(c, GW_UP_DONE);
     }
 }
 
@@ -604,6 +682,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         }
     } else if (c->phase == PH_ACTIVE) {
         conn_progress(c);
+        conn_pump(c);
     }
     gw_upstream_conn_leave(c);
 }
@@ -656,9 +735,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
     gw_upstream_conn_leave(c);
 }
 
-/* Plain TCP, head or chunked body: one readv into the bufferevent's input, as
- * libevent's own read would, but without its ioctl(FIONREAD): UP_READ_HEAD
- * bytes for a head (what libevent reads), UP_READ_FIRST for a chunked body.
+/* Head or chunked body: one readv into the bufferevent's input, as libevent's
+ * own read would, but without its ioctl(FIONREAD): UP_READ_HEAD bytes for a
+ * head (what libevent reads), UP_READ_FIRST for a chunked body. (TLS: as many
+ * records as fit; the rest stays in the SSL for conn_pump.)
  * Sets c->drained when the socket had no more, c->eof (reading off) on EOF or
  * an error. Returns GW_ERR only when out of memory. */
 static int sock_read(struct gw_upconn *c)
@@ -678,9 +758,7 @@ static int sock_read(struct gw_upconn *c)
         iov[i].iov_len = v[i].iov_len;
         space += v[i].iov_len;
     }
-    do
-        n = readv(event_get_fd(c->rev), iov, nv);
-    while (n < 0 && errno == EINTR);
+    n = conn_recv(c, iov, nv);
     c->drained = 1;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return GW_OK;
@@ -699,105 +777,81 @@ static int sock_read(struct gw_upconn *c)
     return GW_OK;
 }
 
-/* Plain TCP: the socket is readable (data, EOF or an error), in any phase
- * where c->rev is on: in the pool, leased but not yet handed over, or active
- * (not paused: pausing takes c->rev off). */
+/* One read of the socket and everything the read side can do with it. */
+static void conn_read_step(struct gw_upconn *c)
+{
+    /* A Content-Length or close-delimited body goes straight to c->body
+     * (conn_read_direct, from conn_progress); the input is empty then. */
+    if (c->rs != RS_LENGTH && c->rs != RS_EOF && sock_read(c) != GW_OK)
+        gw_upconn_fail(c, 502, "out of memory reading the upstream response");
+    else
+        conn_progress(c);
+    c->drained = 0;
+}
+
+/* TLS: bytes the SSL read ahead (or a record only partly taken, the space
+ * having been full) are not announced by c->rev if the socket has nothing
+ * more. Go on with them while they make progress: a partial record does not
+ * (its rest comes with a read event), and neither does a full c->body the
+ * proxy left there (it pauses, or takes it in the BODY event, after which a
+ * read event or the kick of a resume brings us back). */
+static void conn_pump(struct gw_upconn *c)
+{
+    struct evbuffer *in;
+
+    while (c->ssl != NULL && c->phase == PH_ACTIVE && !up_gone(c) && !c->paused && !c->done &&
+           !c->eof && c->rs != RS_DONE && SSL_has_pending(c->ssl)) {
+        uint64_t before;
+
+        in = bufferevent_get_input(c->bev);
+        before = c->rx + evbuffer_get_length(in);
+        conn_read_step(c);
+        if (up_gone(c) || c->rx + evbuffer_get_length(bufferevent_get_input(c->bev)) == before)
+            break;
+    }
+}
+
+/* Idle or answered TLS connection readable: 1 while it is still usable (a
+ * session ticket came, or nothing), plain TCP: never. */
+static int idle_still_usable(struct gw_upconn *c)
+{
+    return c->ssl != NULL && gw_uptls_io_idle_alive(c);
+}
+
+/* The socket is readable (data, EOF or an error), in any phase where c->rev
+ * is on: the TLS handshake, in the pool, leased but not yet handed over, or
+ * active (not paused: pausing takes c->rev off). */
 static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_upconn *c = arg;
 
     if (c->phase == PH_IDLE) { /* an idle connection the server spoke on or closed */
+        if (idle_still_usable(c))
+            return;
         gw_upstream_pool_remove(c);
         gw_upconn_free(c);
         return;
     }
     gw_upstream_conn_enter(c);
-    if (c->phase == PH_START) { /* leased, not handed over: the kick connects afresh */
-        c->stale = 1;
+    if (c->phase == PH_CONNECTING) { /* TLS: the handshake goes on */
         event_del(c->rev);
-    } else if (c->phase == PH_ACTIVE && c->done) { /* bytes or a close after the response */
-        c->keepalive = 0;
-        event_del(c->rev);
-    } else if (c->phase == PH_ACTIVE) {
-        /* A Content-Length or close-delimited body goes straight to c->body
-         * (conn_read_direct, from conn_progress); the input is empty then. */
-        if (c->rs != RS_LENGTH && c->rs != RS_EOF && sock_read(c) != GW_OK)
-            gw_upconn_fail(c, 502, "out of memory reading the upstream response");
-        else
-            conn_progress(c);
-        c->drained = 0;
-    }
-    gw_upstream_conn_leave(c);
-}
-
-/* Plain TCP: bytes were added to the output. Written by flush_cb later in this
- * loop pass (so that what the proxy adds in one callback goes out in one
- * writev), unless the bufferevent is already waiting to write. */
-static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    struct gw_upconn *c = arg;
-
-    if (info->n_added > 0 && !c->wpending && c->phase == PH_ACTIVE)
-        event_active(c->flush, EV_TIMEOUT, 1);
-}
-
-/* Plain TCP: write the output straight to the socket, without the epoll_ctl
- * pair that turning the bufferevent's write event on and off costs per
- * request. What does not go out at once (a full socket buffer, an error) is
- * left to the bufferevent: c->wpending, its write event and write timeout on,
- * errors reported to event_cb as before; write_cb turns it off once the output
- * is empty. GW_UP_WRITABLE as the bufferevent would deliver it: after a write
- * that leaves the output at or below the low watermark. */
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct gw_upconn *c = arg;
-    struct evbuffer *out;
-    int n;
-
-    gw_upstream_conn_enter(c);
-    if (c->phase == PH_ACTIVE && c->rev != NULL && !c->wpending && !c->write_failed) {
-        out = bufferevent_get_output(c->bev);
-        n = evbuffer_write_atmost(out, event_get_fd(c->rev), UP_WRITE_MAX);
-        if (evbuffer_get_length(out) > 0) {
-            c->wpending = 1;
-            bufferevent_enable(c->bev, EV_WRITE);
+        tls_handshake_step(c);
+    } else if (c->phase == PH_START) { /* leased, not handed over: the kick connects afresh */
+        if (!idle_still_usable(c)) {
+            c->stale = 1;
+            event_del(c->rev);
         }
-        if (n > 0 && evbuffer_get_length(out) <= UP_WRITE_LOWAT)
-            deliver(c, GW_UP_WRITABLE);
+    } else if (c->phase == PH_ACTIVE && c->done) { /* bytes or a close after the response */
+        if (!idle_still_usable(c)) {
+            c->keepalive = 0;
+            event_del(c->rev);
+        }
+    } else if (c->phase == PH_ACTIVE) {
+        conn_read_step(c);
+        conn_pump(c);
+        if (c->ssl != NULL && c->phase == PH_ACTIVE && !c->released)
+            tls_send_pending(c); /* a read may have had to answer (KeyUpdate) */
     }
-    gw_upstream_conn_leave(c);
-}
-
-/* Plain TCP: the output written now rather than later in the pass (see
- * gw_upconn_flush in upstream.h). Like flush_cb, what the socket refuses is left
- * to the bufferevent's write event; unlike it, no GW_UP_WRITABLE: the caller is
- * the writer. */
-void gw_upconn_flush(struct gw_upconn *c)
-{
-    struct evbuffer *out;
-
-    if (c->phase != PH_ACTIVE || c->rev == NULL || c->wpending || c->write_failed)
-        return;
-    out = bufferevent_get_output(c->bev);
-    evbuffer_write_atmost(out, event_get_fd(c->rev), -1);
-    if (evbuffer_get_length(out) > 0) {
-        c->wpending = 1;
-        bufferevent_enable(c->bev, EV_WRITE);
-    }
-}
-
-/* Output fell to the low watermark: the proxy decides whether it has more. */
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    struct gw_upconn *c = arg;
-
-    gw_upstream_conn_enter(c);
-    if (c->wpending && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        bufferevent_disable(bev, EV_WRITE); /* direct writes again (plain TCP) */
-        c->wpending = 0;
-    }
-    if (c->phase == PH_ACTIVE && !c->write_failed)
-        deliver(c, GW_UP_WRITABLE);
     gw_upstream_conn_leave(c);
 }
 
@@ -807,7 +861,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
     gw_upstream_conn_enter(c);
     if (c->phase == PH_CONNECTING) {
-        if (what & BEV_EVENT_CONNECTED)
+        if ((what & BEV_EVENT_CONNECTED) && c->ssl != NULL && !c->handshaking)
+            tls_handshake_step(c);
+        else if (what & BEV_EVENT_CONNECTED)
             conn_activate(c);
         else
             conn_connect_failed(c, what);
@@ -820,7 +876,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         if (what & BEV_EVENT_TIMEOUT) { /* only the write timeout is set */
             gw_upconn_fail(c, 504, "upstream did not accept the request for %d ms",
                            c->u->cfg->idle_timeout_ms);
-        } else if ((what & BEV_EVENT_WRITING) && c->u->ssl_ctx == NULL) {
+        } else if (what & BEV_EVENT_WRITING) {
             /* The server stopped reading the request: it may have answered
              * early (413, 401) and closed. The answer is read on, what is left
              * to send stays unsent (the output then never drains, so the proxy
@@ -829,8 +885,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             if (!c->head_done && !c->request_sent)
                 gw_upconn_timer_set(c, c->u->cfg->response_timeout_ms);
         } else {
-            /* EOF or reset (a TLS bufferevent stops both directions on any
-             * error): finish with what was received. */
+            /* EOF or reset (plain TCP without c->rev, the bufferevent
+             * reading): finish with what was received. */
             c->eof = 1;
             if (what & BEV_EVENT_WRITING)
                 c->write_failed = 1;
@@ -844,52 +900,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
  * pool had replaced with its own, are the connection's again. */
 void gw_upconn_setcb(struct gw_upconn *c)
 {
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setcb(c->bev, read_cb, gw_upconn_write_cb, event_cb, c);
 }
 
 /* -------------------------------------------------------------- public API */
-
-struct evbuffer *gw_upconn_output(struct gw_upconn *c)
-{
-    return c->bev != NULL ? bufferevent_get_output(c->bev) : NULL;
-}
-
-size_t gw_upconn_output_pending(const struct gw_upconn *c)
-{
-    return c->bev != NULL ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
-}
-
-void gw_upconn_request_sent(struct gw_upconn *c)
-{
-    c->request_sent = 1;
-    if (c->phase == PH_ACTIVE && !c->head_done)
-        gw_upconn_timer_set(c, c->u->cfg->response_timeout_ms);
-}
-
-void gw_upconn_start_request(struct gw_upconn *c, const struct gw_config *cfg,
-                             const char *method, struct gw_str tail, struct gw_str query,
-                             unsigned key)
-{
-    struct evbuffer *o = gw_upconn_output(c);
-    size_t blen = strlen(cfg->upstream_base);
-    int v6 = strchr(cfg->upstream_host, ':') != NULL;
-
-    if (blen >= 3 && strcmp(cfg->upstream_base + blen - 3, "/v1") == 0)
-        blen -= 3;
-    evbuffer_add_printf(o, "%s %.*s/v1/videos", method, (int)blen, cfg->upstream_base);
-    evbuffer_add(o, tail.p, tail.len);
-    if (query.len > 0) {
-        evbuffer_add(o, "?", 1);
-        evbuffer_add(o, query.p, query.len);
-    }
-    evbuffer_add_printf(o, " HTTP/1.1\r\nHost: %s%s%s", v6 ? "[" : "", cfg->upstream_host,
-                        v6 ? "]" : "");
-    if (cfg->upstream_port != (cfg->upstream_tls ? 443 : 80))
-        evbuffer_add_printf(o, ":%d", cfg->upstream_port);
-    evbuffer_add(o, "\r\nAuthorization: Bearer ", 24);
-    evbuffer_add(o, cfg->upstream_keys[key], strlen(cfg->upstream_keys[key]));
-    evbuffer_add(o, "\r\n", 2);
-}
 
 void gw_upconn_pause_read(struct gw_upconn *c, int paused)
 {

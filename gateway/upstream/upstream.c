@@ -6,18 +6,21 @@
  * This file holds the pool and the lease API: gw_upstream_new/free, a lease
  * taken from the pool or made afresh, and its end at release. The rest of the
  * client is split by concern, the structs it shares being in upstream_int.h:
- *   upconn.c   one connection: connecting, the hand-over, reading the response
- *              and writing the request, its timer; every libevent entry point
+ *   upconn.c   one connection: connecting, the hand-over, reading the response,
+ *              its timer; with upwrite.c every libevent entry point
+ *   upwrite.c  writing the request: direct writes, the write event, WRITABLE
  *   updns.c    the host-name lookup (evdns) and the addresses it gave
  *   upresp.c   the response: http_parser callbacks, the header block, framing
  *   uptls.c    the TLS context and each connection's TLS setup and failures
+ *   uptls_io.c TLS on the connection's socket: handshake, decrypting into the
+ *              body, encrypting into the output (no bufferevent_openssl)
  *
  * Ownership. A struct gw_upconn is one TCP (or TLS) connection and lives as
  * long as it: it is allocated when no idle connection is pooled and freed when
  * the connection closes. Everything per response (parser, header block, body
  * buffer) is inside it and reset at each lease, so a reused connection
- * allocates nothing per request. The bufferevent owns the socket and the SSL
- * (BEV_OPT_CLOSE_ON_FREE).
+ * allocates nothing per request. The bufferevent owns the socket
+ * (BEV_OPT_CLOSE_ON_FREE); the connection owns its SSL (c->ssl).
  *
  * Callbacks and release. Every entry from libevent (kick, timer, bufferevent
  * callbacks, the DNS answer) is bracketed by gw_upstream_conn_enter() and
@@ -145,7 +148,7 @@ static void conn_finish(struct gw_upconn *c)
     int reuse = c->phase == PH_ACTIVE && c->rs == RS_DONE && c->request_sent &&
                 c->keepalive && !c->write_failed && !c->eof && c->bev != NULL &&
                 u->cfg->pool_size > 0 &&
-                evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+                gw_upconn_output_pending(c) == 0 &&
                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
 
     if (c->phase == PH_RESOLVING)

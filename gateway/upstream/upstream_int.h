@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 
 #include <event2/bufferevent.h>
 #include <http_parser.h>
@@ -21,6 +22,9 @@
 #define UP_HEAD_MAX     16384       /* bytes of header names + values kept per response */
 #define UP_HEADERS_MAX  64          /* headers kept per response */
 #define UP_ADDRS_MAX    8           /* addresses kept from one lookup */
+#define UP_WRITE_LOWAT  (64 * 1024) /* bytes: GW_UP_WRITABLE when the output falls to this */
+#define UP_WRITE_MAX    (256 * 1024) /* bytes per write pass (libevent's default: 16 KiB);
+                                      * over TLS also the most encrypted ahead */
 
 union up_addr {
     struct sockaddr sa;
@@ -91,11 +95,16 @@ struct gw_upconn {
     struct gw_upstream *u;
     TAILQ_ENTRY(gw_upconn) link;            /* in u->idle (PH_IDLE) or u->waiting (PH_RESOLVING) */
     enum conn_phase phase;
-    struct bufferevent *bev;                /* owns socket and SSL; NULL while not connecting */
+    struct bufferevent *bev;                /* owns the socket; NULL while not connecting */
     struct event *kick;                     /* zero-delay: start, CONNECTED, resumed input */
     struct event *timer;                    /* the one deadline ("Timeouts" in upconn.c) */
     struct evbuffer *body;                  /* de-chunked body for the proxy; lives with c */
-    /* Plain TCP only (NULL over TLS): */
+    /* TLS only (NULL over plain TCP), with bev (uptls_io.c): */
+    SSL *ssl;                               /* owned; its BIO writes into bev's output */
+    struct evbuffer *plain;                 /* the request before encryption (the output
+                                             * the proxy writes to) */
+    int tls_errno;                          /* errno of the BIO's last failed read() */
+    /* Both (NULL only if out of memory over plain TCP: the bufferevent reads then): */
     struct event *rev;                      /* persistent EV_READ on the socket; with bev */
     struct event *flush;                    /* zero-delay: write the output to the socket */
     struct timeval pooled_at;               /* event_base_gettimeofday_cached at pool_put */
@@ -119,9 +128,10 @@ struct gw_upconn {
     unsigned done : 1;                      /* DONE delivered */
     unsigned drained : 1;                   /* the last read into the input came back short */
     unsigned stale : 1;                     /* PH_START: the server spoke or closed first */
-    unsigned handover : 1;                  /* PH_START: the kick ran once (plain TCP) */
-    unsigned wpending : 1;                  /* plain TCP: the bufferevent's EV_WRITE is on */
-    unsigned configured : 1;                /* plain TCP: bev watermarks/timeouts/cb set */
+    unsigned handover : 1;                  /* PH_START: the kick ran once */
+    unsigned wpending : 1;                  /* the bufferevent's EV_WRITE is on */
+    unsigned configured : 1;                /* bev watermarks/timeouts/cb set */
+    unsigned handshaking : 1;               /* PH_CONNECTING: TCP is up, TLS is not yet */
 
     union up_addr addrs[UP_ADDRS_MAX];      /* this connection's copy of the lookup */
     unsigned naddrs, next_addr;
@@ -157,6 +167,20 @@ void gw_upstream_pool_remove(struct gw_upconn *c);
 void gw_upstream_conn_enter(struct gw_upconn *c);
 void gw_upstream_conn_leave(struct gw_upconn *c);
 
+/* The event to the proxy, unless it released c. */
+static inline void up_deliver(struct gw_upconn *c, enum gw_up_event ev)
+{
+    if (!c->released && c->cb != NULL)
+        c->cb(c, ev, c->arg);
+}
+
+/* True when c may not be touched further in this entry: the proxy released it
+ * or it failed. */
+static inline int up_gone(const struct gw_upconn *c)
+{
+    return c->released || c->phase == PH_FAILED;
+}
+
 /* upconn.c: one connection */
 /* NULL when out of memory. */
 struct gw_upconn *gw_upconn_new(struct gw_upstream *u);
@@ -171,6 +195,14 @@ void gw_upconn_fail(struct gw_upconn *c, int status, const char *fmt, ...)
 void gw_upconn_connect_next(struct gw_upconn *c);
 /* The connection's bufferevent callbacks back in place (a pooled TLS lease). */
 void gw_upconn_setcb(struct gw_upconn *c);
+
+/* upwrite.c: the request */
+/* Evbuffer callback of the output: bytes added, c->flush activated. */
+void gw_upconn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+/* c->flush: the output written straight to the socket. */
+void gw_upconn_flush_cb(evutil_socket_t fd, short what, void *arg);
+/* The bufferevent's write callback: output at the low watermark. */
+void gw_upconn_write_cb(struct bufferevent *bev, void *arg);
 
 /* updns.c: the lookup and the addresses */
 /* A literal host's address cached, the DNS base made. GW_ERR: no DNS base. */
@@ -190,8 +222,34 @@ int gw_upresp_step(struct gw_upconn *c, struct evbuffer *in, size_t *added);
 /* uptls.c: TLS */
 /* The SSL of a new connection of c->u. NULL with c->why filled. */
 SSL *gw_uptls_ssl_new(struct gw_upconn *c);
-/* Why a TLS connect failed: GW_ERR, msg filled, when OpenSSL knows (the
- * certificate, the handshake); GW_OK when the socket failed (*e: its errno). */
-int gw_uptls_why_failed(struct bufferevent *bev, int *e, char *msg, size_t cap);
+/* Why a handshake on ssl failed, from OpenSSL's error queue (emptied): GW_ERR,
+ * msg filled, when OpenSSL knows (the certificate, the handshake); GW_OK when
+ * the socket failed (*e: its errno, or 0 for a close). */
+int gw_uptls_why_failed(SSL *ssl, int *e, char *msg, size_t cap);
+/* OpenSSL's reason for error e ("unknown error" for 0; its code if it has no
+ * reason string), into buf. */
+void gw_uptls_error_string(unsigned long e, char *buf, size_t cap);
+
+/* uptls_io.c: TLS over the connection's socket */
+/* ssl's BIO: reads c's socket, writes records into c->bev's output. GW_ERR
+ * when out of memory. */
+int gw_uptls_io_attach(struct gw_upconn *c, SSL *ssl);
+/* One handshake step. GW_OK: done; GW_AGAIN: wait for the socket to be
+ * readable; GW_ERR: the certificate or the handshake failed (msg); GW_DONE:
+ * the socket failed or closed (*e: errno or 0). Records to send are left in
+ * the output. */
+int gw_uptls_io_handshake(struct gw_upconn *c, int *e, char *msg, size_t cap);
+/* Decrypt into iov like readv(2): bytes (record after record until the space is
+ * full or the socket has no more), 0 at EOF (with or without close_notify),
+ * -1 with errno EAGAIN when nothing is there yet, -1 with another errno when
+ * the connection failed (a reset, a bad record). */
+ssize_t gw_uptls_io_read(struct gw_upconn *c, const struct iovec *iov, int nv);
+/* Encrypt c->plain into the output until it is empty or the output holds max
+ * bytes. GW_ERR: the SSL refused (a failed connection). */
+int gw_uptls_io_encrypt(struct gw_upconn *c, size_t max);
+/* A connection that has been idle (pooled, or answered): 1 if nothing but
+ * records without data came (a session ticket), 0 on data, a close or an
+ * error. */
+int gw_uptls_io_idle_alive(struct gw_upconn *c);
 
 #endif

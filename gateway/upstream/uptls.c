@@ -2,15 +2,20 @@
  * uptls.c - TLS to the upstream: the client context (one for all threads),
  * the session kept per upstream for resumption, each connection's SSL (SNI,
  * the name to verify, the session to resume), and what OpenSSL says when a
- * handshake fails. The bufferevent (upconn.c) runs the handshake and the I/O.
+ * handshake fails. uptls_io.c runs the handshake and the I/O on the socket.
  */
 #include <stdio.h>
 
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "upstream_int.h"
+
+/* Bytes the SSL reads from the socket at once (read-ahead): four full records
+ * per read() where the default reads a record header, then its body. Freed
+ * while the connection has nothing buffered (SSL_MODE_RELEASE_BUFFERS): an idle
+ * pooled connection keeps no buffers. */
+#define UP_TLS_READ_BUF (4 * (16384 + 256))
 
 /* ------------------------------------------------------------- the context */
 
@@ -36,7 +41,7 @@ static const char *tls_reason(unsigned long e)
 }
 
 /* tls_reason(), or for an error without a reason string its full code. */
-static void tls_reason_buf(unsigned long e, char *buf, size_t cap)
+void gw_uptls_error_string(unsigned long e, char *buf, size_t cap)
 {
     if (e != 0 && ERR_reason_error_string(e) == NULL)
         ERR_error_string_n(e, buf, cap);
@@ -65,11 +70,17 @@ int gw_upstream_tls_ctx(const struct gw_config *cfg, SSL_CTX **out, struct gw_er
                      "cannot require TLS 1.2 upstream: %s", tls_reason(ERR_get_error()));
         goto out;
     }
-    /* libevent 2.1 predates OpenSSL 3's unexpected-EOF error: treat a close
-     * without close_notify as EOF, and let the response framing detect a
-     * truncated body. */
+    /* A close without close_notify is an EOF (SSL_ERROR_ZERO_RETURN) like
+     * any other: the response framing detects a truncated body, as nginx
+     * and curl do. */
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_NO_RENEGOTIATION);
+    /* uptls_io.c's writes never block (the BIO appends to an evbuffer), but a
+     * partial write stays harmless if that changes; buffers only while used. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, UP_TLS_READ_BUF);
     if (cfg->tls_verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         if (cfg->ca_file != NULL) {
@@ -108,7 +119,7 @@ out:
 
 /* The SSL for a new connection of c->u (which has a TLS context): SNI, the
  * name the certificate must carry, the session to resume. The caller hands it
- * to a bufferevent. NULL with c->why filled on failure. */
+ * to uptls_io.c. NULL with c->why filled on failure. */
 SSL *gw_uptls_ssl_new(struct gw_upconn *c)
 {
     struct gw_upstream *u = c->u;
@@ -142,25 +153,20 @@ SSL *gw_uptls_ssl_new(struct gw_upconn *c)
     return ssl;
 }
 
-/* The connect or the handshake on bev, a TLS bufferevent, failed: what OpenSSL
- * says about it. GW_ERR: the certificate or the handshake failed, msg says how
- * ("certificate verify failed: ...", "TLS handshake failed: ..."). GW_OK: the
- * socket failed (refused, reset), and *e is the errno OpenSSL recorded, if it
- * recorded one (left as it is otherwise). Empties bev's OpenSSL errors. */
-int gw_uptls_why_failed(struct bufferevent *bev, int *e, char *msg, size_t cap)
+/* The handshake on ssl failed: what OpenSSL says about it. GW_ERR: the
+ * certificate or the handshake failed, msg says how ("certificate verify
+ * failed: ...", "TLS handshake failed: ..."). GW_OK: the socket failed
+ * (refused, reset) or closed, and *e is its errno (0 for a close) as the caller
+ * found it, or as OpenSSL recorded it. Empties the thread's OpenSSL errors. */
+int gw_uptls_why_failed(SSL *ssl, int *e, char *msg, size_t cap)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+    long vr = SSL_get_verify_result(ssl);
     unsigned long first = 0, got;
 
-    /* libevent 2.1 lists the SSL_get_error() code (a small number) ahead
-     * of OpenSSL's own queue; SSL_ERROR_SYSCALL alone means the socket
-     * failed (refused, reset) and errno says why. Keep the first real
-     * OpenSSL error. */
-    while ((got = bufferevent_get_openssl_error(bev)) != 0) {
-        if (first == 0 && got > 0xff && ERR_GET_LIB(got) != ERR_LIB_SYS)
+    while ((got = ERR_get_error()) != 0) {
+        if (first == 0 && ERR_GET_LIB(got) != ERR_LIB_SYS)
             first = got;
-        else if (first == 0 && ERR_GET_LIB(got) == ERR_LIB_SYS && ERR_GET_REASON(got))
+        else if (*e == 0 && ERR_GET_LIB(got) == ERR_LIB_SYS && ERR_GET_REASON(got))
             *e = ERR_GET_REASON(got);
     }
     if (vr != X509_V_OK) {
@@ -170,7 +176,7 @@ int gw_uptls_why_failed(struct bufferevent *bev, int *e, char *msg, size_t cap)
     if (first != 0) {
         char why[128];
 
-        tls_reason_buf(first, why, sizeof(why));
+        gw_uptls_error_string(first, why, sizeof(why));
         snprintf(msg, cap, "TLS handshake failed: %s", why);
         return GW_ERR;
     }

@@ -37,7 +37,7 @@ API (auth: "Authorization: Bearer KEY" on /v1/*, else 401 OpenAI error)
 Record (one per request, including rejected ones, appended when the head
 arrives and updated while the body streams):
   seq, conn (connection number), conn_request (1, 2, ... on that connection),
-  tls, sni, method, path, query, http_version, headers [[name, value], ...]
+  tls, sni, tls_resumed (the TLS session was resumed), method, path, query, http_version, headers [[name, value], ...]
   as received, framing ("content-length" | "chunked" | "none"),
   content_length, body_size, body_sha256 (when complete), complete,
   parts [{name, filename, content_type, size, sha256, value (text parts),
@@ -588,6 +588,7 @@ class Conn:
         sslobj = writer.get_extra_info("ssl_object")
         self.sni = getattr(sslobj, "_stub_sni", None) if sslobj else None
         self.tls_version = sslobj.version() if sslobj else None
+        self.tls_resumed = sslobj.session_reused if sslobj else None
         peer = writer.get_extra_info("peername")
         self.peer = "%s:%s" % (peer[0], peer[1]) if peer else None
 
@@ -864,7 +865,7 @@ class Server:
             stub.seq += 1
             seq = stub.seq
         rec = {"seq": seq, "conn": conn.id, "conn_request": conn.nreq,
-               "tls": conn.tls, "sni": conn.sni,
+               "tls": conn.tls, "sni": conn.sni, "tls_resumed": conn.tls_resumed,
                "method": req.method if req else None,
                "path": req.path if req else None,
                "query": req.query if req else "",
