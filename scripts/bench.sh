@@ -8,7 +8,8 @@
 #
 #   scripts/bench.sh             install (apt: nginx-light, wrk, haproxy), build, run (~3 min)
 #
-# Scenario 2: 1 MiB image creates over BENCH_MIB_CONNS (64) connections. Scenario M: 256
+# Scenario 2: 1 MiB image creates over BENCH_MIB_CONNS (64) connections; 2S the same through
+# the limits + store gateway (1S's). Scenario M: 256
 # connections of 1 MiB creates, the peak RSS, then the RSS BENCH_SETTLE_SECS (30) s after the
 # load against the RSS after start-up. Scenario I: BENCH_IDLE_CONNS (10000) idle keep-alive
 # connections (one request each, then nothing): memory per connection.
@@ -689,6 +690,15 @@ say "$S2"
 run_wrk 2 "$S2" gateway "$GW_PID" "$GWU" "$MIB_CONNS" "$MIB_SECS" 1048576
 run_wrk 2 "$S2" nginx "$NGX_PID" "$NGXU" "$MIB_CONNS" "$MIB_SECS" 1048576
 run_wrk 2 "$S2" haproxy "$HAP_PID" "$HAPU" "$MIB_CONNS" "$MIB_SECS" 1048576
+if [ "$TLS" = 0 ]; then
+# 2S: the same through the gateway with limits + store (issue 11: "measured with a key that
+# has limits and with the store on"); the anchors' rows are scenario 2's
+S2S="2S same, limits + store (SQLite)"
+say "$S2S"
+run_wrk 2S "$S2S" gateway "$GWS_PID" "$GWSU" "$MIB_CONNS" "$MIB_SECS" 1048576
+awk -F'\t' -v OFS='\t' -v l="$S2S" '$1 == "2" && ($3 == "nginx" || $3 == "haproxy") {
+    $1 = "2S"; $2 = l; print }' "$results" >>"$results"
+fi
 
 S3="3 ${UPLOAD_MIB} MiB upload x${UPLOAD_REPS}, sequential"
 say "$S3"
@@ -825,9 +835,13 @@ awk -F'\t' 'FILENAME == ARGV[1] { c[$1, $3] = $7; next }
     END {
         print "\nissue 11 goals (this run):"
         goal("1 MiB image create CPU, gateway/haproxy", c[2, "gateway"] / c[2, "haproxy"], 1, "")
+        goal("the same with limits + store, gateway/haproxy", c["2S", "gateway"] / c[2, "haproxy"],
+             1, "")
         goal("200 MiB upload CPU, gateway/haproxy", c[3, "gateway"] / c[3, "haproxy"], 1, "")
         goal("50 MiB download CPU, gateway/nginx", c[4, "gateway"] / c[4, "nginx"], 0.8, "")
         goal("small create CPU, gateway/nginx", c[1, "gateway"] / c[1, "nginx"], 1, "")
+        goal("small create with limits + store, gateway/nginx", c["1S", "gateway"] / c[1, "nginx"],
+             1, "")
         goal("memory per concurrent upload, KiB", (h["gateway"] - s["gateway"]) / 256, 128, "")
         goal("VmHWM with 256 concurrent 1 MiB creates, MiB", h["gateway"] / 1024, 48, "")
         goal("RSS after the load over start-up, MiB", (a["gateway"] - s["gateway"]) / 1024, 16, "")
