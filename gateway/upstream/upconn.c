@@ -790,8 +790,8 @@ static void conn_read_step(struct gw_upconn *c)
 }
 
 /* TLS: bytes the SSL read ahead (or a record only partly taken, the space
- * having been full) are not announced by c->rev if the socket has nothing
- * more. Go on with them while they make progress: a partial record does not
+ * having been full), and the end met by a read that returned bytes
+ * (c->tls_end), are not announced by c->rev if the socket has nothing more. Go on with them while they make progress: a partial record does not
  * (its rest comes with a read event), and neither does a full c->body the
  * proxy left there (it pauses, or takes it in the BODY event, after which a
  * read event or the kick of a resume brings us back). */
@@ -800,7 +800,7 @@ static void conn_pump(struct gw_upconn *c)
     struct evbuffer *in;
 
     while (c->ssl != NULL && c->phase == PH_ACTIVE && !up_gone(c) && !c->paused && !c->done &&
-           !c->eof && c->rs != RS_DONE && SSL_has_pending(c->ssl)) {
+           !c->eof && c->rs != RS_DONE && (SSL_has_pending(c->ssl) || c->tls_end != 0)) {
         uint64_t before;
 
         in = bufferevent_get_input(c->bev);

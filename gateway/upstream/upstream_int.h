@@ -104,6 +104,10 @@ struct gw_upconn {
     struct evbuffer *plain;                 /* the request before encryption (the output
                                              * the proxy writes to) */
     int tls_errno;                          /* errno of the BIO's last failed read() */
+    int tls_end;                            /* the read that returned bytes met the end:
+                                             * 1 close_notify/EOF, -1 an error (errno
+                                             * tls_end_errno); the next read returns it */
+    int tls_end_errno;
     /* Both (NULL only if out of memory over plain TCP: the bufferevent reads then): */
     struct event *rev;                      /* persistent EV_READ on the socket; with bev */
     struct event *flush;                    /* zero-delay: write the output to the socket */

@@ -120,6 +120,7 @@ int gw_uptls_io_attach(struct gw_upconn *c, SSL *ssl)
         return GW_ERR;
     BIO_set_data(b, c);
     SSL_set_bio(ssl, b, b); /* one reference, taken by the SSL */
+    c->tls_end = 0;
     return GW_OK;
 }
 
@@ -149,6 +150,12 @@ ssize_t gw_uptls_io_read(struct gw_upconn *c, const struct iovec *iov, int nv)
     int i = 0, err;
     size_t off = 0;
 
+    if (c->tls_end != 0) { /* met by the last read, after its bytes */
+        if (c->tls_end > 0)
+            return 0;
+        errno = c->tls_end_errno;
+        return -1;
+    }
     while (i < nv) {
         if (off == iov[i].iov_len) {
             i++;
@@ -163,23 +170,29 @@ ssize_t gw_uptls_io_read(struct gw_upconn *c, const struct iovec *iov, int nv)
             continue;
         }
         err = SSL_get_error(c->ssl, 0);
-        if (total > 0) /* the next call sees the same condition again */
-            break;
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+            if (total > 0)
+                break;
             errno = EAGAIN;
             return -1;
         }
-        if (err == SSL_ERROR_ZERO_RETURN) /* close_notify, or a close without one */
-            return 0;
-        /* a reset (SSL_ERROR_SYSCALL) or a TLS error: the connection is over;
-         * c->why keeps the reason for the message of a response cut short */
-        if (err == SSL_ERROR_SSL)
-            gw_uptls_error_string(ERR_peek_error(), c->why, sizeof(c->why));
-        else if (c->tls_errno != 0)
-            snprintf(c->why, sizeof(c->why), "%s", strerror(c->tls_errno));
-        ERR_clear_error();
-        errno = c->tls_errno ? c->tls_errno : EPROTO;
-        return -1;
+        /* The end: close_notify or a close without one (ZERO_RETURN), a reset
+         * (SYSCALL) or a TLS error; c->why keeps the reason for the message of a
+         * response cut short. After bytes of this call it is kept for the next
+         * one: no read event would announce it (a close_notify was read off the
+         * socket, and a peer that waits for ours keeps the TCP connection open). */
+        if (err == SSL_ERROR_ZERO_RETURN) {
+            c->tls_end = 1;
+        } else {
+            if (err == SSL_ERROR_SSL)
+                gw_uptls_error_string(ERR_peek_error(), c->why, sizeof(c->why));
+            else if (c->tls_errno != 0)
+                snprintf(c->why, sizeof(c->why), "%s", strerror(c->tls_errno));
+            ERR_clear_error();
+            c->tls_end = -1;
+            c->tls_end_errno = c->tls_errno ? c->tls_errno : EPROTO;
+        }
+        return total > 0 ? (ssize_t)total : gw_uptls_io_read(c, iov, nv);
     }
     return (ssize_t)total;
 }

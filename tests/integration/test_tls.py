@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -234,45 +235,8 @@ def test_https_slow_client_backpressure():
     with gwtest.Stub(tls=True, certs=certs(), content_size=size) as stub:
         with tls_gateway(stub) as (_, gw):
             vid = json.loads(create(gw)[2])["id"]
-            h = hashlib.sha256()
-            got = 0
-            with gwtest.RawConn(gw.port, timeout=30) as c:
-                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-                c.send("GET /v1/videos/%s/content HTTP/1.1\r\nHost: gw\r\n"
-                       "Authorization: Bearer %s\r\n\r\n" % (vid, gw.keys["default"]))
-                head = c.read_head(10)
-                assert head.startswith(b"HTTP/1.1 200 "), head
-                h.update(c.buf)
-                got += len(c.buf)
-                c.buf = b""
-                for _ in range(3):
-                    left = 256 * 1024
-                    while left > 0:
-                        d = c.sock.recv(min(left, 4096))
-                        assert d, "closed after %d bytes" % got
-                        h.update(d)
-                        got += len(d)
-                        left -= len(d)
-                    samples = []
-
-                    def stalled():
-                        samples.append(stub.last()["sent"])
-                        return len(samples) >= 4 and samples[-1] == samples[-4]
-                    gwtest.wait_for(stalled, 15, 0.05, "the stub to stop writing")
-                    # the gateway stopped reading long before the whole body
-                    ahead = samples[-1] - got
-                    assert ahead < 40 * MiB, "upstream %d bytes ahead of a slow client" % ahead
-                assert gw.vmhwm_kib() < 64 * 1024, gw.vmhwm_kib()
-                while got < size:
-                    d = c.sock.recv(MiB)
-                    assert d, "closed after %d of %d bytes" % (got, size)
-                    h.update(d)
-                    got += len(d)
-            assert got == size and h.hexdigest() == gwtest.content_sha256(vid, size)
-            hwm = gw.vmhwm_kib()
-            assert hwm < 64 * 1024, "gateway VmHWM %d KiB after a slow 96 MiB download" % hwm
+            gwtest.slow_download(gw, stub, vid, size)
             assert_clean(gw)
-
 
 
 class _TlsOrigin:
@@ -360,6 +324,89 @@ def test_https_chunked_and_close_delimited_bodies():
             assert_clean(gw)
     finally:
         origin.close()
+
+
+def _close_notify_origin(cert, key, announced, sent, held):
+    """A TLS origin that answers one request with `sent` of `announced` body bytes
+    and its close_notify in one write (records made in memory), then keeps the TCP
+    connection open, as Python's asyncio does while it waits for the peer's
+    close_notify: the end is read off the socket with the last bytes, and no read
+    event follows it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+
+    def pump(raw, inc, out):
+        if out.pending:
+            raw.sendall(out.read())
+        d = raw.recv(65536)
+        if not d:
+            raise OSError("closed")
+        inc.write(d)
+
+    def serve():
+        try:
+            raw, _ = lsock.accept()
+            held.append(raw)
+            raw.settimeout(10)
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(inc, out, server_side=True)
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pump(raw, inc, out)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                try:
+                    buf += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pump(raw, inc, out)
+            tls.write(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
+                      b"Content-Length: %d\r\n\r\n" % announced + b"v" * sent)
+            try:
+                tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+            raw.sendall(out.read())     # the last records and the close_notify at once
+        except (OSError, ssl.SSLError):
+            pass
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock
+
+
+def test_https_close_notify_with_the_last_bytes():
+    c = certs()
+    for announced, sent in ((50000, 1000), (4 * MiB, 300000)):
+        held = []
+        lsock = _close_notify_origin(c["cert"], c["key"], announced, sent, held)
+        try:
+            with gwtest.checked_gateway(None, upstream_url="https://127.0.0.1:%d"
+                                        % lsock.getsockname()[1],
+                                        upstream_key="sk-upstream-origin", ca_file=c["ca"],
+                                        threads=1) as (_, gw):
+                t0 = time.monotonic()
+                if announced <= 65536:  # answered whole: a 502 that says why
+                    st, _, b = gw.request("GET", "/v1/videos/video_abc/content", timeout=8)
+                    assert st == 502 and "closed" in gwtest.error_body(b)["message"], (st, b)
+                else:                   # streamed: announced in full, cut short, closed
+                    with gwtest.RawConn(gw.port) as rc:
+                        rc.send("GET /v1/videos/video_abc/content HTTP/1.1\r\nHost: gw\r\n"
+                                "Authorization: Bearer %s\r\n\r\n" % gw.keys["default"])
+                        data = rc.read_until_close(8)
+                        assert rc.eof, "no end after the upstream's close_notify"
+                    hd, _, body = data.partition(b"\r\n\r\n")
+                    assert hd.startswith(b"HTTP/1.1 200 ") and 0 < len(body) < announced, \
+                        data[:300]
+                assert time.monotonic() - t0 < 5
+                assert_clean(gw)
+        finally:
+            lsock.close()
+            for r in held:
+                r.close()
 
 
 # ---------------------------------------------------------------- the gateway's listener
