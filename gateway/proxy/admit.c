@@ -59,15 +59,35 @@ int gw_admit_counts(const struct gw_route *route)
            route->id == GW_ROUTE_EDIT || route->id == GW_ROUTE_EXTEND;
 }
 
+/* Redis gave no decision (unreachable, or an answer that is not ours: logged).
+ * 1: [store] on_failure = refuse, err set; 0: decide on this instance's limits. */
+static int redis_refuses(struct gw_worker *w, const struct gw_store_res *res,
+                         struct gw_error *err)
+{
+    if (res->rc == GW_OK)
+        gw_log(GW_LOG_ERROR, "limits: Redis answered something unexpected: is another "
+               "program writing under the gateway's prefix?");
+    if (w->cfg->redis_on_failure != GW_STORE_FAIL_REFUSE)
+        return 0;
+    gw_error_set(err, 503, "server_error", "store_unavailable", NULL,
+                 "The gateway's limits store is unreachable; creates are refused "
+                 "until it is back. Retry later.");
+    return 1;
+}
+
+/* A wait for the upstream's slot is over: free it (obj, its timer), then admit. */
+static void slot_done(void *obj, struct event *timer, gw_admit_cb cb, void *cbarg)
+{
+    event_free(timer);
+    free(obj);
+    cb(cbarg, NULL);
+}
+
 static void slot_reached(evutil_socket_t fd, short ev, void *arg)
 {
     struct gw_admission *a = arg;
-    gw_admit_cb cb = a->cb;
-    void *cbarg = a->arg;
 
-    event_free(a->timer);
-    free(a);
-    cb(cbarg, NULL);
+    slot_done(a, a->timer, a->cb, a->arg);
 }
 
 /* The key may go on: now the provider account's pace (upstream_rpm, per
@@ -157,13 +177,7 @@ static void decided(void *arg, const struct gw_store_res *res)
     void *cbarg = a->arg;
     struct gw_admit_req r = { a->key, NULL, NULL, a->rate, a->retry_after_ms, a->lease, 0 };
     if (!ok) {
-        if (res->rc == GW_OK)
-            gw_log(GW_LOG_ERROR, "limits: Redis answered something unexpected: is another "
-                   "program writing under the gateway's prefix?");
-        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE) {
-            gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
-                         "The gateway's limits store is unreachable; creates are refused "
-                         "until it is back. Retry later.");
+        if (redis_refuses(w, res, &err)) {
             out = &err;
             goto answer;
         }
@@ -344,6 +358,29 @@ struct gw_quota_wait {
     char lease_id[48];
 };
 
+/* A wait for a reservation's answer (or an upstream slot), for r's key and seconds
+ * on today's budget; NULL: out of memory. */
+static struct gw_quota_wait *quota_wait_new(struct gw_worker *w, const struct gw_quota_req *r,
+                                            gw_admit_cb cb, void *arg, int64_t now)
+{
+    struct gw_quota_wait *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return NULL;
+    q->w = w;
+    q->cb = cb;
+    q->arg = arg;
+    q->key = r->key;
+    q->seconds = r->seconds;
+    q->limit = (uint32_t)r->key->limits.daily_seconds;
+    q->day = gw_quota_day(now);
+    q->out_day = r->day;
+    q->retry_after_ms = r->retry_after_ms;
+    q->remote = r->remote;
+    snprintf(q->key_name, sizeof(q->key_name), "%s", r->key->name);
+    return q;
+}
+
 static int64_t until_midnight_ms(int64_t unix_ms)
 {
     int64_t left = 86400000 - unix_ms % 86400000;
@@ -442,12 +479,8 @@ static int deferred_local(struct gw_worker *w, const struct gw_quota_req *r, int
 static void deferred_slot_reached(evutil_socket_t fd, short ev, void *arg)
 {
     struct gw_quota_wait *q = arg;
-    gw_admit_cb cb = q->cb;
-    void *cbarg = q->arg;
 
-    event_free(q->timer);
-    free(q);
-    cb(cbarg, NULL);
+    slot_done(q, q->timer, q->cb, q->arg);
 }
 
 /* Admitted and reserved, the upstream's slot wait_ms ahead: cb now or on a timer.
@@ -486,15 +519,8 @@ static void deferred_decided(struct gw_quota_wait *q, const struct gw_store_res 
         return;
     }
     if (!ok) {
-        if (res->rc == GW_OK)
-            gw_log(GW_LOG_ERROR, "limits: Redis answered something unexpected: is another "
-                   "program writing under the gateway's prefix?");
-        if (w->cfg->redis_on_failure == GW_STORE_FAIL_REFUSE) {
-            gw_error_set(&err, 503, "server_error", "store_unavailable", NULL,
-                         "The gateway's limits store is unreachable; creates are refused "
-                         "until it is back. Retry later.");
+        if (redis_refuses(w, res, &err))
             goto refuse;
-        }
         struct gw_quota_req r = { q->key, q->seconds, q->out_day, q->retry_after_ms,
                                   q->remote, q->rate, q->lease };
         if (deferred_local(w, &r, &wait, &err) != GW_OK)
@@ -549,19 +575,11 @@ static int deferred_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_
         *r->retry_after_ms = until_midnight_ms(now);
         return over_budget(r->key, r->seconds, err); /* never fits: no round trip */
     }
-    if ((q = calloc(1, sizeof(*q))) == NULL) {
+    if ((q = quota_wait_new(w, r, cb, arg, now)) == NULL) {
         if (*r->lease == NULL) /* admitted locally: give it all back */
             gw_admit_quota_settle(w, r->key, r->seconds, *r->day, 0, 0);
         return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
     }
-    q->w = w;
-    q->cb = cb;
-    q->arg = arg;
-    q->key = r->key;
-    q->seconds = r->seconds;
-    q->out_day = r->day;
-    q->retry_after_ms = r->retry_after_ms;
-    q->remote = r->remote;
     q->deferred = 1;
     q->rate = r->rate;
     q->lease = r->lease;
@@ -581,9 +599,6 @@ static int deferred_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_
         *pending = q;
         return GW_AGAIN;
     }
-    q->limit = (uint32_t)r->key->limits.daily_seconds;
-    q->day = gw_quota_day(now);
-    snprintf(q->key_name, sizeof(q->key_name), "%s", r->key->name);
     if (r->key->limits.concurrency > 0)
         gw_rlimits_lease_id(q->lease_id);
     if (gw_rlimits_admit_reserve(w->store, r->key, q->lease_id, w->cfg->upstream_rpm,
@@ -625,20 +640,9 @@ int gw_admit_quota(struct gw_worker *w, const struct gw_quota_req *r, gw_admit_c
         *r->retry_after_ms = until_midnight_ms(now);
         return over_budget(r->key, r->seconds, err); /* never fits: no round trip */
     }
-    struct gw_quota_wait *q = calloc(1, sizeof(*q));
+    struct gw_quota_wait *q = quota_wait_new(w, r, cb, arg, now);
     if (q == NULL)
         return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
-    q->w = w;
-    q->cb = cb;
-    q->arg = arg;
-    q->key = r->key;
-    q->seconds = r->seconds;
-    q->limit = (uint32_t)r->key->limits.daily_seconds;
-    q->day = gw_quota_day(now);
-    q->out_day = r->day;
-    q->retry_after_ms = r->retry_after_ms;
-    q->remote = r->remote;
-    snprintf(q->key_name, sizeof(q->key_name), "%s", r->key->name);
     if (gw_rlimits_reserve(w->store, q->key_name, q->day, q->seconds, q->limit, quota_decided,
                            q, &q->op, err) != GW_AGAIN) {
         free(q);

@@ -1340,6 +1340,53 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSani
                      "runtime error:", "ThreadSanitizer")
 
 
+
+def slow_download(gw, stub, vid, size):
+    """Download a video's content as a reader that takes only a little at a time: the
+    stub must stop writing long before the whole body (the gateway stops reading it,
+    at most 40 MiB ahead), the gateway's peak memory stays under 64 MiB, and then the
+    rest, read fast, arrives whole and in order."""
+    mib = 1024 * 1024
+    h = hashlib.sha256()
+    got = 0
+    with RawConn(gw.port, timeout=30) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send("GET /v1/videos/%s/content HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s"
+               "\r\n\r\n" % (vid, gw.keys["default"]))
+        head = c.read_head(10)
+        assert head.startswith(b"HTTP/1.1 200 ") and \
+            b"\r\ncontent-length: %d\r\n" % size in head.lower(), head
+        h.update(c.buf)
+        got += len(c.buf)
+        c.buf = b""
+        for _ in range(3):
+            left = 256 * 1024
+            while left > 0:
+                d = c.sock.recv(min(left, 4096))
+                assert d, "connection closed after %d bytes" % got
+                h.update(d)
+                got += len(d)
+                left -= len(d)
+            samples = []
+
+            def stalled():
+                samples.append(stub.last()["sent"])
+                return len(samples) >= 4 and samples[-1] == samples[-4]
+            wait_for(stalled, 15, 0.05, "the stub to stop writing")
+            ahead = samples[-1] - got
+            assert ahead < 40 * mib, "upstream %d bytes ahead of a slow client" % ahead
+        assert gw.vmhwm_kib() < 64 * 1024, gw.vmhwm_kib()
+        c.sock.settimeout(30)
+        while got < size:
+            d = c.sock.recv(mib)
+            assert d, "connection closed after %d of %d bytes" % (got, size)
+            h.update(d)
+            got += len(d)
+    assert got == size and h.hexdigest() == content_sha256(vid, size)
+    hwm = gw.vmhwm_kib()
+    assert hwm < 64 * 1024, "gateway VmHWM %d KiB after a slow %d MiB download" % (hwm,
+                                                                                 size // mib)
+
 def assert_no_sanitizer_report(text, what="the gateway log"):
     """Fail (showing the tail of `text`) if `text` holds any SANITIZER_MARKERS."""
     for m in SANITIZER_MARKERS:

@@ -126,52 +126,7 @@ def test_content_slow_reader_backpressure():
     size = 128 * MiB
     stub.config(content_size=size)
     vid = create(gw)["id"]
-    h = hashlib.sha256()
-    got = 0
-    with gwtest.RawConn(gw.port, timeout=30) as c:
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        c.send("GET /v1/videos/%s/content HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s"
-               "\r\n\r\n" % (vid, gw.keys["default"]))
-        head = c.read_head(10)
-        assert head.startswith(b"HTTP/1.1 200 ") and \
-            b"\r\ncontent-length: %d\r\n" % size in head.lower(), head
-        body_start, c.buf = c.buf, b""
-        h.update(body_start)
-        got += len(body_start)
-
-        def read_some(n):
-            nonlocal got
-            left = n
-            while left > 0:
-                d = c.sock.recv(min(left, 4096))
-                assert d, "connection closed after %d bytes" % got
-                h.update(d)
-                got += len(d)
-                left -= len(d)
-
-        # a reader that takes only a little at a time: the stub must stop writing
-        # long before the whole body, because the gateway stops reading it
-        for _ in range(3):
-            samples = []
-            read_some(256 * 1024)
-
-            def stalled():
-                samples.append(stub.last()["sent"])
-                return len(samples) >= 4 and samples[-1] == samples[-4]
-            gwtest.wait_for(stalled, 15, 0.05, "the stub to stop writing")
-            ahead = samples[-1] - got
-            assert ahead < 40 * MiB, "upstream %d bytes ahead of a slow client" % ahead
-        assert gw.vmhwm_kib() < 64 * 1024, gw.vmhwm_kib()
-        # then the rest, fast: every byte arrives, in order
-        c.sock.settimeout(30)
-        while got < size:
-            d = c.sock.recv(MiB)
-            assert d, "connection closed after %d of %d bytes" % (got, size)
-            h.update(d)
-            got += len(d)
-    assert got == size and h.hexdigest() == gwtest.content_sha256(vid, size)
-    hwm = gw.vmhwm_kib()
-    assert hwm < 64 * 1024, "gateway VmHWM %d KiB after a slow 128 MiB download" % hwm
+    gwtest.slow_download(gw, stub, vid, size)
     assert_clean(gw)
 
 
