@@ -83,6 +83,25 @@ static void slot_done(void *obj, struct event *timer, gw_admit_cb cb, void *cbar
     cb(cbarg, NULL);
 }
 
+/* A decision under way for r, answered to cb(arg); NULL: out of memory. */
+static struct gw_admission *admission_new(struct gw_worker *w, const struct gw_admit_req *r,
+                                          gw_admit_cb cb, void *arg)
+{
+    struct gw_admission *a = calloc(1, sizeof(*a));
+
+    if (a == NULL)
+        return NULL;
+    a->w = w;
+    a->key = r->key;
+    a->cb = cb;
+    a->arg = arg;
+    a->rate = r->rate;
+    a->retry_after_ms = r->retry_after_ms;
+    a->lease = r->lease;
+    snprintf(a->key_name, sizeof(a->key_name), "%s", r->key->name);
+    return a;
+}
+
 static void slot_reached(evutil_socket_t fd, short ev, void *arg)
 {
     struct gw_admission *a = arg;
@@ -108,18 +127,13 @@ static int upstream_slot(struct gw_worker *w, const struct gw_admit_req *r,
     if (wait == 0)
         return GW_OK;
     int made = a == NULL; /* else the caller's: it frees it on GW_ERR */
-    if (made && (a = calloc(1, sizeof(*a))) == NULL)
+    if (made && (a = admission_new(w, r, cb, arg)) == NULL)
         return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
     if ((a->timer = evtimer_new(w->base, slot_reached, a)) == NULL) {
         if (made)
             free(a);
         return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
     }
-    a->w = w;
-    a->key = r->key;
-    a->cb = cb;
-    a->arg = arg;
-    a->lease = r->lease;
     struct timeval tv = { wait / 1000, (wait % 1000) * 1000 };
     evtimer_add(a->timer, &tv);
     *pending = a;
@@ -269,17 +283,9 @@ int gw_admit(struct gw_worker *w, const struct gw_admit_req *r, gw_admit_cb cb, 
         in_redis(w, r) && (*r->lease = gw_rlimits_defer()) != NULL)
         return GW_OK;
     if (in_redis(w, r)) {
-        struct gw_admission *a = calloc(1, sizeof(*a));
+        struct gw_admission *a = admission_new(w, r, cb, arg);
         if (a == NULL)
             return gw_error_set(err, 503, "server_error", "overloaded", NULL, "Out of memory");
-        a->w = w;
-        a->key = r->key;
-        a->cb = cb;
-        a->arg = arg;
-        a->rate = r->rate;
-        a->retry_after_ms = r->retry_after_ms;
-        a->lease = r->lease;
-        snprintf(a->key_name, sizeof(a->key_name), "%s", r->key->name);
         if (r->key->limits.concurrency > 0)
             gw_rlimits_lease_id(a->lease_id);
         if (gw_rlimits_admit(w->store, r->key, a->lease_id, w->cfg->upstream_rpm,

@@ -38,6 +38,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -94,6 +95,41 @@ def free_port(host="127.0.0.1"):
         s.bind((host, 0))
         return s.getsockname()[1]
 
+
+
+
+def in_parallel(fn, args_list, timeout=60):
+    """fn(*args) for every args of args_list, each on its own thread, all at once;
+    their results in args_list's order (an exception is raised again here)."""
+    results = [None] * len(args_list)
+
+    def run(k, args):
+        try:
+            results[k] = (True, fn(*args))
+        except Exception as e:          # noqa: BLE001 - raised again below
+            results[k] = (False, e)
+    ts = [threading.Thread(target=run, args=(k, args)) for k, args in enumerate(args_list)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+    for r in results:
+        assert r is not None, "a call did not return within %s s" % timeout
+        if not r[0]:
+            raise r[1]
+    return [r[1] for r in results]
+
+def terminate(proc, timeout=10):
+    """SIGTERM a helper process still running, SIGKILL it if it has not exited
+    within timeout seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 def wait_for(pred, timeout=10.0, interval=0.01, what="condition"):
     """Poll pred() until it returns a truthy value (returned); AssertionError on timeout."""
@@ -454,12 +490,7 @@ class Redis:
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
         self.proc = None
 
     def kill(self):

@@ -7,7 +7,6 @@ upstream sees a complete body, released when no job was made)."""
 import json
 import os
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
@@ -80,18 +79,7 @@ def test_rpm_burst_exact_across_loops():
     with gwtest.Stub() as stub, gwtest.Gateway(
             stub, keys=("alice", "bob"), threads=2,
             key_options={"alice": {"rpm": 6}}) as gw:
-        results = []
-        lock = threading.Lock()
-
-        def one():
-            r = create(gw, "alice", "veo3.1")
-            with lock:
-                results.append(r)
-        ts = [threading.Thread(target=one) for _ in range(32)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(30)
+        results = gwtest.in_parallel(lambda: create(gw, "alice", "veo3.1"), [()] * 32, 30)
         ok = [r for r in results if r[0] == 200]
         refused = [r for r in results if r[0] == 429]
         assert len(results) == 32 and len(ok) == 6 and len(refused) == 26, \
@@ -227,21 +215,13 @@ def test_upstream_rpm_queues_in_order():
     with gwtest.Stub() as stub, gwtest.Gateway(
             stub, keys=("alice", "bob"), threads=2,
             extra={"limits": {"upstream_rpm": 60, "upstream_queue": "2s"}}) as gw:
-        results = {}
-
         def one(i):
             t0 = time.monotonic()
-            results[i] = create(gw, "alice" if i % 2 else "bob", "veo3.1") + (
-                time.monotonic() - t0,)
-        ts = []
-        for i in range(4):
-            ts.append(threading.Thread(target=one, args=(i,)))
-            ts[-1].start()
-        for t in ts:
-            t.join(30)
-        statuses = sorted(r[0] for r in results.values())
+            return create(gw, "alice" if i % 2 else "bob", "veo3.1") + (time.monotonic() - t0,)
+        results = gwtest.in_parallel(one, [(i,) for i in range(4)], 30)
+        statuses = sorted(r[0] for r in results)
         assert statuses == [200, 200, 200, 429], results
-        refused = [r for r in results.values() if r[0] == 429][0]
+        refused = [r for r in results if r[0] == 429][0]
         assert refused[3] < 1.0, refused                 # refused at once, not after a wait
         e = gwtest.error_body(refused[2])
         assert e["code"] == "rate_limit_exceeded" and "all keys" in e["message"], e

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -353,20 +352,10 @@ def test_rpm_shared_by_two_gateways_under_load():
     with gwtest.Stub() as stub, gwtest.Redis() as redis:
         a, b = pair(stub, redis, key_options={"alice": {"rpm": n}})
         try:
-            results = []
-            lock = threading.Lock()
-
-            def one(gw):
-                st, h, body = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
-                                         body=create_body(), timeout=30)
-                with lock:
-                    results.append((st, h, body))
-            threads = [threading.Thread(target=one, args=(a if i % 2 else b,))
-                       for i in range(4 * n)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
+            results = gwtest.in_parallel(
+                lambda gw: gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                      body=create_body(), timeout=30),
+                [(a if i % 2 else b,) for i in range(4 * n)], 60)
             ok = [r for r in results if r[0] == 200]
             refused = [r for r in results if r[0] == 429]
             assert len(ok) == n and len(refused) == 3 * n, [r[0] for r in results]
@@ -449,20 +438,11 @@ def test_upstream_rpm_shared():
                                                            "limits": dict(limits)})
         try:
             b.start()
-            results = []
-            lock = threading.Lock()
-
             def one(gw):
                 t0 = time.monotonic()
-                r = gw.request("POST", "/v1/videos", key="alice", headers=JSON,
-                               body=create_body(), timeout=30)
-                with lock:
-                    results.append(r + (time.monotonic() - t0,))
-            ts = [threading.Thread(target=one, args=(a if i % 2 else b,)) for i in range(4)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join(30)
+                return gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                  body=create_body(), timeout=30) + (time.monotonic() - t0,)
+            results = gwtest.in_parallel(one, [(a if i % 2 else b,) for i in range(4)], 30)
             assert sorted(r[0] for r in results) == [200, 200, 200, 429], results
             refused = [r for r in results if r[0] == 429][0]
             assert refused[3] < 1.0, refused

@@ -45,32 +45,7 @@
 
 /* ------------------------------------------------------------ assertions */
 
-static const char *cur_test = "?";
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            fprintf(stderr, "FAIL %s: %s:%d: %s\n", cur_test, __FILE__, __LINE__, #cond); \
-            exit(1);                                                                      \
-        }                                                                                 \
-    } while (0)
-
-#define CHECK_CONTAINS(hay, needle)                                                        \
-    do {                                                                                   \
-        if (strstr((hay), (needle)) == NULL) {                                             \
-            fprintf(stderr, "FAIL %s: %s:%d: \"%s\" does not contain \"%s\"\n", cur_test, \
-                    __FILE__, __LINE__, (hay), (needle));                                  \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "../check.h"
 
 static char tmpdir[256];
 static char dbpath[512];
@@ -172,18 +147,7 @@ static void tl_free(struct tloop *t)
     event_base_free(t->base);
 }
 
-#define RUN_UNTIL(t, cond, ms)                                                               \
-    do {                                                                                     \
-        uint64_t dl_ = now_ms() + (ms);                                                      \
-        while (!(cond)) {                                                                    \
-            if (now_ms() > dl_) {                                                            \
-                fprintf(stderr, "FAIL %s: %s:%d: timed out waiting for %s\n", cur_test,     \
-                        __FILE__, __LINE__, #cond);                                          \
-                exit(1);                                                                     \
-            }                                                                                \
-            event_base_loop((t)->base, EVLOOP_ONCE);                                         \
-        }                                                                                    \
-    } while (0)
+#define RUN_UNTIL(t, cond, ms) RUN_BASE_UNTIL((t)->base, cond, ms)
 
 /* ------------------------------------------------ capturing a result */
 

@@ -38,32 +38,7 @@
 
 /* ------------------------------------------------------------ assertions */
 
-static const char *cur_test = "?";
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            fprintf(stderr, "FAIL %s: %s:%d: %s\n", cur_test, __FILE__, __LINE__, #cond); \
-            exit(1);                                                                      \
-        }                                                                                 \
-    } while (0)
-
-#define CHECK_CONTAINS(hay, needle)                                                        \
-    do {                                                                                   \
-        if (strstr((hay), (needle)) == NULL) {                                             \
-            fprintf(stderr, "FAIL %s: %s:%d: \"%s\" does not contain \"%s\"\n", cur_test, \
-                    __FILE__, __LINE__, (hay), (needle));                                  \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "../check.h"
 
 static double now_s(void)
 {
@@ -77,18 +52,7 @@ static double now_s(void)
  * that conditions set by the server thread are seen. */
 static struct event_base *base;
 
-#define RUN_UNTIL(cond, ms)                                                              \
-    do {                                                                                 \
-        uint64_t dl_ = now_ms() + (ms);                                                  \
-        while (!(cond)) {                                                                \
-            if (now_ms() > dl_) {                                                        \
-                fprintf(stderr, "FAIL %s: %s:%d: timed out waiting for %s\n", cur_test, \
-                        __FILE__, __LINE__, #cond);                                      \
-                exit(1);                                                                 \
-            }                                                                            \
-            event_base_loop(base, EVLOOP_ONCE);                                          \
-        }                                                                                \
-    } while (0)
+#define RUN_UNTIL(cond, ms) RUN_BASE_UNTIL(base, cond, ms)
 
 /* A periodic body pattern: byte i of a big body is pattern[i % 65536]. The
  * buffer is doubled so any slice up to 64 KiB is contiguous. */
