@@ -3,8 +3,10 @@
  * same address with SO_REUSEPORT so the kernel spreads connections; signals are
  * taken by the main thread with sigwait() and passed to the loops.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,7 +457,11 @@ struct gw_worker *gw_server_worker(struct gw_server *s, unsigned i)
 static void *worker_main(void *arg)
 {
     struct gw_worker *w = arg;
+    char name[16];
 
+    /* named for top -H, perf and gdb: "gw-loop-0", ... */
+    snprintf(name, sizeof(name), "gw-loop-%u", w->id);
+    pthread_setname_np(pthread_self(), name);
     gw_metrics_bind_thread(w->id);
     event_base_dispatch(w->base);
     return NULL;

@@ -79,6 +79,18 @@ int64_t gw_idindex_next(const struct gw_idindex *ix, uint64_t hash, size_t *pos)
     return 0;
 }
 
+int gw_idindex_reserve(struct gw_idindex *ix)
+{
+    if ((ix->used + ix->removed + 1) * 2 > ix->cap) {
+        size_t cap = ix->cap < MIN_CAP ? MIN_CAP : ix->cap;
+        while ((ix->used + 1) * 2 > cap) /* removed marks go: only growth counts */
+            cap *= 2;
+        if (rehash(ix, cap) != GW_OK)
+            return GW_ERR;
+    }
+    return GW_OK;
+}
+
 int gw_idindex_add(struct gw_idindex *ix, uint64_t hash, int64_t seq)
 {
     size_t pos = 0;
@@ -88,13 +100,8 @@ int gw_idindex_add(struct gw_idindex *ix, uint64_t hash, int64_t seq)
         if (s == seq)
             return GW_OK;
     }
-    if ((ix->used + ix->removed + 1) * 2 > ix->cap) {
-        size_t cap = ix->cap < MIN_CAP ? MIN_CAP : ix->cap;
-        while ((ix->used + 1) * 2 > cap) /* removed marks go: only growth counts */
-            cap *= 2;
-        if (rehash(ix, cap) != GW_OK)
-            return GW_ERR;
-    }
+    if (gw_idindex_reserve(ix) != GW_OK)
+        return GW_ERR;
     if (put_slot(ix->slots, ix->cap, hash, seq))
         ix->removed--;
     ix->used++;

@@ -41,6 +41,10 @@ uint64_t gw_idindex_hash(const char *id, size_t len);
  * GW_OK, or GW_ERR out of memory (the map is unchanged). */
 int gw_idindex_add(struct gw_idindex *ix, uint64_t hash, int64_t seq);
 
+/* Room for one more entry: after GW_OK, the next gw_idindex_add cannot fail.
+ * GW_ERR out of memory (the map is unchanged). */
+int gw_idindex_reserve(struct gw_idindex *ix);
+
 /* Remove (hash, seq) if it is there. */
 void gw_idindex_remove(struct gw_idindex *ix, uint64_t hash, int64_t seq);
 

@@ -433,6 +433,13 @@ static int op_put(struct sqlite_store *s, struct gw_store_op *op)
         gw_store_op_fail(op, "job %s is already recorded", j->id);
         return GW_ERR;
     }
+    /* everything that can fail comes before the INSERT, which is the only write
+     * of a put without an idempotency key: it needs no savepoint (sq_op_atomic) */
+    uint64_t hash = gw_idindex_hash(j->id, strlen(j->id));
+    if (gw_idindex_reserve(&s->ids) != GW_OK) {
+        gw_store_op_fail(op, "out of memory");
+        return GW_ERR;
+    }
     st = stmt(s, ST_JOB_INSERT);
     bind_text(st, 1, j->id);
     bind_text(st, 2, j->key_name);
@@ -454,12 +461,9 @@ static int op_put(struct sqlite_store *s, struct gw_store_op *op)
         return GW_ERR;
     }
     /* before COMMIT: a committed row always has its entry (if the savepoint or
-     * the batch is rolled back, the entry is a stale hint) */
-    if (gw_idindex_add(&s->ids, gw_idindex_hash(j->id, strlen(j->id)),
-                       sqlite3_last_insert_rowid(s->db)) != GW_OK) {
-        gw_store_op_fail(op, "out of memory");
-        return GW_ERR;
-    }
+     * the batch is rolled back, the entry is a stale hint); reserved above, so
+     * it cannot fail */
+    gw_idindex_add(&s->ids, hash, sqlite3_last_insert_rowid(s->db));
     if (usage_add(s, op, j, 1, j->seconds, j->status == GW_JOB_FAILED, 0) != GW_OK)
         return GW_ERR;
     if (op->idem_key != NULL) {
@@ -948,6 +952,15 @@ int sq_op_reads_only(enum gw_store_op_kind k)
     return k == GW_OP_JOB_GET || k == GW_OP_JOB_LIST || k == GW_OP_USAGE ||
            k == GW_OP_KEYS_LIST || k == GW_OP_KEYS_VERSION || k == GW_OP_JOBS_RECENT ||
            k == GW_OP_CHARACTER_GET;
+}
+
+int sq_op_atomic(const struct gw_store_op *op)
+{
+    /* a read writes nothing; a put without an idempotency key writes one row,
+     * after every check that can fail (op_put), and a statement that fails is
+     * undone by SQLite itself. The savepoint (two statements, and its journal of
+     * the pages it touches) is for operations that write more than once. */
+    return sq_op_reads_only(op->kind) || (op->kind == GW_OP_JOB_PUT && op->idem_key == NULL);
 }
 
 int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)

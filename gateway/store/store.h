@@ -340,6 +340,8 @@ struct gw_store_stats {
                             * the group commit's batch */
     uint64_t failed;       /* operations answered with GW_ERR */
     unsigned max_batch;    /* the most operations one transaction held */
+    uint64_t lingered;     /* transactions begun after a commit delay (SQLite, under
+                            * load: docs/store.md, "Commit delay") */
     unsigned queued;       /* waiting now */
 };
 

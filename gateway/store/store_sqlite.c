@@ -12,6 +12,7 @@
  * which opens a connection of its own. The design and what is durable when:
  * docs/store.md.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -37,6 +38,14 @@
  * stalls. docs/store.md, "Checkpoints". */
 #define CKPT_PAGES 2000     /* 8 MiB of 4 KiB pages */
 #define CKPT_IDLE_MS 1000
+/* Commit delay (PostgreSQL's commit_delay, applied only under load): when
+ * operations came while the last batch ran, the thread waits up to LINGER_US
+ * (or until LINGER_FULL operations wait) before it begins the next one. A
+ * commit's cost is mostly per transaction (its WAL frames, the locks, the
+ * wake-ups), so batches of 6 creates cost 10 us each and batches of 30, 5
+ * (docs/store.md, "Commit delay"). A lone operation never waits. */
+#define LINGER_US 500
+#define LINGER_FULL 64
 
 static const struct gw_store_engine sqlite_engine;
 
@@ -69,8 +78,10 @@ static void abort_batch(struct sqlite_store *s, struct gw_store_op *batch, const
 }
 
 /*
- * One transaction for the whole batch. Each operation runs inside a savepoint:
- * one that fails is rolled back alone and answered GW_ERR; the others commit.
+ * One transaction for the whole batch. Each operation that writes more than
+ * once runs inside a savepoint: one that fails is rolled back alone and
+ * answered GW_ERR; the others commit (sq_op_atomic: reads and plain puts need
+ * none).
  * The usage counts they noted are written last, once per (day, key, model), in
  * the same transaction. If SQLite itself ended the transaction (disk full, I/O
  * error), the counts cannot be written, or COMMIT fails, every operation of the
@@ -104,7 +115,8 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
             broken = 1;
             break;
         }
-        if (sq_exec_simple(s, ST_SAVEPOINT) != GW_OK) {
+        int savepoint = !sq_op_atomic(op);
+        if (savepoint && sq_exec_simple(s, ST_SAVEPOINT) != GW_OK) {
             gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
             continue;
         }
@@ -115,7 +127,8 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
             rc = GW_OK;
         }
         if (rc == GW_OK) {
-            sq_exec_simple(s, ST_RELEASE);
+            if (savepoint)
+                sq_exec_simple(s, ST_RELEASE);
         } else if (sqlite3_get_autocommit(s->db)) {
             /* SQLite rolled the whole transaction back (SQLITE_FULL, IOERR...) */
             snprintf(msg, sizeof(msg), "%.180s (the whole transaction was rolled back)",
@@ -123,8 +136,10 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
             fail_all(batch, msg);
             broken = 1;
         } else {
-            sq_exec_simple(s, ST_ROLLBACK_TO);
-            sq_exec_simple(s, ST_RELEASE);
+            if (savepoint) {
+                sq_exec_simple(s, ST_ROLLBACK_TO);
+                sq_exec_simple(s, ST_RELEASE);
+            }
             s->nudelta = nudelta; /* its usage goes too */
         }
     }
@@ -234,15 +249,47 @@ static void wal_checkpoint(struct sqlite_store *s)
     s->ckpt_failed = 1;
 }
 
+static struct timespec mono_after_us(long us)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += us / 1000000;
+    ts.tv_nsec += (us % 1000000) * 1000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+/* Under load, wait for the batch to fill (LINGER_US): called with s->mu held. */
+static void linger(struct sqlite_store *s)
+{
+    struct timespec deadline = mono_after_us(LINGER_US);
+
+    s->stats.lingered++;
+    s->wake_at = LINGER_FULL;
+    while (!s->closing && s->stats.queued < LINGER_FULL) {
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT)
+            break;
+    }
+}
+
 static void *store_main(void *arg)
 {
     struct sqlite_store *s = arg;
     int idle_tried = 0; /* the idle checkpoint ran since the last batch */
     int deadline_set = 0;
+    int busy = 0; /* operations came while the last batch ran: under load */
     struct timespec deadline;
 
+    pthread_setname_np(pthread_self(), "gw-store");
     pthread_mutex_lock(&s->mu);
     for (;;) {
+        s->wake_at = 1;
+        if (s->head == NULL)
+            busy = 0;
         while (s->head == NULL && !s->closing) {
             if (s->wal_pending == 0 || idle_tried) {
                 pthread_cond_wait(&s->cv, &s->mu);
@@ -250,13 +297,7 @@ static void *store_main(void *arg)
             }
             /* idle, the WAL holds pages to copy: checkpoint unless work comes soon */
             if (!deadline_set) {
-                clock_gettime(CLOCK_MONOTONIC, &deadline);
-                deadline.tv_sec += CKPT_IDLE_MS / 1000;
-                deadline.tv_nsec += (long)(CKPT_IDLE_MS % 1000) * 1000000;
-                if (deadline.tv_nsec >= 1000000000) {
-                    deadline.tv_sec++;
-                    deadline.tv_nsec -= 1000000000;
-                }
+                deadline = mono_after_us(CKPT_IDLE_MS * 1000L);
                 deadline_set = 1;
             }
             if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT &&
@@ -270,6 +311,9 @@ static void *store_main(void *arg)
         deadline_set = 0;
         if (s->head == NULL)
             break; /* closing, and everything done (close checkpoints) */
+        if (busy && !s->closing)
+            linger(s);
+        s->wake_at = 0; /* busy: submitters need not signal */
         struct gw_store_op *batch = s->head, *last = s->head;
         unsigned n = 1;
         while (last->next != NULL && n < MAX_BATCH) {
@@ -282,6 +326,7 @@ static void *store_main(void *arg)
         last->next = NULL;
         s->stats.queued -= n;
         pthread_mutex_unlock(&s->mu);
+        busy = 1;
         run_batch(s, batch, n);
         idle_tried = 0;
         /* its results are out: the checkpoint delays only the next batch */
@@ -312,7 +357,10 @@ static int sqlite_submit(struct gw_store *base, struct gw_store_op *op, struct g
         s->head = op;
     s->tail = op;
     s->stats.queued++;
-    pthread_cond_signal(&s->cv);
+    /* only when the thread waits for this much: a signal to a thread that is
+     * busy or lingering would cost a futex call, or end the linger early */
+    if (s->wake_at != 0 && s->stats.queued >= s->wake_at)
+        pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return GW_OK;
 }

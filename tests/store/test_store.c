@@ -1773,6 +1773,68 @@ static void test_usage_in_batch(void)
         cap_free(&c[i]);
 }
 
+/* The commit delay (store_sqlite.c, linger): a batch that follows a busy one
+ * waits for more operations; one that comes to an idle store does not. */
+static void test_commit_delay(void)
+{
+    const char *path = new_path("commit_delay");
+    struct gw_store *s = open_store(path, 0);
+    struct tloop t;
+    struct capture first, c[3], lone;
+    struct jobbuf b[4];
+    struct gw_store_stats before, mid, after;
+    sqlite3 *locker;
+    uint64_t t0 = now_ms();
+
+    tl_init(&t, s);
+    cap_init(&first);
+    cap_init(&lone);
+    for (int i = 0; i < 3; i++)
+        cap_init(&c[i]);
+    /* an idle store: a lone put goes at once */
+    SUBMIT(&lone, gw_store_job_put(t.sl, mkjob(&b[3], "video_d0", "alice", T0, 8,
+                                               GW_JOB_QUEUED), NULL, CB(&lone)));
+    RUN_UNTIL(&t, lone.calls, 10000);
+    gw_store_stats(s, &before);
+    CHECK(lone.rc == GW_OK && before.lingered == 0);
+    /* the store thread takes a first operation and waits on the lock with it;
+     * three more come meanwhile: their batch follows a busy one and lingers */
+    CHECK(sqlite3_open(path, &locker) == SQLITE_OK);
+    CHECK(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    SUBMIT(&first, gw_store_job_get(t.sl, "video_none", CB(&first)));
+    do {
+        CHECK(now_ms() - t0 < 4000); /* below the store's busy timeout */
+        usleep(1000);
+        gw_store_stats(s, &mid);
+    } while (mid.queued > 0);
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "video_d%d", i + 1);
+        SUBMIT(&c[i], gw_store_job_put(t.sl, mkjob(&b[i], id, "alice", T0, 8, GW_JOB_QUEUED),
+                                       NULL, CB(&c[i])));
+    }
+    CHECK(sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(locker);
+    RUN_UNTIL(&t, first.calls && c[0].calls && c[1].calls && c[2].calls, 10000);
+    gw_store_stats(s, &after);
+    CHECK(after.transactions - before.transactions == 2); /* the first, then the three */
+    CHECK(after.lingered == 1);
+    CHECK(c[0].rc == GW_OK && c[1].rc == GW_OK && c[2].rc == GW_OK);
+    /* idle again: the next lone put does not wait */
+    SUBMIT(&lone, gw_store_job_put(t.sl, mkjob(&b[3], "video_d9", "alice", T0, 8,
+                                               GW_JOB_QUEUED), NULL, CB(&lone)));
+    RUN_UNTIL(&t, lone.calls, 10000);
+    gw_store_stats(s, &after);
+    CHECK(lone.rc == GW_OK && after.lingered == 1);
+    tl_free(&t);
+    gw_store_close(s);
+    CHECK(raw_int(path, "SELECT count(*) FROM jobs") == 5);
+    cap_free(&first);
+    cap_free(&lone);
+    for (int i = 0; i < 3; i++)
+        cap_free(&c[i]);
+}
+
 /* Close finishes what is queued, including writes nobody waits for. */
 static void test_close_drains(void)
 {
@@ -3064,6 +3126,7 @@ static const struct {
     { "errors_isolated", test_errors_isolated, BOTH },
     { "close_drains", test_close_drains, BOTH },
     { "usage_in_batch", test_usage_in_batch, SQ },
+    { "commit_delay", test_commit_delay, SQ },
     { "checkpoints", test_checkpoints, SQ },
     { "durability_kill9", test_durability_kill9, SQ },
     { "disk_full", test_disk_full, SQ },

@@ -115,6 +115,27 @@ static void test_growth_and_reuse(void **state)
     assert_null(ix.slots);
 }
 
+/* After gw_idindex_reserve, the next add needs no memory: the table is
+ * already large enough (op_put reserves before its INSERT). */
+static void test_reserve(void **state)
+{
+    struct gw_idindex ix = { 0 };
+
+    (void)state;
+    assert_int_equal(gw_idindex_reserve(&ix), GW_OK);
+    assert_true(ix.cap > 0);
+    for (int64_t i = 1; i <= 5000; i++) {
+        assert_int_equal(gw_idindex_reserve(&ix), GW_OK);
+        size_t cap = ix.cap;
+        struct gw_idindex_slot *slots = ix.slots;
+        assert_true((ix.used + ix.removed + 1) * 2 <= ix.cap);
+        assert_int_equal(gw_idindex_add(&ix, gw_idindex_hash((char *)&i, sizeof(i)), i), GW_OK);
+        assert_int_equal(ix.cap, cap); /* no rehash inside the add */
+        assert_ptr_equal(ix.slots, slots);
+    }
+    gw_idindex_free(&ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -122,6 +143,7 @@ int main(void)
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_add_find_remove),
         cmocka_unit_test(test_growth_and_reuse),
+        cmocka_unit_test(test_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
