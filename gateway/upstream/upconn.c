@@ -400,7 +400,11 @@ static void conn_activate(struct gw_upconn *c)
             bufferevent_disable(c->bev, EV_READ | EV_WRITE);
             c->wpending = 0;
         } else {
+            /* its write event stays on until the output drains, and then goes
+             * off (gw_upconn_write_cb): without wpending it stayed on for the
+             * connection's life, each write a pass late, between two epoll_ctl */
             bufferevent_disable(c->bev, EV_READ);
+            c->wpending = 1;
         }
         c->configured = 1;
         if (!c->paused)
