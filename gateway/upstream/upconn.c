@@ -396,13 +396,16 @@ static void conn_activate(struct gw_upconn *c)
          * only while a direct write left bytes behind (c->wpending); all of
          * this holds across leases (c->configured). (The handshake's last
          * records may still be waiting on it: they are not lost.) */
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        if (evbuffer_get_length(out) > 0) /* the handshake's last records: now */
+            gw_upconn_write_now(c, -1);
+        if (evbuffer_get_length(out) == 0) {
             bufferevent_disable(c->bev, EV_READ | EV_WRITE);
             c->wpending = 0;
         } else {
-            /* its write event stays on until the output drains, and then goes
-             * off (gw_upconn_write_cb): without wpending it stayed on for the
-             * connection's life, each write a pass late, between two epoll_ctl */
+            /* the write event stays on until the output drains, then goes off
+             * (gw_upconn_write_cb): without wpending it stayed on for the
+             * connection's life, each write a pass late between two epoll_ctl */
             bufferevent_disable(c->bev, EV_READ);
             c->wpending = 1;
         }
@@ -446,7 +449,7 @@ static void tls_send_pending(struct gw_upconn *c)
 
     if (c->wpending || evbuffer_get_length(out) == 0)
         return;
-    evbuffer_write(out, bufferevent_getfd(c->bev));
+    gw_upconn_write_now(c, -1);
     if (evbuffer_get_length(out) > 0) {
         c->wpending = 1;
         bufferevent_enable(c->bev, EV_WRITE);

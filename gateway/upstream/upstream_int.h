@@ -207,6 +207,9 @@ void gw_upconn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 void gw_upconn_flush_cb(evutil_socket_t fd, short what, void *arg);
 /* The bufferevent's write callback: output at the low watermark. */
 void gw_upconn_write_cb(struct bufferevent *bev, void *arg);
+/* Up to max bytes (-1: all) of the bufferevent's output written to its socket
+ * now: evbuffer_write_atmost's result. */
+int gw_upconn_write_now(struct gw_upconn *c, ssize_t max);
 
 /* updns.c: the lookup and the addresses */
 /* A literal host's address cached, the DNS base made. GW_ERR: no DNS base. */

@@ -24,6 +24,23 @@ void gw_upconn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
         event_active(c->flush, EV_TIMEOUT, 1);
 }
 
+/* A socket bufferevent keeps its output's front frozen, so that only its own
+ * write event drains it, and evbuffer_write_atmost() refuses a frozen buffer
+ * (-1, nothing written). So the front is thawed for this write: without it,
+ * every "direct" write failed and went out a loop pass later through the
+ * write event, between two epoll_ctl calls (docs/benchmarks.md, "Direct
+ * writes that never were"). */
+int gw_upconn_write_now(struct gw_upconn *c, ssize_t max)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int n;
+
+    evbuffer_unfreeze(out, 1);
+    n = evbuffer_write_atmost(out, bufferevent_getfd(c->bev), max);
+    evbuffer_freeze(out, 1);
+    return n;
+}
+
 /* TLS: encrypt c->plain into the output, up to max bytes ahead of the socket.
  * GW_ERR when the SSL refuses (it failed reading: the read side reports that;
  * or out of memory): like a socket that stopped taking the request, the rest
@@ -52,7 +69,7 @@ static ssize_t conn_write(struct gw_upconn *c, ssize_t max)
     for (;;) {
         if (tls_encrypt(c, UP_WRITE_MAX) != GW_OK)
             return total;
-        n = evbuffer_write_atmost(out, event_get_fd(c->rev), max < 0 ? -1 : max - total);
+        n = gw_upconn_write_now(c, max < 0 ? -1 : max - total);
         if (n > 0)
             total += n;
         if (evbuffer_get_length(out) > 0) {

@@ -661,6 +661,8 @@ struct ex {
     double t0, t1;
     struct gw_error err;
     uint64_t received;        /* gw_upconn_received at DONE or ERROR */
+    int flush_on_connect;     /* a request written whole on CONNECTED: flush it there */
+    int flushed_whole;        /* ... and gw_upconn_flush left nothing behind */
 };
 
 static void ex_pump(struct ex *x)
@@ -747,6 +749,10 @@ static void ex_cb(struct gw_upconn *c, enum gw_up_event ev, void *arg)
                             "%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: %zu\r\n\r\n",
                             x->no_body ? "HEAD" : "POST", x->path, x->req_body);
         ex_pump(x);
+        if (x->flush_on_connect && x->sent_all) {
+            gw_upconn_flush(c);
+            x->flushed_whole = gw_upconn_output_pending(c) == 0;
+        }
         break;
     case GW_UP_WRITABLE:
         x->writable++;
@@ -1319,11 +1325,14 @@ static void test_direct_write(void)
     for (int i = 0; i < 6; i++) {
         ex_init(&x, "/cl");
         x.req_body = i % 2 == 0 ? 8u << 20 : 5;
+        x.flush_on_connect = i % 2 == 1;
         ex_run(&x, u);
         CHECK(x.done && !x.error && x.sent_all && body_is(&x, "hello world"));
         CHECK(x.reused == (i > 0));
         if (i % 2 == 0)
             CHECK(x.writable > 0);
+        else /* a small request left in the call that wrote it, not a pass later */
+            CHECK(x.flushed_whole);
         CHECK(gw_upstream_idle_count(u) == 1);
         ex_fini(&x);
     }
