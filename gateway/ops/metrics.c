@@ -337,6 +337,9 @@ static void store_metrics(struct gw_expo *e)
     gw_expo_family(e, "videogw_store_transactions_total", "counter",
                    "Store transactions (one per group commit).");
     gw_expo_sample_u64(e, "videogw_store_transactions_total", NULL, 0, st.transactions);
+    gw_expo_family(e, "videogw_store_commit_delays_total", "counter",
+                   "Store transactions begun after waiting for more operations (under load).");
+    gw_expo_sample_u64(e, "videogw_store_commit_delays_total", NULL, 0, st.lingered);
 }
 
 static void reload_metrics(struct gw_expo *e)

@@ -154,6 +154,8 @@ def test_metrics_after_traffic():
         assert value(m, "videogw_upstream_connections", state="idle") >= 1
         assert value(m, "videogw_store_operations_total", op="job_put", result="ok") == 4
         assert value(m, "videogw_store_operation_duration_seconds_count") >= 3
+        assert value(m, "videogw_store_transactions_total") >= 1
+        assert value(m, "videogw_store_commit_delays_total") is not None  # 0 when never busy
         assert value(m, "process_open_fds") > 0
         assert value(m, "process_resident_memory_bytes") > 1e6
         assert value(m, "videogw_ready") == 1

@@ -1702,6 +1702,28 @@ static void test_errors_isolated(void)
  * key, model), at its end and before a usage read inside it: the read sees
  * every operation before it and none after, and an operation that failed
  * counts nothing. */
+/* Another connection (a sqlite3 shell, say) takes the write lock, and a first
+ * operation (a get of no job, into first) is submitted: returns once the store
+ * thread holds it and waits on the lock, so what comes next queues up into
+ * one batch. The caller rolls the lock back. */
+static sqlite3 *hold_with_first(struct gw_store *s, struct tloop *t, const char *path,
+                                struct capture *first)
+{
+    struct gw_store_stats mid;
+    sqlite3 *locker;
+    uint64_t t0 = now_ms();
+
+    CHECK(sqlite3_open(path, &locker) == SQLITE_OK);
+    CHECK(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    SUBMIT(first, gw_store_job_get(t->sl, "video_none", CB(first)));
+    do {
+        CHECK(now_ms() - t0 < 4000); /* below the store's busy timeout */
+        usleep(1000);
+        gw_store_stats(s, &mid);
+    } while (mid.queued > 0);
+    return locker;
+}
+
 static void test_usage_in_batch(void)
 {
     const char *path = new_path("usage_batch");
@@ -1713,23 +1735,15 @@ static void test_usage_in_batch(void)
     struct gw_usage_query q = { .key_name = "alice" };
     sqlite3 *locker;
     int64_t usage[4];
-    uint64_t t0 = now_ms();
 
     tl_init(&t, s);
     cap_init(&first);
     for (int i = 0; i < 8; i++)
         cap_init(&c[i]);
-    /* another connection holds the write lock: the store thread takes a first
-     * operation alone and waits with it; the rest queue up into one batch */
-    CHECK(sqlite3_open(path, &locker) == SQLITE_OK);
-    CHECK(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    /* the store thread takes a first operation alone and waits with it; the
+     * rest queue up into one batch */
     gw_store_stats(s, &before);
-    SUBMIT(&first, gw_store_job_get(t.sl, "video_none", CB(&first)));
-    do {
-        CHECK(now_ms() - t0 < 4000); /* below the store's busy timeout */
-        usleep(1000);
-        gw_store_stats(s, &mid);
-    } while (mid.queued > 0);
+    locker = hold_with_first(s, &t, path, &first);
     SUBMIT(&c[0], gw_store_job_put(t.sl, mkjob(&b[0], "video_u1", "alice", T0, 8,
                                                GW_JOB_QUEUED), NULL, CB(&c[0])));
     SUBMIT(&c[1], gw_store_job_put(t.sl, mkjob(&b[1], "video_u1", "bob", T0, 8, /* taken */
@@ -1782,9 +1796,8 @@ static void test_commit_delay(void)
     struct tloop t;
     struct capture first, c[3], lone;
     struct jobbuf b[4];
-    struct gw_store_stats before, mid, after;
+    struct gw_store_stats before, after;
     sqlite3 *locker;
-    uint64_t t0 = now_ms();
 
     tl_init(&t, s);
     cap_init(&first);
@@ -1799,14 +1812,7 @@ static void test_commit_delay(void)
     CHECK(lone.rc == GW_OK && before.lingered == 0);
     /* the store thread takes a first operation and waits on the lock with it;
      * three more come meanwhile: their batch follows a busy one and lingers */
-    CHECK(sqlite3_open(path, &locker) == SQLITE_OK);
-    CHECK(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
-    SUBMIT(&first, gw_store_job_get(t.sl, "video_none", CB(&first)));
-    do {
-        CHECK(now_ms() - t0 < 4000); /* below the store's busy timeout */
-        usleep(1000);
-        gw_store_stats(s, &mid);
-    } while (mid.queued > 0);
+    locker = hold_with_first(s, &t, path, &first);
     for (int i = 0; i < 3; i++) {
         char id[32];
         snprintf(id, sizeof(id), "video_d%d", i + 1);
