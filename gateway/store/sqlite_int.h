@@ -78,6 +78,8 @@ struct sqlite_store {
     int closing;
     unsigned wake_at;     /* signal cv once this many operations wait (0: the thread
                            * is busy and will look at the queue by itself) */
+    _Atomic unsigned long submitted; /* operations submitted since open (the commit
+                                      * delay's "came while the last batch ran") */
     struct gw_store_stats stats;
     /* the store thread's own (the WAL hook runs inside its COMMITs) */
     struct usage_delta udelta[MAX_BATCH]; /* one at most per operation */
@@ -104,7 +106,7 @@ int sq_run_op(struct sqlite_store *s, struct gw_store_op *op);
 /* Operations that only read: a cancelled one is skipped. */
 int sq_op_reads_only(enum gw_store_op_kind k);
 /* 1 if op has nothing to undo when it fails (it runs without a savepoint) */
-int sq_op_atomic(const struct gw_store_op *op);
+int sq_op_atomic(const struct sqlite_store *s, const struct gw_store_op *op);
 
 /* A statement without bindings (BEGIN, COMMIT...), run to its end. */
 int sq_exec_simple(struct sqlite_store *s, enum stmt_id id);

@@ -954,13 +954,18 @@ int sq_op_reads_only(enum gw_store_op_kind k)
            k == GW_OP_CHARACTER_GET;
 }
 
-int sq_op_atomic(const struct gw_store_op *op)
+int sq_op_atomic(const struct sqlite_store *s, const struct gw_store_op *op)
 {
     /* a read writes nothing; a put without an idempotency key writes one row,
      * after every check that can fail (op_put), and a statement that fails is
-     * undone by SQLite itself. The savepoint (two statements, and its journal of
-     * the pages it touches) is for operations that write more than once. */
-    return sq_op_reads_only(op->kind) || (op->kind == GW_OP_JOB_PUT && op->idem_key == NULL);
+     * undone by SQLite itself, as long as its usage is only noted (usage_add
+     * writes it at once when the batch's notes are full: never expected). The
+     * savepoint (two statements, and its journal of the pages it touches) is
+     * for operations that write more than once. */
+    if (sq_op_reads_only(op->kind))
+        return 1;
+    return op->kind == GW_OP_JOB_PUT && op->idem_key == NULL &&
+           s->nudelta < GW_ARRAY_LEN(s->udelta);
 }
 
 int sq_run_op(struct sqlite_store *s, struct gw_store_op *op)

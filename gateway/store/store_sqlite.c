@@ -115,7 +115,7 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
             broken = 1;
             break;
         }
-        int savepoint = !sq_op_atomic(op);
+        int savepoint = !sq_op_atomic(s, op);
         if (savepoint && sq_exec_simple(s, ST_SAVEPOINT) != GW_OK) {
             gw_store_op_fail(op, "the job store failed: %s", sqlite3_errmsg(s->db));
             continue;
@@ -325,9 +325,12 @@ static void *store_main(void *arg)
             s->tail = NULL;
         last->next = NULL;
         s->stats.queued -= n;
+        unsigned long submitted = atomic_load_explicit(&s->submitted, memory_order_relaxed);
         pthread_mutex_unlock(&s->mu);
-        busy = 1;
         run_batch(s, batch, n);
+        /* load: operations came while it ran (not a prune's next step, queued
+         * again by run_batch itself, nor what came during the checkpoint) */
+        busy = atomic_load_explicit(&s->submitted, memory_order_relaxed) != submitted;
         idle_tried = 0;
         /* its results are out: the checkpoint delays only the next batch */
         if (s->wal_pending >= CKPT_PAGES)
@@ -357,6 +360,7 @@ static int sqlite_submit(struct gw_store *base, struct gw_store_op *op, struct g
         s->head = op;
     s->tail = op;
     s->stats.queued++;
+    atomic_fetch_add_explicit(&s->submitted, 1, memory_order_relaxed);
     /* only when the thread waits for this much: a signal to a thread that is
      * busy or lingering would cost a futex call, or end the linger early */
     if (s->wake_at != 0 && s->stats.queued >= s->wake_at)

@@ -407,6 +407,7 @@ static void conn_activate(struct gw_upconn *c)
              * (gw_upconn_write_cb): without wpending it stayed on for the
              * connection's life, each write a pass late between two epoll_ctl */
             bufferevent_disable(c->bev, EV_READ);
+            bufferevent_enable(c->bev, EV_WRITE); /* on already; said, not assumed */
             c->wpending = 1;
         }
         c->configured = 1;
