@@ -464,6 +464,7 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     gw_metrics_bind_thread(w->id);
     event_base_dispatch(w->base);
+    gw_htfix_loop_end();
     return NULL;
 }
 

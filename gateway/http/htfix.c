@@ -466,6 +466,51 @@ static size_t feed_chunked(struct framer *f, htparser *p, htparse_hooks *hooks,
 #define READ_AHEAD_STEP (256 * 1024 - 128)
 #define READ_AHEAD_MAX (1024 * 1024)      /* per read callback: other connections wait */
 
+/* The read-ahead's pieces (read_ahead): the front of this loop's evbuffer. */
+static __thread struct evbuffer *ahead;
+
+/*
+ * libevhtp's body callback (htp__request_parse_body_ in 1.2.18) without its copy:
+ * it copies each piece into the connection's scratch evbuffer before the read
+ * hook moves it on. A piece that read_ahead() read into a chain of its own is
+ * moved there instead (evbuffer_remove_buffer takes whole chains without
+ * copying); any other piece is copied, as libevhtp does. The rest is libevhtp's
+ * bookkeeping, field for field (the hook, the status, what the hook left, the
+ * byte count), all of it public in evhtp.h.
+ */
+static int body_nocopy(htparser *p, const char *data, size_t len)
+{
+    evhtp_connection_t *c = htparser_get_userdata(p);
+    evhtp_request_t *req = c->request;
+    struct evbuffer *buf = c->scratch_buf;
+    struct evbuffer_iovec front;
+    evhtp_res status = EVHTP_RES_OK;
+
+    if (c->max_body_size > 0 && c->body_bytes_read + len >= c->max_body_size) {
+        c->flags |= EVHTP_CONN_FLAG_ERROR;
+        if (req != NULL)
+            req->status = EVHTP_RES_DATA_TOO_LONG;
+        return -1;
+    }
+    if (buf == NULL || req == NULL)
+        return -1;
+    if (ahead != NULL && evbuffer_peek(ahead, -1, NULL, &front, 1) == 1 &&
+        front.iov_base == data && front.iov_len >= len)
+        evbuffer_remove_buffer(ahead, buf, len);
+    else
+        evbuffer_add(buf, data, len);
+    if (req->hooks != NULL && req->hooks->on_read != NULL)
+        status = req->hooks->on_read(req, buf, req->hooks->on_read_arg);
+    else if (c->hooks != NULL && c->hooks->on_read != NULL)
+        status = c->hooks->on_read(req, buf, c->hooks->on_read_arg);
+    req->status = status;
+    if (evbuffer_get_length(buf) > 0)
+        evbuffer_add_buffer(req->buffer_in, buf);
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+    c->body_bytes_read += len;
+    return status == EVHTP_RES_OK ? 0 : -1;
+}
+
 /*
  * libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ) and once per loop
  * pass, so a large upload costs a loop pass, a pull-up and a parser run per 4 KiB.
@@ -474,26 +519,58 @@ static size_t feed_chunked(struct framer *f, htparser *p, htparse_hooks *hooks,
  * request is never touched. Stops at a pause (backpressure), an error, the end
  * of the body, or EAGAIN; EOF and errors are left for the bufferevent to see on
  * its next read.
+ *
+ * Each piece is read into a chain of this loop's `ahead` evbuffer and, when it
+ * fills at least half of it, that chain itself goes on to the proxy
+ * (body_nocopy): no copy between the socket and the upstream. A piece that
+ * fills less is copied into a chain of its size, as libevhtp would (a chain
+ * held by an upload for its data is never more than twice the data), and the
+ * reserved chain is kept for the next read.
  */
 static void read_ahead(struct framer *f, htparser *p, htparse_hooks *hooks)
 {
-    /* per loop thread; static, so nothing to free when the loop ends */
-    static __thread char buf[READ_AHEAD_STEP];
     evhtp_connection_t *c = f->conn;
+    htparse_hooks nocopy = *hooks;
     size_t total = 0;
     int stop = 0;
 
     if (c->ssl != NULL || c->bev == NULL)
         return;
+    if (ahead == NULL && (ahead = evbuffer_new()) == NULL)
+        return;
+    nocopy.body = body_nocopy;
     while (total < READ_AHEAD_MAX && f->phase == PH_BODY_LENGTH && !stop) {
         size_t want = f->read_max > 0 && f->read_max < READ_AHEAD_STEP ? f->read_max
                                                                        : READ_AHEAD_STEP;
-        ssize_t n = read(bufferevent_getfd(c->bev), buf, f->left < want ? (size_t)f->left : want);
+        struct evbuffer_iovec v;
+        ssize_t n;
+
+        if (f->left < want)
+            want = (size_t)f->left;
+        if (evbuffer_reserve_space(ahead, (ev_ssize_t)want, &v, 1) != 1)
+            return;
+        n = read(bufferevent_getfd(c->bev), v.iov_base, want < v.iov_len ? want : v.iov_len);
         if (n <= 0)
             return;
-        feed_length(f, p, hooks, buf, (size_t)n, &stop);
+        if ((size_t)n * 2 >= want) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(ahead, &v, 1);
+            feed_length(f, p, &nocopy, v.iov_base, (size_t)n, &stop);
+            /* what the parser did not take (never expected: the read stops at
+             * the body's end) is not left for the next connection */
+            evbuffer_drain(ahead, evbuffer_get_length(ahead));
+        } else {
+            feed_length(f, p, hooks, v.iov_base, (size_t)n, &stop);
+        }
         total += (size_t)n;
     }
+}
+
+void gw_htfix_loop_end(void)
+{
+    if (ahead != NULL)
+        evbuffer_free(ahead);
+    ahead = NULL;
 }
 
 void gw_htfix_read_max(evhtp_connection_t *conn, size_t max)

@@ -27,6 +27,9 @@ void gw_htfix_request_done(struct evhtp_connection *conn);
  * piece more. */
 void gw_htfix_read_max(struct evhtp_connection *conn, size_t max);
 
+/* A loop's thread ends: what the framer keeps per loop goes. */
+void gw_htfix_loop_end(void);
+
 /*
  * For a drain, on the loop's thread: this loop's connections that closing now
  * would cut: bytes waiting to be read (in the socket or libevhtp's buffer), a
