@@ -88,7 +88,8 @@ static void abort_batch(struct sqlite_store *s, struct gw_store_op *batch, const
  * batch fails: none of its writes is on disk. Results are delivered only after
  * COMMIT returned.
  */
-static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigned n)
+static int run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigned n,
+                     unsigned long submitted)
 {
     struct gw_store_op *op, *next, *again = NULL, *again_last = NULL;
     char msg[256];
@@ -198,6 +199,9 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
         *done_tail = op;
         done_tail = &op->next;
     }
+    /* under load: operations came while this transaction ran (counted before its
+     * results go out: what the callbacks submit in answer is not load) */
+    int busy = atomic_load_explicit(&s->submitted, memory_order_relaxed) != submitted;
     gw_store_ops_done(done);
     if (again != NULL) { /* behind what arrived meanwhile */
         pthread_mutex_lock(&s->mu);
@@ -209,6 +213,7 @@ static void run_batch(struct sqlite_store *s, struct gw_store_op *batch, unsigne
         s->stats.queued += nagain;
         pthread_mutex_unlock(&s->mu);
     }
+    return busy;
 }
 
 /* Called by SQLite after each commit (instead of its automatic checkpoint):
@@ -327,10 +332,10 @@ static void *store_main(void *arg)
         s->stats.queued -= n;
         unsigned long submitted = atomic_load_explicit(&s->submitted, memory_order_relaxed);
         pthread_mutex_unlock(&s->mu);
-        run_batch(s, batch, n);
         /* load: operations came while it ran (not a prune's next step, queued
-         * again by run_batch itself, nor what came during the checkpoint) */
-        busy = atomic_load_explicit(&s->submitted, memory_order_relaxed) != submitted;
+         * again by run_batch itself, nor what came after its results or during
+         * the checkpoint) */
+        busy = run_batch(s, batch, n, submitted);
         idle_tried = 0;
         /* its results are out: the checkpoint delays only the next batch */
         if (s->wal_pending >= CKPT_PAGES)
