@@ -55,6 +55,8 @@ struct gw_server {
     SSL_CTX *up_ssl;
     unsigned nworkers;
     struct gw_worker *workers;
+    struct gw_inherited inherited; /* listening sockets an older gateway handed over */
+    struct gw_handover *handover;  /* ours, for a newer gateway; NULL: off */
 };
 
 static void drain_start(evutil_socket_t fd, short ev, void *arg);
@@ -83,8 +85,12 @@ static void accept_resume(evutil_socket_t fd, short ev, void *arg)
 {
     struct gw_worker *w = arg;
 
-    if (!w->draining && w->htp->server != NULL)
+    if (w->draining)
+        return;
+    if (w->htp->server != NULL)
         evconnlistener_enable(w->htp->server);
+    for (unsigned i = 0; i < w->nmore; i++)
+        evconnlistener_enable(w->more[i]->server);
 }
 
 static void accept_error(struct evconnlistener *lis, void *arg)
@@ -104,7 +110,10 @@ static void accept_error(struct evconnlistener *lis, void *arg)
         w->accept_errors = 0;
     }
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-        evconnlistener_disable(lis);
+        evconnlistener_disable(w->htp->server);
+        for (unsigned i = 0; i < w->nmore; i++)
+            evconnlistener_disable(w->more[i]->server);
+        (void)lis;
         event_add(w->accept_timer, &pause);
     }
 }
@@ -153,25 +162,64 @@ void gw_worker_idle(struct gw_worker *w)
         evtimer_add(w->trim_timer, &idle);
 }
 
-static int server_tls(struct gw_worker *w, struct gw_error *err)
+static int server_tls(evhtp_t *htp, const struct gw_config *cfg, struct gw_error *err)
 {
     evhtp_ssl_cfg_t scfg;
 
     memset(&scfg, 0, sizeof(scfg));
-    scfg.pemfile = w->cfg->tls_cert;
-    scfg.privfile = w->cfg->tls_key;
+    scfg.pemfile = cfg->tls_cert;
+    scfg.privfile = cfg->tls_key;
     scfg.scache_type = evhtp_ssl_scache_type_internal;
     scfg.scache_timeout = 300;
     scfg.ssl_opts = SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
     /* evhtp_ssl_init reports success even when the certificate or key failed to
      * load (libevhtp-notes trap 8): check the result ourselves */
-    if (evhtp_ssl_init(w->htp, &scfg) != 0 || w->htp->ssl_ctx == NULL ||
-        SSL_CTX_check_private_key(w->htp->ssl_ctx) != 1)
+    if (evhtp_ssl_init(htp, &scfg) != 0 || htp->ssl_ctx == NULL ||
+        SSL_CTX_check_private_key(htp->ssl_ctx) != 1)
         return gw_error_set(err, 0, NULL, NULL, NULL,
-                            "cannot load TLS certificate %s / key %s", w->cfg->tls_cert,
-                            w->cfg->tls_key);
-    SSL_CTX_set_min_proto_version(w->htp->ssl_ctx, TLS1_2_VERSION);
+                            "cannot load TLS certificate %s / key %s", cfg->tls_cert,
+                            cfg->tls_key);
+    SSL_CTX_set_min_proto_version(htp->ssl_ctx, TLS1_2_VERSION);
     return GW_OK;
+}
+
+/*
+ * A public listener on w's loop: our settings, TLS when configured, listening
+ * on fd (a socket an older gateway handed over, handover.c) or, fd -1, on a
+ * socket of its own bound to [server] listen. NULL with a message in err.
+ */
+static evhtp_t *public_listener(struct gw_worker *w, int fd, struct gw_error *err)
+{
+    const struct gw_config *cfg = w->cfg;
+    struct timeval tv = { cfg->client_timeout_ms / 1000, (cfg->client_timeout_ms % 1000) * 1000 };
+    evhtp_t *htp = evhtp_new(w->base, w); /* htp->arg: how accept_error() finds w */
+    char addr[300];
+
+    if (htp == NULL) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
+        return NULL;
+    }
+    /* we answer 100-continue ourselves, once admitted (trap 2) */
+    evhtp_disable_flag(htp, EVHTP_FLAG_ENABLE_100_CONT);
+    evhtp_enable_flag(htp, EVHTP_FLAG_ENABLE_REUSEPORT | EVHTP_FLAG_ENABLE_NODELAY);
+    evhtp_set_parser_flags(htp, EVHTP_PARSE_QUERY_FLAG_IGNORE_HEX |
+                                    EVHTP_PARSE_QUERY_FLAG_ALLOW_EMPTY_VALS |
+                                    EVHTP_PARSE_QUERY_FLAG_ALLOW_NULL_VALS);
+    evhtp_set_timeouts(htp, &tv, &tv);
+    evhtp_set_post_accept_cb(htp, post_accept, w);
+    evhtp_set_gencb(htp, gw_proxy_request_cb, NULL);
+    if (cfg->tls_cert != NULL && server_tls(htp, cfg, err) != GW_OK)
+        return NULL;
+    snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen.host, ':') ? "ipv6:" : "",
+             cfg->listen.host);
+    if (fd >= 0 ? evhtp_accept_socket(htp, fd, 1024) != 0
+                : evhtp_bind_socket(htp, addr, (uint16_t)cfg->listen.port, 1024) != 0) {
+        gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d: %s", cfg->listen.host,
+                     cfg->listen.port, strerror(errno));
+        return NULL;
+    }
+    evconnlistener_set_error_cb(htp->server, accept_error);
+    return htp;
 }
 
 /* On the first loop (keysync.c): every loop starts new requests with tab once
@@ -236,12 +284,11 @@ static int load_keys(struct gw_server *s, const struct gw_store_options *so,
     return GW_OK;
 }
 
-static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
+/* Loop id, listening on fd (inherited, handover.c) or on a socket of its own (-1). */
+static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id, int fd,
                        struct gw_error *err)
 {
     const struct gw_config *cfg = s->cfg;
-    struct timeval tv = { cfg->client_timeout_ms / 1000, (cfg->client_timeout_ms % 1000) * 1000 };
-    char addr[300];
 
     w->id = id;
     w->cfg = cfg;
@@ -269,20 +316,6 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     w->wake_ev = event_new(w->base, w->wake_fd, EV_READ, drain_start, w);
     if (w->wake_ev == NULL || event_add(w->wake_ev, NULL) != 0)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot watch the wake-up eventfd");
-    w->htp = evhtp_new(w->base, w); /* htp->arg: how accept_error() finds w */
-    if (w->htp == NULL)
-        return gw_error_set(err, 0, NULL, NULL, NULL, "evhtp_new failed");
-    /* we answer 100-continue ourselves, once admitted (trap 2) */
-    evhtp_disable_flag(w->htp, EVHTP_FLAG_ENABLE_100_CONT);
-    evhtp_enable_flag(w->htp, EVHTP_FLAG_ENABLE_REUSEPORT | EVHTP_FLAG_ENABLE_NODELAY);
-    evhtp_set_parser_flags(w->htp, EVHTP_PARSE_QUERY_FLAG_IGNORE_HEX |
-                                       EVHTP_PARSE_QUERY_FLAG_ALLOW_EMPTY_VALS |
-                                       EVHTP_PARSE_QUERY_FLAG_ALLOW_NULL_VALS);
-    evhtp_set_timeouts(w->htp, &tv, &tv);
-    evhtp_set_post_accept_cb(w->htp, post_accept, w);
-    evhtp_set_gencb(w->htp, gw_proxy_request_cb, NULL);
-    if (cfg->tls_cert != NULL && server_tls(w, err) != GW_OK)
-        return GW_ERR;
     if (s->store != NULL && (w->store = gw_store_loop_new(s->store, w->base, err)) == NULL)
         return GW_ERR;
     w->up = gw_upstream_new(w->base, cfg, s->up_ssl);
@@ -294,12 +327,9 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot set up the upstream client");
     if (id == 0 && gw_readyz_start(w) != GW_OK)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot start the store probe");
-    snprintf(addr, sizeof(addr), "%s%s", strchr(cfg->listen.host, ':') ? "ipv6:" : "",
-             cfg->listen.host);
-    if (evhtp_bind_socket(w->htp, addr, (uint16_t)cfg->listen.port, 1024) != 0)
-        return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d: %s",
-                            cfg->listen.host, cfg->listen.port, strerror(errno));
-    if (id == 0 && gw_admin_start(w, err) != GW_OK)
+    if ((w->htp = public_listener(w, fd, err)) == NULL)
+        return GW_ERR;
+    if (id == 0 && gw_admin_start(w, s->inherited.admin, err) != GW_OK)
         return GW_ERR;
     /* the first loop keeps every loop's store keys current */
     if (id == 0 && w->store != NULL &&
@@ -312,7 +342,6 @@ static int worker_init(struct gw_server *s, struct gw_worker *w, unsigned id,
     w->trim_timer = evtimer_new(w->base, trim_idle, w);
     if (w->trim_timer == NULL)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot create the trim timer");
-    evconnlistener_set_error_cb(w->htp->server, accept_error);
     return GW_OK;
 }
 
@@ -412,9 +441,25 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
         goto fail;
     }
     gw_metrics_config(cfg);
+    s->inherited.admin = s->inherited.link = -1;
+    if (cfg->handover && gw_handover_take(cfg->listen.host, cfg->listen.port, cfg->admin.host,
+                                          cfg->admin.port, &s->inherited) > 0)
+        gw_log(GW_LOG_INFO, "handover: took %u listening socket(s)%s of gateway pid %ld on "
+               "%s:%d: both accept on them until one leaves", s->inherited.nmain,
+               s->inherited.admin >= 0 ? " and the admin listener" : "", s->inherited.pid,
+               cfg->listen.host, cfg->listen.port);
     for (unsigned i = 0; i < s->nworkers; i++) {
-        if (worker_init(s, &s->workers[i], i, err) != GW_OK)
+        if (worker_init(s, &s->workers[i], i, i < s->inherited.nmain ? s->inherited.main[i] : -1,
+                        err) != GW_OK)
             goto fail;
+    }
+    /* the older gateway ran more loops: ours take its other sockets in turn, so that
+     * each is accepted on and none is left to reset its queue when it leaves */
+    for (unsigned i = s->nworkers; i < s->inherited.nmain; i++) {
+        struct gw_worker *w = &s->workers[i % s->nworkers];
+        if ((w->more[w->nmore] = public_listener(w, s->inherited.main[i], err)) == NULL)
+            goto fail;
+        w->nmore++;
     }
     return s;
 
@@ -490,6 +535,8 @@ static void drain_start(evutil_socket_t fd, short ev, void *arg)
 
     w->draining = 1;
     evhtp_unbind_socket(w->htp);
+    for (unsigned i = 0; i < w->nmore; i++)
+        evhtp_unbind_socket(w->more[i]);
     if (w->admin != NULL)
         evhtp_unbind_socket(w->admin);
     t = event_new(w->base, -1, EV_PERSIST, drain_check, w);
@@ -503,8 +550,10 @@ static unsigned queued_connections(struct gw_server *s)
     unsigned n = 0;
 
     for (unsigned i = 0; i < s->nworkers; i++) {
-        evhtp_t *htps[2] = { s->workers[i].htp, s->workers[i].admin };
-        for (int k = 0; k < 2; k++) {
+        struct gw_worker *w = &s->workers[i];
+        evhtp_t *htps[2 + GW_HANDOVER_MAX] = { w->htp, w->admin };
+        memcpy(htps + 2, w->more, w->nmore * sizeof(evhtp_t *));
+        for (unsigned k = 0; k < 2 + w->nmore; k++) {
             struct tcp_info ti;
             socklen_t len = sizeof(ti);
             if (htps[k] == NULL || htps[k]->server == NULL)
@@ -568,6 +617,51 @@ static void steer_reset(struct gw_server *s)
         gw_upgrade_steer_clear(evconnlistener_get_fd(s->workers[0].admin->server));
 }
 
+/* Once the loops run: serve our listening sockets to a newer gateway, and tell
+ * the older one we took its own from that we accept on them (handover.c). */
+static void handover_start(struct gw_server *s)
+{
+    int fds[GW_HANDOVER_MAX];
+    unsigned n = 0;
+    int admin = s->workers[0].admin != NULL ? evconnlistener_get_fd(s->workers[0].admin->server)
+                                            : -1;
+    int took_admin = s->inherited.admin >= 0 ? GW_SHARED_ADMIN : 0;
+
+    for (unsigned i = 0; i < s->nworkers && n < GW_HANDOVER_MAX; i++) {
+        struct gw_worker *w = &s->workers[i];
+        fds[n++] = evconnlistener_get_fd(w->htp->server);
+        for (unsigned k = 0; k < w->nmore && n < GW_HANDOVER_MAX; k++)
+            fds[n++] = evconnlistener_get_fd(w->more[k]->server);
+    }
+    /* we accept on every socket we took; the older one holds all of ours only if
+     * we bound none of our own (we run no more loops than it did) */
+    s->handover = gw_handover_start(
+        s->cfg->listen.host, s->cfg->listen.port, fds, n, admin, &s->inherited,
+        GW_SHARED_MAIN | took_admin,
+        (s->nworkers <= s->inherited.nmain ? GW_SHARED_MAIN : 0) | took_admin);
+}
+
+/*
+ * SIGTERM: stop accepting without resetting a queued connection. When another
+ * gateway accepts on all our listening sockets too (handover.c), closing ours
+ * drops a reference and the sockets stay with it: close them now. Otherwise
+ * steer new connections away and wait for the queues to empty (drain_grace).
+ */
+static void drain_listeners(struct gw_server *s)
+{
+    int need = GW_SHARED_MAIN | (s->workers[0].admin != NULL ? GW_SHARED_ADMIN : 0);
+    int shared = gw_handover_shared(s->handover);
+
+    gw_handover_stop(s->handover);
+    s->handover = NULL;
+    if ((shared & need) == need) {
+        gw_log(GW_LOG_INFO, "SIGTERM: another gateway accepts on our listening sockets: it "
+               "takes every new connection from now on");
+        return;
+    }
+    drain_grace(s);
+}
+
 int gw_server_run(struct gw_server *s)
 {
     sigset_t set;
@@ -578,6 +672,8 @@ int gw_server_run(struct gw_server *s)
     signal(SIGPIPE, SIG_IGN);
     for (unsigned i = 0; i < s->nworkers; i++)
         pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+    if (s->cfg->handover)
+        handover_start(s);
     gw_log(GW_LOG_INFO, "listening on %s:%d (%s), %u event loops, upstream %s",
            s->cfg->listen.host, s->cfg->listen.port, s->cfg->tls_cert ? "https" : "http",
            s->nworkers, s->cfg->upstream_url);
@@ -605,7 +701,7 @@ int gw_server_run(struct gw_server *s)
     }
     gw_readyz_draining();
     gw_sd_stopping();
-    drain_grace(s);
+    drain_listeners(s);
     gw_log(GW_LOG_INFO, "%s: draining (at most %d s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            DRAIN_MAX_S);
     for (unsigned i = 0; i < s->nworkers; i++)

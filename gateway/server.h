@@ -15,13 +15,16 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "handover.h"
 #include "keypool.h"
 #include "keytab.h"
 
 struct gw_worker {
     unsigned id;
     struct event_base *base;
-    evhtp_t *htp;
+    evhtp_t *htp;           /* the public listener */
+    evhtp_t *more[GW_HANDOVER_MAX]; /* more public listeners: sockets handed over by an */
+    unsigned nmore;                 /* older gateway that ran more loops (handover.c) */
     struct gw_upstream *up;
     const struct gw_config *cfg;      /* the config new work starts under, held by this
                                        * loop and swapped on its thread: gw_worker_cfg() */

@@ -508,7 +508,7 @@ static evhtp_res admin_accept(evhtp_connection_t *conn, void *arg)
     return EVHTP_RES_OK;
 }
 
-int gw_admin_start(struct gw_worker *w, struct gw_error *err)
+int gw_admin_start(struct gw_worker *w, int fd, struct gw_error *err)
 {
     const struct gw_config *cfg = gw_worker_cfg(w);
     const struct gw_listen *l = &cfg->admin;
@@ -528,7 +528,8 @@ int gw_admin_start(struct gw_worker *w, struct gw_error *err)
     evhtp_set_post_accept_cb(htp, admin_accept, w);
     evhtp_set_gencb(htp, admin_request, NULL);
     snprintf(addr, sizeof(addr), "%s%s", strchr(l->host, ':') ? "ipv6:" : "", l->host);
-    if (evhtp_bind_socket(htp, addr, (uint16_t)l->port, 128) != 0)
+    if (fd >= 0 ? evhtp_accept_socket(htp, fd, 128) != 0
+                : evhtp_bind_socket(htp, addr, (uint16_t)l->port, 128) != 0)
         return gw_error_set(err, 0, NULL, NULL, NULL, "cannot listen on %s:%d (admin): %s",
                             l->host, l->port, strerror(errno));
     w->admin = htp;

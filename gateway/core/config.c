@@ -135,6 +135,7 @@ const struct conf_directive conf_directives[] = {
     /* section, name, type, offset, default, min, max, names, flags */
     { SEC_SERVER, "listen", CONF_LISTEN, CFG(listen), "127.0.0.1:8080", 0, 0, NULL, 0 },
     { SEC_SERVER, "threads", CONF_INT, CFG(threads), "0", 0, 64, NULL, 0 },
+    { SEC_SERVER, "handover", CONF_BOOL, CFG(handover), "on", 0, 0, NULL, 0 },
     { SEC_SERVER, "tls_cert", CONF_FILE, CFG(tls_cert), NULL, 0, 0, NULL, 0 },
     { SEC_SERVER, "tls_key", CONF_FILE, CFG(tls_key), NULL, 0, 0, NULL, 0 },
     { SEC_SERVER, "max_body", CONF_SIZE, CFG(max_body), "2g", KIB, 1024 * GIB, NULL, 0 },
@@ -920,6 +921,8 @@ const char *gw_config_restart_needed(const struct gw_config *o, const struct gw_
         return "server.listen";
     if (o->threads != n->threads)
         return "server.threads";
+    if (o->handover != n->handover)
+        return "server.handover";
     if (conf_str_differ(o->tls_cert, n->tls_cert) || conf_str_differ(o->tls_key, n->tls_key))
         return "server.tls_cert";
     if (conf_str_differ(o->access_log, n->access_log))

@@ -69,6 +69,8 @@ struct gw_config {
     /* [server] */
     struct gw_listen listen;   /* 127.0.0.1:8080 */
     int threads;               /* event loops; 0 = one per core */
+    int handover;              /* take a running gateway's listening sockets at start
+                                * and give ours to a newer one (handover.c); 1 */
     char *tls_cert;            /* PEM path, NULL = plain HTTP */
     char *tls_key;
     size_t max_body;           /* bytes; larger -> 413 */

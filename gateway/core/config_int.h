@@ -85,7 +85,7 @@ struct conf_directive {
 
 /* The table's length: a constant, for the seen masks and set_at[] below (config.c checks
  * that it is the table's). */
-#define CONF_NDIRECTIVES 56
+#define CONF_NDIRECTIVES 57
 
 extern const struct conf_directive conf_directives[];
 

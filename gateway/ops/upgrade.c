@@ -1,5 +1,7 @@
 /*
- * upgrade.c - zero-downtime upgrades on SO_REUSEPORT listeners.
+ * upgrade.c - zero-downtime upgrades on SO_REUSEPORT listeners, the fallback when
+ * no handover took place (handover.c: the newer gateway then holds the very same
+ * sockets and none of this is needed).
  *
  * A new gateway binds the same address next to the running one (every listener
  * has SO_REUSEPORT), then the old one gets SIGTERM. Closing a listener resets
@@ -11,7 +13,10 @@
  * process's nown sockets hold indices 0..nown-1: the group is compacted as
  * sockets leave). Its accept queues then only empty; it keeps accepting for a
  * short grace (server.c) and closes them with the program still on, so that no
- * connection lands on a closing listener. With no newer process, or once the
+ * connection lands on a closing listener (but not for sure: once the first old
+ * socket has left, the group is compacted, the last socket moved into its slot,
+ * so an index can fall past the end and the kernel then picks by hash, possibly
+ * a remaining old socket about to close). With no newer process, or once the
  * old sockets are gone and the newer process has as many, the index is past
  * the group's end and the kernel picks by hash as before; a newer process with
  * more loops takes the program off at its next SIGHUP.

@@ -1,6 +1,8 @@
 """Zero-downtime upgrade (issue 10, docs/operations.md): a second gateway starts on the
-same address (SO_REUSEPORT) and the old one gets SIGTERM; a steady stream of creates
-and a 200 MB upload in flight across the swap: zero failures, the upload whole."""
+same address, takes the running one's listening sockets (handover.c), and the old one
+gets SIGTERM; a steady stream of creates and a 200 MB upload in flight across the swap:
+zero failures, the upload whole. Also a chain of upgrades across thread counts with a
+rollback, and the fallback without handover (SO_REUSEPORT steering)."""
 
 import json
 import os
@@ -93,6 +95,14 @@ def test_upgrade_under_load():
         big_line = [x for x in log.splitlines() if '"bytes_in":%d' % ms.length in x]
         assert big_line and log.index(big_line[0]) > drain_at, "the upload was not across"
         assert json.loads(big_line[0])["status"] == 200
+        # the new one took the old one's sockets (public and admin): the old one closed
+        # its own at once on SIGTERM, nothing steered, nothing reset
+        new_text = open(os.path.join(d, "new.log")).read()
+        took = ("handover: took 2 listening socket(s) and the admin listener of gateway pid %d"
+                % old.proc.pid)
+        assert took in new_text, new_text[-2000:]
+        assert "another gateway accepts on our listening sockets" in log
+        assert "new connections go to a newer gateway" not in log
         # the new one is a complete gateway: its admin listener answers too
         assert gwtest.request(admin_port, "GET", "/admin/healthz")[0] == 200
         new.send_signal(signal.SIGTERM)
@@ -100,12 +110,113 @@ def test_upgrade_under_load():
         gwtest.assert_no_sanitizer_report(open(os.path.join(d, "new.log")).read())
 
 
-def test_sigterm_steers_new_connections():
-    """Between SIGTERM and the close of its listeners the old gateway gets no new
-    connection: the kernel hands every one to the newer gateway on the same port
-    (without the steering, about half would land on the old one's queues)."""
+class _Creates:
+    """Clients sending creates to port until stop(): every answer but 200 and every
+    exception (a reset connection) is a failure."""
+
+    def __init__(self, gw, n=4):
+        self.gw, self.done, self.failures = gw, [], []
+        self.body = json.dumps({"model": "veo3.1", "prompt": "p", "seconds": "4",
+                                "size": "16x9"}).encode()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                st, _, b = self.gw.request("POST", "/v1/videos", key="alice", headers=JSON,
+                                           body=self.body, timeout=30)
+                (self.done if st == 200 else self.failures).append((st, b[:200]))
+            except Exception as e:              # noqa: BLE001 - a failure to report
+                self.failures.append(repr(e))
+
+    def more(self, n, what):
+        n0 = len(self.done)
+        gwtest.wait_for(lambda: len(self.done) >= n0 + n, timeout=30, what=what)
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        return self.failures
+
+
+def _spawn(gw, conf_path, name, env):
+    """Another gateway process on gw's address; returns (Popen, log path) once it listens."""
+    path = os.path.join(gw.dir, name)
+    with open(path, "wb") as log:
+        p = subprocess.Popen([gw.bin, "-c", conf_path], stdout=log, stderr=subprocess.STDOUT,
+                             env=env, cwd=gw.dir)
+    gwtest.wait_for(lambda: b"listening on" in open(path, "rb").read(), timeout=15,
+                    what="%s listening" % name)
+    return p, path
+
+
+def _text(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_handover_chain_rollback_and_thread_counts():
+    """A (2 loops) -> B (1 loop) takes A's 2 sockets -> A leaves -> C (2 loops) takes
+    them from B -> C is rolled back (SIGTERM while B runs) -> B serves alone. Creates
+    flow all along: no failure, no reset; every SIGTERM found its sockets shared and
+    closed them at once; B accepted on both sockets with one loop."""
     stub = gwtest.shared_stub()
-    with gwtest.Gateway(stub) as old:
+    with gwtest.Gateway(stub, keys=("alice",)) as a:
+        env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
+        one_loop = os.path.join(a.dir, "one-loop.conf")
+        with open(one_loop, "w") as f:
+            f.write(_text(a.conf_path).replace("threads = 2", "threads = 1"))
+        load = _Creates(a)
+        procs = []
+        try:
+            load.more(10, "creates on A")
+            b, b_log = _spawn(a, one_loop, "b.log", env)
+            procs.append(b)
+            assert ("took 2 listening socket(s) of gateway pid %d" % a.proc.pid) in _text(b_log)
+            load.more(20, "creates on A and B")
+            a.proc.send_signal(signal.SIGTERM)
+            assert a.proc.wait(30) == 0
+            assert "another gateway accepts on our listening sockets" in a.log()
+            gwtest.wait_for(lambda: "a newer gateway can take our listening sockets now"
+                            in _text(b_log), what="B serving the handover name")
+            load.more(20, "creates on B alone")
+            c, c_log = _spawn(a, a.conf_path, "c.log", env)
+            procs.append(c)
+            assert ("took 2 listening socket(s) of gateway pid %d" % b.pid) in _text(c_log)
+            load.more(20, "creates on B and C")
+            c.send_signal(signal.SIGTERM)          # the rollback: the newer one leaves
+            assert c.wait(30) == 0
+            assert "another gateway accepts on our listening sockets" in _text(c_log)
+            gwtest.wait_for(lambda: "gateway pid %d left" % c.pid in _text(b_log),
+                            what="B seeing C leave")
+            load.more(20, "creates on B after the rollback")
+        finally:
+            failures = load.stop()
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(30)
+        assert not failures, failures[:5]
+        served = {}
+        for name in ("b.log", "c.log"):
+            served[name] = sum(1 for x in _text(os.path.join(a.dir, name)).splitlines()
+                               if x.startswith("{") and json.loads(x).get("route") == "create")
+        assert served["b.log"] > 20 and served["c.log"] > 0, served
+        for name in ("b.log", "c.log"):
+            gwtest.assert_no_sanitizer_report(_text(os.path.join(a.dir, name)))
+
+
+def test_sigterm_steers_new_connections():
+    """Without handover (handover = off): between SIGTERM and the close of its
+    listeners the old gateway gets no new connection: the kernel hands every one to
+    the newer gateway's own sockets on the same port (without the steering, about
+    half would land on the old one's queues)."""
+    stub = gwtest.shared_stub()
+    with gwtest.Gateway(stub, extra={"server": {"handover": "off"}}) as old:
         env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
         path = os.path.join(old.dir, "new.log")
         with open(path, "wb") as log:

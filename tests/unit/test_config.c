@@ -339,6 +339,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->listen.host, "127.0.0.1");
     assert_int_equal(cfg->listen.port, 8080);
     assert_int_equal(cfg->threads, 0);
+    assert_int_equal(cfg->handover, 1);
     assert_null(cfg->tls_cert);
     assert_null(cfg->tls_key);
     assert_true(cfg->max_body == 2 * GIB);
@@ -384,6 +385,7 @@ static void test_good_values(void **state)
                   "[server]\n"
                   "listen = [::1]:9000\n"
                   "threads = 64\n"
+                  "handover = off\n"
                   "tls_cert = cert.pem\n"
                   "tls_key = /dev/null\n" /* absolute: as written */
                   "max_body = 3G\n"
@@ -407,6 +409,7 @@ static void test_good_values(void **state)
     assert_string_equal(cfg->listen.host, "::1");
     assert_int_equal(cfg->listen.port, 9000);
     assert_int_equal(cfg->threads, 64);
+    assert_int_equal(cfg->handover, 0);
     assert_string_equal(cfg->tls_cert, "cert.pem");
     assert_string_equal(cfg->tls_key, "/dev/null");
     assert_true(cfg->max_body == 3 * GIB);
@@ -680,7 +683,7 @@ static void test_unknown_key_and_section(void **state)
 {
     (void)state;
     expect_errors(MIN_CONF "[server]\nlisten_port = 80\n",
-                  "gw.conf:5: server.listen_port: expected one of include|listen|threads|"
+                  "gw.conf:5: server.listen_port: expected one of include|listen|threads|handover|"
                   "tls_cert|tls_key|max_body|max_json_body|max_header_bytes|lookahead|fallback|"
                   "spool_dir|client_timeout|header_timeout|access_log|log_level, got \"listen_port\"\n");
     expect_errors(MIN_CONF "[model m]\nfamily = first\nimages = 2\n",
