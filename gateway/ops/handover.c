@@ -42,6 +42,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "gw.h"
 #include "handover.h"
 #include "log.h"
 
@@ -178,12 +179,21 @@ unsigned gw_handover_take(const char *host, int port, const char *admin_host, in
     }
     if (send(fd, &me, sizeof(me), MSG_NOSIGNAL) != (ssize_t)sizeof(me))
         goto fail;
+    memset(ctl.buf, 0, sizeof(ctl.buf));
     r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    if (r < 0)
+        msg.msg_controllen = 0; /* a timeout: nothing came, not even descriptors */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && nfds == 0) {
             unsigned n = (unsigned)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            memcpy(fds, CMSG_DATA(c), n * sizeof(int));
-            nfds = n;
+            int *got = (int *)CMSG_DATA(c);
+            /* the buffer's padding can hold a descriptor more than fds: close those */
+            for (unsigned i = 0; i < n; i++) {
+                if (i < GW_ARRAY_LEN(fds))
+                    fds[nfds++] = got[i];
+                else
+                    close(got[i]);
+            }
         }
     }
     if (r != (ssize_t)sizeof(h) || (msg.msg_flags & MSG_CTRUNC) ||
