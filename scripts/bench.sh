@@ -21,7 +21,7 @@
 # and the redis-server's own CPU per create, reported apart.
 #
 # Knobs (environment): BENCH_SMALL_SECS (10) BENCH_SMALL_CONNS (32) BENCH_LOG_SECS (5)
-#   BENCH_MIB_SECS (6) BENCH_MIB_CONNS (8) BENCH_UPLOAD_MIB (200) BENCH_UPLOAD_REPS (5)
+#   BENCH_MIB_SECS (9) BENCH_MIB_ROUNDS (3) BENCH_MIB_CONNS (8) BENCH_UPLOAD_MIB (200) BENCH_UPLOAD_REPS (10)
 #   BENCH_DOWNLOAD_MIB (50) BENCH_DOWNLOAD_REPS (20) BENCH_WRK_THREADS (2)
 #   BENCH_MEM_SECS (6) BENCH_SETTLE_SECS (30) BENCH_IDLE_CONNS (10000)
 #   BENCH_GW=PATH  use this gateway binary instead of building the tree (before/after runs)
@@ -44,7 +44,8 @@ root=$PWD
 SMALL_SECS=${BENCH_SMALL_SECS:-10}
 SMALL_CONNS=${BENCH_SMALL_CONNS:-32}
 LOG_SECS=${BENCH_LOG_SECS:-5}
-MIB_SECS=${BENCH_MIB_SECS:-6}
+MIB_SECS=${BENCH_MIB_SECS:-9}
+MIB_ROUNDS=${BENCH_MIB_ROUNDS:-3}
 MIB_CONNS=${BENCH_MIB_CONNS:-64}
 MEM_SECS=${BENCH_MEM_SECS:-6}
 SETTLE_SECS=${BENCH_SETTLE_SECS:-30}
@@ -53,7 +54,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 CLI=() SRV=()
 if [ "${BENCH_PIN:-0}" = 1 ]; then CLI=(taskset -c 0) SRV=(taskset -c 1); fi
 UPLOAD_MIB=${BENCH_UPLOAD_MIB:-200}
-UPLOAD_REPS=${BENCH_UPLOAD_REPS:-5}
+UPLOAD_REPS=${BENCH_UPLOAD_REPS:-10}
 DOWNLOAD_MIB=${BENCH_DOWNLOAD_MIB:-50}
 DOWNLOAD_REPS=${BENCH_DOWNLOAD_REPS:-20}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
@@ -530,43 +531,87 @@ run_wrk() { # SCEN LABEL WHO PID URL CONNS SECS IMAGE_BYTES
         "$(awk -v t="$ts" -v h="$CLK_TCK" -v n="$n" 'BEGIN{printf "%.1f", t / h * 1e6 / n}')"
 }
 
-run_curl() { # SCEN LABEL WHO PID URL KIND(upload|download) REPS
-    local scen=$1 label=$2 who=$3 pid=$4 url=$5 kind=$6 reps=$7
-    local c0 c1 ticks tu ts i samples=$tmp/curl-$scen-$who.txt note="" bad
-    : >"$samples"
-    hwm_reset "$pid"
-    c0=$(cpu_ticks "$pid")
-    for i in $(seq "$reps"); do
-        if [ "$kind" = upload ]; then
-            "${CLI[@]}" curl -sS -o /dev/null -w '%{http_code} %{size_upload} %{time_total}\n' -H 'Expect:' \
-                -H "Authorization: Bearer $KEY" -H "X-Bench-Sanity: $scen-$who-$i" \
-                -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 \
-                -F "input_reference=@$tmp/upload.png;type=image/png;filename=frame.png" \
-                "$url/v1/videos" >>"$samples" || true
-        else
-            "${CLI[@]}" curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' \
-                -H "Authorization: Bearer $KEY" "$url/v1/videos/$VIDEO_ID/content" \
-                >>"$samples" || true
-        fi
-    done
-    c1=$(cpu_ticks "$pid")
-    read -r ticks tu ts < <(ticks_between "$c0" "$c1")
-    bad=$(awk -v k="$kind" -v v="$video_bytes" \
-        '$1 != 200 || (k == "download" && $2 != v) {n++} END {print n + 0}' "$samples")
-    if [ "$bad" -ne 0 ] || [ "$(wc -l <"$samples")" -ne "$reps" ]; then
-        note="INVALID: $bad failed transfers"
-        invalid=1
+# SCEN: replace the rows of SCEN's rounds by one row per proxy. The rounds last alike, so a
+# round weighs by its requests per second: CPU per request is sum(cpu * rate) / sum(rate);
+# p99 and peak RSS are the worst round's; a round's INVALID note stays.
+merge_rounds() {
+    awk -F'\t' -v OFS='\t' -v s="$1" '
+        $1 != s { print; next }
+        { k = $3; if (!(k in rate)) order[++n] = k
+          rate[k] += $4; cnt[k]++; cpu[k] += $7 * $4; cu[k] += $11 * $4; cs[k] += $12 * $4
+          if ($6 + 0 > p99[k] + 0) p99[k] = $6
+          if ($9 + 0 > hwm[k] + 0) hwm[k] = $9
+          if ($10 != "") note[k] = $10
+          row[k] = $0 }
+        END { for (i = 1; i <= n; i++) { k = order[i]; m = split(row[k], f, "\t")
+                r = rate[k] > 0 ? rate[k] : 1
+                f[4] = sprintf("%.0f", rate[k] / cnt[k]); f[6] = p99[k]; f[9] = hwm[k]
+                f[7] = sprintf("%.1f", cpu[k] / r); f[10] = note[k]
+                f[11] = sprintf("%.1f", cu[k] / r); f[12] = sprintf("%.1f", cs[k] / r)
+                line = f[1]; for (j = 2; j <= m; j++) line = line OFS f[j]; print line } }' \
+        "$results" >"$results.merged" && mv "$results.merged" "$results"
+}
+
+curl_once() { # KIND URL SCEN WHO I SAMPLES: one transfer, its "code bytes seconds" appended
+    local kind=$1 url=$2 scen=$3 who=$4 i=$5 samples=$6
+    if [ "$kind" = upload ]; then
+        "${CLI[@]}" curl -sS -o /dev/null -w '%{http_code} %{size_upload} %{time_total}\n' -H 'Expect:' \
+            -H "Authorization: Bearer $KEY" -H "X-Bench-Sanity: $scen-$who-$i" \
+            -F model=veo3.1 -F "prompt=$PROMPT" -F seconds=8 -F size=16x9 \
+            -F "input_reference=@$tmp/upload.png;type=image/png;filename=frame.png" \
+            "$url/v1/videos" >>"$samples" || true
+    else
+        "${CLI[@]}" curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' \
+            -H "Authorization: Bearer $KEY" "$url/v1/videos/$VIDEO_ID/content" \
+            >>"$samples" || true
     fi
-    printf '   %-8s %s transfers, %s MiB, %s s, cpu_ticks=%s (user %s, sys %s)\n' "$who" "$reps" \
-        "$(awk '{b += $2} END {printf "%.0f", b / 1048576}' "$samples")" \
-        "$(awk '{t += $3} END {printf "%.2f", t}' "$samples")" "$ticks" "$tu" "$ts"
-    record "$scen" "$label" "$who" \
-        "$(awk '{b += $2; t += $3} END {printf "%.0f", b / 1048576 / t}' "$samples")" "MiB/s" \
-        "$(awk '{print $3}' "$samples" | sort -n | awk '{v[NR] = $1}
-            END {i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1; printf "%.1f", v[i] * 1000}')" \
-        "$(awk -v t="$ticks" -v h="$CLK_TCK" '{b += $2}
-            END {printf "%.0f", t / h * 1000 / (b / 1073741824)}' "$samples")" \
-        "ms/GiB" "$(hwm_kb "$pid")" "$note"
+}
+
+# SCEN LABEL KIND(upload|download) REPS WHO=PID=URL...: REPS transfers through each proxy, taken
+# in turn (gateway, nginx, haproxy, gateway, ...) so that a change of the machine's speed during
+# the scenario weighs on each proxy alike; each proxy's CPU is summed over its own transfers.
+run_curl() {
+    local scen=$1 label=$2 kind=$3 reps=$4 i spec who pid url c0 c1 t tu ts samples note bad
+    shift 4
+    declare -A tot totu tots
+    for spec in "$@"; do
+        IFS== read -r who pid url <<<"$spec"
+        : >"$tmp/curl-$scen-$who.txt"
+        hwm_reset "$pid"
+        tot[$who]=0; totu[$who]=0; tots[$who]=0
+    done
+    for i in $(seq "$reps"); do
+        for spec in "$@"; do
+            IFS== read -r who pid url <<<"$spec"
+            c0=$(cpu_ticks "$pid")
+            curl_once "$kind" "$url" "$scen" "$who" "$i" "$tmp/curl-$scen-$who.txt"
+            c1=$(cpu_ticks "$pid")
+            read -r t tu ts < <(ticks_between "$c0" "$c1")
+            tot[$who]=$((tot[$who] + t)); totu[$who]=$((totu[$who] + tu))
+            tots[$who]=$((tots[$who] + ts))
+        done
+    done
+    for spec in "$@"; do
+        IFS== read -r who pid url <<<"$spec"
+        samples=$tmp/curl-$scen-$who.txt note=""
+        bad=$(awk -v k="$kind" -v v="$video_bytes" \
+            '$1 != 200 || (k == "download" && $2 != v) {n++} END {print n + 0}' "$samples")
+        if [ "$bad" -ne 0 ] || [ "$(wc -l <"$samples")" -ne "$reps" ]; then
+            note="INVALID: $bad failed transfers"
+            invalid=1
+        fi
+        printf '   %-8s %s transfers, %s MiB, %s s, cpu_ticks=%s (user %s, sys %s)\n' "$who" \
+            "$reps" "$(awk '{b += $2} END {printf "%.0f", b / 1048576}' "$samples")" \
+            "$(awk '{t += $3} END {printf "%.2f", t}' "$samples")" "${tot[$who]}" \
+            "${totu[$who]}" "${tots[$who]}"
+        record "$scen" "$label" "$who" \
+            "$(awk '{b += $2; t += $3} END {printf "%.0f", b / 1048576 / t}' "$samples")" "MiB/s" \
+            "$(awk '{print $3}' "$samples" | sort -n | awk '{v[NR] = $1}
+                END {i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1; printf "%.1f", v[i] * 1000}')" \
+            "$(awk -v t="${tot[$who]}" -v h="$CLK_TCK" '{b += $2}
+                END {printf "%.0f", t / h * 1000 / (b / 1073741824)}' "$samples")" \
+            "ms/GiB" "$(hwm_kb "$pid")" "$note"
+    done
 }
 
 GWU=http://127.0.0.1:$GW_PORT
@@ -693,26 +738,34 @@ run_wrk 1L "$S1L" gateway "$GWLOG_PID" "$GWLOGU" "$SMALL_CONNS" "$LOG_SECS" 0
 run_wrk 1L "$S1L" nginx "$NGX_PID" "$NGXLOGU" "$SMALL_CONNS" "$LOG_SECS" 0
 fi
 
-S2="2 1 MiB create, ${MIB_CONNS} conns ${MIB_SECS}s"
+# Scenario 2 (and 2S) in MIB_ROUNDS rounds, the proxies in turn within each: the machine's
+# speed moves by 10-30% within minutes here, and one long run per proxy gave ratios from 0.93
+# to 1.21 for the same gateway. Each proxy's rounds are merged into one row (merge_rounds).
+S2="2 1 MiB create, ${MIB_CONNS} conns ${MIB_SECS}s (${MIB_ROUNDS} rounds, proxies in turn)"
+S2S="2S same, limits + store (SQLite)"
 say "$S2"
-run_wrk 2 "$S2" gateway "$GW_PID" "$GWU" "$MIB_CONNS" "$MIB_SECS" 1048576
-run_wrk 2 "$S2" nginx "$NGX_PID" "$NGXU" "$MIB_CONNS" "$MIB_SECS" 1048576
-run_wrk 2 "$S2" haproxy "$HAP_PID" "$HAPU" "$MIB_CONNS" "$MIB_SECS" 1048576
+round_secs=$(( (MIB_SECS + MIB_ROUNDS - 1) / MIB_ROUNDS ))
+for r in $(seq "$MIB_ROUNDS"); do
+    run_wrk 2 "$S2" gateway "$GW_PID" "$GWU" "$MIB_CONNS" "$round_secs" 1048576
+    if [ "$TLS" = 0 ]; then
+        run_wrk 2S "$S2S" gateway "$GWS_PID" "$GWSU" "$MIB_CONNS" "$round_secs" 1048576
+    fi
+    run_wrk 2 "$S2" nginx "$NGX_PID" "$NGXU" "$MIB_CONNS" "$round_secs" 1048576
+    run_wrk 2 "$S2" haproxy "$HAP_PID" "$HAPU" "$MIB_CONNS" "$round_secs" 1048576
+done
+merge_rounds 2
 if [ "$TLS" = 0 ]; then
 # 2S: the same through the gateway with limits + store (issue 11: "measured with a key that
 # has limits and with the store on"); the anchors' rows are scenario 2's
-S2S="2S same, limits + store (SQLite)"
-say "$S2S"
-run_wrk 2S "$S2S" gateway "$GWS_PID" "$GWSU" "$MIB_CONNS" "$MIB_SECS" 1048576
+merge_rounds 2S
 awk -F'\t' -v OFS='\t' -v l="$S2S" '$1 == "2" && ($3 == "nginx" || $3 == "haproxy") {
     $1 = "2S"; $2 = l; print }' "$results" >>"$results"
 fi
 
-S3="3 ${UPLOAD_MIB} MiB upload x${UPLOAD_REPS}, sequential"
+S3="3 ${UPLOAD_MIB} MiB upload x${UPLOAD_REPS}, proxies in turn"
 say "$S3"
-run_curl 3 "$S3" gateway "$GW_PID" "$GWU" upload "$UPLOAD_REPS"
-run_curl 3 "$S3" nginx "$NGX_PID" "$NGXU" upload "$UPLOAD_REPS"
-run_curl 3 "$S3" haproxy "$HAP_PID" "$HAPU" upload "$UPLOAD_REPS"
+run_curl 3 "$S3" upload "$UPLOAD_REPS" "gateway=$GW_PID=$GWU" "nginx=$NGX_PID=$NGXU" \
+    "haproxy=$HAP_PID=$HAPU"
 # the upstream must have received every byte: the client's body, +1 byte through the
 # gateway (veo3.1 -> veo_3_1), with an exact Content-Length
 sleep 0.3
@@ -726,15 +779,13 @@ done
 
 S4="4 ${DOWNLOAD_MIB} MiB download x${DOWNLOAD_REPS}, nginx proxy_buffering on"
 say "$S4"
-run_curl 4 "$S4" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
-run_curl 4 "$S4" nginx "$NGX_PID" "$NGXU" download "$DOWNLOAD_REPS"
-run_curl 4 "$S4" haproxy "$HAP_PID" "$HAPU" download "$DOWNLOAD_REPS"
+run_curl 4 "$S4" download "$DOWNLOAD_REPS" "gateway=$GW_PID=$GWU" "nginx=$NGX_PID=$NGXU" \
+    "haproxy=$HAP_PID=$HAPU"
 
 if [ "$TLS" = 0 ]; then
 S4B="4b same, nginx proxy_buffering off"
 say "$S4B"
-run_curl 4b "$S4B" gateway "$GW_PID" "$GWU" download "$DOWNLOAD_REPS"
-run_curl 4b "$S4B" nginx "$NGX_PID" "$NGXNBU" download "$DOWNLOAD_REPS"
+run_curl 4b "$S4B" download "$DOWNLOAD_REPS" "gateway=$GW_PID=$GWU" "nginx=$NGX_PID=$NGXNBU"
 fi
 
 # M: many concurrent uploads. The peak (VmHWM, reset at the start of each run) and, once all
@@ -892,7 +943,28 @@ fi
 if [ "${BENCH_PERF:-0}" = 1 ]; then
     psecs=5
     if command -v perf >/dev/null; then
-        for who in gateway gwstore; do
+        # where a small create's time goes, by library: the floor under the small-create goal
+        perf_dsos() {
+            perf report -i "$1" --stdio --no-children --sort dso --percent-limit 0.5 -g none \
+                2>/dev/null | awk '!/^#/ && NF >= 2 {printf "%s%s %s", (n++ ? ", " : "   "), $2, $1}
+                END {print ""}'
+        }
+        for who in gateway haproxy; do
+            if [ "$who" = gateway ]; then pid=$GW_PID url=$GWU; else pid=$HAP_PID url=$HAPU; fi
+            say "perf: $who's time by library during 5 uploads of ${UPLOAD_MIB} MiB (user and kernel)"
+            perf record -F 999 -o "$tmp/perf-up-$who.data" -p "$pid" -- sleep 600 >/dev/null 2>&1 &
+            perf_pid=$!
+            sleep 0.5
+            for i in 1 2 3 4 5; do
+                curl_once upload "$url" perf "$who" "$i" "$tmp/curl-perf-$who.txt"
+            done
+            kill -INT "$perf_pid" 2>/dev/null || true
+            wait "$perf_pid" || true
+            perf_dsos "$tmp/perf-up-$who.data"
+        done
+        hosts=(gateway)
+        [ "$TLS" = 0 ] && hosts+=(gwstore)
+        for who in "${hosts[@]}"; do
             if [ "$who" = gateway ]; then pid=$GW_PID url=$GWU; else pid=$GWS_PID url=$GWSU; fi
             say "perf (user space): $who's top symbols during ${psecs}s of small creates"
             perf record --all-user -g -F 999 -o "$tmp/perf-$who.data" -p "$pid" -- sleep "$psecs" \
@@ -903,11 +975,15 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
             wait "$perf_pid" || true
             perf report -i "$tmp/perf-$who.data" --stdio --no-children --sort dso,symbol \
                 --percent-limit 1 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
+            echo "   by library (user space):"
+            perf_dsos "$tmp/perf-$who.data"
         done
     fi
     if command -v strace >/dev/null; then
         say "strace -c: system calls per small create (${psecs}s each)"
-        for who in gateway gwstore nginx; do
+        hosts=(gateway nginx)
+        [ "$TLS" = 0 ] && hosts=(gateway gwstore nginx)
+        for who in "${hosts[@]}"; do
             case $who in
             gateway) pid=$GW_PID url=$GWU ;;
             gwstore) pid=$GWS_PID url=$GWSU ;;
