@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -442,19 +443,30 @@ struct gw_server *gw_server_new(struct gw_config *cfg, struct gw_error *err)
     }
     gw_metrics_config(cfg);
     s->inherited.admin = s->inherited.link = -1;
-    if (cfg->handover && gw_handover_take(cfg->listen.host, cfg->listen.port, cfg->admin.host,
-                                          cfg->admin.port, &s->inherited) > 0)
+    if (cfg->handover && s->nworkers <= GW_HANDOVER_MAX &&
+        gw_handover_take(cfg->listen.host, cfg->listen.port, cfg->admin.host, cfg->admin.port,
+                         &s->inherited) > 0)
         gw_log(GW_LOG_INFO, "handover: took %u listening socket(s)%s of gateway pid %ld on "
                "%s:%d: both accept on them until one leaves", s->inherited.nmain,
                s->inherited.admin >= 0 ? " and the admin listener" : "", s->inherited.pid,
                cfg->listen.host, cfg->listen.port);
     for (unsigned i = 0; i < s->nworkers; i++) {
-        if (worker_init(s, &s->workers[i], i, i < s->inherited.nmain ? s->inherited.main[i] : -1,
-                        err) != GW_OK)
+        /* more loops than the older gateway: the extra ones share its sockets rather
+         * than bind their own, so that it holds every socket we listen on and either
+         * of us may leave first without a reset (a rollback included) */
+        int fd = -1;
+        if (i < s->inherited.nmain)
+            fd = s->inherited.main[i];
+        else if (s->inherited.nmain > 0 &&
+                 (fd = fcntl(s->inherited.main[i % s->inherited.nmain], F_DUPFD_CLOEXEC, 0)) < 0) {
+            gw_error_set(err, 0, NULL, NULL, NULL, "dup: %s", strerror(errno));
+            goto fail;
+        }
+        if (worker_init(s, &s->workers[i], i, fd, err) != GW_OK)
             goto fail;
     }
-    /* the older gateway ran more loops: ours take its other sockets in turn, so that
-     * each is accepted on and none is left to reset its queue when it leaves */
+    /* fewer loops than the older gateway: ours take its other sockets in turn, so
+     * that each is accepted on and none is left to reset its queue when it leaves */
     for (unsigned i = s->nworkers; i < s->inherited.nmain; i++) {
         struct gw_worker *w = &s->workers[i % s->nworkers];
         if ((w->more[w->nmore] = public_listener(w, s->inherited.main[i], err)) == NULL)
@@ -627,34 +639,40 @@ static void handover_start(struct gw_server *s)
                                             : -1;
     int took_admin = s->inherited.admin >= 0 ? GW_SHARED_ADMIN : 0;
 
-    for (unsigned i = 0; i < s->nworkers && n < GW_HANDOVER_MAX; i++) {
+    if (s->nworkers > GW_HANDOVER_MAX) {
+        /* a message carries that many sockets: handing over some would leave the
+         * others to be reset by our close */
+        gw_log(GW_LOG_INFO, "handover: off with more than %d event loops (threads): an "
+               "upgrade steers new connections instead", GW_HANDOVER_MAX);
+        return;
+    }
+    for (unsigned i = 0; i < s->nworkers; i++) {
         struct gw_worker *w = &s->workers[i];
         fds[n++] = evconnlistener_get_fd(w->htp->server);
-        for (unsigned k = 0; k < w->nmore && n < GW_HANDOVER_MAX; k++)
+        for (unsigned k = 0; k < w->nmore; k++)
             fds[n++] = evconnlistener_get_fd(w->more[k]->server);
     }
-    /* we accept on every socket we took; the older one holds all of ours only if
-     * we bound none of our own (we run no more loops than it did) */
-    s->handover = gw_handover_start(
-        s->cfg->listen.host, s->cfg->listen.port, fds, n, admin, &s->inherited,
-        GW_SHARED_MAIN | took_admin,
-        (s->nworkers <= s->inherited.nmain ? GW_SHARED_MAIN : 0) | took_admin);
+    /* we accept on every socket we took, and every socket we listen on is one the
+     * older gateway gave (extra loops share them): it holds all of ours */
+    s->handover = gw_handover_start(s->cfg->listen.host, s->cfg->listen.port, fds, n, admin,
+                                    &s->inherited, GW_SHARED_MAIN | took_admin,
+                                    (s->inherited.nmain > 0 ? GW_SHARED_MAIN : 0) | took_admin);
 }
 
 /*
  * SIGTERM: stop accepting without resetting a queued connection. When another
- * gateway accepts on all our listening sockets too (handover.c), closing ours
- * drops a reference and the sockets stay with it: close them now. Otherwise
- * steer new connections away and wait for the queues to empty (drain_grace).
+ * gateway confirms it accepts on all our listening sockets too and stays
+ * (handover.c), closing ours drops a reference and the sockets stay with it:
+ * close them now. Otherwise steer new connections away and wait for the queues
+ * to empty (drain_grace).
  */
 static void drain_listeners(struct gw_server *s)
 {
     int need = GW_SHARED_MAIN | (s->workers[0].admin != NULL ? GW_SHARED_ADMIN : 0);
-    int shared = gw_handover_shared(s->handover);
+    int stays = gw_handover_leave(s->handover);
 
-    gw_handover_stop(s->handover);
     s->handover = NULL;
-    if ((shared & need) == need) {
+    if ((stays & need) == need) {
         gw_log(GW_LOG_INFO, "SIGTERM: another gateway accepts on our listening sockets: it "
                "takes every new connection from now on");
         return;

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <netinet/in.h>
@@ -47,9 +48,19 @@
 #include "log.h"
 
 #define MAGIC "videogw-handover-1" /* both ways: the protocol's version */
-#define PEERS_MAX 8                /* later gateways linked at once */
+#define PEERS_MAX 8                /* gateways linked at once */
 #define TAKE_TIMEOUT_MS 3000       /* a giver answers at once; a stuck one is skipped */
+#define GIVE_TIMEOUT_MS 1000       /* a taker's hello; the thread waits no longer */
+#define LEAVE_TIMEOUT_MS 1000      /* SIGTERM: how long the peers get to say they stay */
 #define REBIND_MS 500              /* the name held by someone else: retry this often */
+
+/* One byte each, on a link once the sockets have passed. */
+enum {
+    MSG_ACCEPTS = 0x10, /* | GW_SHARED_*: the taker accepts on these of the giver's sockets */
+    MSG_LEAVE = 0x20,   /* "I am leaving: do you keep accepting on the sockets we share?" */
+    MSG_STAY = 0x21,    /* "yes": the leaver may close its listeners at once */
+    MSG_BUSY = 0x22,    /* "no, I am leaving too": the leaver steers and waits */
+};
 
 struct hello {
     char magic[sizeof(MAGIC)];
@@ -58,26 +69,25 @@ struct hello {
     uint32_t admin; /* 1: the fd after the public ones is the admin listener */
 };
 
+/* A gateway linked to us: the one we took sockets from, or one that took ours. */
 struct peer {
-    int fd;
-    int accepts; /* GW_SHARED_* the peer said it listens on */
+    int fd;    /* the link; -1: a free slot */
+    int holds; /* GW_SHARED_*: which of our listeners it accepts on too */
+    int giver; /* 1: we took its sockets (its end frees the name for us) */
     int pid;
 };
 
 struct gw_handover {
     pthread_t thread;
-    int stop_fd;   /* eventfd: gw_handover_stop() */
+    int stop_fd;   /* eventfd: gw_handover_leave() */
+    int stopping;  /* atomic: set before the thread is stopped; it answers MSG_BUSY */
     int listen_fd; /* the name, once bound; -1 before */
     struct sockaddr_un name;
     socklen_t namelen;
     int fds[GW_HANDOVER_MAX + 1];
     unsigned nmain;
     int admin; /* 1: fds[nmain] is the admin listener */
-    int giver; /* link to the gateway we took sockets from; -1: none or gone */
-    int giver_holds;
-    long giver_pid;
     struct peer peers[PEERS_MAX];
-    int shared; /* GW_SHARED_* (atomic): read by the main thread at SIGTERM */
 };
 
 static void make_name(const char *host, int port, struct sockaddr_un *sa, socklen_t *len)
@@ -167,11 +177,13 @@ unsigned gw_handover_take(const char *host, int port, const char *admin_host, in
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return 0;
+    /* before connect(): a Unix socket's connect blocks while the server's queue is
+     * full (a stopped or hung giver), SO_SNDTIMEO bounds it */
+    set_timeout(fd, TAKE_TIMEOUT_MS);
     if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
         close(fd); /* ECONNREFUSED: nobody serves this address (the usual start) */
         return 0;
     }
-    set_timeout(fd, TAKE_TIMEOUT_MS);
     if (!same_user(fd)) {
         gw_log(GW_LOG_WARN, "handover: the process serving %s:%d runs as another user: "
                "not taking its listeners", host, port);
@@ -241,17 +253,6 @@ void gw_handover_discard(struct gw_inherited *in)
     in->admin = in->link = -1;
 }
 
-static void publish(struct gw_handover *h)
-{
-    int shared = h->giver >= 0 ? h->giver_holds : 0;
-
-    for (unsigned i = 0; i < PEERS_MAX; i++) {
-        if (h->peers[i].fd >= 0)
-            shared |= h->peers[i].accepts;
-    }
-    __atomic_store_n(&h->shared, shared, __ATOMIC_RELEASE);
-}
-
 static void try_bind(struct gw_handover *h)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -265,8 +266,17 @@ static void try_bind(struct gw_handover *h)
     h->listen_fd = fd;
 }
 
-/* A later gateway connected: its hello, then our sockets. It becomes a peer
- * once it says which it listens on (peer_read). */
+static struct peer *free_peer(struct gw_handover *h)
+{
+    for (unsigned i = 0; i < PEERS_MAX; i++) {
+        if (h->peers[i].fd < 0)
+            return &h->peers[i];
+    }
+    return NULL;
+}
+
+/* A later gateway connected: its hello, then our sockets. It holds them once it
+ * says which it listens on (MSG_ACCEPTS, peer_read). */
 static void give(struct gw_handover *h)
 {
     int fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -280,14 +290,12 @@ static void give(struct gw_handover *h)
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                           .msg_controllen = CMSG_SPACE(nfds * sizeof(int)) };
     struct cmsghdr *c;
-    unsigned slot;
+    struct peer *p = free_peer(h);
 
     if (fd < 0)
         return;
-    for (slot = 0; slot < PEERS_MAX && h->peers[slot].fd >= 0; slot++)
-        ;
-    set_timeout(fd, TAKE_TIMEOUT_MS);
-    if (slot == PEERS_MAX || !same_user(fd) ||
+    set_timeout(fd, GIVE_TIMEOUT_MS);
+    if (p == NULL || !same_user(fd) ||
         recv(fd, &hi, sizeof(hi), MSG_WAITALL) != (ssize_t)sizeof(hi) ||
         memcmp(hi.magic, MAGIC, sizeof(MAGIC)) != 0) {
         close(fd);
@@ -303,32 +311,44 @@ static void give(struct gw_handover *h)
         close(fd);
         return;
     }
-    set_timeout(fd, 0);
-    h->peers[slot].fd = fd;
-    h->peers[slot].accepts = 0;
-    h->peers[slot].pid = (int)hi.pid;
+    *p = (struct peer){ .fd = fd, .holds = 0, .giver = 0, .pid = (int)hi.pid };
     gw_log(GW_LOG_INFO, "handover: gateway pid %d took our %u listening socket(s); both "
            "accept on them until one leaves", (int)hi.pid, nfds);
 }
 
-/* A peer's byte (which of our sockets it listens on) or its end. */
-static void peer_read(struct gw_handover *h, struct peer *p)
+/* A byte from a peer, or its end. Returns 1 when a giver's link ended (the name
+ * may be free for us now). */
+static int peer_read(struct gw_handover *h, struct peer *p)
 {
     unsigned char b;
     ssize_t r = recv(p->fd, &b, 1, MSG_DONTWAIT);
+    int was_giver = p->giver;
 
-    if (r == 1) {
-        p->accepts = b & (GW_SHARED_MAIN | GW_SHARED_ADMIN);
-        return;
-    }
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (p->accepts)
-        gw_log(GW_LOG_INFO, "handover: gateway pid %d left; we still accept on our listening "
-               "sockets", p->pid);
-    close(p->fd); /* it left (or never listened): our sockets are ours alone again */
-    p->fd = -1;
-    p->accepts = 0;
+        return 0;
+    if (r == 1 && (b & ~(GW_SHARED_MAIN | GW_SHARED_ADMIN)) == MSG_ACCEPTS && !p->giver) {
+        p->holds = b & (GW_SHARED_MAIN | GW_SHARED_ADMIN);
+        return 0;
+    }
+    if (r == 1 && b == MSG_LEAVE) {
+        /* it closes its listeners at once if we say we stay: then the sockets
+         * we share are ours alone, whatever comes next */
+        int stay = !__atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE);
+        unsigned char a = stay ? MSG_STAY : MSG_BUSY;
+        if (send(p->fd, &a, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1 && stay) {
+            p->holds = 0;
+            gw_log(GW_LOG_INFO, "handover: gateway pid %d leaves; we keep accepting on our "
+                   "listening sockets", p->pid);
+        }
+        return 0;
+    }
+    if (r == 1)
+        return 0; /* a byte of a later version: ignored */
+    if (was_giver)
+        gw_log(GW_LOG_INFO, "handover: gateway pid %d left", p->pid);
+    close(p->fd); /* it ended (or never listened): our sockets are ours alone */
+    *p = (struct peer){ .fd = -1 };
+    return was_giver;
 }
 
 static void *run(void *arg)
@@ -337,50 +357,45 @@ static void *run(void *arg)
 
     pthread_setname_np(pthread_self(), "gw-handover");
     for (;;) {
-        struct pollfd pf[3 + PEERS_MAX];
-        struct peer *who[3 + PEERS_MAX];
+        struct pollfd pf[2 + PEERS_MAX];
+        struct peer *who[2 + PEERS_MAX];
         nfds_t n = 0;
-        int left = 0;
+        int giver_left = 0, giver_linked = 0;
 
         pf[n++] = (struct pollfd){ h->stop_fd, POLLIN, 0 };
         if (h->listen_fd >= 0)
             pf[n++] = (struct pollfd){ h->listen_fd, POLLIN, 0 };
-        if (h->giver >= 0)
-            pf[n++] = (struct pollfd){ h->giver, POLLIN, 0 };
         for (unsigned i = 0; i < PEERS_MAX; i++) {
             if (h->peers[i].fd >= 0) {
                 who[n] = &h->peers[i];
+                giver_linked |= h->peers[i].giver;
                 pf[n++] = (struct pollfd){ h->peers[i].fd, POLLIN, 0 };
             }
         }
-        if (poll(pf, n, h->listen_fd < 0 ? REBIND_MS : -1) < 0 && errno != EINTR)
+        /* the name held by another process with no link to it: retry now and then */
+        if (poll(pf, n, h->listen_fd < 0 && !giver_linked ? REBIND_MS : -1) < 0 &&
+            errno != EINTR)
             break;
         if (pf[0].revents)
             break;
         for (nfds_t i = 1; i < n; i++) {
             if (pf[i].revents == 0)
                 continue;
-            if (pf[i].fd == h->listen_fd) {
+            if (pf[i].fd == h->listen_fd)
                 give(h);
-            } else if (pf[i].fd == h->giver) {
-                char b;
-                ssize_t r = recv(h->giver, &b, 1, MSG_DONTWAIT);
-                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-                    close(h->giver); /* it left: the sockets are ours alone */
-                    h->giver = -1;
-                    left = 1;
-                }
-            } else {
-                peer_read(h, who[i]);
-            }
+            else
+                giver_left |= peer_read(h, who[i]);
         }
-        publish(h);
-        if (h->listen_fd < 0 && h->giver < 0)
-            try_bind(h);
-        if (left)
-            gw_log(GW_LOG_INFO, "handover: gateway pid %ld left; %s", h->giver_pid,
-                   h->listen_fd >= 0 ? "a newer gateway can take our listening sockets now"
-                                     : "its handover name is still taken: retrying");
+        if (h->listen_fd < 0) {
+            int linked = 0;
+            for (unsigned i = 0; i < PEERS_MAX; i++)
+                linked |= h->peers[i].fd >= 0 && h->peers[i].giver;
+            if (!linked)
+                try_bind(h);
+            if (giver_left && h->listen_fd >= 0)
+                gw_log(GW_LOG_INFO, "handover: a newer gateway can take our listening "
+                       "sockets now");
+        }
     }
     return NULL;
 }
@@ -393,7 +408,7 @@ struct gw_handover *gw_handover_start(const char *host, int port, const int *mai
 
     if (h == NULL || n == 0 || n > GW_HANDOVER_MAX)
         goto fail;
-    h->listen_fd = h->giver = -1;
+    h->listen_fd = -1;
     for (unsigned i = 0; i < PEERS_MAX; i++)
         h->peers[i].fd = -1;
     make_name(host, port, &h->name, &h->namelen);
@@ -404,23 +419,20 @@ struct gw_handover *gw_handover_start(const char *host, int port, const int *mai
         h->admin = 1;
     }
     if (in != NULL && in->link >= 0) {
-        unsigned char b = (unsigned char)we_accept;
-        /* the giver learns we accept on its sockets: its SIGTERM closes them at once */
-        if (send(in->link, &b, 1, MSG_NOSIGNAL) == 1) {
-            h->giver = in->link;
-            h->giver_holds = giver_holds;
-            h->giver_pid = in->pid;
-        } else {
+        unsigned char b = (unsigned char)(MSG_ACCEPTS | we_accept);
+        /* the giver learns we accept on its sockets: its SIGTERM may close them at once */
+        if (send(in->link, &b, 1, MSG_NOSIGNAL) == 1)
+            h->peers[0] = (struct peer){ .fd = in->link, .holds = giver_holds, .giver = 1,
+                                         .pid = (int)in->pid };
+        else
             close(in->link);
-        }
         in->link = -1;
     }
     h->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (h->stop_fd < 0)
         goto fail;
-    if (h->giver < 0)
+    if (h->peers[0].fd < 0)
         try_bind(h);
-    publish(h);
     if (pthread_create(&h->thread, NULL, run, h) != 0) {
         close(h->stop_fd);
         goto fail;
@@ -433,32 +445,72 @@ fail:
     if (h != NULL) {
         if (h->listen_fd >= 0)
             close(h->listen_fd);
-        if (h->giver >= 0)
-            close(h->giver);
+        if (h->peers[0].fd >= 0)
+            close(h->peers[0].fd);
     }
     free(h);
     return NULL;
 }
 
-int gw_handover_shared(struct gw_handover *h)
+/* Ask every peer that holds some of our listeners whether it stays; the bits of
+ * those that say so within LEAVE_TIMEOUT_MS. */
+static int ask_peers(struct gw_handover *h)
 {
-    return h != NULL ? __atomic_load_n(&h->shared, __ATOMIC_ACQUIRE) : 0;
+    struct pollfd pf[PEERS_MAX];
+    struct peer *who[PEERS_MAX];
+    nfds_t n = 0;
+    int stays = 0;
+    struct timespec t0, t;
+
+    for (unsigned i = 0; i < PEERS_MAX; i++) {
+        struct peer *p = &h->peers[i];
+        unsigned char b = MSG_LEAVE;
+        if (p->fd >= 0 && p->holds && send(p->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+            who[n] = p;
+            pf[n++] = (struct pollfd){ p->fd, POLLIN, 0 };
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (nfds_t left = n; left > 0;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = LEAVE_TIMEOUT_MS - ((t.tv_sec - t0.tv_sec) * 1000 +
+                                      (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (ms <= 0 || poll(pf, n, (int)ms) <= 0)
+            break; /* the silent ones do not count */
+        for (nfds_t i = 0; i < n; i++) {
+            unsigned char b = 0;
+            if (pf[i].fd < 0 || pf[i].revents == 0)
+                continue;
+            if (recv(pf[i].fd, &b, 1, MSG_DONTWAIT) == 1 && b != MSG_STAY && b != MSG_BUSY)
+                continue; /* a late MSG_ACCEPTS: the answer follows */
+            if (b == MSG_STAY)
+                stays |= who[i]->holds;
+            pf[i].fd = -1; /* answered, or gone */
+            left--;
+        }
+    }
+    return stays;
 }
 
-void gw_handover_stop(struct gw_handover *h)
+int gw_handover_leave(struct gw_handover *h)
 {
+    int stays;
+
     if (h == NULL)
-        return;
+        return 0;
+    /* from here the thread answers a peer's MSG_LEAVE with MSG_BUSY: two gateways
+     * stopping together must not both count on the other */
+    __atomic_store_n(&h->stopping, 1, __ATOMIC_RELEASE);
     (void)!write(h->stop_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
     pthread_join(h->thread, NULL);
     close(h->stop_fd);
     if (h->listen_fd >= 0)
-        close(h->listen_fd);
-    if (h->giver >= 0)
-        close(h->giver);
+        close(h->listen_fd); /* the name first: a successor may serve it at once */
+    stays = ask_peers(h);
     for (unsigned i = 0; i < PEERS_MAX; i++) {
         if (h->peers[i].fd >= 0)
             close(h->peers[i].fd);
     }
     free(h);
+    return stays;
 }

@@ -6,7 +6,8 @@
 #ifndef GW_HANDOVER_H
 #define GW_HANDOVER_H
 
-#define GW_HANDOVER_MAX 64 /* public listening sockets at most: server.threads' ceiling */
+#define GW_HANDOVER_MAX 252 /* public listening sockets passed at most: one message's
+                             * descriptors (SCM_MAX_FD, 253) with the admin one */
 
 /* What a newer gateway got from the one serving the same address. */
 struct gw_inherited {
@@ -53,11 +54,13 @@ struct gw_handover *gw_handover_start(const char *host, int port, const int *mai
                                       unsigned n, int admin_fd, struct gw_inherited *in,
                                       int we_accept, int giver_holds);
 
-/* GW_SHARED_* bits: which of our listeners a live gateway also accepts on. Any thread. */
-int gw_handover_shared(struct gw_handover *h);
-
-/* SIGTERM: stop serving the name (a later gateway may take it) and close the
- * links (our peers learn we are leaving). Joins the thread; h is freed. */
-void gw_handover_stop(struct gw_handover *h);
+/*
+ * SIGTERM: stop serving the name (a later gateway may take it at once), then ask
+ * each gateway that holds our listeners too whether it keeps accepting on them
+ * (at most a second; a gateway stopping as well says no). Returns the GW_SHARED_*
+ * bits of the listeners another gateway confirmed: closing those resets nothing.
+ * Joins the thread, closes the links; h is freed. 0 for NULL.
+ */
+int gw_handover_leave(struct gw_handover *h);
 
 #endif

@@ -159,40 +159,44 @@ def _text(path):
         return f.read()
 
 
+def _conf_with_threads(gw, n):
+    path = os.path.join(gw.dir, "threads-%d.conf" % n)
+    with open(path, "w") as f:
+        f.write(_text(gw.conf_path).replace("threads = 2", "threads = %d" % n))
+    return path
+
+
 def test_handover_chain_rollback_and_thread_counts():
-    """A (2 loops) -> B (1 loop) takes A's 2 sockets -> A leaves -> C (2 loops) takes
-    them from B -> C is rolled back (SIGTERM while B runs) -> B serves alone. Creates
-    flow all along: no failure, no reset; every SIGTERM found its sockets shared and
-    closed them at once; B accepted on both sockets with one loop."""
+    """A (2 loops) -> B (1 loop) takes A's 2 sockets (its loop listens on both) -> A
+    leaves -> C (3 loops) takes B's 2 (its third loop shares one) -> C is rolled back
+    (SIGTERM while B runs) -> B serves alone. Creates flow all along: no failure, no
+    reset; each leaver asked the other, was told it stays, and closed at once."""
     stub = gwtest.shared_stub()
     with gwtest.Gateway(stub, keys=("alice",)) as a:
         env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
-        one_loop = os.path.join(a.dir, "one-loop.conf")
-        with open(one_loop, "w") as f:
-            f.write(_text(a.conf_path).replace("threads = 2", "threads = 1"))
         load = _Creates(a)
         procs = []
         try:
             load.more(10, "creates on A")
-            b, b_log = _spawn(a, one_loop, "b.log", env)
+            b, b_log = _spawn(a, _conf_with_threads(a, 1), "b.log", env)
             procs.append(b)
             assert ("took 2 listening socket(s) of gateway pid %d" % a.proc.pid) in _text(b_log)
             load.more(20, "creates on A and B")
             a.proc.send_signal(signal.SIGTERM)
             assert a.proc.wait(30) == 0
             assert "another gateway accepts on our listening sockets" in a.log()
+            assert "gateway pid %d leaves; we keep accepting" % a.proc.pid in _text(b_log)
             gwtest.wait_for(lambda: "a newer gateway can take our listening sockets now"
                             in _text(b_log), what="B serving the handover name")
             load.more(20, "creates on B alone")
-            c, c_log = _spawn(a, a.conf_path, "c.log", env)
+            c, c_log = _spawn(a, _conf_with_threads(a, 3), "c.log", env)
             procs.append(c)
             assert ("took 2 listening socket(s) of gateway pid %d" % b.pid) in _text(c_log)
             load.more(20, "creates on B and C")
             c.send_signal(signal.SIGTERM)          # the rollback: the newer one leaves
             assert c.wait(30) == 0
             assert "another gateway accepts on our listening sockets" in _text(c_log)
-            gwtest.wait_for(lambda: "gateway pid %d left" % c.pid in _text(b_log),
-                            what="B seeing C leave")
+            assert "gateway pid %d leaves; we keep accepting" % c.pid in _text(b_log)
             load.more(20, "creates on B after the rollback")
         finally:
             failures = load.stop()
@@ -206,8 +210,32 @@ def test_handover_chain_rollback_and_thread_counts():
             served[name] = sum(1 for x in _text(os.path.join(a.dir, name)).splitlines()
                                if x.startswith("{") and json.loads(x).get("route") == "create")
         assert served["b.log"] > 20 and served["c.log"] > 0, served
+        # B's last SIGTERM had nobody left to share with: it steered and drained
+        assert "another gateway accepts" not in _text(b_log)
         for name in ("b.log", "c.log"):
             gwtest.assert_no_sanitizer_report(_text(os.path.join(a.dir, name)))
+
+
+def test_handover_both_stopped_at_once():
+    """Two gateways sharing their sockets get SIGTERM together: at most one may close
+    at once on the other's word (the other, stopping too, answers that it leaves), so
+    they never both count on each other and drop what is queued."""
+    stub = gwtest.shared_stub()
+    for _ in range(3):
+        with gwtest.Gateway(stub) as a:
+            env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
+            b, b_log = _spawn(a, a.conf_path, "b.log", env)
+            try:
+                assert "took 2 listening socket(s)" in _text(b_log)
+                a.proc.send_signal(signal.SIGTERM)
+                b.send_signal(signal.SIGTERM)
+                assert a.proc.wait(30) == 0 and b.wait(30) == 0
+            finally:
+                if b.poll() is None:
+                    b.kill()
+            at_once = [log for log in (a.log(), _text(b_log))
+                       if "another gateway accepts on our listening sockets" in log]
+            assert len(at_once) <= 1, "both closed at once, each counting on the other"
 
 
 def test_sigterm_steers_new_connections():
