@@ -594,7 +594,9 @@ static void drain_grace(struct gw_server *s)
 {
     struct timespec grace = { 0, DRAIN_GRACE_MS * 1000000L };
     evutil_socket_t fds[2] = { -1, -1 };
-    unsigned nown[2] = { s->nworkers, 1 };
+    /* our sockets in the group: one per loop, or as many as we took from an older
+     * gateway (our loops then listen on those alone: more of them, or dups) */
+    unsigned nown[2] = { s->inherited.nmain > 0 ? s->inherited.nmain : s->nworkers, 1 };
     int steered = 0;
 
     if (s->workers[0].htp->server != NULL)
@@ -688,8 +690,15 @@ int gw_server_run(struct gw_server *s)
     signal_set(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     signal(SIGPIPE, SIG_IGN);
-    for (unsigned i = 0; i < s->nworkers; i++)
-        pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        /* a loop that does not run would leave its listening socket unaccepted, and an
+         * older gateway would be told we accept on it */
+        int e = pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+        if (e != 0) {
+            gw_log(GW_LOG_ERROR, "cannot start event loop %u: %s", i, strerror(e));
+            exit(1);
+        }
+    }
     if (s->cfg->handover)
         handover_start(s);
     gw_log(GW_LOG_INFO, "listening on %s:%d (%s), %u event loops, upstream %s",

@@ -158,7 +158,7 @@ unsigned gw_handover_take(const char *host, int port, const char *admin_host, in
 {
     struct sockaddr_un sa;
     socklen_t salen;
-    struct hello me = { MAGIC, (int32_t)getpid(), 0, 0 }, h;
+    struct hello me, h;
     int fds[GW_HANDOVER_MAX + 1];
     unsigned nfds = 0;
     union {
@@ -173,6 +173,9 @@ unsigned gw_handover_take(const char *host, int port, const char *admin_host, in
 
     memset(in, 0, sizeof(*in));
     in->admin = in->link = -1;
+    memset(&me, 0, sizeof(me)); /* no padding byte goes out unset */
+    memcpy(me.magic, MAGIC, sizeof(MAGIC));
+    me.pid = (int32_t)getpid();
     make_name(host, port, &sa, &salen);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -242,17 +245,6 @@ fail:
     return 0;
 }
 
-void gw_handover_discard(struct gw_inherited *in)
-{
-    close_fds(in->main, in->nmain);
-    if (in->admin >= 0)
-        close(in->admin);
-    if (in->link >= 0)
-        close(in->link);
-    memset(in, 0, sizeof(*in));
-    in->admin = in->link = -1;
-}
-
 static void try_bind(struct gw_handover *h)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -280,7 +272,7 @@ static struct peer *free_peer(struct gw_handover *h)
 static void give(struct gw_handover *h)
 {
     int fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    struct hello hi, me = { MAGIC, (int32_t)getpid(), h->nmain, (uint32_t)h->admin };
+    struct hello hi, me;
     union {
         char buf[CMSG_SPACE(sizeof(h->fds))];
         struct cmsghdr align;
@@ -292,8 +284,17 @@ static void give(struct gw_handover *h)
     struct cmsghdr *c;
     struct peer *p = free_peer(h);
 
-    if (fd < 0)
+    if (fd < 0) {
+        /* out of descriptors: the name stays readable; do not spin on it */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            poll(NULL, 0, REBIND_MS);
         return;
+    }
+    memset(&me, 0, sizeof(me));
+    memcpy(me.magic, MAGIC, sizeof(MAGIC));
+    me.pid = (int32_t)getpid();
+    me.nmain = h->nmain;
+    me.admin = (uint32_t)h->admin;
     set_timeout(fd, GIVE_TIMEOUT_MS);
     if (p == NULL || !same_user(fd) ||
         recv(fd, &hi, sizeof(hi), MSG_WAITALL) != (ssize_t)sizeof(hi) ||
@@ -406,8 +407,14 @@ struct gw_handover *gw_handover_start(const char *host, int port, const int *mai
 {
     struct gw_handover *h = calloc(1, sizeof(*h));
 
-    if (h == NULL || n == 0 || n > GW_HANDOVER_MAX)
+    if (h == NULL || n == 0 || n > GW_HANDOVER_MAX) {
+        if (in != NULL && in->link >= 0)
+            close(in->link); /* ours from the call on: the giver sees a taker that never
+                              * listened and keeps its sockets to itself */
+        if (in != NULL)
+            in->link = -1;
         goto fail;
+    }
     h->listen_fd = -1;
     for (unsigned i = 0; i < PEERS_MAX; i++)
         h->peers[i].fd = -1;

@@ -38,9 +38,6 @@ struct gw_handover;
 unsigned gw_handover_take(const char *host, int port, const char *admin_host, int admin_port,
                           struct gw_inherited *in);
 
-/* Give back what gw_handover_take() got and was not used (start-up failed). */
-void gw_handover_discard(struct gw_inherited *in);
-
 /*
  * Once our listeners accept: serve the name for a later gateway (handing it
  * main_fds[0..n) and admin_fd, -1 if none) and watch the link to the gateway

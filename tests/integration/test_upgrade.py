@@ -238,6 +238,38 @@ def test_handover_both_stopped_at_once():
             assert len(at_once) <= 1, "both closed at once, each counting on the other"
 
 
+def _models_rids(log_text):
+    return {json.loads(x)["rid"] for x in log_text.splitlines()
+            if x.startswith("{") and json.loads(x).get("route") == "models"}
+
+
+def _assert_steered(old_proc, old_log, port, auth):
+    """SIGTERM to old_proc (its log text from old_log()): between the steering and the
+    close of its listeners, new connections all go to the newer gateway's sockets."""
+    old_proc.send_signal(signal.SIGTERM)
+    gwtest.wait_for(lambda: "new connections go to a newer gateway" in old_log(),
+                    interval=0.002, what="the steering")
+    served_before = len(_models_rids(old_log()))
+    rids, statuses, t0 = [], [], time.monotonic()
+
+    def ask():  # new connections, inside the 250 ms grace
+        while time.monotonic() - t0 < 0.15:
+            st, h, _ = gwtest.request(port, "GET", "/v1/models", headers=auth)
+            statuses.append(st)
+            rids.append(h.get("x-request-id"))
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join()
+    assert old_proc.wait(15) == 0
+    assert set(statuses) == {200}, statuses
+    assert len(rids) > 4, rids  # a busy machine serves fewer in 150 ms
+    old_rids = _models_rids(old_log())
+    assert len(old_rids) == served_before and not old_rids & set(rids), \
+        "the old gateway took new connections after SIGTERM"
+
+
 def test_sigterm_steers_new_connections():
     """Without handover (handover = off): between SIGTERM and the close of its
     listeners the old gateway gets no new connection: the kernel hands every one to
@@ -246,38 +278,39 @@ def test_sigterm_steers_new_connections():
     stub = gwtest.shared_stub()
     with gwtest.Gateway(stub, extra={"server": {"handover": "off"}}) as old:
         env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
-        path = os.path.join(old.dir, "new.log")
-        with open(path, "wb") as log:
-            new = subprocess.Popen([old.bin, "-c", old.conf_path], stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, cwd=old.dir)
+        new, _ = _spawn(old, old.conf_path, "new.log", env)
         try:
-            gwtest.wait_for(lambda: b"listening on" in open(path, "rb").read(),
-                            what="the new gateway listening")
-            old.proc.send_signal(signal.SIGTERM)
-            gwtest.wait_for(lambda: "new connections go to a newer gateway" in old.log(),
-                            interval=0.002, what="the steering")
-            served_before = len([x for x in old.log_json() if x.get("route") == "models"])
-            rids, statuses, t0 = [], [], time.monotonic()
-
-            def ask():  # new connections, inside the 250 ms grace
-                while time.monotonic() - t0 < 0.15:
-                    st, h, _ = gwtest.request(old.port, "GET", "/v1/models", headers=old.auth())
-                    statuses.append(st)
-                    rids.append(h.get("x-request-id"))
-            askers = [threading.Thread(target=ask) for _ in range(4)]
-            for t in askers:
-                t.start()
-            for t in askers:
-                t.join()
-            assert old.proc.wait(15) == 0
-            assert set(statuses) == {200}, statuses
-            assert len(rids) > 4, rids  # a busy machine serves fewer in 150 ms
-            old_rids = {x["rid"] for x in old.log_json() if x.get("route") == "models"}
-            assert len(old_rids) == served_before and not old_rids & set(rids), \
-                "the old gateway took new connections after SIGTERM"
+            _assert_steered(old.proc, old.log, old.port, old.auth())
         finally:
             new.send_signal(signal.SIGTERM)
             assert new.wait(15) == 0
+
+
+def test_steering_after_a_handover():
+    """A gateway whose sockets came from an older one (B: one loop, A's two sockets,
+    A gone) and a newer one that binds its own (D, handover = off): B's steering counts
+    the sockets it took, not its loops, so every new connection goes to D's."""
+    stub = gwtest.shared_stub()
+    with gwtest.Gateway(stub) as a:
+        env = dict(os.environ, GW_TEST_UPSTREAM_KEY=stub.key)
+        procs = []
+        try:
+            b, b_log = _spawn(a, _conf_with_threads(a, 1), "b.log", env)
+            procs.append(b)
+            assert "took 2 listening socket(s)" in _text(b_log)
+            a.proc.send_signal(signal.SIGTERM)
+            assert a.proc.wait(30) == 0
+            off = os.path.join(a.dir, "off.conf")
+            with open(off, "w") as f:
+                f.write(_text(a.conf_path).replace("[server]\n", "[server]\nhandover = off\n"))
+            d, _ = _spawn(a, off, "d.log", env)
+            procs.append(d)
+            _assert_steered(b, lambda: _text(b_log), a.port, a.auth())
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(30)
 
 
 gwtest.main(globals())
